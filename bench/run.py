@@ -35,8 +35,10 @@ def _fmt(x: float | None) -> str:
 
 
 def table(figures: list[Figure]) -> str:
-    head = f"{'area':10} {'figure':44} {'median':>10} {'min':>10} {'max':>10} {'unit':8} " \
-           f"{'baseline':>10} {'ratio':>7} {'budget':>8} ok"
+    head = (
+        f"{'area':10} {'figure':44} {'median':>10} {'min':>10} {'max':>10} {'unit':8} "
+        f"{'baseline':>10} {'ratio':>7} {'budget':>8} ok"
+    )
     lines = [head, "-" * len(head)]
     for f in figures:
         ok = {True: "yes", False: "NO", None: ""}[f.within_budget()]
