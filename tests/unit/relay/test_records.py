@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clinicam.relay.ledger import Filed, Ledger
+from clinicam.relay.records import AuditLog, StatusBoard
+
+CANARY = "PATIENT-CANARY-7731"
+
+
+def test_status_board_keeps_only_design_keys(tmp_path: Path) -> None:
+    board = StatusBoard(tmp_path / "status.json", wall=lambda: 0.0)
+    board.station("station-a", {"state": "online", "pending": 2, "fw": "0.1.0",
+                                "note": CANARY, "boot": CANARY, "clock_synced": True})
+    text = (tmp_path / "status.json").read_text()
+    data = json.loads(text)
+    assert data["stations"]["station-a"] == {
+        "state": "online", "pending": 2, "fw": "0.1.0", "clock_synced": True,
+        "seen": "1970-01-01T00:00:00.000Z",
+    }
+    assert CANARY not in text
+
+
+def test_audit_log_drops_free_text(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.station_event("station-a", {"event": "rejected", "reason": f"x {CANARY}",
+                                    "capture_id": "ab" * 16, "count": 1})
+    log.decision("station-a", "ab" * 16, "stored", None)
+    text = (tmp_path / "audit.jsonl").read_text()
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert lines[0]["event"] == "rejected" and "reason" not in lines[0]
+    assert lines[1]["decision"] == "stored"
+    # positive control: the canary was offered to the log
+    assert CANARY not in text
+
+
+def test_ledger_survives_restart_and_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    led = Ledger(path)
+    led.record(Filed("station-a", "ab" * 16, "00" * 32, {"dir": "ref"}, "PEM"))
+    with path.open("a") as f:
+        f.write('{"device": "station-b"')  # torn by a crash
+    again = Ledger(path)
+    assert again.get("station-a", "ab" * 16) == led.get("station-a", "ab" * 16)
+    assert len(again) == 1
