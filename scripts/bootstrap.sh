@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Set up everything `make test`, `make demo` and `make bench` need, on a fresh Debian 12
+# or Raspberry Pi OS machine, and nothing twice: missing apt packages (as root; otherwise
+# the exact apt-get line is printed), then .venv with the package and its dev extra.
+# A second run with nothing changed installs nothing.
+#
+# Usage: scripts/bootstrap.sh [apt-group …]   groups: base (default), image
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -A GROUPS=(
+  # real broker and its clients, libzbar for pyzbar, strace for the no-disk-write tests,
+  # openssl for the TLS 1.1 control client; PACS and DICOM validator for the relay sinks;
+  # shellcheck, nftables and systemd-analyze for the appliance checks; poppler for cards.
+  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils"
+  # the QEMU boot test of the appliance image (make test-image)
+  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd"
+)
+
+want=()
+for group in "${@:-base}"; do
+  # shellcheck disable=SC2206
+  want+=(${GROUPS[$group]:?unknown package group $group})
+done
+
+missing=()
+for pkg in "${want[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "bootstrap: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "bootstrap: missing packages; run as root:" >&2
+    echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp=".venv/.clinicam-installed"
+want_stamp=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python ]]; then
+  echo "bootstrap: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]]; then
+  echo "bootstrap: installing clinicam and its dev tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want_stamp" > "$stamp"
+fi
