@@ -31,9 +31,26 @@ SYMBOLOGIES: tuple[str, ...] = (
     "ean13",
 )
 
-# Configured "formats" are the base symbologies; the GS1 variants come with their base.
+# Engine formats; each symbology belongs to one (the GS1 variants to their base format).
 FORMATS: tuple[str, ...] = ("code128", "qr", "datamatrix", "pdf417", "ean13")
-DEFAULT_FORMATS: tuple[str, ...] = ("code128", "qr", "datamatrix")
+_BASE: dict[str, str] = {
+    "code128": "code128",
+    "gs1-128": "code128",
+    "qr": "qr",
+    "gs1-qr": "qr",
+    "datamatrix": "datamatrix",
+    "gs1-datamatrix": "datamatrix",
+    "pdf417": "pdf417",
+    "ean13": "ean13",
+}
+DEFAULT_FORMATS: tuple[str, ...] = (
+    "code128",
+    "gs1-128",
+    "qr",
+    "gs1-qr",
+    "datamatrix",
+    "gs1-datamatrix",
+)
 
 # AIM symbology identifiers (ISO/IEC 15424) for the plain and the GS1 form of each format.
 _AIM: dict[str, tuple[str, str | None]] = {
@@ -85,12 +102,16 @@ class CodeReader(Protocol):
 
 
 def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
-    """Validate a configured list of formats (base symbologies) and return it as a tuple."""
+    """Validate configured symbology names (``[reader] formats``) and return them."""
     wanted = tuple(dict.fromkeys(f.lower() for f in formats))
-    unknown = [f for f in wanted if f not in FORMATS]
-    if unknown or not wanted:
-        raise ValueError(f"reader formats must be a non-empty subset of {', '.join(FORMATS)}")
+    if not wanted or any(f not in _BASE for f in wanted):
+        raise ValueError(f"reader formats must be a non-empty subset of {', '.join(SYMBOLOGIES)}")
     return wanted
+
+
+def base_formats(symbologies: Iterable[str]) -> tuple[str, ...]:
+    """The engine formats needed to read ``symbologies`` (``gs1-128`` needs ``code128``)."""
+    return tuple(dict.fromkeys(_BASE[s] for s in symbologies))
 
 
 def _as_luminance(frame: np.ndarray) -> np.ndarray:
@@ -115,7 +136,7 @@ class ZxingReader:
         self._z = zxingcpp
         self.formats = check_formats(formats)
         self._mask = zxingcpp.BarcodeFormats(
-            [getattr(zxingcpp.BarcodeFormat, _ZXING_NAMES[f]) for f in self.formats]
+            [getattr(zxingcpp.BarcodeFormat, _ZXING_NAMES[f]) for f in base_formats(self.formats)]
         )
 
     def decode(self, frame: np.ndarray) -> list[Code]:
@@ -124,7 +145,7 @@ class ZxingReader:
             _as_luminance(frame), formats=self._mask, text_mode=self._z.TextMode.Plain
         )
         codes = (self._to_code(r) for r in results if r.valid)
-        return [c for c in codes if c is not None]
+        return [c for c in codes if c is not None and c.symbology in self.formats]
 
     def _to_code(self, result: Any) -> Code | None:
         base = _FROM_ZXING.get(result.format.name)
@@ -163,7 +184,7 @@ class PyzbarReader:
     SUPPORTED = ("code128", "qr", "ean13")
     _MOD_GS1 = 1
 
-    def __init__(self, formats: Sequence[str] = ("code128", "qr")) -> None:
+    def __init__(self, formats: Sequence[str] = DEFAULT_FORMATS) -> None:
         try:
             from pyzbar import pyzbar, wrapper
         except ImportError as exc:  # ImportError also covers a missing libzbar0
@@ -171,7 +192,7 @@ class PyzbarReader:
                 "pyzbar or libzbar0 is missing: apt install libzbar0 and pip install pyzbar"
             ) from exc
         wanted = check_formats(formats)
-        self.formats = tuple(f for f in wanted if f in self.SUPPORTED)
+        self.formats = tuple(f for f in wanted if _BASE[f] in self.SUPPORTED)
         if not self.formats:
             raise ReaderUnavailable("zbar reads none of the configured formats: use zxing")
         self._pz, self._w = pyzbar, wrapper
@@ -199,12 +220,14 @@ class PyzbarReader:
             w.zbar_image_set_data(image, ctypes.cast(buffer, ctypes.c_void_p), len(data), None)
             if w.zbar_scan_image(scanner, image) < 0:
                 raise ReaderUnavailable("zbar refused the frame format")
-            return [c for c in map(self._to_code, self._pz._symbols_for_image(image)) if c]
+            codes = map(self._to_code, self._pz._symbols_for_image(image))
+            return [c for c in codes if c is not None and c.symbology in self.formats]
 
     def _configure(self, scanner: Any) -> None:
         enable = self._pz.ZBarConfig.CFG_ENABLE
+        wanted = {int(self._types[f]) for f in base_formats(self.formats)}
         for symbol in self._pz.ZBarSymbol:
-            on = int(symbol) in {int(self._types[f]) for f in self.formats}
+            on = int(symbol) in wanted
             self._w.zbar_image_scanner_set_config(scanner, symbol, enable, int(on))
 
     def _to_code(self, symbol: Any) -> Code | None:
