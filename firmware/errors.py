@@ -109,3 +109,11 @@ class SinkError(ClinicamError):
 
 class SinkUnknownPatient(ClinicamError):
     """The record system does not know the patient: quarantine, never guess a chart."""
+
+
+class MemoryHardeningError(ClinicamError):
+    """mlockall, non-dumpable or no-core could not be set where the config requires it."""
+
+
+class TopicError(ClinicamError, ValueError):
+    """A topic name or a part of it is not of the form DESIGN §5 defines."""
