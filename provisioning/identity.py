@@ -1,0 +1,232 @@
+"""The station's identity: its key, made on the device, and the files the site sends it.
+
+The identity directory (``[identity] dir``, default ``/etc/clinicam/identity``) holds
+``device.key`` (0600, never leaves the station), ``device.pem``, ``ca.pem``,
+``recipient.pub``, ``broker.json`` (``{"host", "port"}``) and optionally ``crl.pem``.
+``install`` checks everything before writing anything, so a station never ends up
+with a certificate that does not fit its key or its site.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from clinicam.firmware.errors import ProvisioningError
+from clinicam.provisioning import pki
+from clinicam.provisioning.recipient import RecipientPublicKey, load_recipient_public
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+DEFAULT_DIR = Path("/etc/clinicam/identity")
+KEY, CSR, CERT, CA, RECIPIENT, BROKER, CRL = (
+    "device.key",
+    "device.csr",
+    "device.pem",
+    "ca.pem",
+    "recipient.pub",
+    "broker.json",
+    "crl.pem",
+)
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Everything a station needs to connect, sign and seal (DESIGN §4–§5)."""
+
+    dir: Path
+    device_id: str
+    key: pki.PrivateKey
+    cert: x509.Certificate
+    cert_pem: bytes
+    ca: x509.Certificate
+    ca_pem: bytes
+    recipient: RecipientPublicKey
+    broker_host: str
+    broker_port: int
+    crl: x509.CertificateRevocationList | None = None
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / KEY
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / CERT
+
+    @property
+    def ca_path(self) -> Path:
+        return self.dir / CA
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.cert.not_valid_after_utc
+
+
+def create_device_key(directory: Path, device_id: str) -> Path:
+    """Make ``device.key`` (0600) and ``device.csr`` with CN = ``device_id``; return the CSR path.
+
+    An existing key is kept (a renewal re-uses it) unless it is unreadable.
+    """
+    pki.check_id(device_id)
+    directory = Path(directory)
+    _ensure_dir(directory)
+    key_path = directory / KEY
+    if key_path.exists():
+        key = pki.load_key(key_path, f"remove {key_path} to make a new key")
+    else:
+        key = pki.new_key()
+        pki.write_private(key_path, pki.key_pem(key))
+    csr = pki.make_csr(key, device_id)
+    pki.write_public(directory / CSR, csr.public_bytes(serialization.Encoding.PEM))
+    return directory / CSR
+
+
+def _ensure_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(directory.stat().st_mode) & 0o027:
+        os.chmod(directory, 0o700)
+
+
+@dataclass(frozen=True)
+class InstallFiles:
+    """Public files for a station, from a bundle or given one by one."""
+
+    ca: Path
+    cert: Path
+    recipient: Path
+    broker_host: str
+    broker_port: int
+    crl: Path | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle: Path) -> InstallFiles:
+        """Read a folder made by ``clinicam provision bundle``."""
+        broker = _broker_json(bundle / BROKER, "make the bundle again with 'clinicam provision bundle'")
+        crl = bundle / CRL
+        return cls(bundle / CA, bundle / CERT, bundle / RECIPIENT, broker[0], broker[1], crl if crl.exists() else None)
+
+
+def install(
+    files: InstallFiles,
+    identity_dir: Path = DEFAULT_DIR,
+    *,
+    now: dt.datetime | None = None,
+    owner: tuple[int, int] | None = None,
+) -> DeviceIdentity:
+    """Check the files against ``device.key`` and the CA, then place them with strict modes."""
+    now = now or pki.utcnow()
+    identity_dir = Path(identity_dir)
+    key = pki.load_key(identity_dir / KEY, "make it first with 'clinicam provision device-key'")
+    ca_pem = _read(files.ca)
+    cert_pem = _read(files.cert)
+    ca = pki.parse_cert(ca_pem, str(files.ca))
+    cert = pki.parse_cert(cert_pem, str(files.cert))
+    _check_cert(cert, key, ca, str(files.cert), now)
+    load_recipient_public(_read(files.recipient))
+    crl_pem = _read(files.crl) if files.crl else None
+    if crl_pem is not None:
+        _parse_crl(crl_pem, ca, str(files.crl))
+    _ensure_dir(identity_dir)
+    os.chmod(identity_dir / KEY, 0o600)
+    pki.write_public(identity_dir / CA, ca_pem)
+    pki.write_public(identity_dir / CERT, cert_pem)
+    pki.write_public(identity_dir / RECIPIENT, _read(files.recipient))
+    broker = {"host": files.broker_host, "port": files.broker_port}
+    pki.write_public(identity_dir / BROKER, json.dumps(broker).encode())
+    if crl_pem is not None:
+        pki.write_public(identity_dir / CRL, crl_pem)
+    if owner is not None:
+        _chown(identity_dir, owner)
+    return load_identity(identity_dir)
+
+
+def _chown(directory: Path, owner: tuple[int, int]) -> None:
+    for path in [directory, *directory.iterdir()]:
+        shutil.chown(path, owner[0], owner[1])
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ProvisioningError(
+            f"{path} cannot be read: copy the station's bundle again ('clinicam provision bundle')"
+        ) from exc
+
+
+def _check_cert(
+    cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, where: str, now: dt.datetime | None
+) -> str:
+    """Check key match, issuer, EKU and (when ``now`` is given) validity; return the CN."""
+    if not pki.same_key(cert, key):
+        raise ProvisioningError(
+            f"{where} does not match this station's device.key: it was signed for another "
+            "station or another key; sign this station's device.csr"
+        )
+    pki.verify_issued(cert, ca, where)
+    if now is not None:
+        pki.check_validity(cert, where, now)
+    if not pki.has_client_auth(cert):
+        raise ProvisioningError(f"{where} is not a client certificate (no clientAuth): sign a device CSR")
+    return pki.check_id(pki.common_name(cert.subject, where))
+
+
+def _parse_crl(data: bytes, ca: x509.Certificate, where: str) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError as exc:
+        raise ProvisioningError(f"{where} is not a PEM CRL: copy the site's crl.pem again") from exc
+    if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
+    return crl
+
+
+def _broker_json(path: Path, remedy: str) -> tuple[str, int]:
+    try:
+        data = json.loads(path.read_text())
+        host, port = data["host"], data["port"]
+    except FileNotFoundError:
+        raise ProvisioningError(f"{path} is missing: {remedy}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProvisioningError(f'{path} must be JSON {{"host", "port"}}: {remedy}') from exc
+    if not isinstance(host, str) or not host or type(port) is not int or not 1 <= port <= 65535:
+        raise ProvisioningError(f"{path} must hold a host name and a port 1-65535: {remedy}")
+    return host, port
+
+
+def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
+    """Load and cross-check the installed identity; expiry is reported, not refused here.
+
+    An expired certificate still loads, so the station can say so in its status and
+    ``selftest``; the broker refuses it anyway.
+    """
+    directory = Path(directory)
+    remedy = f"install the station's bundle with 'clinicam provision install --identity-dir {directory}'"
+    key_path = directory / KEY
+    key = pki.load_key(key_path, "make it with 'clinicam provision device-key' and have it signed")
+    if key_path.stat().st_mode & 0o077:
+        raise ProvisioningError(f"{key_path} is readable by others: run 'chmod 600 {key_path}'")
+    ca_pem, cert_pem = _must(directory / CA, remedy), _must(directory / CERT, remedy)
+    ca = pki.parse_cert(ca_pem, str(directory / CA), remedy)
+    cert = pki.parse_cert(cert_pem, str(directory / CERT), remedy)
+    device_id = _check_cert(cert, key, ca, str(directory / CERT), None)
+    recipient = load_recipient_public(_must(directory / RECIPIENT, remedy))
+    host, port = _broker_json(directory / BROKER, remedy)
+    crl_path = directory / CRL
+    crl = _parse_crl(crl_path.read_bytes(), ca, str(crl_path)) if crl_path.exists() else None
+    return DeviceIdentity(directory, device_id, key, cert, cert_pem, ca, ca_pem, recipient, host, port, crl)
+
+
+def _must(path: Path, remedy: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ProvisioningError(f"{path} is missing: {remedy}") from None
+    except OSError as exc:
+        raise ProvisioningError(f"{path} cannot be read ({exc.strerror}): {remedy}") from exc

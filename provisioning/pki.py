@@ -1,0 +1,337 @@
+"""X.509 building blocks of the site PKI: keys, certificates, CSRs and CRLs.
+
+Everything here is a pure function of its inputs: the clock (``now``) and the validity
+are parameters, so tests make expired or not-yet-valid certificates without sleeping.
+Keys are EC P-256 throughout, because the station signs manifests with its TLS key
+(DESIGN §4) and P-256 is what every TLS stack and HSM speaks.
+
+The site CA is dedicated to clinicam (DESIGN §3.5): the broker grants rights by the
+certificate's CN, so any certificate the CA signs is a login. Hence the strict checks
+on identifiers and the refusal of reserved names here, in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from clinicam.firmware.errors import ProvisioningError
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ID_PATTERN = re.compile(r"[a-z0-9-]{3,64}")
+RESERVED_PREFIXES: tuple[str, ...] = ("relay", "broker", "admin")
+DEFAULT_DAYS = 397
+CA_DAYS = 3650
+# Backdating absorbs small clock differences between the site and a freshly booted station.
+BACKDATE = dt.timedelta(minutes=5)
+
+PrivateKey = ec.EllipticCurvePrivateKey
+
+
+def utcnow() -> dt.datetime:
+    """The real clock; every function that needs time takes ``now`` and defaults to this."""
+    return dt.datetime.now(dt.UTC)
+
+
+def check_id(name: str, *, allow_reserved: bool = False) -> str:
+    """Return ``name`` if it is a well-formed identity; raise ``ProvisioningError`` if not.
+
+    Device ids become MQTT usernames and topic levels (``P/%u/...``), so only
+    ``[a-z0-9-]{3,64}`` is allowed, and the prefixes that name the site's own services
+    are refused for devices: a station called ``relay-9`` would get a relay's rights.
+    """
+    if not ID_PATTERN.fullmatch(name):
+        raise ProvisioningError(
+            "malformed identity: use 3 to 64 characters of lowercase a-z, digits and '-' (for example 'ward3-cart1')"
+        )
+    if not allow_reserved and name.startswith(RESERVED_PREFIXES):
+        raise ProvisioningError(
+            f"identity {name!r} is reserved: names starting with "
+            f"{', '.join(RESERVED_PREFIXES)} belong to the site's own services; pick another"
+        )
+    return name
+
+
+def new_key() -> PrivateKey:
+    """A fresh EC P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM: the file's 0600 mode and the device's disk are its guard."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint of the DER certificate, lowercase hex with colons (as openssl)."""
+    return cert.fingerprint(hashes.SHA256()).hex(":")
+
+
+def spki_sha256(key: ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo: names a key independently of its certificates."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` atomically with ``mode`` from the start (never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    write_file(path, data, 0o600)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    write_file(path, data, 0o644)
+
+
+def _read(path: Path, what: str, remedy: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ProvisioningError(f"{what} {path} is missing: {remedy}") from None
+    except OSError as exc:
+        raise ProvisioningError(f"{what} {path} cannot be read ({exc.strerror}): {remedy}") from exc
+
+
+def load_key(path: Path, remedy: str = "check the path") -> PrivateKey:
+    data = _read(path, "private key", remedy)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ProvisioningError(f"private key {path} is not an unencrypted PEM key: {remedy}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ProvisioningError(f"private key {path} is not EC P-256: {remedy}")
+    return key
+
+
+def load_cert(path: Path, remedy: str = "check the path") -> x509.Certificate:
+    return parse_cert(_read(path, "certificate", remedy), str(path), remedy)
+
+
+def parse_cert(data: bytes, where: str, remedy: str = "check the file") -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise ProvisioningError(f"certificate {where} is not a PEM certificate: {remedy}") from exc
+
+
+def parse_csr(data: bytes, where: str) -> x509.CertificateSigningRequest:
+    try:
+        return x509.load_pem_x509_csr(data)
+    except ValueError as exc:
+        raise ProvisioningError(
+            f"{where} is not a PEM certificate signing request: make a new one on the station "
+            "with 'clinicam provision device-key'"
+        ) from exc
+
+
+# -- names and checks -------------------------------------------------------------------
+
+
+def common_name(name: x509.Name, where: str) -> str:
+    """The one CN of ``name``; several or none is refused (the broker needs exactly one)."""
+    cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) != 1 or not isinstance(cns[0].value, str):
+        raise ProvisioningError(f"{where} must carry exactly one common name (CN)")
+    return cns[0].value
+
+
+def check_csr(csr: x509.CertificateSigningRequest, where: str) -> str:
+    """Return the CSR's device id after checking its self-signature and its name."""
+    if not csr.is_signature_valid:
+        raise ProvisioningError(
+            f"{where}: the request's signature does not verify (corrupted or tampered); "
+            "make a new one on the station with 'clinicam provision device-key'"
+        )
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ProvisioningError(f"{where}: the key must be EC P-256; use 'clinicam provision device-key'")
+    return check_id(common_name(csr.subject, where))
+
+
+def same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    return cert.public_key() == key.public_key()
+
+
+def verify_issued(cert: x509.Certificate, ca: x509.Certificate, where: str) -> None:
+    """Raise unless ``cert`` is signed directly by ``ca`` (names and signature)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise ProvisioningError(
+            f"{where} was not issued by this site's CA (ca.pem): use the certificate the "
+            "site signed for this station, or the matching ca.pem"
+        ) from exc
+
+
+def check_validity(cert: x509.Certificate, where: str, now: dt.datetime) -> None:
+    if now < cert.not_valid_before_utc:
+        raise ProvisioningError(
+            f"{where} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z: check this machine's clock"
+        )
+    if now > cert.not_valid_after_utc:
+        raise ProvisioningError(
+            f"{where} expired on {cert.not_valid_after_utc:%Y-%m-%d}: renew it with "
+            "'clinicam provision renew' on the site"
+        )
+
+
+def has_client_auth(cert: x509.Certificate) -> bool:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.CLIENT_AUTH in eku
+
+
+# -- building ---------------------------------------------------------------------------
+
+
+def _name(cn: str, site: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if site:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, site))
+    return x509.Name(attrs)
+
+
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def make_ca(key: PrivateKey, site: str, *, now: dt.datetime, days: int = CA_DAYS) -> x509.Certificate:
+    """Self-signed site CA, path length 0: it signs end entities and nothing else."""
+    name = _name(f"clinicam CA {site}", site)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def issue(
+    ca_key: PrivateKey,
+    ca: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    cn: str,
+    *,
+    now: dt.datetime,
+    days: int = DEFAULT_DAYS,
+    server_hosts: Sequence[str] = (),
+) -> x509.Certificate:
+    """An end-entity certificate: clientAuth, or serverAuth with SANs when ``server_hosts``."""
+    if days < 1:
+        raise ProvisioningError("certificate validity must be at least 1 day")
+    eku = ExtendedKeyUsageOID.SERVER_AUTH if server_hosts else ExtendedKeyUsageOID.CLIENT_AUTH
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
+    if server_hosts:
+        builder = builder.add_extension(_san(server_hosts), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def make_csr(key: PrivateKey, cn: str) -> x509.CertificateSigningRequest:
+    return x509.CertificateSigningRequestBuilder().subject_name(_name(cn)).sign(key, hashes.SHA256())
+
+
+def make_crl(
+    ca_key: PrivateKey,
+    ca: x509.Certificate,
+    revoked: Iterable[tuple[int, dt.datetime]],
+    *,
+    now: dt.datetime,
+    days: int,
+) -> x509.CertificateRevocationList:
+    """A CRL listing ``(serial, revoked_at)``; valid ``days`` (the broker refuses all when stale)."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - BACKDATE)
+        .next_update(now + dt.timedelta(days=days))
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(serialization.Encoding.PEM)

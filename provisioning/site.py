@@ -1,0 +1,355 @@
+"""A clinicam site: its CA, register of issued certificates, CRL, broker and relay files.
+
+Layout (DESIGN §7) keeps apart what must stay apart::
+
+    SITE/ca.pem  crl.pem  site.json          public: copied to stations and relays
+    SITE/ca/ca.key  register.json  issued/   the CA: keep offline
+    SITE/broker/                             the broker's key, cert, config, ACL, CRL
+    SITE/relay/                              relay workers' keys and the recipient key
+
+The register holds ids, serials, dates and fingerprints only: station names are not
+PHI, and nothing about patients ever reaches the site PKI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from clinicam.firmware.errors import ProvisioningError
+from clinicam.provisioning import brokerconf, pki
+from clinicam.provisioning.recipient import KEMS, generate_recipient_key
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+RENEW_GRACE = dt.timedelta(days=30)
+
+
+def normalise_kem(kem: str) -> str:
+    """Map CLI spellings (``x25519``, ``mlkem768-x25519``) to DESIGN §4's names."""
+    upper = kem.upper()
+    if upper not in KEMS:
+        raise ProvisioningError(f"unknown KEM {kem!r}: use x25519 or mlkem768-x25519")
+    return upper
+
+
+@dataclass
+class Record:
+    """One issued certificate in ``ca/register.json``."""
+
+    id: str
+    kind: str  # ca | broker | relay | device | test
+    serial: str  # lowercase hex
+    not_before: str
+    not_after: str
+    fingerprint: str
+    key: str  # SHA-256 of the SubjectPublicKeyInfo
+    revoked_at: str | None = None
+
+    @classmethod
+    def of(cls, cert: x509.Certificate, kind: str) -> Record:
+        return cls(
+            id=pki.common_name(cert.subject, "certificate"),
+            kind=kind,
+            serial=pki.serial_hex(cert.serial_number),
+            not_before=cert.not_valid_before_utc.isoformat(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+            fingerprint=pki.fingerprint(cert),
+            key=pki.spki_sha256(_ec_public(cert)),
+        )
+
+    @property
+    def expires(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.not_after)
+
+    def valid_at(self, now: dt.datetime) -> bool:
+        return self.revoked_at is None and now <= self.expires
+
+
+def _ec_public(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
+
+
+def _mkdir(path: Path, mode: int) -> Path:
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    return path
+
+
+class Site:
+    """An opened site directory. Signing needs ``ca/ca.key``; reading does not."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        info = self._json(self.path / "site.json", "is this a site made by 'clinicam provision site-init'?")
+        self.name: str = info["site"]
+        self.hosts: list[str] = info["broker"]["hosts"]
+        self.port: int = info["broker"]["port"]
+        self.prefix: str = info["topic_prefix"]
+        self.kem: str = info["kem"]
+        self.relays: int = info["relays"]
+        self.ca = pki.load_cert(self.ca_pem)
+
+    # -- paths --------------------------------------------------------------------------
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.path / "ca.pem"
+
+    @property
+    def crl_pem(self) -> Path:
+        return self.path / "crl.pem"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.path / "broker"
+
+    @property
+    def relay_dir(self) -> Path:
+        return self.path / "relay"
+
+    @property
+    def register_path(self) -> Path:
+        return self.path / "ca" / "register.json"
+
+    def relay_files(self, n: int) -> tuple[Path, Path]:
+        """``(cert, key)`` of relay worker ``n`` (from 1)."""
+        return self.relay_dir / f"relay-{n}.pem", self.relay_dir / f"relay-{n}.key"
+
+    # -- creation -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        name: str,
+        hosts: Sequence[str],
+        *,
+        port: int = brokerconf.DEFAULT_PORT,
+        relays: int = 1,
+        kem: str = "MLKEM768-X25519",
+        prefix: str = brokerconf.DEFAULT_PREFIX,
+        conf_dir: str = brokerconf.DEFAULT_CONF_DIR,
+        now: dt.datetime | None = None,
+    ) -> Site:
+        """Make a new site: CA, broker files, relay identities, recipient key, empty CRL."""
+        now = now or pki.utcnow()
+        path = Path(path)
+        _check_new_site(path, name, hosts, port, relays)
+        kem = normalise_kem(kem)
+        _mkdir(path, 0o755)
+        ca_key = pki.new_key()
+        ca = pki.make_ca(ca_key, name, now=now)
+        pki.write_private(_mkdir(path / "ca", 0o700) / "ca.key", pki.key_pem(ca_key))
+        pki.write_public(path / "ca.pem", pki.cert_pem(ca))
+        _write_json(path / "ca" / "register.json", {"site": name, "certificates": [asdict(Record.of(ca, "ca"))]})
+        recipient = generate_recipient_key(kem)
+        info = {
+            "site": name,
+            "broker": {"hosts": list(hosts), "port": port},
+            "topic_prefix": prefix,
+            "kem": kem,
+            "recipient": recipient.fingerprint,
+            "relays": relays,
+        }
+        _write_json(path / "site.json", info, mode=0o644)
+        site = cls(path)
+        site._create_broker(ca_key, conf_dir, now)
+        site._create_relays(ca_key, now)
+        pki.write_private(site.relay_dir / "recipient.key", recipient.private_pem())
+        pki.write_public(site.relay_dir / "recipient.pub", recipient.public_pem())
+        site.write_crl(now=now, ca_key=ca_key)
+        return site
+
+    def _create_broker(self, ca_key: pki.PrivateKey, conf_dir: str, now: dt.datetime) -> None:
+        d = _mkdir(self.broker_dir, 0o700)
+        key = pki.new_key()
+        cert = pki.issue(ca_key, self.ca, key.public_key(), "broker", now=now, server_hosts=self.hosts)
+        self._record(cert, "broker")
+        pki.write_private(d / "broker.key", pki.key_pem(key))
+        pki.write_public(d / "broker.pem", pki.cert_pem(cert))
+        pki.write_public(d / "ca.pem", pki.cert_pem(self.ca))
+        conf = brokerconf.render_conf(self.name, port=self.port, conf_dir=conf_dir)
+        pki.write_public(d / "mosquitto.conf", conf.encode())
+        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays)
+        pki.write_public(d / "acl", acl.encode())
+
+    def _create_relays(self, ca_key: pki.PrivateKey, now: dt.datetime) -> None:
+        _mkdir(self.relay_dir, 0o700)
+        for n in range(1, self.relays + 1):
+            key = pki.new_key()
+            cert = self.issue(key.public_key(), f"relay-{n}", now=now, kind="relay", ca_key=ca_key)
+            cert_path, key_path = self.relay_files(n)
+            pki.write_private(key_path, pki.key_pem(key))
+            pki.write_public(cert_path, pki.cert_pem(cert))
+
+    # -- the register -------------------------------------------------------------------
+
+    def records(self) -> list[Record]:
+        data = self._json(self.register_path, "restore it from the site's backup")
+        return [Record(**r) for r in data["certificates"]]
+
+    def _save(self, records: list[Record]) -> None:
+        _write_json(self.register_path, {"site": self.name, "certificates": [asdict(r) for r in records]})
+
+    def _record(self, cert: x509.Certificate, kind: str) -> None:
+        self._save([*self.records(), Record.of(cert, kind)])
+        pki.write_public(self.path / "ca" / "issued" / f"{pki.serial_hex(cert.serial_number)}.pem", pki.cert_pem(cert))
+
+    def valid_records(self, ident: str, now: dt.datetime) -> list[Record]:
+        return [r for r in self.records() if r.id == ident and r.valid_at(now)]
+
+    def certificate(self, record: Record) -> x509.Certificate:
+        return pki.load_cert(self.path / "ca" / "issued" / f"{record.serial}.pem")
+
+    # -- signing ------------------------------------------------------------------------
+
+    def ca_key(self) -> pki.PrivateKey:
+        return pki.load_key(
+            self.path / "ca" / "ca.key",
+            "signing needs the site CA key: run this where the offline ca/ folder is mounted",
+        )
+
+    def issue(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        cn: str,
+        *,
+        now: dt.datetime | None = None,
+        days: int = pki.DEFAULT_DAYS,
+        kind: str = "device",
+        ca_key: pki.PrivateKey | None = None,
+    ) -> x509.Certificate:
+        """Issue and register a clientAuth certificate; no checks beyond the id's form."""
+        pki.check_id(cn, allow_reserved=kind != "device")
+        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now or pki.utcnow(), days=days)
+        self._record(cert, kind)
+        return cert
+
+    def sign(
+        self, csr_pem: bytes, *, where: str = "CSR", days: int = pki.DEFAULT_DAYS, now: dt.datetime | None = None
+    ) -> x509.Certificate:
+        """Sign a station's CSR for a new id; refuse an id that already has a valid certificate."""
+        now = now or pki.utcnow()
+        csr = pki.parse_csr(csr_pem, where)
+        ident = pki.check_csr(csr, where)
+        if self.valid_records(ident, now):
+            raise ProvisioningError(
+                f"{ident!r} already has a valid certificate: use 'clinicam provision renew' for "
+                "the same station, or 'revoke' it first if it is being replaced"
+            )
+        return self.issue(_csr_key(csr), ident, now=now, days=days)
+
+    def renew(
+        self, csr_pem: bytes, *, where: str = "CSR", days: int = pki.DEFAULT_DAYS, now: dt.datetime | None = None
+    ) -> x509.Certificate:
+        """New certificate for an id whose last one is valid or expired less than 30 days ago."""
+        now = now or pki.utcnow()
+        csr = pki.parse_csr(csr_pem, where)
+        ident = pki.check_csr(csr, where)
+        mine = [r for r in self.records() if r.id == ident and r.kind == "device"]
+        if not mine:
+            raise ProvisioningError(f"{ident!r} was never issued here: use 'clinicam provision sign'")
+        if any(r.revoked_at for r in mine) and not any(r.valid_at(now) for r in mine):
+            raise ProvisioningError(
+                f"{ident!r} was revoked: a revoked station is not renewed; sign a new id after checking it"
+            )
+        if not any(r.revoked_at is None and now <= r.expires + RENEW_GRACE for r in mine):
+            raise ProvisioningError(
+                f"{ident!r} expired more than 30 days ago: sign it again with 'clinicam provision sign'"
+            )
+        return self.issue(_csr_key(csr), ident, now=now, days=days)
+
+    def revoke(self, target: str, *, now: dt.datetime | None = None) -> list[Record]:
+        """Revoke every unrevoked certificate of an id, or one by serial; rewrite the CRLs."""
+        now = now or pki.utcnow()
+        records = self.records()
+        serial = target.lower().replace(":", "").removeprefix("0x")
+        hit = [r for r in records if r.revoked_at is None and (r.id == target or r.serial == serial)]
+        hit = [r for r in hit if r.kind != "ca"]
+        if not hit:
+            raise ProvisioningError(
+                "nothing to revoke: no unrevoked certificate has that id or serial "
+                "(see 'clinicam provision show --site')"
+            )
+        for r in hit:
+            r.revoked_at = now.isoformat()
+        self._save(records)
+        self.write_crl(now=now)
+        return hit
+
+    def write_crl(self, *, now: dt.datetime | None = None, ca_key: pki.PrivateKey | None = None) -> Path:
+        """Write ``crl.pem`` for relays and ``broker/crl.pem`` for the broker.
+
+        The CRL lives as long as the CA: it is pushed to the broker and relays, never
+        fetched, so a short ``nextUpdate`` would add no freshness, only a day when a
+        forgotten refresh locks every station out.
+        """
+        now = now or pki.utcnow()
+        revoked = [(int(r.serial, 16), dt.datetime.fromisoformat(r.revoked_at)) for r in self.records() if r.revoked_at]
+        days = max(1, (self.ca.not_valid_after_utc - now).days)
+        pem = pki.crl_pem(pki.make_crl(ca_key or self.ca_key(), self.ca, revoked, now=now, days=days))
+        pki.write_public(self.crl_pem, pem)
+        pki.write_public(self.broker_dir / "crl.pem", pem)
+        return self.crl_pem
+
+    # -- station bundle -----------------------------------------------------------------
+
+    def bundle(self, device: str, out: Path, *, now: dt.datetime | None = None) -> Path:
+        """Gather the public files a station installs: CA, its certificate, CRL, recipient, broker."""
+        now = now or pki.utcnow()
+        pki.check_id(device)
+        valid = [r for r in self.valid_records(device, now) if r.kind == "device"]
+        if not valid:
+            raise ProvisioningError(f"{device!r} has no valid certificate: sign its CSR first")
+        newest = max(valid, key=lambda r: r.not_after)
+        out = Path(out)
+        pki.write_public(out / "device.pem", pki.cert_pem(self.certificate(newest)))
+        pki.write_public(out / "ca.pem", self.ca_pem.read_bytes())
+        pki.write_public(out / "crl.pem", self.crl_pem.read_bytes())
+        pki.write_public(out / "recipient.pub", (self.relay_dir / "recipient.pub").read_bytes())
+        pki.write_public(out / "broker.json", json.dumps(self.broker_address()).encode())
+        return out
+
+    def broker_address(self) -> dict[str, object]:
+        return {"host": self.hosts[0], "port": self.port}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(path: Path, remedy: str) -> dict:
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ProvisioningError(f"{path} is missing: {remedy}") from None
+        except (OSError, ValueError) as exc:
+            raise ProvisioningError(f"{path} is unreadable or not JSON: {remedy}") from exc
+
+
+def _csr_key(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey:
+    key = csr.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)  # check_csr made sure
+    return key
+
+
+def _write_json(path: Path, data: dict, mode: int = 0o600) -> None:
+    pki.write_file(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def _check_new_site(path: Path, name: str, hosts: Sequence[str], port: int, relays: int) -> None:
+    if (path / "site.json").exists() or (path / "ca").exists():
+        raise ProvisioningError(f"{path} already holds a site: refusing to overwrite its CA; pick an empty directory")
+    if not name.strip():
+        raise ProvisioningError("the site needs a name (--site)")
+    if not hosts:
+        raise ProvisioningError("give at least one --broker-host (DNS name or IP address)")
+    if not 1 <= port <= 65535:
+        raise ProvisioningError(f"broker port {port} is out of range 1-65535")
+    if not 1 <= relays <= 99:
+        raise ProvisioningError("--relays must be between 1 and 99")
