@@ -162,8 +162,7 @@ class Mosquitto:
             log.debug("port taken, retry %d", attempt + 1)
         self.stop()
         raise ProvisioningError(
-            f"mosquitto did not start on {self.host}:{self.port}: see {self.log_path}\n"
-            + self.log_text()[-2000:]
+            f"mosquitto did not start on {self.host}:{self.port}: see {self.log_path}\n" + self.log_text()[-2000:]
         )
 
     def _wait_ready(self, timeout: float) -> bool:

@@ -1,0 +1,263 @@
+"""``clinicam provision …``: site PKI on the admin's machine, keys and install on a station.
+
+Errors are ``ProvisioningError`` (exit 1, a message naming the file and the remedy);
+bad usage exits 2. Private keys are written 0600 and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import pwd
+import sys
+from pathlib import Path
+from typing import Any
+
+from clinicam.firmware.errors import ProvisioningError
+from clinicam.provisioning import brokerconf, identity, pki, report
+from clinicam.provisioning.site import Site
+
+EXIT_USAGE = 2
+DESCRIPTION = """\
+On the site's admin machine: site-init, sign, renew, revoke, crl, bundle, show --site.
+On a station: device-key, install, show.
+Private keys are written with mode 0600 and never printed."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``provision`` group to the ``clinicam`` command."""
+    parser = subparsers.add_parser(
+        "provision",
+        help="site PKI, device keys, certificates, broker config",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="provision_command", metavar="SUBCOMMAND")
+    _site_init(sub)
+    _device_key(sub)
+    _sign(sub, "sign", "sign a station's CSR for a new device id", _cmd_sign)
+    _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
+    _revoke(sub)
+    _crl(sub)
+    _bundle(sub)
+    _install(sub)
+    _show(sub)
+
+
+# -- parsers ----------------------------------------------------------------------------
+
+
+def _site_init(sub: Any) -> None:
+    p = sub.add_parser("site-init", help="create a site: CA, broker, relay and recipient keys")
+    p.add_argument("site_dir", metavar="SITE", type=Path, help="new, empty site directory")
+    p.add_argument("--site", required=True, help="site name (shown in the CA's name)")
+    p.add_argument(
+        "--broker-host",
+        action="append",
+        required=True,
+        metavar="HOST",
+        help="broker DNS name or IP address; repeat for several (the first is the one stations use)",
+    )
+    p.add_argument("--broker-port", type=int, default=brokerconf.DEFAULT_PORT)
+    p.add_argument("--relays", type=int, default=1, help="relay workers (relay-1 … relay-N)")
+    p.add_argument(
+        "--kem",
+        choices=["x25519", "mlkem768-x25519"],
+        default="mlkem768-x25519",
+        help="recipient key type (default: the post-quantum hybrid)",
+    )
+    p.add_argument(
+        "--broker-conf-dir",
+        default=brokerconf.DEFAULT_CONF_DIR,
+        help="where the broker/ folder will be installed on the broker host",
+    )
+    p.set_defaults(func=_cmd_site_init)
+
+
+def _device_key(sub: Any) -> None:
+    p = sub.add_parser("device-key", help="on the station: make device.key and device.csr")
+    p.add_argument("dir", metavar="DIR", type=Path, help=f"identity directory, e.g. {identity.DEFAULT_DIR}")
+    p.add_argument("--device", required=True, metavar="ID", help="device id, [a-z0-9-]{3,64}")
+    p.set_defaults(func=_cmd_device_key)
+
+
+def _sign(sub: Any, name: str, help_text: str, func: Any) -> None:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("csr", metavar="CSR", type=Path, help="device.csr from the station")
+    p.add_argument("--out", required=True, type=Path, metavar="CERT", help="certificate to write")
+    p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
+    p.set_defaults(func=func)
+
+
+def _revoke(sub: Any) -> None:
+    p = sub.add_parser("revoke", help="revoke a device id or one serial; rewrite the CRLs")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("target", metavar="ID|SERIAL")
+    p.set_defaults(func=_cmd_revoke)
+
+
+def _crl(sub: Any) -> None:
+    p = sub.add_parser("crl", help="re-issue the site CRL (broker/crl.pem and crl.pem)")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.set_defaults(func=_cmd_crl)
+
+
+def _bundle(sub: Any) -> None:
+    p = sub.add_parser("bundle", help="gather the public files a station installs")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("--device", required=True, metavar="ID")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.set_defaults(func=_cmd_bundle)
+
+
+def _install(sub: Any) -> None:
+    p = sub.add_parser("install", help="on the station: check and install its signed identity")
+    p.add_argument("--bundle", type=Path, metavar="DIR", help="folder made by 'bundle'")
+    p.add_argument("--ca", type=Path, help="site ca.pem (without --bundle)")
+    p.add_argument("--cert", type=Path, help="this station's certificate (without --bundle)")
+    p.add_argument("--recipient", type=Path, help="recipient.pub (without --bundle)")
+    p.add_argument("--crl", type=Path, help="site crl.pem (optional, without --bundle)")
+    p.add_argument("--broker-host", help="broker address (without --bundle)")
+    p.add_argument("--broker-port", type=int, default=brokerconf.DEFAULT_PORT)
+    p.add_argument("--identity-dir", type=Path, default=identity.DEFAULT_DIR)
+    p.add_argument("--owner", metavar="USER[:GROUP]", help="chown the installed files")
+    p.set_defaults(func=_cmd_install)
+
+
+def _show(sub: Any) -> None:
+    p = sub.add_parser("show", help="identity, fingerprints and expiry (station or site)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--identity-dir", type=Path, default=identity.DEFAULT_DIR)
+    where.add_argument("--site", type=Path, metavar="SITE")
+    p.set_defaults(func=_cmd_show)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _cmd_site_init(args: argparse.Namespace) -> int:
+    site = Site.create(
+        args.site_dir,
+        args.site,
+        args.broker_host,
+        port=args.broker_port,
+        relays=args.relays,
+        kem=args.kem,
+        conf_dir=args.broker_conf_dir,
+    )
+    print(f"site {site.name!r} created in {site.path}")
+    print(f"  CA sha256 {pki.fingerprint(site.ca)}")
+    print(
+        f"  keep {site.path / 'ca'} offline; install {site.broker_dir} on the broker host "
+        f"(into {args.broker_conf_dir}) and {site.relay_dir} on the relay host"
+    )
+    return 0
+
+
+def _cmd_device_key(args: argparse.Namespace) -> int:
+    csr = identity.create_device_key(args.dir, args.device)
+    print(f"key {args.dir / identity.KEY} (stays here); send {csr} to the site for signing")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    site = Site(args.site_dir)
+    cert = site.sign(_read(args.csr), where=str(args.csr), days=args.days)
+    return _wrote(args.out, cert, "signed")
+
+
+def _cmd_renew(args: argparse.Namespace) -> int:
+    site = Site(args.site_dir)
+    cert = site.renew(_read(args.csr), where=str(args.csr), days=args.days)
+    return _wrote(args.out, cert, "renewed")
+
+
+def _wrote(out: Path, cert: Any, verb: str) -> int:
+    pki.write_public(out, pki.cert_pem(cert))
+    cn = pki.common_name(cert.subject, str(out))
+    print(
+        f"{verb} {cn}: serial {pki.serial_hex(cert.serial_number)}, "
+        f"valid until {cert.not_valid_after_utc:%Y-%m-%d}, written to {out}"
+    )
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    site = Site(args.site_dir)
+    for rec in site.revoke(args.target):
+        print(f"revoked {rec.id} serial {rec.serial}")
+    print(
+        f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and restart it; "
+        f"give {site.crl_pem} to the relays"
+    )
+    return 0
+
+
+def _cmd_crl(args: argparse.Namespace) -> int:
+    path = Site(args.site_dir).write_crl()
+    print(f"CRL re-issued: {path} and broker/crl.pem")
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    out = Site(args.site_dir).bundle(args.device, args.out)
+    print(
+        f"bundle for {args.device} in {out}: copy it to the station and run 'clinicam provision install --bundle {out}'"
+    )
+    return 0
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    explicit = (args.ca, args.cert, args.recipient, args.broker_host)
+    if args.bundle is not None:
+        if any(x is not None for x in (*explicit, args.crl)):
+            return _usage("give either --bundle or the files one by one, not both")
+        files = identity.InstallFiles.from_bundle(args.bundle)
+    elif None in explicit:
+        return _usage("give --bundle DIR, or all of --ca, --cert, --recipient and --broker-host")
+    else:
+        files = identity.InstallFiles(args.ca, args.cert, args.recipient, args.broker_host, args.broker_port, args.crl)
+    ident = identity.install(files, args.identity_dir, owner=_owner(args.owner))
+    print(f"installed identity {ident.device_id} in {ident.dir}")
+    return _print(report.describe_identity(ident))
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    if args.site is not None:
+        return _print(report.describe_site(Site(args.site)))
+    return _print(report.describe_identity(identity.load_identity(args.identity_dir)))
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _print(rep: report.Report) -> int:
+    print("\n".join(rep.lines))
+    for w in rep.warnings:
+        print(f"WARNING: {w}")
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ProvisioningError(f"{path} cannot be read ({exc.strerror}): check the path") from exc
+
+
+def _owner(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    user, _, group = spec.partition(":")
+    try:
+        pw = pwd.getpwnam(user)
+        gid = grp.getgrnam(group).gr_gid if group else pw.pw_gid
+    except KeyError:
+        raise ProvisioningError(f"--owner {spec}: no such user or group on this system") from None
+    return pw.pw_uid, gid
+
+
+def _usage(message: str) -> int:
+    print(f"clinicam provision: {message}", file=sys.stderr)
+    return EXIT_USAGE
