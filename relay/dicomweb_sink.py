@@ -1,0 +1,141 @@
+"""DICOMweb sink: files each capture in a PACS by STOW-RS (IHE Web-based Image Capture).
+
+A capture counts as stored only when the PACS's response lists its SOP instance in the
+ReferencedSOPSequence; a FailedSOPSequence, an HTTP error or silence is a ``SinkError``
+(the relay answers ``retry``), never a rejection: an expired token must not make every
+station drop every photo (DESIGN §3.6). A void sends an IOCM rejection note the same
+way, after finding the photo's study and series by QIDO-RS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from clinicam.firmware.errors import SinkError
+from clinicam.relay import dicom
+from clinicam.relay.httpclient import Auth, HttpClient, Response
+from clinicam.relay.sinks import OpenedCaptureLike
+
+log = logging.getLogger(__name__)
+
+# DICOM JSON tags (PS3.18 F.2) read from STOW-RS and QIDO-RS responses.
+_REFERENCED_SOP_SEQ = "00081199"
+_FAILED_SOP_SEQ = "00081198"
+_REFERENCED_SOP_INSTANCE = "00081155"
+_QIDO_FIELDS = {
+    "00100010": "PatientName",
+    "00100020": "PatientID",
+    "00100021": "IssuerOfPatientID",
+    "00100030": "PatientBirthDate",
+    "00100040": "PatientSex",
+}
+_STUDY_UID, _SERIES_UID, _SOP_CLASS = "0020000D", "0020000E", "00080016"
+
+
+class DicomWebSink:
+    """STOW-RS to ``url`` (the DICOMweb root, e.g. ``https://pacs/dicom-web``)."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        ca_file: Path | str | None = None,
+        auth: Auth | None = None,
+        timeout_s: float = 30.0,
+        demographics: dicom.DemographicsSource | None = None,
+        body_part_terms: dicom.BodyPartTerms | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    ) -> None:
+        self.name = name
+        self._http = HttpClient(url, ca_file=ca_file, auth=auth, timeout_s=timeout_s,
+                                sink_name=name)
+        self._demographics = demographics
+        self._terms = body_part_terms
+        self._clock = clock
+
+    def store(self, capture: OpenedCaptureLike) -> str:
+        """Send the capture's VL Photographic Image; return its SOP Instance UID."""
+        ds = dicom.build_photo(capture, demographics=self._demographics,
+                               body_part_terms=self._terms)
+        self._stow(dicom.encode(ds), ds.SOPInstanceUID)
+        log.info("sink %s: stored capture %s", self.name, capture.capture_id)
+        return str(ds.SOPInstanceUID)
+
+    def void(self, device: str, capture_id: str) -> None:
+        """Send a rejection note for the capture's instance (nothing if it was never filed)."""
+        target = self.find(dicom.instance_uid(device, capture_id))
+        if target is None:
+            log.warning("sink %s: void of capture %s: not in the PACS", self.name, capture_id)
+            return
+        note = dicom.build_rejection_note(target, device, capture_id, now=self._clock())
+        self._stow(dicom.encode(note), note.SOPInstanceUID)
+        log.info("sink %s: voided capture %s", self.name, capture_id)
+
+    def find(self, sop_instance_uid: str) -> dicom.StoredInstance | None:
+        """QIDO-RS lookup of an instance: its study, series, class and patient attributes."""
+        query = urlencode(
+            [("SOPInstanceUID", sop_instance_uid)]
+            + [("includefield", tag) for tag in (*_QIDO_FIELDS, _STUDY_UID, _SERIES_UID)]
+        )
+        response = self._http.checked(
+            "GET", "/instances?" + query, headers={"Accept": "application/dicom+json"}
+        )
+        found = _json(response, self.name) if response.status != 204 else []
+        if not found:
+            return None
+        attrs = found[0]
+        patient = {key: _value(attrs, tag) for tag, key in _QIDO_FIELDS.items()}
+        return dicom.StoredInstance(
+            _value(attrs, _STUDY_UID), _value(attrs, _SERIES_UID), _value(attrs, _SOP_CLASS),
+            sop_instance_uid, patient,
+        )
+
+    def _stow(self, part10: bytes, sop_instance_uid: str) -> None:
+        boundary = secrets.token_hex(16)
+        body = b"".join([
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+            part10,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ])
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        response = self._http.checked(
+            "POST", "/studies", body,
+            {"Content-Type": content_type, "Accept": "application/dicom+json"},
+            ok=(409,),  # 409: some instances failed; the FailedSOPSequence says which
+        )
+        result = _json(response, self.name)
+        if isinstance(result, list):  # some servers wrap the dataset in a list
+            result = result[0] if result else {}
+        if _contains(result.get(_FAILED_SOP_SEQ), sop_instance_uid):
+            raise SinkError("sink-refused", f"sink {self.name}: PACS refused the instance")
+        if not _contains(result.get(_REFERENCED_SOP_SEQ), sop_instance_uid):
+            raise SinkError("sink-refused", f"sink {self.name}: PACS did not confirm the instance")
+
+
+def _json(response: Response, sink: str) -> Any:
+    try:
+        return json.loads(response.body or b"{}")
+    except ValueError as exc:
+        raise SinkError("sink-refused", f"sink {sink}: response is not DICOM JSON") from exc
+
+
+def _contains(sequence: Any, sop_instance_uid: str) -> bool:
+    items = (sequence or {}).get("Value") or []
+    return any(_value(item, _REFERENCED_SOP_INSTANCE) == sop_instance_uid for item in items)
+
+
+def _value(attrs: dict[str, Any], tag: str) -> str:
+    """The first value of a DICOM JSON attribute as a string ('' when absent)."""
+    values = (attrs.get(tag) or {}).get("Value") or [""]
+    first = values[0]
+    if isinstance(first, dict):  # PN: {"Alphabetic": "Doe^Jane"}
+        return str(first.get("Alphabetic", ""))
+    return str(first)
