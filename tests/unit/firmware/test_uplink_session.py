@@ -1,0 +1,219 @@
+"""The delivery state machine, driven by hand: no broker, no threads, no sleeps."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+import pytest
+from clinicam.firmware.uplink_events import (
+    CaptureRejected,
+    CaptureRetryScheduled,
+    CaptureSent,
+    CaptureStored,
+    UplinkMisconfigured,
+)
+from clinicam.firmware.uplink_session import DeliveryEngine, parse_ack, publish_packet_size
+
+P = "clinicam/v1/station-a"
+
+
+@dataclass
+class Cap:
+    capture_id: str
+    manifest: bytes
+    parts: list[bytearray]
+
+
+class FakeVault:
+    """Just the queue semantics delivery relies on: take, put back, remove."""
+
+    def __init__(self, caps: list[Cap]) -> None:
+        self.ready = list(caps)
+        self.taken: dict[str, Cap] = {}
+        self.acked: list[str] = []
+        self.removed: list[str] = []
+
+    def take_next(self) -> Cap | None:
+        if not self.ready:
+            return None
+        cap = self.ready.pop(0)
+        self.taken[cap.capture_id] = cap
+        return cap
+
+    def retry(self, cid: str) -> None:
+        self.ready.append(self.taken.pop(cid))
+
+    def ack(self, cid: str) -> None:
+        self.taken.pop(cid)
+        self.acked.append(cid)
+
+    def remove(self, cid: str) -> None:
+        self.taken.pop(cid)
+        self.removed.append(cid)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Harness:
+    def __init__(self, caps: list[Cap], **kw: object) -> None:
+        self.vault = FakeVault(caps)
+        self.sent: list[tuple[int, str, tuple[str, bytes] | None]] = []
+        self.events: list[object] = []
+        self.clock = Clock()
+        self.connected = True
+        self.engine = DeliveryEngine(vault=self.vault, device="station-a", publish=self.publish,
+                                     emit=self.events.append, clock=self.clock,
+                                     rng=random.Random(7), **kw)  # type: ignore[arg-type]
+
+    def publish(self, topic: str, payload: bytes | bytearray,
+                response: tuple[str, bytes] | None) -> int:
+        if not self.connected:
+            raise ConnectionError("down")
+        self.sent.append((len(self.sent) + 1, topic, response))
+        return len(self.sent)
+
+    def inflight(self) -> list[int]:
+        return [m for m in self.engine._mids]
+
+    def ack_all(self, code: int = 0) -> None:
+        while self.engine._mids:
+            self.engine.puback(min(self.engine._mids), code)
+
+
+def cap(n: int, parts: int = 3) -> Cap:
+    return Cap(f"{n:032x}", b'{"m":1}', [bytearray(b"p" * 10) for _ in range(parts)])
+
+
+def ack(cid: str, status: str, reason: str | None = None, ref: dict | None = None) -> bytes:
+    return json.dumps({"capture_id": cid, "status": status, "reason": reason, "ref": ref}).encode()
+
+
+def test_window_is_min_of_receive_maximum_and_configured() -> None:
+    h = Harness([cap(1, parts=20)], max_inflight=8)
+    h.engine.connected_with(receive_maximum=3, max_packet=None)
+    assert len(h.inflight()) == 3
+    h.engine.puback(1, 0)
+    assert len(h.inflight()) == 3 and len(h.sent) == 4
+
+
+def test_manifest_last_with_response_topic_then_stored() -> None:
+    h = Harness([cap(1)])
+    h.engine.connected_with(20, None)
+    h.ack_all()
+    topics = [t for _, t, _ in h.sent]
+    assert topics == [f"{P}/capture/{1:032x}/part/{i}" for i in range(3)] + [
+        f"{P}/capture/{1:032x}/manifest"]
+    assert h.sent[-1][2] == (f"{P}/ack", bytes.fromhex(f"{1:032x}"))
+    assert CaptureSent(f"{1:032x}") in h.events
+    h.engine.ack(ack(f"{1:032x}", "stored", ref={"dir": "x"}))
+    assert h.vault.acked == [f"{1:032x}"]
+    assert h.events[-1] == CaptureStored(f"{1:032x}", {"dir": "x"})
+
+
+def test_denied_puback_is_not_delivery_and_manifest_never_sent() -> None:
+    h = Harness([cap(1)])
+    h.engine.connected_with(20, None)
+    h.engine.puback(1, 135)  # not authorized
+    h.ack_all()
+    assert not any(t.endswith("manifest") for _, t, _ in h.sent)
+    assert isinstance(h.events[-1], CaptureRetryScheduled)
+    assert h.events[-1].why == "publish-refused"
+
+
+def test_rejected_removes_with_reason() -> None:
+    h = Harness([cap(1)])
+    h.engine.connected_with(20, None)
+    h.ack_all()
+    h.engine.ack(ack(f"{1:032x}", "rejected", reason="identity"))
+    assert h.vault.removed == [f"{1:032x}"]
+    assert h.events[-1] == CaptureRejected(f"{1:032x}", "identity")
+
+
+def test_ack_for_unknown_capture_or_malformed_is_ignored() -> None:
+    h = Harness([cap(1)])
+    h.engine.connected_with(20, None)
+    h.ack_all()
+    h.engine.ack(ack(f"{2:032x}", "stored"))
+    h.engine.ack(b"not json")
+    h.engine.ack(ack(f"{1:032x}", "stored", reason="free text with PHI"))
+    assert h.vault.acked == []
+
+
+def test_timeout_then_backoff_resends_whole_capture() -> None:
+    h = Harness([cap(1)], ack_timeout_s=10, retry_min_s=4, retry_max_s=100)
+    h.engine.connected_with(20, None)
+    h.ack_all()
+    h.clock.t = 10.0
+    wait = h.engine.tick()
+    retry = h.events[-1]
+    assert isinstance(retry, CaptureRetryScheduled) and retry.why == "ack-timeout"
+    assert 2.0 <= retry.delay_s <= 4.0 and wait == pytest.approx(retry.delay_s)
+    before = len(h.sent)
+    h.clock.t += retry.delay_s
+    h.engine.tick()
+    h.ack_all()
+    assert len(h.sent) - before == 4  # three parts and the manifest again
+
+
+def test_backoff_grows_exponentially_with_jitter_and_ceiling() -> None:
+    h = Harness([cap(1)], ack_timeout_s=1, retry_min_s=2, retry_max_s=10)
+    h.engine.connected_with(20, None)
+    delays = []
+    for _ in range(6):
+        h.ack_all()
+        h.engine.ack(ack(f"{1:032x}", "retry", reason="sink-unavailable"))
+        delays.append(h.events[-1].delay_s)  # type: ignore[attr-defined]
+        h.clock.t += 1000
+        h.engine.tick()
+    ceilings = [2, 4, 8, 10, 10, 10]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+
+
+def test_disconnect_mid_capture_puts_it_back_and_reconnect_resends() -> None:
+    h = Harness([cap(1, parts=5)], max_inflight=2)
+    h.engine.connected_with(20, None)
+    h.engine.puback(1, 0)
+    h.connected = False
+    h.engine.disconnected()
+    assert h.vault.ready and not h.vault.taken
+    h.connected = True
+    h.engine.connected_with(20, None)
+    h.ack_all()
+    h.engine.ack(ack(f"{1:032x}", "stored"))
+    assert h.vault.acked == [f"{1:032x}"]
+
+
+def test_part_too_big_for_broker_is_config_error_not_loop() -> None:
+    h = Harness([cap(1), cap(2, parts=1)])
+    h.vault.ready[0].parts[1] = bytearray(b"x" * 500)
+    limit = publish_packet_size(f"{P}/capture/{1:032x}/part/1", 500) - 1
+    h.engine.connected_with(20, max_packet=limit)
+    assert UplinkMisconfigured("too-large", f"{1:032x}") in h.events
+    assert all(f"{1:032x}" not in t for _, t, _ in h.sent)
+    h.ack_all()
+    assert h.engine.misconfigured
+    for _ in range(3):
+        h.clock.t += 1000
+        h.engine.tick()
+    assert sum(isinstance(e, UplinkMisconfigured) for e in h.events) == 1
+    # a connection with a larger limit sends it
+    h.engine.disconnected()
+    h.engine.connected_with(20, max_packet=None)
+    h.ack_all()
+    assert any(f"{1:032x}" in t for _, t, _ in h.sent)
+
+
+def test_parse_ack_is_strict() -> None:
+    cid = "ab" * 16
+    assert parse_ack(ack(cid, "stored", ref={"d": "r"})) == (cid, "stored", None, {"d": "r"})
+    assert parse_ack(ack(cid, "gone")) is None
+    assert parse_ack(ack("AB" * 16, "stored")) is None
+    assert parse_ack(b'{"capture_id": "x"}') is None
