@@ -1,0 +1,213 @@
+"""Keep the station's memory in RAM and out of dumps, and zero buffers for real.
+
+``harden_process`` is the first thing the station does (DESIGN §3.3):
+
+* ``mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`` — nothing the process holds is
+  ever swapped out. ``MCL_ONFAULT`` (Linux ≥ 4.4) locks pages as they are touched
+  instead of faulting in every reserved mapping at once, which matters on a 1–2 GB Pi
+  (a page that was never touched holds nothing to leak). Without it we retry plain
+  ``MCL_CURRENT | MCL_FUTURE``. It needs ``CAP_IPC_LOCK`` or a large enough
+  ``RLIMIT_MEMLOCK`` (the systemd unit sets ``LimitMEMLOCK=infinity``).
+* ``prctl(PR_SET_DUMPABLE, 0)`` — no core dump, no ptrace attach by the same user, and
+  ``/proc/<pid>/mem`` readable by root only.
+* ``RLIMIT_CORE`` 0 — belt and braces should dumpable ever be set back (setuid exec).
+
+``dont_dump`` adds ``MADV_DONTDUMP`` to the pages of a buffer (the vault's ciphertext).
+
+Where plaintext can linger, measured (tests/security/test_memory_residue.py, which reads
+``/proc/<pid>/mem`` of a child after a wipe):
+
+* The image bytes live only in the caller's ``bytearray`` (the camera's ``BytesIO``
+  buffer) and are encrypted straight from it with ``encrypt_into``, part by part; the
+  sealer then overwrites it with :func:`zero`. SHA-256 and AEAD keep no copy. With the
+  default allocator a 32-byte image marker is found 0 times after the wipe.
+* The metadata (patient id, operator id…) is Python ``str``/``bytes``: immutable, so
+  it cannot be overwritten in place. Its JSON encoding in the sealer is freed at once,
+  but pymalloc keeps small freed blocks as they were, and glibc leaves freed chunks as
+  they were, so the id stays readable in freed memory until reused. Running the station
+  with ``PYTHONMALLOC=malloc`` (every object through glibc) and ``MALLOC_PERTURB_=<n>``
+  (glibc fills every freed chunk) removes those freed copies: what remains is only the
+  copies still *referenced* by the session (the workflow's current patient), which the
+  session drops on close/wipe. The systemd unit sets both variables.
+* ``bytes`` returned by libraries (e.g. ``os.urandom`` for the content key before it
+  is copied into a zeroable ``bytearray``) are treated the same way: short-lived,
+  freed, then overwritten by ``MALLOC_PERTURB_``; the process is locked and non-dumpable
+  so none of it reaches swap or a core file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import mmap
+import resource
+from dataclasses import dataclass, field
+from typing import Any
+
+from clinicam.firmware.errors import MemoryHardeningError
+
+log = logging.getLogger(__name__)
+
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+MCL_ONFAULT = 4
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
+MADV_DONTDUMP = 16
+PAGE = mmap.PAGESIZE
+
+_libc: Any = None
+
+
+def _c() -> Any:
+    """libc, loaded once on first use (never at import: the relay never needs it)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return _libc
+
+
+def zero(buf: Any) -> None:
+    """Overwrite a writable buffer (``bytearray``, ``mmap``, writable ``memoryview``) with zeros.
+
+    ``memset`` through ctypes is a real call the compiler cannot elide, and it touches
+    the buffer in place (slice assignment would allocate a zero-filled copy first).
+    """
+    view = memoryview(buf)
+    try:
+        if view.readonly:
+            raise TypeError("only writable buffers can be zeroed; immutable bytes cannot")
+        if view.nbytes:
+            window = (ctypes.c_char * view.nbytes).from_buffer(view)
+            ctypes.memset(window, 0, view.nbytes)
+            del window
+    finally:
+        view.release()
+
+
+def is_zero(buf: Any) -> bool:
+    """True when every byte of ``buf`` is zero (for tests and selftest)."""
+    view = memoryview(buf).cast("B")
+    try:
+        return view.nbytes == 0 or (not any(view[:1]) and view[:-1] == view[1:])
+    finally:
+        view.release()
+
+
+def dont_dump(buf: Any) -> bool:
+    """Mark the whole pages inside a writable buffer ``MADV_DONTDUMP``; False if none or refused.
+
+    Only pages entirely inside the buffer are marked, so no neighbouring object is
+    affected. A buffer smaller than two pages may hold no whole page: that is fine,
+    the process as a whole is non-dumpable anyway (this is a second layer).
+    """
+    if isinstance(buf, mmap.mmap):
+        try:
+            buf.madvise(mmap.MADV_DONTDUMP)
+        except (OSError, AttributeError, ValueError):
+            return False
+        return True
+    view = memoryview(buf)
+    try:
+        window = (ctypes.c_char * view.nbytes).from_buffer(view)
+        start = ctypes.addressof(window)
+        del window
+        first = -(-start // PAGE) * PAGE
+        last = (start + view.nbytes) // PAGE * PAGE
+        if last <= first:
+            return False
+        return _c().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first),
+                            MADV_DONTDUMP) == 0
+    finally:
+        view.release()
+
+
+@dataclass(frozen=True)
+class HardeningReport:
+    """What ``harden_process`` achieved; ``failures`` names each step that did not."""
+
+    mlocked: bool
+    non_dumpable: bool
+    no_core: bool
+    failures: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.mlocked and self.non_dumpable and self.no_core
+
+
+def _errno_text() -> str:
+    import os
+
+    err = ctypes.get_errno()
+    return f"{os.strerror(err)} (errno {err})"
+
+
+def _mlockall() -> str | None:
+    libc = _c()
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0:
+        return None
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:  # kernel without MCL_ONFAULT
+        return None
+    return (f"mlockall: {_errno_text()}; grant CAP_IPC_LOCK or set LimitMEMLOCK=infinity "
+            f"in the systemd unit")
+
+
+def _not_dumpable() -> str | None:
+    if _c().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0:
+        return None
+    return f"prctl(PR_SET_DUMPABLE, 0): {_errno_text()}"
+
+
+def _no_core() -> str | None:
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError) as exc:
+        return f"setrlimit(RLIMIT_CORE, 0): {exc}"
+    return None
+
+
+def harden_process(require: bool) -> HardeningReport:
+    """Lock memory, make the process non-dumpable, forbid core files; report each step.
+
+    With ``require`` a failed step raises ``MemoryHardeningError`` (a station on real
+    hardware must not run degraded); otherwise each failure is logged as a warning,
+    loudly, and the report says what is missing so ``selftest`` can fail on it.
+    """
+    failures = {name: step() for name, step in
+                (("mlockall", _mlockall), ("dumpable", _not_dumpable), ("core", _no_core))}
+    report = HardeningReport(
+        mlocked=failures["mlockall"] is None,
+        non_dumpable=failures["dumpable"] is None,
+        no_core=failures["core"] is None,
+        failures=tuple(why for why in failures.values() if why),
+    )
+    if report.ok:
+        log.info("memory hardened: locked, non-dumpable, no core files")
+        return report
+    if require:
+        raise MemoryHardeningError(
+            "memory hardening failed: " + "; ".join(report.failures)
+            + " — the station refuses to run with memory that could reach disk"
+        )
+    for why in report.failures:
+        log.warning("memory NOT hardened (simulation allows it): %s", why)
+    return report
+
+
+def is_dumpable() -> bool:
+    """Whether the process is still dumpable (``PR_GET_DUMPABLE``)."""
+    return bool(_c().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
+
+
+def locked_kib() -> int:
+    """``VmLck`` of this process in KiB, from ``/proc/self/status`` (0 if unknown)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmLck:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
