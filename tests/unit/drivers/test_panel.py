@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from clinicam.drivers.panel import PATTERNS, Panel, describe_patterns, frame_at
 from clinicam.drivers.patterns import COLOURS
 
