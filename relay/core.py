@@ -1,0 +1,263 @@
+"""The relay's decisions, free of sockets: one message in, acknowledgements out.
+
+``RelayCore.handle(topic, payload)`` classifies a message by its topic (DESIGN §5),
+reassembles captures, opens them with the sealing module (DESIGN §4 order), hands
+them to every sink and returns the acks to publish. The network side
+(``clinicam.relay.service``) only moves bytes.
+
+Decisions, in short: ``stored`` only after every sink returned (refs by sink name);
+``retry`` for any sink failure — a record system that is down, refuses a token or
+does not know the patient (without a quarantine sink) must never lose a photo;
+``rejected`` with a closed-set reason only when the capture can never be opened.
+Acks go to the ack topic of the device named in the topic, which the broker's ACL
+ties to the publisher's certificate; a ``ResponseTopic`` is never trusted.
+Log lines carry device ids, capture ids, reason codes and sizes — never payloads,
+and never an exception's text (it could quote a patient's name back from a PACS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from clinicam.firmware.errors import ConfigError, OpenError, SinkError, SinkUnknownPatient
+from clinicam.firmware.manifest import parse_manifest_message, verify_event
+from clinicam.firmware.sealing import OpenedCapture, open_capture
+from clinicam.provisioning.recipient import RecipientPrivateKey
+from clinicam.relay.ledger import Filed, Ledger
+from clinicam.relay.partition import Partition
+from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
+from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.sinks import Sink
+from cryptography import x509
+
+log = logging.getLogger(__name__)
+
+_DEVICE = r"(?P<device>[a-z0-9-]{3,64})"
+_CID = r"(?P<cid>[0-9a-f]{32})"
+_PART = re.compile(rf"{_DEVICE}/capture/{_CID}/part/(?P<index>0|[1-9][0-9]{{0,8}})")
+_MANIFEST = re.compile(rf"{_DEVICE}/capture/{_CID}/manifest")
+_LEAF = re.compile(rf"{_DEVICE}/(?P<leaf>status|event)")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledgement to publish on ``P/<device>/ack``."""
+
+    device: str
+    capture_id: str
+    status: str  # stored | rejected | retry
+    reason: str | None = None
+    ref: dict[str, str] | None = None
+
+    def payload(self) -> bytes:
+        body = {"capture_id": self.capture_id, "status": self.status, "reason": self.reason,
+                "ref": self.ref}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+class RelayCore:
+    """Everything the relay decides, for the stations of its partition."""
+
+    def __init__(self, *, ca_cert: x509.Certificate, recipients: Sequence[RecipientPrivateKey],
+                 sinks: Sequence[Sink], quarantine: Sink | None = None,
+                 crl: x509.CertificateRevocationList | None = None,
+                 topic_prefix: str = "clinicam/v1", partition: Partition | None = None,
+                 reassembler: Reassembler | None = None, ledger: Ledger | None = None,
+                 board: StatusBoard | None = None, audit: AuditLog | None = None,
+                 now: Callable[[], datetime] | None = None) -> None:
+        if not sinks:
+            raise ConfigError("the relay needs at least one sink to file captures into")
+        self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
+        self.sinks, self.quarantine = list(sinks), quarantine
+        self.prefix = topic_prefix.rstrip("/") + "/"
+        self.partition = partition if partition is not None else Partition()
+        self.reassembler = reassembler if reassembler is not None else Reassembler()
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.board = board if board is not None else StatusBoard(None)
+        self.audit = audit if audit is not None else AuditLog(None)
+        self._now = now
+        self._pending_voids: set[tuple[str, str]] = set()
+
+    # -- dispatch -------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> list[Ack]:
+        """Act on one message; return the acks to publish (possibly none)."""
+        rest = topic[len(self.prefix):] if topic.startswith(self.prefix) else None
+        match = None
+        for pattern in (_PART, _MANIFEST, _LEAF):
+            match = pattern.fullmatch(rest) if rest is not None else None
+            if match:
+                break
+        if match is None:
+            self.board.count("ignored-topic")
+            log.warning("ignored a message on a topic of unknown shape (%d bytes)", len(payload))
+            return []
+        device = match["device"]
+        if not self.partition.owns(device):
+            return []
+        if match.re is _LEAF:
+            self._station_message(device, match["leaf"], payload)
+            return []
+        cid = match["cid"]
+        try:
+            if match.re is _PART:
+                done = self._part(device, cid, int(match["index"]), payload)
+            else:
+                return self._manifest(device, cid, payload)
+        except OpenError as exc:
+            return [self._reject(device, cid, exc.reason)]
+        except CapacityExceeded:
+            log.warning("capture %s/%s: reassembly buffer full, dropped", device, cid)
+            return [self._decide(Ack(device, cid, "retry", "too-large"))]
+        return self._file(done) if done is not None else []
+
+    def sweep(self) -> list[Ack]:
+        """Give up on stale incomplete captures (asking for a re-send) and retry voids."""
+        acks = []
+        for dropped in self.reassembler.sweep():
+            self.board.count("dropped-incomplete")
+            log.warning("capture %s/%s: incomplete after %.0f s, dropped", dropped.device,
+                        dropped.capture_id, self.reassembler.max_age_s)
+            if dropped.had_manifest:
+                acks.append(self._decide(
+                    Ack(dropped.device, dropped.capture_id, "retry", "incomplete-timeout")))
+        for device, cid in sorted(self._pending_voids):
+            self._void_in_sinks(device, cid)
+        return acks
+
+    # -- captures -----------------------------------------------------------------------
+    def _part(self, device: str, cid: str, index: int, payload: bytes) -> Complete | None:
+        if self.ledger.get(device, cid) is not None:
+            return None  # already filed: the manifest that follows gets the same refs
+        return self.reassembler.add_part(device, cid, index, payload)
+
+    def _manifest(self, device: str, cid: str, payload: bytes) -> list[Ack]:
+        digest = hashlib.sha256(payload).hexdigest()
+        filed = self.ledger.get(device, cid)
+        if filed is not None:
+            self.reassembler.discard((device, cid))
+            if filed.manifest_sha256 == digest:
+                self.board.count("re-acknowledged")
+                return [self._decide(Ack(device, cid, "stored", None, dict(filed.refs)))]
+            return [self._reject(device, cid, "duplicate-conflict")]
+        m, _ = parse_manifest_message(payload)
+        if m["size"] > self.reassembler.max_bytes:
+            raise OpenError("too-large", "capture larger than the reassembly buffer")
+        done = self.reassembler.add_manifest(device, cid, payload, m["parts"])
+        return self._file(done) if done is not None else []
+
+    def _file(self, done: Complete) -> list[Ack]:
+        device, cid = done.device, done.capture_id
+        try:
+            opened = open_capture(done.manifest, done.parts, topic_device=device,
+                                  topic_capture_id=cid, ca_cert=self.ca_cert,
+                                  recipients=self.recipients, crl=self.crl,
+                                  now=self._now() if self._now else None)
+        except OpenError as exc:
+            return [self._reject(device, cid, exc.reason)]
+        except ConfigError:
+            log.error("capture %s/%s: relay configuration fault (CRL?); asking for a re-send",
+                      device, cid)
+            return [self._decide(Ack(device, cid, "retry", None))]
+        refs = self._store(opened)
+        if isinstance(refs, str):
+            return [self._decide(Ack(device, cid, "retry", refs))]
+        digest = hashlib.sha256(done.manifest).hexdigest()
+        self.ledger.record(Filed(device, cid, digest, refs, str(opened.manifest["cert"])))
+        self.board.count("stored")
+        return [self._decide(Ack(device, cid, "stored", None, refs))]
+
+    def _store(self, opened: OpenedCapture) -> dict[str, str] | str:
+        """Every sink's reference, or the reason code of the first failure."""
+        refs: dict[str, str] = {}
+        for sink in self.sinks:
+            try:
+                refs[sink.name] = sink.store(opened)
+            except SinkError as exc:
+                log.warning("capture %s: sink %s failed (%s)", opened.capture_id, sink.name,
+                            exc.reason)
+                return exc.reason
+            except SinkUnknownPatient:
+                reason = self._quarantine(opened, refs)
+                if reason is not None:
+                    return reason
+                refs[sink.name] = "quarantined"
+            except Exception as exc:  # a sink bug must not stop the relay or lose the photo
+                log.error("capture %s: sink %s raised %s", opened.capture_id, sink.name,
+                          type(exc).__name__)
+                return "sink-unavailable"
+        return refs
+
+    def _quarantine(self, opened: OpenedCapture, refs: dict[str, str]) -> str | None:
+        if self.quarantine is None:
+            log.warning("capture %s: patient unknown to the record and no quarantine sink",
+                        opened.capture_id)
+            return "sink-refused"
+        try:
+            refs[self.quarantine.name] = self.quarantine.store(opened)
+        except SinkError as exc:
+            return exc.reason
+        return None
+
+    def _reject(self, device: str, cid: str, reason: str) -> Ack:
+        self.reassembler.discard((device, cid))
+        self.board.count(f"rejected-{reason}")
+        log.warning("capture %s/%s rejected: %s", device, cid, reason)
+        return self._decide(Ack(device, cid, "rejected", reason))
+
+    def _decide(self, ack: Ack) -> Ack:
+        self.audit.decision(ack.device, ack.capture_id, ack.status, ack.reason)
+        return ack
+
+    # -- status and events -------------------------------------------------------------
+    def _station_message(self, device: str, leaf: str, payload: bytes) -> None:
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        if not isinstance(obj, dict):
+            self.board.count("malformed-station-message")
+            log.warning("station %s: malformed %s message (%d bytes)", device, leaf, len(payload))
+            return
+        if leaf == "status":
+            self.board.station(device, obj)
+            return
+        self.audit.station_event(device, obj)
+        if obj.get("event") == "void":
+            self._void(device, obj)
+
+    def _void(self, device: str, event: Mapping[str, Any]) -> None:
+        cid = event.get("capture_id")
+        filed = self.ledger.get(device, cid) if isinstance(cid, str) else None
+        if filed is None:
+            log.warning("station %s: void for a capture this relay did not file", device)
+            return
+        try:
+            cert = x509.load_pem_x509_certificate(filed.cert_pem.encode("ascii"))
+            verify_event(event, cert)
+        except (OpenError, ValueError):
+            log.warning("station %s: void for capture %s not validly signed", device, filed.capture_id)
+            self.audit.decision(device, filed.capture_id, "void-refused", "signature")
+            return
+        self._pending_voids.add((device, filed.capture_id))
+        self._void_in_sinks(device, filed.capture_id)
+
+    def _void_in_sinks(self, device: str, cid: str) -> None:
+        filed = self.ledger.get(device, cid)
+        names = set(filed.refs) if filed else set()
+        sinks = [*self.sinks, *([self.quarantine] if self.quarantine else [])]
+        try:
+            for sink in sinks:
+                if sink.name in names:
+                    sink.void(device, cid)
+        except SinkError as exc:
+            log.warning("capture %s: void failed in a sink (%s); will retry", cid, exc.reason)
+            return
+        self._pending_voids.discard((device, cid))
+        self.audit.decision(device, cid, "voided", None)
