@@ -257,6 +257,9 @@ def _pixels(ds: Dataset, jpeg: bytes) -> None:
     ds.LossyImageCompressionMethod = "ISO_10918_1"
     ds.PixelData = encapsulate([jpeg])
     ds["PixelData"].VR = "OB"
+    # Encapsulated pixel data has undefined length; say so here, because pynetdicom
+    # encodes the dataset without the file meta that tells pydicom's file writer.
+    ds["PixelData"].is_undefined_length = True
 
 
 def build_photo(
