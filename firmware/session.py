@@ -1,0 +1,117 @@
+"""The workflow's state: policy, phase, the open session and the station's flags.
+
+All of it is immutable: :func:`clinicam.firmware.workflow.step` returns a new state, so
+a test can keep every intermediate state and the station loop can never half-update
+one. Session ids are derived from a per-boot random seed the caller supplies and a
+counter, which keeps :func:`step` pure (no randomness inside) while the ids stay
+unguessable from outside the station.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from clinicam.firmware.errors import ConfigError
+
+if TYPE_CHECKING:
+    from clinicam.firmware.codes import OperatorId, PatientId
+
+SEED_BYTES = 32
+
+
+class Phase(enum.Enum):
+    """The states of DESIGN §6; the value is what the status topic shows."""
+
+    UNPROVISIONED = "unprovisioned"
+    IDLE = "idle"
+    OPERATOR = "operator"
+    SESSION = "session"
+    WIPING = "wiping"
+
+
+@dataclass(frozen=True)
+class WorkflowPolicy:
+    """The site's rules for a session (config section ``[workflow]``).
+
+    ``require_clock_sync`` defaults to true because a Pi has no battery clock and a
+    wrong date on a clinical photo is a safety problem (DESIGN §6).
+    """
+
+    require_consent: bool = False
+    require_operator: bool = False
+    require_clock_sync: bool = True
+    session_idle_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        idle = self.session_idle_s
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or not 5 <= idle <= 86400:
+            raise ConfigError("workflow session_idle_s must be a number of seconds from 5 to 86400")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One patient's session: who, the cards scanned so far and its captures.
+
+    ``captures`` lists the session's live capture ids, oldest first: VOID takes the
+    last one off, a relay rejection removes its id.
+    """
+
+    id: str
+    # Identifiers and tags stay out of repr, so a traceback cannot leak them (DESIGN §3.1).
+    patient: PatientId = field(repr=False)
+    purpose: str | None = field(default=None, repr=False)
+    body_site: tuple[str, str] | None = field(default=None, repr=False)  # (code, display)
+    laterality: str | None = field(default=None, repr=False)
+    view: str | None = field(default=None, repr=False)
+    consent: str | None = field(default=None, repr=False)
+    taken: int = 0
+    captures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StationState:
+    """Everything the workflow knows; ``in_flight`` is the session id of a capture being taken."""
+
+    policy: WorkflowPolicy
+    id_seed: bytes
+    phase: Phase = Phase.IDLE
+    operator: OperatorId | None = None
+    session: Session | None = None
+    sessions_opened: int = 0
+    last_activity: float | None = None
+    in_flight: str | None = None
+    clock_synced: bool = False
+    online: bool = False
+    mains: bool = True
+    draining: bool = False
+    wipe_trigger: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if len(self.id_seed) != SEED_BYTES:
+            raise ValueError(f"id_seed must be {SEED_BYTES} random bytes (secrets.token_bytes)")
+
+    def __repr__(self) -> str:
+        # The default repr would print the patient and operator ids into any traceback
+        # or log line that shows the state (DESIGN §3.1).
+        return f"StationState(phase={self.phase.value}, session_open={self.session is not None})"
+
+
+def initial_state(
+    policy: WorkflowPolicy,
+    id_seed: bytes,
+    *,
+    provisioned: bool = True,
+    clock_synced: bool = False,
+) -> StationState:
+    """The state at boot: IDLE when the station has an identity, else UNPROVISIONED."""
+    phase = Phase.IDLE if provisioned else Phase.UNPROVISIONED
+    return StationState(policy=policy, id_seed=id_seed, phase=phase, clock_synced=clock_synced)
+
+
+def session_id(id_seed: bytes, number: int) -> str:
+    """The 32-hex id of the ``number``-th session of this boot (DESIGN §6 ``session.id``)."""
+    digest = hashlib.sha256(b"clinicam/v1 session " + id_seed + number.to_bytes(8, "big"))
+    return digest.hexdigest()[:32]
