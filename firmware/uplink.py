@@ -18,7 +18,6 @@ import json
 import logging
 import queue
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from clinicam.firmware.uplink_events import (
     UplinkMisconfigured,
 )
 from clinicam.firmware.uplink_session import DeliveryEngine, VaultLike
+from clinicam.provisioning.tlsctx import client_context
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -46,17 +46,6 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 OFFLINE = json.dumps({"state": "offline"}).encode()
-
-
-def tls_context(ca_path: str, cert_path: str, key_path: str) -> ssl.SSLContext:
-    """Client TLS: site CA pinned (no system roots), host name checked, TLS >= 1.2."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=ca_path)
-    ctx.load_cert_chain(cert_path, key_path)
-    return ctx
 
 
 class Uplink:
@@ -99,8 +88,7 @@ class Uplink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device,
                              protocol=mqtt.MQTTv5)
         ident = self.identity
-        client.tls_set_context(tls_context(str(ident.ca_path), str(ident.cert_path),
-                                           str(ident.key_path)))
+        client.tls_set_context(client_context(ident.ca_path, ident.cert_path, ident.key_path))
         client.will_set(f"{self.base}/status", OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine

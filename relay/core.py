@@ -20,15 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from clinicam.firmware.errors import ConfigError, OpenError, SinkError, SinkUnknownPatient
+from clinicam.firmware.errors import (
+    ConfigError,
+    OpenError,
+    SinkError,
+    SinkUnknownPatient,
+    TopicError,
+)
 from clinicam.firmware.manifest import parse_manifest_message, verify_event
 from clinicam.firmware.sealing import OpenedCapture, open_capture
+from clinicam.firmware.topics import Topics
 from clinicam.provisioning.recipient import RecipientPrivateKey
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
@@ -38,13 +44,6 @@ from clinicam.relay.sinks import Sink
 from cryptography import x509
 
 log = logging.getLogger(__name__)
-
-_DEVICE = r"(?P<device>[a-z0-9-]{3,64})"
-_CID = r"(?P<cid>[0-9a-f]{32})"
-_PART = re.compile(rf"{_DEVICE}/capture/{_CID}/part/(?P<index>0|[1-9][0-9]{{0,8}})")
-_MANIFEST = re.compile(rf"{_DEVICE}/capture/{_CID}/manifest")
-_LEAF = re.compile(rf"{_DEVICE}/(?P<leaf>status|event)")
-
 
 @dataclass(frozen=True)
 class Ack:
@@ -76,7 +75,8 @@ class RelayCore:
             raise ConfigError("the relay needs at least one sink to file captures into")
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
         self.sinks, self.quarantine = list(sinks), quarantine
-        self.prefix = topic_prefix.rstrip("/") + "/"
+        self.topics = Topics(topic_prefix)
+        self.prefix = topic_prefix + "/"
         self.partition = partition if partition is not None else Partition()
         self.reassembler = reassembler if reassembler is not None else Reassembler()
         self.ledger = ledger if ledger is not None else Ledger()
@@ -88,26 +88,23 @@ class RelayCore:
     # -- dispatch -------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> list[Ack]:
         """Act on one message; return the acks to publish (possibly none)."""
-        rest = topic[len(self.prefix):] if topic.startswith(self.prefix) else None
-        match = None
-        for pattern in (_PART, _MANIFEST, _LEAF):
-            match = pattern.fullmatch(rest) if rest is not None else None
-            if match:
-                break
-        if match is None:
+        try:
+            parsed = self.topics.parse(topic)
+        except TopicError:
+            parsed = None
+        if parsed is None or parsed.kind not in ("part", "manifest", "status", "event"):
             self.board.count("ignored-topic")
             log.warning("ignored a message on a topic of unknown shape (%d bytes)", len(payload))
             return []
-        device = match["device"]
+        device, cid = parsed.device, parsed.capture_id
         if not self.partition.owns(device):
             return []
-        if match.re is _LEAF:
-            self._station_message(device, match["leaf"], payload)
+        if cid is None:
+            self._station_message(device, parsed.kind, payload)
             return []
-        cid = match["cid"]
         try:
-            if match.re is _PART:
-                done = self._part(device, cid, int(match["index"]), payload)
+            if parsed.part is not None:
+                done = self._part(device, cid, parsed.part, payload)
             else:
                 return self._manifest(device, cid, payload)
         except OpenError as exc:
