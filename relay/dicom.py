@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol
 
 from clinicam.firmware.errors import SinkError
 from pydicom import config as dicom_config
@@ -130,8 +130,17 @@ class Demographics:
     birth_date: str = ""  # YYYYMMDD
 
 
-# (patient id, issuer) -> Demographics or None; e.g. a FHIR Patient read.
-DemographicsSource = Callable[[str, str], "Demographics | None"]
+class DemographicsLike(Protocol):
+    """What a demographics source returns (``Demographics`` or the FHIR sink's own)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def birth_date(self) -> str: ...
+
+
+# (patient id, issuer) -> demographics or None; e.g. ``FhirSink.demographics``.
+DemographicsSource = Callable[[str, str], "DemographicsLike | None"]
 
 # SNOMED CT body-structure code -> CID 4031 Body Part Examined defined term, when any.
 BodyPartTerms = Mapping[str, str]
@@ -181,7 +190,7 @@ def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> FileM
     return meta
 
 
-def _patient_study(ds: Dataset, md: Mapping[str, Any], demo: Demographics | None) -> None:
+def _patient_study(ds: Dataset, md: Mapping[str, Any], demo: DemographicsLike | None) -> None:
     patient = md["patient"]
     ds.PatientName = demo.name if demo else ""
     ds.PatientID = patient["id"]

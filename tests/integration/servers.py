@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -118,8 +120,6 @@ def make_tls(directory: Path) -> TestTls:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
@@ -157,25 +157,49 @@ def sekmet_bin() -> str | None:
 
 @dataclass
 class FhirServer:
-    """A sekmet FHIR R4 server on a free loopback port, data in ``workdir``."""
+    """A sekmet FHIR R4 server on a free loopback port, data in ``workdir``.
+
+    It accepts the bearer ``token`` only, validates inbound resources strictly, and
+    serves HTTPS with a certificate from ``tls`` when given.
+    """
 
     workdir: Path
+    token: str = "fhir-test-token"
+    tls: TestTls | None = None
     port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fhir"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/fhir"
+
+    def settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "base_url": self.base_url,
+            "data_dir": str(self.workdir / "data"),
+            "own_private_key_path": str(self.workdir / "keys" / "sekmet.pem"),
+            "simulator": {"enabled": False},
+            "server_auth": {"types": ["bearer"], "tokens": [self.token]},
+            "validation": {"inbound": "strict"},
+            "log_inbound": False,
+        }
+        if self.tls:
+            settings["tls_certfile"] = str(self.tls.server_cert)
+            settings["tls_keyfile"] = str(self.tls.server_key)
+        return settings
 
     def start(self, timeout_s: float = 60.0) -> None:
         binary = sekmet_bin()
         assert binary, "sekmet not installed"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        settings = self.workdir / "settings.yaml"
-        settings.write_text(self.settings_yaml())
+        config = self.workdir / "settings.yaml"
+        config.write_text(json.dumps(self.settings()))  # JSON is YAML
         log = (self.workdir / "sekmet.log").open("ab")
         self._proc = subprocess.Popen(
-            [binary, "serve", "--config", str(settings)], cwd=self.workdir,
+            [binary, "serve", "--config", str(config)], cwd=self.workdir,
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
@@ -183,15 +207,11 @@ class FhirServer:
         while time.monotonic() < deadline:
             assert self._proc.poll() is None, (self.workdir / "sekmet.log").read_text()[-3000:]
             try:
-                urllib.request.urlopen(self.base_url + "/metadata", timeout=5).read()
+                self.request("GET", "/metadata")
                 return
             except (OSError, urllib.error.URLError):
                 time.sleep(0.2)
         raise AssertionError("sekmet did not answer /fhir/metadata")
-
-    def settings_yaml(self) -> str:
-        return json.dumps({"host": "127.0.0.1", "port": self.port,
-                           "data_dir": str(self.workdir / "data")})
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -204,9 +224,21 @@ class FhirServer:
             self._proc = None
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
+        """A request with the server's token (pinned to the test CA over HTTPS)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/fhir+json")
         req.add_header("Accept", "application/fhir+json")
-        with urllib.request.urlopen(req, timeout=10) as response:
+        req.add_header("Authorization", "Bearer " + self.token)
+        context = ssl.create_default_context(cafile=str(self.tls.ca_pem)) if self.tls else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as response:
             return json.loads(response.read() or b"{}")
+
+    def add_patient(self, patient_id: str, issuer: str, **extra: Any) -> str:
+        body = {"resourceType": "Patient",
+                "identifier": [{"system": issuer, "value": patient_id}], **extra}
+        return str(self.request("POST", "/Patient", body)["id"])
+
+    def search(self, query: str) -> list[dict[str, Any]]:
+        bundle = self.request("GET", query)
+        return [e["resource"] for e in bundle.get("entry") or []]
