@@ -117,6 +117,13 @@ class Uplink:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def wiped(self) -> None:
+        """The vault was wiped (any trigger): drop what is in hand, report the new status."""
+        def forget() -> None:
+            self.engine.reset()
+            self._publish_status()
+        self._post(forget)
+
     def wake(self) -> None:
         """A capture was put into the vault: send it (and the new pending count)."""
         self._post(self._pump_and_status)
@@ -139,7 +146,7 @@ class Uplink:
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
         return status_payload(
-            state=state, pending=self.vault.pending_count(), pending_bytes=self.vault.pending_bytes(),
+            state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
             clock_synced=bool(self._clock_synced()))
@@ -252,6 +259,7 @@ class Uplink:
             report = self._wipe()  # now, not behind the queue (DESIGN §3.4)
             ids = list(getattr(report, "capture_ids", []) or [])
             fields.update(capture_ids=ids, count=len(ids))
+            self.wiped()
         body = event_payload(command.cmd, self._wall(), **fields)
 
         def answer() -> None:

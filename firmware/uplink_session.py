@@ -53,10 +53,18 @@ class CaptureLike(Protocol):
 class VaultLike(Protocol):
     """The vault operations delivery needs (``clinicam.firmware.vault.Vault``)."""
 
+    @property
+    def pending_count(self) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
+
     def take_next(self) -> Any: ...
-    def ack(self, capture_id: str) -> Any: ...
-    def retry(self, capture_id: str) -> Any: ...
-    def remove(self, capture_id: str) -> Any: ...
+    def next_due(self) -> float | None: ...
+    def retry(self, capture_id: str, not_before: float) -> bool: ...
+    def requeue_in_flight(self) -> list[str]: ...
+    def ack(self, capture_id: str) -> bool: ...
+    def remove(self, capture_id: str) -> bool: ...
+    def ids(self) -> list[str]: ...
 
 
 # publish(topic, payload, response) -> message id; ``response`` is the manifest's
@@ -110,7 +118,7 @@ class DeliveryEngine:
         self._sending: _Sending | None = None
         self._mids: dict[int, str] = {}
         self._awaiting: dict[str, float] = {}  # capture id -> ack deadline
-        self._backoff: dict[str, float] = {}  # capture id -> when to put it back
+        self._waiting: set[str] = set()  # backing off in the vault (its not_before)
         self._attempts: dict[str, int] = {}
         self._blocked: set[str] = set()  # cannot fit the broker's packet limit
         self.misconfigured = False
@@ -125,22 +133,26 @@ class DeliveryEngine:
         self.connected = True
         self.window = max(1, min(self.max_inflight, receive_maximum))
         self.max_packet = max_packet
-        for cid in sorted(self._blocked):
-            self.vault.retry(cid)
-        self._blocked.clear()
         self.misconfigured = False
         self.pump()
 
     def disconnected(self) -> None:
-        """Everything half-sent or unacknowledged goes back to be sent whole again."""
+        """Everything half-sent, unacknowledged or blocked goes back to be sent whole again.
+
+        Blocked captures are retried on the next connection because its broker may
+        advertise a larger packet limit; with the same limit they are blocked (and
+        reported) once more, once per connection — never a resend loop.
+        """
         self.connected = False
-        if self._sending is not None:
-            self.vault.retry(self._sending.capture.capture_id)
-            self._sending = None
-        for cid in list(self._awaiting):
-            self.vault.retry(cid)
+        self.reset()
+        self.vault.requeue_in_flight()
+
+    def reset(self) -> None:
+        """Forget every capture in hand (after a wipe, or with the connection)."""
+        self._sending = None
         self._awaiting.clear()
         self._mids.clear()
+        self._blocked.clear()
 
     # -- the pipeline ---------------------------------------------------------------
     def pump(self) -> None:
@@ -162,6 +174,7 @@ class DeliveryEngine:
         if capture is None:
             return False
         cid = capture.capture_id
+        self._waiting.discard(cid)
         parts = [(f"{self.base}/capture/{cid}/part/{i}", p) for i, p in enumerate(capture.parts)]
         if not self._fits(cid, parts, capture.manifest):
             return True  # blocked; try the next capture
@@ -211,6 +224,10 @@ class DeliveryEngine:
             self._awaiting[cid] = self._clock() + self.ack_timeout_s
             self._emit(CaptureSent(cid))
         elif not sending.queue and not sending.inflight:
+            if cid not in self.vault.ids():  # wiped meanwhile: its parts are zeros now
+                self._sending = None
+                self.pump()
+                return
             manifest_topic = f"{self.base}/capture/{cid}/manifest"
             response = (self.ack_topic, bytes.fromhex(cid))
             sending.manifest_mid = self._send(
@@ -244,11 +261,11 @@ class DeliveryEngine:
 
     def _known(self, cid: str) -> bool:
         sending = self._sending is not None and self._sending.capture.capture_id == cid
-        return sending or cid in self._awaiting or cid in self._backoff
+        return sending or cid in self._awaiting or cid in self._waiting
 
     def _forget(self, cid: str) -> None:
         self._awaiting.pop(cid, None)
-        self._backoff.pop(cid, None)
+        self._waiting.discard(cid)
         self._attempts.pop(cid, None)
         if self._sending is not None and self._sending.capture.capture_id == cid:
             self._sending = None
@@ -262,12 +279,11 @@ class DeliveryEngine:
             if deadline <= now:
                 del self._awaiting[cid]
                 self._schedule(cid, "ack-timeout")
-        for cid, due in list(self._backoff.items()):
-            if due <= now:
-                del self._backoff[cid]
-                self.vault.retry(cid)
         self.pump()
-        deadlines = [*self._awaiting.values(), *self._backoff.values()]
+        deadlines = list(self._awaiting.values())
+        due = self.vault.next_due() if self.connected and self._sending is None else None
+        if due is not None:
+            deadlines.append(due)  # a capture backing off in the vault becomes due then
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _schedule(self, cid: str, why: str) -> None:
@@ -275,8 +291,9 @@ class DeliveryEngine:
         self._attempts[cid] = attempt
         ceiling = min(self.retry_max_s, self.retry_min_s * 2 ** min(attempt - 1, 30))
         delay = ceiling * (0.5 + 0.5 * self._rng.random())  # jitter: stations desynchronise
-        self._backoff[cid] = self._clock() + delay
-        self._emit(CaptureRetryScheduled(cid, attempt, delay, why))
+        if self.vault.retry(cid, self._clock() + delay):
+            self._waiting.add(cid)
+            self._emit(CaptureRetryScheduled(cid, attempt, delay, why))
 
 
 def parse_ack(payload: bytes) -> tuple[str, str, str | None, dict[str, str] | None] | None:

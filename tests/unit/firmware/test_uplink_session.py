@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 
 import pytest
+from clinicam.firmware.sealing import SealedCapture
 from clinicam.firmware.uplink_events import (
     CaptureRejected,
     CaptureRetryScheduled,
@@ -15,43 +15,9 @@ from clinicam.firmware.uplink_events import (
     UplinkMisconfigured,
 )
 from clinicam.firmware.uplink_session import DeliveryEngine, parse_ack, publish_packet_size
+from clinicam.firmware.vault import Vault
 
 P = "clinicam/v1/station-a"
-
-
-@dataclass
-class Cap:
-    capture_id: str
-    manifest: bytes
-    parts: list[bytearray]
-
-
-class FakeVault:
-    """Just the queue semantics delivery relies on: take, put back, remove."""
-
-    def __init__(self, caps: list[Cap]) -> None:
-        self.ready = list(caps)
-        self.taken: dict[str, Cap] = {}
-        self.acked: list[str] = []
-        self.removed: list[str] = []
-
-    def take_next(self) -> Cap | None:
-        if not self.ready:
-            return None
-        cap = self.ready.pop(0)
-        self.taken[cap.capture_id] = cap
-        return cap
-
-    def retry(self, cid: str) -> None:
-        self.ready.append(self.taken.pop(cid))
-
-    def ack(self, cid: str) -> None:
-        self.taken.pop(cid)
-        self.acked.append(cid)
-
-    def remove(self, cid: str) -> None:
-        self.taken.pop(cid)
-        self.removed.append(cid)
 
 
 class Clock:
@@ -63,11 +29,13 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, caps: list[Cap], **kw: object) -> None:
-        self.vault = FakeVault(caps)
+    def __init__(self, caps: list[SealedCapture], **kw: object) -> None:
+        self.clock = Clock()
+        self.vault = Vault(clock=self.clock)
+        for c in caps:
+            self.vault.put(c)
         self.sent: list[tuple[int, str, tuple[str, bytes] | None]] = []
         self.events: list[object] = []
-        self.clock = Clock()
         self.connected = True
         self.engine = DeliveryEngine(vault=self.vault, device="station-a", publish=self.publish,
                                      emit=self.events.append, clock=self.clock,
@@ -88,8 +56,9 @@ class Harness:
             self.engine.puback(min(self.engine._mids), code)
 
 
-def cap(n: int, parts: int = 3) -> Cap:
-    return Cap(f"{n:032x}", b'{"m":1}', [bytearray(b"p" * 10) for _ in range(parts)])
+def cap(n: int, parts: int = 3, size: int = 10) -> SealedCapture:
+    return SealedCapture(f"{n:032x}", b'{"m":1}', [bytearray(b"p" * size) for _ in range(parts)],
+                         parts * size)
 
 
 def ack(cid: str, status: str, reason: str | None = None, ref: dict | None = None) -> bytes:
@@ -114,7 +83,7 @@ def test_manifest_last_with_response_topic_then_stored() -> None:
     assert h.sent[-1][2] == (f"{P}/ack", bytes.fromhex(f"{1:032x}"))
     assert CaptureSent(f"{1:032x}") in h.events
     h.engine.ack(ack(f"{1:032x}", "stored", ref={"dir": "x"}))
-    assert h.vault.acked == [f"{1:032x}"]
+    assert h.vault.pending_count == 0
     assert h.events[-1] == CaptureStored(f"{1:032x}", {"dir": "x"})
 
 
@@ -133,7 +102,7 @@ def test_rejected_removes_with_reason() -> None:
     h.engine.connected_with(20, None)
     h.ack_all()
     h.engine.ack(ack(f"{1:032x}", "rejected", reason="identity"))
-    assert h.vault.removed == [f"{1:032x}"]
+    assert h.vault.pending_count == 0
     assert h.events[-1] == CaptureRejected(f"{1:032x}", "identity")
 
 
@@ -144,7 +113,7 @@ def test_ack_for_unknown_capture_or_malformed_is_ignored() -> None:
     h.engine.ack(ack(f"{2:032x}", "stored"))
     h.engine.ack(b"not json")
     h.engine.ack(ack(f"{1:032x}", "stored", reason="free text with PHI"))
-    assert h.vault.acked == []
+    assert h.vault.ids() == [f"{1:032x}"]
 
 
 def test_timeout_then_backoff_resends_whole_capture() -> None:
@@ -183,17 +152,16 @@ def test_disconnect_mid_capture_puts_it_back_and_reconnect_resends() -> None:
     h.engine.puback(1, 0)
     h.connected = False
     h.engine.disconnected()
-    assert h.vault.ready and not h.vault.taken
+    assert h.vault.next_due() == h.clock.t  # due again at once, whole
     h.connected = True
     h.engine.connected_with(20, None)
     h.ack_all()
     h.engine.ack(ack(f"{1:032x}", "stored"))
-    assert h.vault.acked == [f"{1:032x}"]
+    assert h.vault.pending_count == 0
 
 
 def test_part_too_big_for_broker_is_config_error_not_loop() -> None:
-    h = Harness([cap(1), cap(2, parts=1)])
-    h.vault.ready[0].parts[1] = bytearray(b"x" * 500)
+    h = Harness([cap(1, size=500), cap(2, parts=1)])
     limit = publish_packet_size(f"{P}/capture/{1:032x}/part/1", 500) - 1
     h.engine.connected_with(20, max_packet=limit)
     assert UplinkMisconfigured("too-large", f"{1:032x}") in h.events
