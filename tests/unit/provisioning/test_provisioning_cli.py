@@ -1,0 +1,115 @@
+"""``clinicam provision`` exit codes and the generated broker files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from clinicam.firmware.cli import main
+from clinicam.provisioning import brokerconf
+from clinicam.provisioning.brokerproc import rewrite_conf
+
+
+def _site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    assert (
+        main(
+            [
+                "provision",
+                "site-init",
+                str(site),
+                "--site",
+                "CLI Clinic",
+                "--broker-host",
+                "mqtt.example",
+                "--relays",
+                "2",
+                "--kem",
+                "x25519",
+            ]
+        )
+        == 0
+    )
+    return site
+
+
+def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    site = _site(tmp_path)
+    station = tmp_path / "station"
+    assert main(["provision", "device-key", str(station), "--device", "cart-7"]) == 0
+    sign = ["provision", "sign", str(site), str(station / "device.csr"), "--out", str(tmp_path / "cart-7.pem")]
+    assert main(sign) == 0
+    assert main(sign) == 1  # duplicate id: a ProvisioningError, exit 1
+    assert "already has a valid certificate" in capsys.readouterr().err
+    bundle = tmp_path / "bundle"
+    assert main(["provision", "bundle", str(site), "--device", "cart-7", "--out", str(bundle)]) == 0
+    assert main(["provision", "install", "--bundle", str(bundle), "--identity-dir", str(station)]) == 0
+    capsys.readouterr()
+    assert main(["provision", "show", "--identity-dir", str(station)]) == 0
+    out = capsys.readouterr().out
+    assert "cart-7" in out and "PRIVATE KEY" not in out
+    assert main(["provision", "show", "--site", str(site)]) == 0
+    assert main(["provision", "revoke", str(site), "cart-7"]) == 0
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path):
+    with pytest.raises(SystemExit) as exc:
+        main(["provision", "sign", str(tmp_path)])
+    assert exc.value.code == 2
+    assert main(["provision", "install", "--ca", "x", "--identity-dir", str(tmp_path)]) == 2
+
+
+def test_cli_reserved_id_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["provision", "device-key", str(tmp_path / "k"), "--device", "admin"]) == 1
+    assert "reserved" in capsys.readouterr().err
+
+
+def test_generated_conf_has_the_security_settings(tmp_path: Path):
+    conf = (_site(tmp_path) / "broker" / "mosquitto.conf").read_text().splitlines()
+    for line in (
+        "allow_anonymous false",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
+        "tls_version tlsv1.2",
+        "persistence false",
+        "max_packet_size 131072",
+        "listener 8883",
+        "crlfile /etc/mosquitto/clinicam/crl.pem",
+        "acl_file /etc/mosquitto/clinicam/acl",
+    ):
+        assert line in conf
+
+
+def test_generated_acl_is_design_section_5():
+    acl = [ln for ln in brokerconf.render_acl(relays=2).splitlines() if ln and ln[0] != "#"]
+    p = "clinicam/v1"
+    device = [
+        f"pattern write {p}/%u/capture/#",
+        f"pattern write {p}/%u/status",
+        f"pattern write {p}/%u/event",
+        f"pattern read {p}/%u/ack",
+        f"pattern read {p}/%u/cmd",
+    ]
+    relay = [
+        f"topic read {p}/+/capture/#",
+        f"topic read {p}/+/status",
+        f"topic read {p}/+/event",
+        f"topic write {p}/+/ack",
+        f"topic write {p}/+/cmd",
+    ]
+    assert acl == [*device, "user relay-1", *relay, "user relay-2", *relay]
+
+
+def test_rewrite_conf_changes_only_paths_listener_and_local_lines(tmp_path: Path):
+    text = brokerconf.render_conf("S", port=8883)
+    paths = {k: tmp_path / v for k, v in brokerconf.CONF_FILES.items()}
+    out = rewrite_conf(
+        text, paths, host="127.0.0.1", port=40000, log_path=tmp_path / "log", replace={"tls_version": "tlsv1.1"}
+    )
+    lines = out.splitlines()
+    assert "listener 40000 127.0.0.1" in lines
+    assert f"keyfile {tmp_path / 'broker.key'}" in lines
+    assert "tls_version tlsv1.1" in lines and "tls_version tlsv1.2" not in lines
+    assert "require_certificate true" in lines and "allow_anonymous false" in lines
+    assert any(ln.startswith("user ") for ln in lines)
