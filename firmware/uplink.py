@@ -117,10 +117,22 @@ class Uplink:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wiped(self) -> None:
-        """The vault was wiped (any trigger): drop what is in hand, report the new status."""
+    def wiped(self, report: Any = None) -> None:
+        """A ``Wiper`` listener: drop what is in hand, report the wipe and the new status.
+
+        Safe from any thread (it only posts); the event carries the undelivered capture
+        ids and their count (DESIGN §3.4), the trigger as ``reason``.
+        """
+        body = None
+        if report is not None:
+            ids = list(report.capture_ids)
+            body = event_payload("wiped", self._wall(), capture_ids=ids, count=len(ids),
+                                 reason=getattr(report, "trigger", None) or None)
+
         def forget() -> None:
             self.engine.reset()
+            if body is not None:
+                self._publish_json("event", body)
             self._publish_status()
         self._post(forget)
 
