@@ -130,6 +130,13 @@ class Demographics:
     birth_date: str = ""  # YYYYMMDD
 
 
+def builtin_body_part_terms() -> dict[str, str]:
+    """CID 4031 terms of the station's built-in body sites (``firmware.bodysites``)."""
+    from clinicam.firmware.bodysites import BODY_SITES
+
+    return {code: site.dicom for code, site in BODY_SITES.items() if site.dicom}
+
+
 class DemographicsLike(Protocol):
     """What a demographics source returns (``Demographics`` or the FHIR sink's own)."""
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from clinicam.firmware.errors import SinkError
 from clinicam.relay import dicom
-from clinicam.relay.httpclient import Auth, HttpClient, Response
+from clinicam.relay.httpclient import Auth, HttpClient, Response, auth_from_config
 from clinicam.relay.sinks import OpenedCaptureLike
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,16 @@ _QIDO_FIELDS = {
 _STUDY_UID, _SERIES_UID, _SOP_CLASS = "0020000D", "0020000E", "00080016"
 
 
+def from_config(cfg: Any) -> DicomWebSink:
+    """The sink of a ``[[sinks]] type = "dicomweb"`` entry (``relay.config``)."""
+    return DicomWebSink(
+        cfg.name, cfg.url, ca_file=cfg.ca_file or None, auth=auth_from_config(cfg),
+        timeout_s=cfg.timeout_s, body_part_terms=dicom.builtin_body_part_terms(),
+    )
+
+
 class DicomWebSink:
-    """STOW-RS to ``url`` (the DICOMweb root, e.g. ``https://pacs/dicom-web``)."""
+    """STOW-RS to ``url``: the DICOMweb root (``https://pacs/dicom-web``) or its ``/studies``."""
 
     def __init__(
         self,
@@ -55,7 +63,9 @@ class DicomWebSink:
         clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     ) -> None:
         self.name = name
-        self._http = HttpClient(url, ca_file=ca_file, auth=auth, timeout_s=timeout_s,
+        root = url.rstrip("/")
+        root = root.removesuffix("/studies")  # accept the /studies endpoint or the root
+        self._http = HttpClient(root, ca_file=ca_file, auth=auth, timeout_s=timeout_s,
                                 sink_name=name)
         self._demographics = demographics
         self._terms = body_part_terms

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from clinicam.firmware.errors import ConfigError, SinkError
 from clinicam.relay import dicom
@@ -41,6 +42,18 @@ _PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthD
 
 def _is_ae_title(value: str) -> bool:
     return 0 < len(value) <= 16 and value.isascii() and "\\" not in value and value.strip() == value
+
+
+def from_config(cfg: Any) -> DimseSink:
+    """The sink of a ``[[sinks]] type = "dimse"`` entry (``relay.config``)."""
+    if cfg.tls and not cfg.ca_file:
+        raise ConfigError(f"sink {cfg.name}: tls = true needs ca_file (the PACS CA to pin)")
+    files = (cfg.ca_file, cfg.cert_file or None, cfg.key_file or None) if cfg.tls else (None,) * 3
+    return DimseSink(
+        cfg.name, cfg.host, cfg.port, called_aet=cfg.called_ae, calling_aet=cfg.calling_ae,
+        tls_ca_file=files[0], tls_cert_file=files[1], tls_key_file=files[2],
+        timeout_s=cfg.timeout_s, body_part_terms=dicom.builtin_body_part_terms(),
+    )
 
 
 class DimseSink:

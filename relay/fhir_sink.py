@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from clinicam.firmware.errors import SinkError, SinkUnknownPatient
-from clinicam.relay.httpclient import Auth, HttpClient, Response
+from clinicam.relay.httpclient import Auth, HttpClient, Response, auth_from_config
 from clinicam.relay.sinks import OpenedCaptureLike
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ class Demographics:
     birth_date: str
 
 
+def from_config(cfg: Any) -> FhirSink:
+    """The sink of a ``[[sinks]] type = "fhir"`` entry (``relay.config``)."""
+    return FhirSink(cfg.name, cfg.url, ca_file=cfg.ca_file or None, auth=auth_from_config(cfg),
+                    timeout_s=cfg.timeout_s, lookup_patient=cfg.lookup_patient)
+
+
 class FhirSink:
     """Binary + DocumentReference on the FHIR R4 server at ``url`` (its base, ``…/fhir``)."""
 
@@ -58,15 +64,18 @@ class FhirSink:
         ca_file: Path | str | None = None,
         auth: Auth | None = None,
         timeout_s: float = 30.0,
+        lookup_patient: bool = True,
     ) -> None:
         self.name = name
+        self._lookup = lookup_patient
         self._http = HttpClient(url, ca_file=ca_file, auth=auth, timeout_s=timeout_s,
                                 sink_name=name)
 
     def store(self, capture: OpenedCaptureLike) -> str:
         """File the capture; return ``DocumentReference/<id>``."""
         patient = capture.metadata["patient"]
-        patient_ref = self.lookup_patient(patient["id"], patient["issuer"])
+        patient_ref = (self.lookup_patient(patient["id"], patient["issuer"])
+                       if self._lookup else None)
         existing = self._find_document(capture.capture_id)
         if existing is not None:
             return "DocumentReference/" + str(existing["id"])
@@ -121,13 +130,14 @@ class FhirSink:
         )
         return "DocumentReference/" + _created_id(response, "DocumentReference", self.name)
 
-    def _post_binary(self, image: bytes, patient_ref: str) -> str:
-        binary = {
+    def _post_binary(self, image: bytes, patient_ref: str | None) -> str:
+        binary: dict[str, Any] = {
             "resourceType": "Binary",
             "contentType": "image/jpeg",
-            "securityContext": {"reference": patient_ref},
             "data": base64.b64encode(image).decode("ascii"),
         }
+        if patient_ref:  # the EMR grants access to the photo as to the patient's record
+            binary["securityContext"] = {"reference": patient_ref}
         response = self._http.checked(
             "POST", "/Binary", json.dumps(binary).encode(),
             {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal"},
@@ -148,19 +158,26 @@ class FhirSink:
 
 
 def document_reference(
-    capture: OpenedCaptureLike, patient_ref: str, binary_ref: str
+    capture: OpenedCaptureLike, patient_ref: str | None, binary_ref: str
 ) -> dict[str, Any]:
-    """The R4 DocumentReference of a capture (DESIGN §6 metadata)."""
+    """The R4 DocumentReference of a capture (DESIGN §6 metadata).
+
+    Without ``patient_ref`` (no lookup configured) the subject is the identifier alone,
+    which the EMR resolves itself.
+    """
     md, image = capture.metadata, capture.image
     patient = md["patient"]
+    subject: dict[str, Any] = {"type": "Patient", "identifier": {"system": patient["issuer"],
+                                                                 "value": patient["id"]}}
+    if patient_ref:
+        subject["reference"] = patient_ref
     doc: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "identifier": [{"system": CAPTURE_SYSTEM, "value": capture.capture_id}],
         "status": "current",
         "docStatus": "final",
         "type": {"coding": [PHOTO_TYPE]},
-        "subject": {"reference": patient_ref, "type": "Patient",
-                    "identifier": {"system": patient["issuer"], "value": patient["id"]}},
+        "subject": subject,
         "date": md["captured_at"],
         "description": f"Clinical photo ({(md.get('purpose') or 'OTHER').lower()})",
         "content": [{"attachment": {
@@ -175,14 +192,14 @@ def document_reference(
     if operator:
         doc["author"] = [{"type": "Practitioner",
                           "identifier": {"system": operator["issuer"], "value": operator["id"]}}]
-    doc["context"] = _context(md, patient_ref)
-    contained = _body_structure(md, patient_ref)
+    doc["context"] = _context(md)
+    contained = _body_structure(md, subject)
     if contained:
         doc["contained"] = [contained]
     return doc
 
 
-def _context(md: Mapping[str, Any], patient_ref: str) -> dict[str, Any]:
+def _context(md: Mapping[str, Any]) -> dict[str, Any]:
     context: dict[str, Any] = {"period": {"start": md["captured_at"]}}
     encounter = md["patient"].get("encounter")
     if encounter:
@@ -193,7 +210,7 @@ def _context(md: Mapping[str, Any], patient_ref: str) -> dict[str, Any]:
     return context
 
 
-def _body_structure(md: Mapping[str, Any], patient_ref: str) -> dict[str, Any] | None:
+def _body_structure(md: Mapping[str, Any], subject: Mapping[str, Any]) -> dict[str, Any] | None:
     """R4 has no DocumentReference body site: a contained BodyStructure via the extension."""
     site = md.get("body_site")
     if not site:
@@ -203,7 +220,7 @@ def _body_structure(md: Mapping[str, Any], patient_ref: str) -> dict[str, Any] |
         "id": "site",
         "location": {"coding": [{"system": SNOMED, "code": site["code"],
                                  "display": site["display"]}]},
-        "patient": {"reference": patient_ref},
+        "patient": dict(subject),
     }
     laterality = _LATERALITY.get(md.get("laterality") or "")
     if laterality:

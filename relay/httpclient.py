@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from clinicam.firmware.errors import ConfigError, SinkError
@@ -56,6 +57,16 @@ class Auth:
             assert self.token_file is not None
             return "Bearer " + _read_secret(self.token_file)
         return None
+
+
+def auth_from_config(cfg: Any) -> Auth:
+    """``Auth`` from a sink config's ``auth``, ``username``, ``password_file``, ``token_file``."""
+    return Auth(
+        cfg.auth,
+        username=cfg.username,
+        password_file=Path(cfg.password_file) if cfg.password_file else None,
+        token_file=Path(cfg.token_file) if cfg.token_file else None,
+    )
 
 
 def _read_secret(path: Path) -> str:
@@ -117,7 +128,8 @@ class HttpClient:
             raise ConfigError(f"sink {sink_name}: https needs ca_file (the CA to pin)")
         self.base_path = parts.path.rstrip("/")
         self._host, self._port = parts.hostname, parts.port
-        self._tls = _tls_context(Path(ca_file)) if ca_file is not None else None
+        https = parts.scheme == "https" and ca_file is not None
+        self._tls = _tls_context(Path(ca_file)) if https and ca_file is not None else None
         self._auth = auth or Auth()
         self._timeout = timeout_s
         self._name = sink_name
