@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -80,7 +81,9 @@ class Mosquitto:
     """A Mosquitto process run from a site's ``broker/`` folder.
 
     ``acl_extra`` is appended to a copy of the ACL (tests add a watcher identity
-    there, never to the site's own file). ``start()`` after ``stop()`` restarts on the
+    there, never to the site's own file). ``probe_cert`` = ``(cert, key)`` lets the
+    readiness probe present a client certificate, so the broker's log does not show
+    a refused anonymous handshake at every start. ``start()`` after ``stop()`` restarts on the
     same port, for broker-restart tests. Use as a context manager or call ``stop()``.
     """
 
@@ -95,6 +98,7 @@ class Mosquitto:
         replace: Mapping[str, str] | None = None,
         extra: Sequence[str] = (),
         binary: str = "mosquitto",
+        probe_cert: tuple[Path, Path] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.broker_dir = Path(broker_dir).resolve()
@@ -106,6 +110,7 @@ class Mosquitto:
         self.replace = dict(replace or {})
         self.extra = list(extra)
         self.binary = shutil.which(binary) or binary
+        self.probe_cert = probe_cert
         self._clock = clock
         self._proc: subprocess.Popen[bytes] | None = None
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +183,8 @@ class Mosquitto:
     def _handshake(self) -> bool:
         ctx = ssl.create_default_context(cafile=str(self.broker_dir / "ca.pem"))
         ctx.check_hostname = False  # the probe only asks "is TLS up?", clients do verify
+        if self.probe_cert is not None:
+            ctx.load_cert_chain(*map(str, self.probe_cert))
         try:
             with (
                 socket.create_connection((self.host, self.port), timeout=1) as raw,
@@ -199,6 +206,16 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads the ACL and the CRL for *new* connections.
+
+        Connections already open stay open (TLS is checked at the handshake): to cut
+        off a revoked station that is connected, restart the broker.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            raise ProvisioningError("mosquitto is not running: start() it first")
+        self._proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL: a broker crash, for fault tests."""

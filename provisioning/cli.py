@@ -188,7 +188,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     for rec in site.revoke(args.target):
         print(f"revoked {rec.id} serial {rec.serial}")
     print(
-        f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and restart it; "
+        f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and RESTART it "
+        "(a reload refuses new connections but keeps a revoked station's open one); "
         f"give {site.crl_pem} to the relays"
     )
     return 0

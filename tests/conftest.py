@@ -17,7 +17,8 @@ Fixtures
     loopback port fixed in ``site.json`` so installed identities (``broker.json``)
     reach it unchanged. A fresh broker per test (~50 ms): no retained message,
     session or CRL leaks between tests. ``broker.stop()`` / ``broker.start()``
-    restart it on the same port; ``broker.kill()`` simulates a crash. When a test
+    restart it on the same port; ``broker.kill()`` simulates a crash;
+    ``broker.reload()`` (SIGHUP) re-reads ACL and CRL for new connections only. When a test
     fails, the log of every broker it started is attached to the report.
 
 ``broker_factory`` (function)
@@ -216,6 +217,7 @@ def broker_factory(
 
     def start(name: str = "broker", **kw: Any) -> Mosquitto:
         kw.setdefault("acl_extra", ADMIN_ACL)
+        kw.setdefault("probe_cert", (site.admin.cert, site.admin.key))
         b = Mosquitto(site.site.broker_dir, tmp_path / name, **kw)
         started.append(b)
         return b.start()

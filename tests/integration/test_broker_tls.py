@@ -52,6 +52,25 @@ def test_revoked_certificate_is_refused_after_broker_reloads_crl(site, broker, m
         mqtt_client(ident)
 
 
+def test_revocation_reload_refuses_new_connections_restart_cuts_live_ones(site, broker, mqtt_client):
+    """Why ``revoke`` tells the admin to restart the broker, not just reload it."""
+    ident = site.make_device()
+    live = mqtt_client(ident).probe
+    site.site.revoke(ident.name)
+    broker.reload()  # SIGHUP: mosquitto re-reads the CRL
+    _assert_connects(mqtt_client, site.device("station-a"))  # reload has been processed
+    with pytest.raises(ConnectionError):
+        mqtt_client(ident)
+    # The connection made before the revocation survives a reload…
+    assert live.publish(f"clinicam/v1/{ident.name}/event", b"{}").value < 0x80
+    broker.stop()
+    broker.start()
+    # …and is cut by a restart, after which it cannot come back.
+    assert live.disconnected.wait(10)
+    with pytest.raises(ConnectionError):
+        mqtt_client(ident)
+
+
 def test_broker_restart_keeps_port_and_accepts_again(site, broker, mqtt_client):
     port = broker.port
     broker.stop()
