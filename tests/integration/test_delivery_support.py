@@ -212,3 +212,22 @@ def audit_decisions(path: Path) -> list[dict[str, Any]]:
         return []
     return [json.loads(line) for line in path.read_text().splitlines()
             if '"source":"relay"' in line]
+
+
+def publish_capture(client: Any, prefix: str, device: str, sealed: Any,
+                    manifest: bytes | None = None, skip: Sequence[int] = ()) -> list[int]:
+    """Publish a sealed capture by hand (parts, then manifest); PUBACK reason codes."""
+    base = f"{prefix}/{device}/capture/{sealed.capture_id}"
+    codes = [client.probe.publish(f"{base}/part/{i}", bytes(p)).value
+             for i, p in enumerate(sealed.parts) if i not in skip]
+    codes.append(client.probe.publish(f"{base}/manifest", manifest or sealed.manifest).value)
+    return codes
+
+
+def next_json(client: Any, topic: str, timeout: float = WAIT) -> dict[str, Any]:
+    """The next message ``client`` receives on ``topic``, as JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = client.probe.next_message(timeout=max(0.01, deadline - time.monotonic()))
+        if msg.topic == topic:
+            return json.loads(msg.payload)  # type: ignore[no-any-return]
