@@ -101,7 +101,7 @@ def _module(symbol_modules: int, room_px: int, size: tuple[int, int],
 
 def _place(content: str, symbology: str, renderer: str, condition: str,
            sizes: tuple[tuple[int, int], ...], rng: random.Random
-           ) -> tuple[tuple[int, int], Symbol]:
+           ) -> tuple[tuple[int, int], Symbol] | None:
     angle = _angle(condition, symbology, rng)
     modules = max(module_matrix(content, symbology, renderer).shape) + 4
     for size in rng.sample(list(sizes), len(sizes)):
@@ -110,7 +110,7 @@ def _place(content: str, symbology: str, renderer: str, condition: str,
         if module is not None:
             center = (rng.uniform(0.45, 0.55), rng.uniform(0.45, 0.55))
             return size, Symbol(content, symbology, module, angle, center, renderer)
-    raise ValueError("symbol too large for every corpus frame size")
+    return None  # too large for every frame size offered: not a decodable sample
 
 
 def samples(seed: int = 4, sizes: tuple[tuple[int, int], ...] = SIZES) -> Iterator[Sample]:
@@ -118,7 +118,10 @@ def samples(seed: int = 4, sizes: tuple[tuple[int, int], ...] = SIZES) -> Iterat
     rng = random.Random(seed)
     for name, symbology, content, text, renderer in _payloads(rng):
         for condition, cond in CONDITIONS.items():
-            size, symbol = _place(content, symbology, renderer, condition, sizes, rng)
+            placed = _place(content, symbology, renderer, condition, sizes, rng)
+            if placed is None:
+                continue
+            size, symbol = placed
             scene = Scene((symbol,), cond, seed=rng.randrange(2**31))
             yield Sample(name, condition, size, scene, frozenset({(symbology, text)}))
     yield from _extras(rng, sizes)
