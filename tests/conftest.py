@@ -14,23 +14,29 @@ Fixtures
 ``broker`` (function)
     A real ``mosquitto`` started from a copy of the site's generated
     ``broker/mosquitto.conf`` (see ``clinicam.provisioning.brokerproc``), on the
-    loopback port fixed in ``site.json`` so installed identities (``broker.json``)
+    loopback port fixed in ``site.json`` (picked below the ephemeral range, so no other
+    socket takes it between tests) so installed identities (``broker.json``)
     reach it unchanged. A fresh broker per test (~50 ms): no retained message,
     session or CRL leaks between tests. ``broker.stop()`` / ``broker.start()``
     restart it on the same port; ``broker.kill()`` simulates a crash;
-    ``broker.reload()`` (SIGHUP) re-reads ACL and CRL for new connections only. When a test
-    fails, the log of every broker it started is attached to the report.
+    ``broker.reload()`` (SIGHUP) re-reads ACL and CRL for new connections only.
+    ``broker.log_path`` is its log; when a test fails, the log of every broker it
+    started is attached to the report.
 
 ``broker_factory`` (function)
     ``broker_factory(name, **Mosquitto kwargs)`` starts another broker (e.g. a control
     listener with other TLS settings), stopped and logged like ``broker``.
 
 ``mqtt_client`` (function)
-    ``mqtt_client(identity, client_id=None, *, broker=None, **kw)`` returns a connected,
-    looping ``paho.mqtt.client.Client`` (MQTT 5, TLS 1.2+, site CA pinned, hostname
-    verified, client certificate presented) or raises ``ConnectionError`` if the broker
-    refuses. ``client.probe`` (also its ``user_data_get()``) is a :class:`Probe` recording messages, PUBACK
-    reason codes and disconnects. Clients are disconnected at teardown.
+    ``mqtt_client(identity, client_id=None, *, broker=<the broker fixture>, **kw)``
+    returns a connected, looping ``paho.mqtt.client.Client`` (MQTT 5, TLS 1.2+, site CA
+    pinned, hostname verified, client certificate presented, no automatic reconnect)
+    or raises ``ConnectionError`` if the broker refuses. ``client.probe`` (also its
+    ``user_data_get()``) is a :class:`Probe` recording messages, PUBACK/SUBACK reason
+    codes and disconnects: ``probe.publish(topic, payload)`` returns the PUBACK's
+    reason code (>= 0x80 = refused). Clients are disconnected at teardown.
+
+Nothing here sleeps: waits are on events, bounded by ``TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import contextlib
 import io
 import itertools
 import queue
+import random
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -167,6 +175,22 @@ def _cli(*args: str) -> None:
     assert rc == 0, f"clinicam provision {args[0]} exited {rc}:\n{out.getvalue()}"
 
 
+def _session_port() -> int:
+    """A free port below Linux's ephemeral range (32768+), where no client socket and no
+    ``free_port()`` of another test session lands while this session's broker is down
+    between tests."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def _provision(root: Path) -> TestSite:
     site_dir = root / "site"
     _cli(
@@ -179,7 +203,7 @@ def _provision(root: Path) -> TestSite:
         "--broker-host",
         "localhost",
         "--broker-port",
-        str(free_port()),
+        str(_session_port()),
         "--relays",
         "2",
     )
