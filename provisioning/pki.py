@@ -287,6 +287,11 @@ def issue(
     """An end-entity certificate: clientAuth, or serverAuth with SANs when ``server_hosts``."""
     if days < 1:
         raise ProvisioningError("certificate validity must be at least 1 day")
+    if now + dt.timedelta(days=days) > ca.not_valid_after_utc:
+        raise ProvisioningError(
+            f"a {days}-day certificate would outlive the site CA "
+            f"(valid until {ca.not_valid_after_utc:%Y-%m-%d}): use fewer --days or a new site CA"
+        )
     eku = ExtendedKeyUsageOID.SERVER_AUTH if server_hosts else ExtendedKeyUsageOID.CLIENT_AUTH
     ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (

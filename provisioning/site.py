@@ -87,13 +87,17 @@ class Site:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        info = self._json(self.path / "site.json", "is this a site made by 'clinicam provision site-init'?")
-        self.name: str = info["site"]
-        self.hosts: list[str] = info["broker"]["hosts"]
-        self.port: int = info["broker"]["port"]
-        self.prefix: str = info["topic_prefix"]
-        self.kem: str = info["kem"]
-        self.relays: int = info["relays"]
+        remedy = "is this a site made by 'clinicam provision site-init'?"
+        info = self._json(self.path / "site.json", remedy)
+        try:
+            self.name: str = info["site"]
+            self.hosts: list[str] = list(info["broker"]["hosts"])
+            self.port: int = int(info["broker"]["port"])
+            self.prefix: str = info["topic_prefix"]
+            self.kem: str = info["kem"]
+            self.relays: int = int(info["relays"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProvisioningError(f"{self.path / 'site.json'} lacks a field: {remedy}") from exc
         self.ca = pki.load_cert(self.ca_pem)
 
     # -- paths --------------------------------------------------------------------------
@@ -192,8 +196,12 @@ class Site:
     # -- the register -------------------------------------------------------------------
 
     def records(self) -> list[Record]:
-        data = self._json(self.register_path, "restore it from the site's backup")
-        return [Record(**r) for r in data["certificates"]]
+        remedy = "restore it from the site's backup"
+        data = self._json(self.register_path, remedy)
+        try:
+            return [Record(**r) for r in data["certificates"]]
+        except (KeyError, TypeError) as exc:
+            raise ProvisioningError(f"{self.register_path} is damaged: {remedy}") from exc
 
     def _save(self, records: list[Record]) -> None:
         _write_json(self.register_path, {"site": self.name, "certificates": [asdict(r) for r in records]})

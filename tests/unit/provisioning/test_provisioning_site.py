@@ -195,3 +195,15 @@ def test_csr_with_bad_signature_is_refused(fresh: Site):
 def test_not_a_csr_is_refused(fresh: Site):
     with pytest.raises(ProvisioningError, match="not a PEM certificate signing request"):
         fresh.sign(b"hello", now=NOW)
+
+
+def test_certificate_may_not_outlive_the_ca(fresh: Site):
+    csr = pki.make_csr(pki.new_key(), "station-long").public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(ProvisioningError, match="outlive the site CA"):
+        fresh.sign(csr, now=NOW, days=4000)
+
+
+def test_damaged_register_is_a_clear_error(fresh: Site):
+    fresh.register_path.write_text('{"site": "x", "certificates": [{"id": "a"}]}')
+    with pytest.raises(ProvisioningError, match=r"register\.json is damaged"):
+        fresh.records()
