@@ -231,3 +231,12 @@ def next_json(client: Any, topic: str, timeout: float = WAIT) -> dict[str, Any]:
         msg = client.probe.next_message(timeout=max(0.01, deadline - time.monotonic()))
         if msg.topic == topic:
             return json.loads(msg.payload)  # type: ignore[no-any-return]
+
+
+def eventually(done: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Wait for a condition another process or thread will make true (polls, bounded)."""
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        tick.wait(0.02)  # a poll interval, not a delay the test relies on
