@@ -51,6 +51,8 @@ class Orthanc:
     aet: str = "ORTHANC"
     username: str = "clinicam"
     password: str = "clinicam-test"  # noqa: S105 - a throwaway server on loopback
+    # DICOM TLS: Orthanc's certificate, its key, and the CA(s) whose clients it accepts
+    dicom_tls: tuple[Path, Path, Path] | None = None
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[bytes] | None = None
@@ -62,6 +64,11 @@ class Orthanc:
     @property
     def dicomweb_url(self) -> str:
         return self.base_url + "/dicom-web"
+
+    @property
+    def viewer_url(self) -> str:
+        """Orthanc Explorer, where a person can look at what was stored."""
+        return self.base_url + "/app/explorer.html"
 
     def config(self) -> dict[str, Any]:
         """Orthanc's configuration: loopback only, authenticated, called AE checked."""
@@ -86,6 +93,12 @@ class Orthanc:
             "DefaultEncoding": "Utf8",
             "HttpThreadsCount": 8,
         }
+        if self.dicom_tls:
+            cert, key, trusted = self.dicom_tls
+            cfg.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(cert),
+                        "DicomTlsPrivateKey": str(key),
+                        "DicomTlsTrustedCertificates": str(trusted),
+                        "DicomTlsRemoteCertificateRequired": True})
         return cfg
 
     def start(self, timeout_s: float = 30.0) -> None:

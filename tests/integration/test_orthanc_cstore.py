@@ -13,7 +13,7 @@ from clinicam.relay import dicom
 from clinicam.relay.dimse_sink import DimseSink
 from clinicam.relay.orthanc import Orthanc, orthanc_available
 from pydicom.encaps import generate_frames
-from servers import capture
+from servers import capture, make_tls
 
 pytestmark = pytest.mark.skipif(
     not orthanc_available(), reason="Orthanc not installed (apt-get install orthanc orthanc-dicomweb)"
@@ -110,3 +110,26 @@ def test_pacs_down_then_up_stores_once(tmp_path: Path) -> None:
 def test_bad_ae_title_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         DimseSink("x", "127.0.0.1", 104, called_aet="A" * 17)
+
+
+def test_c_store_over_mutual_tls(tmp_path: Path) -> None:
+    pacs_tls = make_tls(tmp_path / "pacs-tls")
+    client_tls = make_tls(tmp_path / "client-tls")  # the relay's own CA and certificate
+    server = Orthanc(tmp_path / "pacs", aet="TLSPACS",
+                     dicom_tls=(pacs_tls.server_cert, pacs_tls.server_key, client_tls.ca_pem))
+    server.start()
+    try:
+        cap = capture(161)
+        sink = DimseSink("pacs-tls", "127.0.0.1", server.dicom_port, called_aet="TLSPACS",
+                         tls_ca_file=pacs_tls.ca_pem, tls_cert_file=client_tls.server_cert,
+                         tls_key_file=client_tls.server_key, timeout_s=10)
+        ref = sink.store(cap)
+        assert len(server.find_instances(ref)) == 1
+        wrong_ca = DimseSink("pacs-tls", "127.0.0.1", server.dicom_port, called_aet="TLSPACS",
+                             tls_ca_file=client_tls.ca_pem, tls_cert_file=client_tls.server_cert,
+                             tls_key_file=client_tls.server_key, timeout_s=10)
+        with pytest.raises(SinkError):  # the PACS's certificate is not from the pinned CA
+            wrong_ca.store(capture(162))
+        assert server.find_instances(dicom.instance_uid(cap.device, capture(162).capture_id)) == []
+    finally:
+        server.stop()
