@@ -181,7 +181,7 @@ class SimulatedCamera:
         hold_s: float = 2.0,
         fps: float = 15.0,
         jpeg_quality: int = 90,
-        marker: bytes | None = None,
+        marker: bytes | bytearray | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -230,24 +230,50 @@ class SimulatedCamera:
             self._sleep(1.0 / self._fps)
 
     def capture_jpeg(self, into: bytearray) -> StillInfo:
-        """A real JPEG of what is in view, at ``still_size``, into ``into``."""
+        """A real JPEG of what is in view, at ``still_size``, into ``into``.
+
+        With a marker set, it goes into a COM segment right after SOI; the JPEG is
+        assembled directly in ``into`` and the encoder's buffer zeroed, so the only
+        copies of the marker are the caller's buffer and the marker object itself.
+        """
         pixels = _render(self.current(), self.still_size)
         buf = io.BytesIO()
         Image.fromarray(pixels, "L").convert("RGB").save(buf, format="JPEG",
                                                         quality=self._quality)
-        if self._marker is not None:
-            data = with_comment(buf.getvalue(), self._marker)
-            buf = io.BytesIO(data)
         view = buf.getbuffer()
         try:
-            size = _fill(into, view)
+            size = _fill_with_comment(into, view, self._marker)
         finally:
             view.release()
         w, h = self.still_size
         return StillInfo(size, w, h, "simulated", 10000, 1.0, None)
 
+    def set_marker(self, marker: bytes | bytearray | None) -> None:
+        """Plant ``marker`` in the next stills (memory-residue tests); None stops."""
+        self._marker = marker
+
+    def clear_marker(self) -> None:
+        """Zero a ``bytearray`` marker in place and forget it (end of a residue test)."""
+        if isinstance(self._marker, bytearray):
+            self._marker[:] = bytes(len(self._marker))
+        self._marker = None
+
     def close(self) -> None:
         self._cache.clear()
+        self.clear_marker()
+
+
+def _fill_with_comment(into: bytearray, view: memoryview,
+                       comment: bytes | bytearray | None) -> int:
+    if comment is None:
+        return _fill(into, view)
+    if view[:2] != b"\xff\xd8" or len(comment) > 65533:
+        raise ValueError("need a JPEG and a comment of at most 65533 bytes")
+    into[:] = b"\xff\xd8\xff\xfe" + (len(comment) + 2).to_bytes(2, "big")
+    into += comment
+    into += view[2:]
+    view[:] = bytes(len(view))
+    return len(into)
 
 
 def with_comment(jpeg: bytes, comment: bytes) -> bytes:

@@ -8,7 +8,8 @@ gpiozero's global default factory.
 press/long-press decision are done here, on an injectable clock: gpiozero's mock pins
 do not implement ``bounce_time``, and a clock lets tests drive time exactly. A long press
 is reported as soon as the button has been held ``long_press_s`` (gpiozero's hold
-timer, so the nurse hears it while still holding) or, at the latest, on release.
+timer, so the nurse hears it while still holding) or, at the latest, on release; with
+``background=False`` only the release decides, so tests are exact.
 
 *Light and buzzer.* ``signal(name)`` shows one of ``PATTERNS`` without blocking: a
 background thread steps through it, and a new signal replaces the pattern playing.
@@ -172,7 +173,8 @@ class Panel:
                               hold_time=long_press_s, pin_factory=pin_factory)
         self._button.when_pressed = self._pressed
         self._button.when_released = self._released
-        self._button.when_held = self._held
+        if background:  # tests drive time by hand: no real-time hold timer then
+            self._button.when_held = self._held
         self._light = _Light(light, (red_pin, green_pin, blue_pin), light_active_high,
                              pin_factory)
         self._sounder = _Sounder(buzzer_pin, buzzer, pin_factory)

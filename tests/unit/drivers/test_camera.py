@@ -34,7 +34,8 @@ def test_script_with_fake_clock(clock):
 
 
 def test_still_is_a_jpeg_in_the_callers_buffer(clock):
-    cam = SimulatedCamera((640, 480), (1600, 1200), clock=clock, marker=b"CANARY-1234")
+    marker = bytearray(b"CANARY-1234")
+    cam = SimulatedCamera((640, 480), (1600, 1200), clock=clock, marker=marker)
     cam.show(WRISTBAND)
     buf = bytearray(b"old contents that must go")
     info = cam.capture_jpeg(buf)
@@ -45,6 +46,11 @@ def test_still_is_a_jpeg_in_the_callers_buffer(clock):
         img.load()
         assert img.format == "JPEG" and img.size == (1600, 1200)
         assert texts(np.asarray(img.convert("L"))) == ["8018796123456789012343"]
+    cam.clear_marker()
+    assert marker == bytes(11)  # zeroed in place
+    plain = bytearray()
+    cam.capture_jpeg(plain)
+    assert b"CANARY" not in plain and plain[:4] != b"\xff\xd8\xff\xfe"
 
 
 def test_twelve_megapixel_limit(clock):
