@@ -176,3 +176,15 @@ def test_fuzz_only_code_rejected(text, symbology):
     except CodeRejected as exc:
         if len(text) >= 4:
             assert text not in str(exc)
+
+
+def test_body_site_table_is_well_formed():
+    from clinicam.firmware.bodysites import SNOMED_SYSTEM
+
+    assert SNOMED_SYSTEM == "http://snomed.info/sct"
+    displays = [s.display for s in BODY_SITES.values()]
+    assert len(set(displays)) == len(displays)
+    for code, site in BODY_SITES.items():
+        assert code == site.code and code.isascii() and code.isdigit() and code[0] != "0"
+        assert 6 <= len(code) <= 18
+        assert site.dicom is None or site.dicom.isupper()
