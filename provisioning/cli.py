@@ -19,7 +19,7 @@ from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, sign, renew, revoke, crl, bundle, show --site.
+On the site's admin machine: site-init, sign, renew, revoke, reissue, crl, bundle,\nshow --site.
 On a station: device-key, install, show.
 Private keys are written with mode 0600 and never printed."""
 
@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     _sign(sub, "sign", "sign a station's CSR for a new device id", _cmd_sign)
     _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
     _revoke(sub)
+    _reissue(sub)
     _crl(sub)
     _bundle(sub)
     _install(sub)
@@ -95,6 +96,14 @@ def _revoke(sub: Any) -> None:
     p.add_argument("site_dir", metavar="SITE", type=Path)
     p.add_argument("target", metavar="ID|SERIAL")
     p.set_defaults(func=_cmd_revoke)
+
+
+def _reissue(sub: Any) -> None:
+    p = sub.add_parser("reissue", help="new key and certificate for the broker or a relay worker")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("service", metavar="broker|relay-N")
+    p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
+    p.set_defaults(func=_cmd_reissue)
 
 
 def _crl(sub: Any) -> None:
@@ -192,6 +201,12 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         "(a reload refuses new connections but keeps a revoked station's open one); "
         f"give {site.crl_pem} to the relays"
     )
+    return 0
+
+
+def _cmd_reissue(args: argparse.Namespace) -> int:
+    path = Site(args.site_dir).reissue(args.service, days=args.days)
+    print(f"re-issued {args.service}: {path} and its key; install them and restart the service")
     return 0
 
 

@@ -173,11 +173,7 @@ class Site:
 
     def _create_broker(self, ca_key: pki.PrivateKey, conf_dir: str, now: dt.datetime) -> None:
         d = _mkdir(self.broker_dir, 0o700)
-        key = pki.new_key()
-        cert = pki.issue(ca_key, self.ca, key.public_key(), "broker", now=now, server_hosts=self.hosts)
-        self._record(cert, "broker")
-        pki.write_private(d / "broker.key", pki.key_pem(key))
-        pki.write_public(d / "broker.pem", pki.cert_pem(cert))
+        self._issue_broker(ca_key, now, pki.DEFAULT_DAYS)
         pki.write_public(d / "ca.pem", pki.cert_pem(self.ca))
         conf = brokerconf.render_conf(self.name, port=self.port, conf_dir=conf_dir)
         pki.write_public(d / "mosquitto.conf", conf.encode())
@@ -187,11 +183,40 @@ class Site:
     def _create_relays(self, ca_key: pki.PrivateKey, now: dt.datetime) -> None:
         _mkdir(self.relay_dir, 0o700)
         for n in range(1, self.relays + 1):
-            key = pki.new_key()
-            cert = self.issue(key.public_key(), f"relay-{n}", now=now, kind="relay", ca_key=ca_key)
-            cert_path, key_path = self.relay_files(n)
-            pki.write_private(key_path, pki.key_pem(key))
-            pki.write_public(cert_path, pki.cert_pem(cert))
+            self._issue_relay(n, ca_key, now, pki.DEFAULT_DAYS)
+
+    def _issue_broker(self, ca_key: pki.PrivateKey, now: dt.datetime, days: int) -> None:
+        key = pki.new_key()
+        cert = pki.issue(ca_key, self.ca, key.public_key(), "broker", now=now, days=days,
+                         server_hosts=self.hosts)  # fmt: skip
+        self._record(cert, "broker")
+        pki.write_private(self.broker_dir / "broker.key", pki.key_pem(key))
+        pki.write_public(self.broker_dir / "broker.pem", pki.cert_pem(cert))
+
+    def _issue_relay(self, n: int, ca_key: pki.PrivateKey, now: dt.datetime, days: int) -> None:
+        key = pki.new_key()
+        cert = self.issue(key.public_key(), f"relay-{n}", now=now, days=days, kind="relay",
+                          ca_key=ca_key)  # fmt: skip
+        cert_path, key_path = self.relay_files(n)
+        pki.write_private(key_path, pki.key_pem(key))
+        pki.write_public(cert_path, pki.cert_pem(cert))
+
+    def reissue(self, name: str, *, now: dt.datetime | None = None, days: int = pki.DEFAULT_DAYS) -> Path:
+        """New key and certificate for the broker or a relay worker (their keys live here).
+
+        The old certificate stays valid until it expires; ``revoke`` its serial to cut it.
+        """
+        now = now or pki.utcnow()
+        if name == "broker":
+            self._issue_broker(self.ca_key(), now, days)
+            return self.broker_dir / "broker.pem"
+        number = name.removeprefix("relay-")
+        if not number.isdigit() or not 1 <= int(number) <= self.relays:
+            raise ProvisioningError(
+                f"{name!r} is not a service of this site: use 'broker' or relay-1 … relay-{self.relays}"
+            )
+        self._issue_relay(int(number), self.ca_key(), now, days)
+        return self.relay_files(int(number))[0]
 
     # -- the register -------------------------------------------------------------------
 

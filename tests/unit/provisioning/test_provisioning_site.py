@@ -207,3 +207,20 @@ def test_damaged_register_is_a_clear_error(fresh: Site):
     fresh.register_path.write_text('{"site": "x", "certificates": [{"id": "a"}]}')
     with pytest.raises(ProvisioningError, match=r"register\.json is damaged"):
         fresh.records()
+
+
+def test_reissue_broker_and_relay(fresh: Site):
+    old_broker = pki.load_cert(fresh.broker_dir / "broker.pem")
+    old_relay = pki.load_cert(fresh.relay_files(2)[0])
+    later = NOW + timedelta(days=380)
+    fresh.reissue("broker", now=later)
+    fresh.reissue("relay-2", now=later)
+    broker = pki.load_cert(fresh.broker_dir / "broker.pem")
+    relay = pki.load_cert(fresh.relay_files(2)[0])
+    assert broker.not_valid_after_utc == later + timedelta(days=397)
+    assert broker.public_key() != old_broker.public_key()  # a new key, not only a new cert
+    assert pki.same_key(relay, pki.load_key(fresh.relay_files(2)[1]))
+    assert relay.serial_number != old_relay.serial_number and pki.has_client_auth(relay)
+    for bad in ("relay-3", "station-a", "relay-x"):
+        with pytest.raises(ProvisioningError, match="not a service of this site"):
+            fresh.reissue(bad, now=later)
