@@ -6,6 +6,7 @@ patient is quarantined; a signed void reaches every sink."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,3 +136,19 @@ def test_signed_void_reaches_every_sink(world: World) -> None:
     assert len(world.stow_pacs.find_instances(note)) == 1
     assert len(world.dimse_pacs.find_instances(note)) == 1
     assert world.fhir.request("GET", "/" + ack.ref["emr"])["status"] == "entered-in-error"
+
+
+def test_no_patient_identifier_in_the_relay_logs(world: World,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    canary = "SYN-CANARY-5521"
+    world.fhir.add_patient(canary, ISSUER)
+    caplog.set_level(logging.DEBUG)
+    cap = seal(world, 4, patient=canary)
+    [ack] = deliver(world, cap)
+    assert ack.status == "stored" and ack.ref is not None
+    [inst] = world.stow_pacs.find_instances(ack.ref["pacs"])
+    stored = json.dumps(world.stow_pacs.get(f"/instances/{inst['ID']}/simplified-tags"))
+    assert canary in stored  # positive control: the scanner finds it where it must be
+    assert caplog.records  # and the relay did log (ids, sizes, reason codes)
+    assert canary not in caplog.text
+    assert cid(cap) in caplog.text or any(cid(cap) in str(r.args) for r in caplog.records)
