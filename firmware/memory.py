@@ -24,11 +24,16 @@ Where plaintext can linger, measured (tests/security/test_memory_residue.py, whi
 * The metadata (patient id, operator id…) is Python ``str``/``bytes``: immutable, so
   it cannot be overwritten in place. Its JSON encoding in the sealer is freed at once,
   but pymalloc keeps small freed blocks as they were, and glibc leaves freed chunks as
-  they were, so the id stays readable in freed memory until reused. Running the station
-  with ``PYTHONMALLOC=malloc`` (every object through glibc) and ``MALLOC_PERTURB_=<n>``
-  (glibc fills every freed chunk) removes those freed copies: what remains is only the
-  copies still *referenced* by the session (the workflow's current patient), which the
-  session drops on close/wipe. The systemd unit sets both variables.
+  they were, so the id can stay readable in freed memory until reused. Measured: with
+  the default allocator the id was sometimes gone after the wipe (its blocks reused)
+  and sometimes still there once (the drivers' ``SimulatedCamera`` path); with
+  ``PYTHONMALLOC=malloc MALLOC_PERTURB_=165`` alone it still lingered — glibc caches
+  a freed small chunk in its tcache *before* perturbing it. With :data:`STATION_ENV`
+  (the same plus ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``) both the marker and
+  the id were found 0 times after the wipe on both paths. What remains then is only
+  copies still *referenced* — the workflow's current session — which it drops on
+  close and wipe. The same holds for the simulated camera's own ``bytes`` copies of a
+  still (``getvalue()``), which only ``STATION_ENV`` removes.
 * ``bytes`` returned by libraries (e.g. ``os.urandom`` for the content key before it
   is copied into a zeroable ``bytearray``) are treated the same way: short-lived,
   freed, then overwritten by ``MALLOC_PERTURB_``; the process is locked and non-dumpable
@@ -38,16 +43,27 @@ Where plaintext can linger, measured (tests/security/test_memory_residue.py, whi
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import mmap
 import resource
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clinicam.firmware.errors import MemoryHardeningError
 
 log = logging.getLogger(__name__)
+
+# The allocator settings the station must start with (systemd unit ``Environment=``):
+# every object through glibc, freed chunks overwritten, and no tcache — glibc puts a
+# freed small chunk into its per-thread cache *before* perturbing it, so with the
+# tcache on, up to 7 freed chunks of each size keep their old contents.
+STATION_ENV: dict[str, str] = {
+    "PYTHONMALLOC": "malloc",
+    "MALLOC_PERTURB_": "165",
+    "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 MCL_CURRENT = 1
 MCL_FUTURE = 2
@@ -61,10 +77,13 @@ _libc: Any = None
 
 
 def _c() -> Any:
-    """libc, loaded once on first use (never at import: the relay never needs it)."""
+    """libc's symbols, through the interpreter's own (dlopen(NULL)), loaded on first use.
+
+    Not ``ctypes.util.find_library``: that runs ``ldconfig -p`` in a subprocess.
+    """
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
@@ -194,6 +213,20 @@ def harden_process(require: bool) -> HardeningReport:
     for why in report.failures:
         log.warning("memory NOT hardened (simulation allows it): %s", why)
     return report
+
+
+def allocator_problems(environ: Mapping[str, str]) -> list[str]:
+    """Which of :data:`STATION_ENV` the environment lacks (for ``selftest`` and the log)."""
+    return [f"{k}={v} is not set" for k, v in STATION_ENV.items()
+            if not _has_setting(environ.get(k, ""), k, v)]
+
+
+def _has_setting(current: str, key: str, wanted: str) -> bool:
+    if key == "MALLOC_PERTURB_":
+        return current.isdigit() and int(current) % 256 != 0
+    if key == "GLIBC_TUNABLES":
+        return wanted in current.split(":")
+    return current == wanted
 
 
 def is_dumpable() -> bool:

@@ -1,0 +1,169 @@
+"""Memory helpers: real zeroing, MADV_DONTDUMP, hardening (in a child) and its failures."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import mmap
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from clinicam.firmware import memory
+from clinicam.firmware.errors import ClinicamError, MemoryHardeningError
+from clinicam.firmware.memory import (
+    STATION_ENV,
+    allocator_problems,
+    dont_dump,
+    harden_process,
+    is_zero,
+    zero,
+)
+
+
+def test_zero_bytearray_mmap_and_view_slices() -> None:
+    ba = bytearray(b"\xff" * 10_000)
+    zero(memoryview(ba)[10:20])
+    assert ba[10:20] == bytes(10) and ba[9] == 0xFF and ba[20] == 0xFF
+    zero(ba)
+    assert is_zero(ba) and len(ba) == 10_000
+    m = mmap.mmap(-1, 8192)
+    m.write(b"\x01" * 8192)
+    assert not is_zero(m)
+    zero(m)
+    assert is_zero(m)
+    zero(bytearray())
+    m.close()
+
+
+def test_zero_refuses_immutable_bytes() -> None:
+    with pytest.raises(TypeError, match="immutable"):
+        zero(b"abc")
+
+
+def test_is_zero_spots_any_set_byte() -> None:
+    for pos in (0, 4095, 9999):
+        ba = bytearray(10_000)
+        ba[pos] = 1
+        assert not is_zero(ba)
+    assert is_zero(bytearray(3)) and is_zero(bytearray())
+
+
+def _vm_flags(address: int) -> list[str]:
+    with open("/proc/self/smaps") as smaps:
+        inside = False
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    return []
+
+
+def test_dont_dump_marks_whole_pages_of_a_bytearray() -> None:
+    ba = bytearray(5 * memory.PAGE)
+    window = (ctypes.c_char * len(ba)).from_buffer(ba)
+    inner = -(-ctypes.addressof(window) // memory.PAGE) * memory.PAGE
+    del window
+    assert dont_dump(ba) is True
+    assert "dd" in _vm_flags(inner)
+    assert dont_dump(bytearray(100)) is False  # no whole page inside
+
+
+def test_dont_dump_on_mmap() -> None:
+    m = mmap.mmap(-1, 4 * memory.PAGE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    assert "dd" not in _vm_flags(address)  # control: a fresh mapping is dumpable
+    assert dont_dump(m) is True
+    assert "dd" in _vm_flags(address)
+    m.close()
+
+
+def test_allocator_problems() -> None:
+    assert allocator_problems(STATION_ENV) == []
+    assert allocator_problems({**STATION_ENV, "MALLOC_PERTURB_": "0"}) == [
+        "MALLOC_PERTURB_=165 is not set"]
+    assert allocator_problems({**STATION_ENV, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:"
+                               "glibc.malloc.tcache_count=0"}) == []
+    assert len(allocator_problems({})) == len(STATION_ENV)
+
+
+HARDEN = """
+import json, resource
+from clinicam.firmware.memory import harden_process, is_dumpable, locked_kib
+before = is_dumpable()
+r = harden_process(require=True)
+blob = bytearray(8 << 20)  # MCL_FUTURE: touched later, locked too
+for i in range(0, len(blob), 4096):
+    blob[i] = 1
+print(json.dumps({"ok": r.ok, "before": before, "dumpable": is_dumpable(),
+                  "core": resource.getrlimit(resource.RLIMIT_CORE), "vmlck": locked_kib()}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mlockall of a whole interpreter needs root")
+def test_harden_process_in_a_child() -> None:
+    out = subprocess.run([sys.executable, "-c", HARDEN], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    got = json.loads(out)
+    assert got["before"] is True  # control: a fresh process is dumpable
+    assert got["ok"] is True and got["dumpable"] is False and got["core"] == [0, 0]
+    assert got["vmlck"] >= 8 * 1024
+
+
+class FakeLibc:
+    def __init__(self, mlockall: int = 0, prctl: int = 0) -> None:
+        self._m, self._p = mlockall, prctl
+        self.calls: list[tuple[str, Any]] = []
+
+    def mlockall(self, flags: int) -> int:
+        self.calls.append(("mlockall", flags))
+        return self._m
+
+    def prctl(self, *args: int) -> int:
+        self.calls.append(("prctl", args))
+        return self._p
+
+
+@pytest.fixture
+def fake_process(monkeypatch: pytest.MonkeyPatch) -> Any:
+    limits: list[Any] = []
+    monkeypatch.setattr(memory.resource, "setrlimit", lambda *a: limits.append(a))
+
+    def install(libc: FakeLibc) -> list[Any]:
+        monkeypatch.setattr(memory, "_libc", libc)
+        return limits
+    return install
+
+
+def test_harden_calls_each_step(fake_process: Any) -> None:
+    libc = FakeLibc()
+    limits = fake_process(libc)
+    report = harden_process(require=True)
+    assert report.ok and report.failures == ()
+    assert libc.calls == [("mlockall", 1 | 2 | 4), ("prctl", (4, 0, 0, 0, 0))]
+    assert limits == [(memory.resource.RLIMIT_CORE, (0, 0))]
+
+
+def test_required_hardening_failure_raises(fake_process: Any) -> None:
+    fake_process(FakeLibc(mlockall=-1))
+    with pytest.raises(MemoryHardeningError, match="LimitMEMLOCK") as info:
+        harden_process(require=True)
+    assert isinstance(info.value, ClinicamError)
+
+
+def test_optional_hardening_failure_warns_and_reports(fake_process: Any,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    libc = FakeLibc(mlockall=-1, prctl=-1)
+    fake_process(libc)
+    with caplog.at_level(logging.WARNING, logger="clinicam.firmware.memory"):
+        report = harden_process(require=False)
+    assert not report.ok and not report.mlocked and not report.non_dumpable and report.no_core
+    assert len(report.failures) == 2
+    assert [c[1] for c in libc.calls if c[0] == "mlockall"] == [7, 3]  # ONFAULT, then without
+    assert sum("memory NOT hardened" in r.message for r in caplog.records) == 2
