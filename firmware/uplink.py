@@ -96,6 +96,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
         return client
 
     def start(self) -> None:
@@ -107,6 +108,8 @@ class Uplink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say ``offline`` (retained), disconnect and stop both threads."""
+        if self._thread is None:
+            return
         if self.engine.connected:
             info = self.client.publish(f"{self.base}/status", OFFLINE, qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -114,8 +117,9 @@ class Uplink:
         self.client.disconnect()
         self.client.loop_stop()
         self._jobs.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._thread.join(timeout)
+        self._thread = None
+        self.engine.disconnected()  # the delivery thread is gone: settle its state here
 
     def wiped(self, report: Any = None) -> None:
         """A ``Wiper`` listener: drop what is in hand, report the wipe and the new status.
@@ -246,6 +250,11 @@ class Uplink:
             self.engine.disconnected()
             self._on_event(UplinkLost(str(reason_code)))
         self._post(lost)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("uplink: cannot reach the broker %s:%d (TLS or TCP); retrying with back-off",
+                    self.host, self.port)
+        self._on_event(UplinkLost("unreachable"))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from clinicam.firmware.cli import main
+from clinicam.firmware.errors import ConfigError
+from clinicam.provisioning import pki
+from clinicam.provisioning.recipient import generate_recipient_key
+from clinicam.relay.build import build_core
+from clinicam.relay.cli import format_status
+from clinicam.relay.config import relay_config_from
+from clinicam.relay.directory_sink import DirectorySink
+
+
+def config(tmp_path: Path, **relay: object) -> dict:
+    ca_key = pki.new_key()
+    ca = pki.make_ca(ca_key, "unit", now=pki.utcnow())
+    (tmp_path / "ca.pem").write_bytes(pki.cert_pem(ca))
+    (tmp_path / "recipient.key").write_bytes(generate_recipient_key("X25519").private_pem())
+    return {
+        "relay": {"state_dir": str(tmp_path / "state"), "status_file": str(tmp_path / "s.json"),
+                  "audit_log": str(tmp_path / "audit.jsonl"), **relay},
+        "identity": {"ca": str(tmp_path / "ca.pem"), "cert": str(tmp_path / "r.pem"),
+                     "key": str(tmp_path / "r.key"),
+                     "recipient_keys": [str(tmp_path / "recipient.key")]},
+        "sinks": [{"type": "directory", "name": "archive", "path": str(tmp_path / "out")},
+                  {"type": "directory", "name": "hold", "path": str(tmp_path / "q"),
+                   "role": "quarantine"}],
+    }
+
+
+def test_build_core_maps_config(tmp_path: Path) -> None:
+    core = build_core(relay_config_from(config(tmp_path, worker=1, workers=3, standby_for=[0])))
+    assert [s.name for s in core.sinks] == ["archive"]
+    assert isinstance(core.quarantine, DirectorySink) and core.quarantine.name == "hold"
+    assert core.partition.shares == {0, 1} and core.partition.workers == 3
+    assert core.reassembler.max_bytes == 512 * 1024 * 1024
+
+
+def test_shared_group_leaves_partitioning_to_the_broker(tmp_path: Path) -> None:
+    core = build_core(relay_config_from(config(tmp_path, workers=2, shared_group="relays")))
+    assert core.partition.workers == 1
+
+
+def test_unreadable_recipient_key_is_config_error(tmp_path: Path) -> None:
+    data = config(tmp_path)
+    data["identity"]["recipient_keys"] = [str(tmp_path / "missing.key")]
+    with pytest.raises(ConfigError):
+        build_core(relay_config_from(data))
+
+
+def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
+    data = config(tmp_path)
+    toml = tmp_path / "relay.toml"
+    lines = []
+    for section in ("relay", "identity"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in data[section].items()]
+    for sink in data["sinks"]:
+        lines.append("[[sinks]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in sink.items()]
+    toml.write_text("\n".join(lines) + "\n")
+    assert main(["relay", "status", "--config", str(toml)]) == 1  # no status file yet
+    status = {"updated": "x", "counters": {"stored": 2},
+              "stations": {"station-a": {"state": "online", "pending": 1}}}
+    (tmp_path / "s.json").write_text(json.dumps(status))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["relay", "status", "--config", str(toml), "--json"]) == 0
+    assert json.loads(out.getvalue()) == status
+    text = format_status(status)
+    assert "station-a" in text and "online" in text and "stored" in text
