@@ -188,3 +188,32 @@ def test_body_site_table_is_well_formed():
         assert code == site.code and code.isascii() and code.isdigit() and code[0] != "0"
         assert 6 <= len(code) <= 18
         assert site.dicom is None or site.dicom.isupper()
+
+
+_VERHOEFF_D = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6], [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+]
+_VERHOEFF_P = [list(range(10)), [1, 5, 7, 6, 2, 8, 3, 0, 9, 4]]
+for _ in range(6):  # each row is the previous one permuted by row 1
+    _VERHOEFF_P.append([_VERHOEFF_P[1][x] for x in _VERHOEFF_P[-1]])
+
+
+def _verhoeff_ok(number: str) -> bool:
+    c = 0
+    for i, digit in enumerate(reversed(number)):
+        c = _VERHOEFF_D[c][_VERHOEFF_P[i % 8][int(digit)]]
+    return c == 0
+
+
+def test_body_site_codes_are_snomed_concept_ids():
+    # An SCTID ends in a partition identifier ("00" for a concept) and a Verhoeff check
+    # digit: a mistyped code fails here.
+    assert _verhoeff_ok("2363") and not _verhoeff_ok("2364")  # the textbook example
+    assert _verhoeff_ok("138875005") and _verhoeff_ok("404684003")  # SNOMED CT roots
+    for code in BODY_SITES:
+        assert code[-3:-1] == "00", code
+        assert _verhoeff_ok(code), code
