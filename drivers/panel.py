@@ -190,8 +190,10 @@ class Panel:
         return True
 
     def _pressed(self) -> None:
+        # A press edge outside the bounce window starts a press even if no release was
+        # seen: a release lost in chatter must not turn the next press into a long one.
         with self._lock:
-            if self._pressed_at is None and self._debounced():
+            if self._debounced():
                 self._pressed_at, self._long_sent = self._last_edge, False
 
     def _held(self) -> None:

@@ -290,7 +290,7 @@ class PresentationFilter:
     (a nurse re-scanning the same wristband on purpose).
     """
 
-    def __init__(self, clear_after_s: float = 1.5, clock: Callable[[], float] | None = None):
+    def __init__(self, clear_after_s: float = 1.0, clock: Callable[[], float] | None = None):
         if clear_after_s <= 0:
             raise ValueError("clear_after_s must be > 0 seconds")
         import time

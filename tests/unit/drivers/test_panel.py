@@ -85,6 +85,18 @@ def test_bounce_is_one_press(panel, factory, clock, events):
     assert events == ["press", "press"]
 
 
+def test_lost_release_does_not_make_a_long_press(panel, factory, clock, events):
+    pin = factory.pin(17)
+    pin.drive_low()
+    clock.advance(0.02)  # a tap shorter than the bounce time: its release is ignored
+    pin.drive_high()
+    clock.advance(5.0)
+    pin.drive_low()
+    clock.advance(0.2)
+    pin.drive_high()
+    assert events == ["press"]
+
+
 @pytest.mark.parametrize("name", sorted(PATTERNS))
 def test_pins_follow_each_pattern(panel, factory, clock, name):
     panel.signal("patient_bound")
