@@ -39,6 +39,7 @@ class Relay:
         self.shared_group = shared_group
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self.connected = threading.Event()
+        self._stopping = False
         self._worker: threading.Thread | None = None
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
@@ -71,6 +72,7 @@ class Relay:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the message in hand, then disconnect."""
+        self._stopping = True
         self._inbox.put(None)
         if self._worker is not None:
             self._worker.join(timeout)
@@ -124,7 +126,10 @@ class Relay:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         self.connected.clear()
-        log.warning("relay: disconnected (%s); reconnecting", reason_code)
+        if self._stopping:
+            log.info("relay: disconnected")
+        else:
+            log.warning("relay: disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._inbox.put((msg.topic, bytes(msg.payload)))
