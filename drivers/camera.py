@@ -62,7 +62,8 @@ class Picamera2Camera:
     ``create_still_configuration(main={"size": still}, lores={"size": lores,
     "format": "YUV420"}, display=None)`` → ``configure`` → ``options["quality"] = q`` →
     ``start`` → ``set_controls({"AfMode": Continuous})`` when the camera has ``AfMode``.
-    Scanning: ``capture_array("lores")``, Y plane = first ``lores_height`` rows.
+    Scanning: ``capture_array("lores")``, Y plane = first ``lores_height`` rows (and
+    ``lores_width`` columns, rows being padded to the stride).
     Still: ``autofocus_cycle()`` (AF cameras) → ``capture_request()`` →
     ``request.save("main", BytesIO, format="jpeg", exif_data={"0th": {}, "Exif": {}})``
     (the fast JPEG path writes only into a ``BytesIO``; EXIF kept minimal) →
@@ -88,7 +89,7 @@ class Picamera2Camera:
                 'or set [hardware] backend = "sim" in /etc/clinicam/station.toml'
             ) from exc
         self._lock = threading.Lock()
-        self._lores_h = lores_size[1]
+        self._lores_w, self._lores_h = lores_size
         self._still = still_size
         config = self._cam.create_still_configuration(
             main={"size": still_size}, lores={"size": lores_size, "format": "YUV420"},
@@ -118,7 +119,8 @@ class Picamera2Camera:
         while True:
             with self._lock:
                 yuv = self._cam.capture_array("lores")
-            yield yuv[: self._lores_h]
+            # Rows may be padded to the stride: keep exactly the Y plane's pixels.
+            yield yuv[: self._lores_h, : self._lores_w]
 
     def capture_jpeg(self, into: bytearray) -> StillInfo:
         """Focus once, take a full-resolution JPEG into ``into``, return what was used."""

@@ -132,7 +132,7 @@ class FakePicamera2:
 
     def capture_array(self, name):
         self.log.append(("capture_array", name))
-        return np.zeros((720 * 3 // 2, 1280), np.uint8)
+        return np.zeros((720 * 3 // 2, 1344), np.uint8)  # rows padded to a stride
 
     def capture_request(self):
         self.log.append(("capture_request",))
