@@ -71,6 +71,16 @@ class FhirSink:
         self._http = HttpClient(url, ca_file=ca_file, auth=auth, timeout_s=timeout_s,
                                 sink_name=name)
 
+    def check_patient(self, capture: OpenedCaptureLike) -> None:
+        """Raise ``SinkUnknownPatient`` unless the EMR knows the capture's patient.
+
+        For the relay to call on every sink that has it *before* storing anywhere, so an
+        unknown patient's photo reaches only the quarantine sink (issue 7, item 6).
+        """
+        if self._lookup:
+            patient = capture.metadata["patient"]
+            self.lookup_patient(patient["id"], patient["issuer"])
+
     def store(self, capture: OpenedCaptureLike) -> str:
         """File the capture; return ``DocumentReference/<id>``."""
         patient = capture.metadata["patient"]

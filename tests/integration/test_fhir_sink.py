@@ -92,9 +92,12 @@ def test_unknown_patient_is_for_quarantine(fhir: FhirServer, tmp_path: Path) -> 
     sink = sink_for(fhir, tmp_path)
     cap = capture(4, patient="SYN-NOBODY")
     with pytest.raises(SinkUnknownPatient):
+        sink.check_patient(cap)
+    with pytest.raises(SinkUnknownPatient):
         sink.store(cap)
     assert docs_for(fhir, cap.capture_id) == []
     fhir.add_patient("SYN-NOBODY", ISSUER)
+    sink.check_patient(cap)
     assert sink.store(cap).startswith("DocumentReference/")  # positive control
 
 
