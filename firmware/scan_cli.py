@@ -43,8 +43,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reveal", action="store_true",
                    help="show the full decoded text (test wristbands only)")
     p.add_argument("--config", metavar="STATION_TOML", type=Path,
-                   help="station config whose [codes] rules to apply (default: "
-                   "/etc/clinicam/station.toml when present, else GS1 and cards only)")
+                   help="station config whose [codes] rules and [reader] formats to apply "
+                   "(default: /etc/clinicam/station.toml when present, else GS1 and cards, "
+                   "every format)")
     p.set_defaults(func=run)
 
 
@@ -55,15 +56,17 @@ def mask(text: str) -> str:
     return "*" * (len(text) - 4) + text[-4:]
 
 
-def load_rules(path: Path | None) -> CodeRules:
-    """The site's rules from the station config, or the built-in GS1 and cards."""
+def load_site(path: Path | None) -> tuple[CodeRules, tuple[str, ...]]:
+    """The site's rules and reader formats from the station config, or the built-in GS1
+    and cards with every format when there is no config."""
     from clinicam.firmware import config
 
     if path is None:
         if not config.DEFAULT_PATH.exists():
-            return CodeRules()
+            return CodeRules(), SYMBOLOGIES
         path = config.DEFAULT_PATH
-    return CodeRules.from_config(config.load_station_config(path).codes)
+    station = config.load_station_config(path)
+    return CodeRules.from_config(station.codes), tuple(station.reader.formats)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -137,8 +140,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Scan every image; never stop at the first unreadable one."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        rules = load_rules(args.config)
-        reader = make_reader(args.reader, SYMBOLOGIES)
+        rules, formats = load_site(args.config)
+        reader = make_reader(args.reader, formats)
     except (ClinicamError, ValueError) as exc:
         err.write(f"clinicam scan: {exc}\n")
         return EXIT_USAGE

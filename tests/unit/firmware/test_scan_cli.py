@@ -83,3 +83,11 @@ def test_bad_arguments():
     with pytest.raises(SystemExit) as info:
         main(["scan", "--reader", "tesseract", "x.png"])
     assert info.value.code == 2
+
+
+def test_config_formats_restrict_the_reader(images, tmp_path, capsys):
+    conf = tmp_path / "qr-only.toml"
+    conf.write_text('[reader]\nformats = ["qr"]\n')
+    assert main(["scan", "--json", "--config", str(conf), images["wrist"]]) == 0
+    codes = json.loads(capsys.readouterr().out)["codes"]
+    assert [c["symbology"] for c in codes] == ["qr"]
