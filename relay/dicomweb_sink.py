@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 _REFERENCED_SOP_SEQ = "00081199"
 _FAILED_SOP_SEQ = "00081198"
 _REFERENCED_SOP_INSTANCE = "00081155"
+_FAILURE_REASON = "00081197"
+# "Duplicate SOP Instance": how some PACS answer a re-sent instance. Ours, since UIDs
+# derive from (device, capture id) and the relay refuses a changed manifest.
+_DUPLICATE_SOP_INSTANCE = 0x0111
 _QIDO_FIELDS = {
     "00100010": "PatientName",
     "00100020": "PatientID",
@@ -124,9 +128,14 @@ class DicomWebSink:
         result = _json(response, self.name)
         if isinstance(result, list):  # some servers wrap the dataset in a list
             result = result[0] if result else {}
-        if _contains(result.get(_FAILED_SOP_SEQ), sop_instance_uid):
-            raise SinkError("sink-refused", f"sink {self.name}: PACS refused the instance")
-        if not _contains(result.get(_REFERENCED_SOP_SEQ), sop_instance_uid):
+        failed = _item(result.get(_FAILED_SOP_SEQ), sop_instance_uid)
+        if failed is not None:
+            code = int(_value(failed, _FAILURE_REASON) or 0)
+            if code == _DUPLICATE_SOP_INSTANCE:
+                return  # already stored
+            reason = "sink-unavailable" if 0xA700 <= code <= 0xA7FF else "sink-refused"
+            raise SinkError(reason, f"sink {self.name}: PACS did not store the instance")
+        if _item(result.get(_REFERENCED_SOP_SEQ), sop_instance_uid) is None:
             raise SinkError("sink-refused", f"sink {self.name}: PACS did not confirm the instance")
 
 
@@ -137,9 +146,11 @@ def _json(response: Response, sink: str) -> Any:
         raise SinkError("sink-refused", f"sink {sink}: response is not DICOM JSON") from exc
 
 
-def _contains(sequence: Any, sop_instance_uid: str) -> bool:
+def _item(sequence: Any, sop_instance_uid: str) -> dict[str, Any] | None:
+    """The item of a DICOM JSON sequence that references this instance, if any."""
     items = (sequence or {}).get("Value") or []
-    return any(_value(item, _REFERENCED_SOP_INSTANCE) == sop_instance_uid for item in items)
+    return next((i for i in items if _value(i, _REFERENCED_SOP_INSTANCE) == sop_instance_uid),
+                None)
 
 
 def _value(attrs: dict[str, Any], tag: str) -> str:

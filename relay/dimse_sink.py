@@ -36,6 +36,9 @@ STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve - F
 
 # Warning statuses of C-STORE (PS3.4 B.2.3): the instance was stored.
 _STORE_WARNINGS = {0x0001, 0xB000, 0xB006, 0xB007}
+# "Duplicate SOP Instance", which some PACS answer to a re-sent instance: our UIDs derive
+# from (device, capture id) and the relay refuses a changed manifest, so it is ours.
+_DUPLICATE_SOP_INSTANCE = 0x0111
 _PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
                  "PatientSex")
 
@@ -129,7 +132,7 @@ class DimseSink:
     def _c_store(self, assoc: Association, ds: Dataset) -> None:
         status = assoc.send_c_store(ds)
         code = int(status.Status) if "Status" in status else None
-        if code == 0x0000 or code in _STORE_WARNINGS:
+        if code in (0x0000, _DUPLICATE_SOP_INSTANCE) or code in _STORE_WARNINGS:
             return
         reason = _store_failure_reason(code)
         log.warning("sink %s: C-STORE status %s -> %s",

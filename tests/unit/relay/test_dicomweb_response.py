@@ -77,3 +77,15 @@ def test_non_json_response_is_refused() -> None:
     with pytest.raises(SinkError) as err:
         sink_with(canned).store(Capture())
     assert err.value.reason == "sink-refused"
+
+
+def test_duplicate_instance_failure_counts_as_already_stored() -> None:
+    cap = Capture()
+    uid = dicom.instance_uid(cap.device, cap.capture_id)
+    failed = _seq(uid)
+    failed["Value"][0]["00081197"] = {"vr": "US", "Value": [0x0111]}
+    assert sink_with(Canned({"00081198": failed})).store(cap) == uid
+    failed["Value"][0]["00081197"] = {"vr": "US", "Value": [0xA700]}  # out of resources
+    with pytest.raises(SinkError) as err:
+        sink_with(Canned({"00081198": failed})).store(cap)
+    assert err.value.reason == "sink-unavailable"
