@@ -29,6 +29,7 @@ from clinicam.firmware.manifest import sign_event
 from clinicam.firmware.status import event_payload, status_payload, utc_stamp
 from clinicam.firmware.uplink_events import (
     CaptureRejected,
+    CapturesExpired,
     CaptureStored,
     CommandIgnored,
     CommandReceived,
@@ -74,6 +75,8 @@ class Uplink:
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
         self._clock, self._wall = clock, wall
         self._started = clock()
+        self.expire_every_s = 30.0
+        self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._gate = CommandGate()
         self.engine = DeliveryEngine(
@@ -177,17 +180,34 @@ class Uplink:
             try:
                 job = self._jobs.get(timeout=timeout)
             except queue.Empty:
-                job = self._tick
+                job = self._idle
             if job is None:
                 return
             try:
                 job()
-                timeout = self.engine.tick()
+                self._tick()
+                due = self.engine.tick()
+                timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
             except Exception:  # never let one bad message stop delivery
                 log.exception("uplink: delivery step failed")
 
+    def _idle(self) -> None:
+        pass  # a deadline passed: the engine's tick below handles it
+
     def _tick(self) -> None:
-        pass  # engine.tick() runs after every job
+        """After every job: let captures past the vault's TTL go, and say so (DESIGN §3.6)."""
+        now = self._clock()
+        if now - self._last_expiry < self.expire_every_s:
+            return
+        self._last_expiry = now
+        expired = self.vault.expire()
+        if expired:
+            for cid in expired:
+                self.engine.forget(cid)
+            self._publish_json("event", event_payload(
+                "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
+            self._publish_status()
+            self._on_event(CapturesExpired(tuple(expired)))
 
     def _pump_and_status(self) -> None:
         self.engine.pump()

@@ -50,6 +50,13 @@ class CaptureRejected:
 
 
 @dataclass(frozen=True)
+class CapturesExpired:
+    """Undelivered past the vault's time-to-live: zeroed and dropped (audited)."""
+
+    capture_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CaptureRetryScheduled:
     """No ack, a ``retry`` ack or a refused publish: the capture is re-sent later."""
 
@@ -88,6 +95,7 @@ UplinkEvent = (
     | CaptureSent
     | CaptureStored
     | CaptureRejected
+    | CapturesExpired
     | CaptureRetryScheduled
     | UplinkMisconfigured
     | CommandReceived

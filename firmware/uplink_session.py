@@ -263,6 +263,11 @@ class DeliveryEngine:
         sending = self._sending is not None and self._sending.capture.capture_id == cid
         return sending or cid in self._awaiting or cid in self._waiting
 
+    def forget(self, cid: str) -> None:
+        """Drop a capture that left the vault some other way (expiry)."""
+        self._forget(cid)
+        self.pump()
+
     def _forget(self, cid: str) -> None:
         self._awaiting.pop(cid, None)
         self._waiting.discard(cid)

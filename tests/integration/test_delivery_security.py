@@ -211,3 +211,32 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
         assert not any("/part/" in m.topic for m in list(admin.probe.messages.queue))
     finally:
         station.uplink.stop()
+
+
+def test_undelivered_past_ttl_expires_with_audit_event(
+        site: Any, broker: Any, mqtt_client: Any) -> None:
+    from clinicam.firmware.uplink_events import CapturesExpired
+    from clinicam.firmware.vault import Vault
+
+    class Clock:
+        t = 1000.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    admin = mqtt_client(site.admin)
+    admin.probe.subscribe(f"{P}/station-a/event")
+    station = make_station(site, "station-a", broker.port, vault=Vault(ttl_s=600, clock=clock),
+                           clock=clock)
+    try:
+        cid = station.capture(jpeg_like(10_000, seed=1))  # no relay: it stays pending
+        clock.t += 601
+        station.uplink.wake()
+        station.wait_for(lambda seen: CapturesExpired((cid,)) in seen)
+        assert station.vault.pending_count == 0
+        event = next_json(admin, f"{P}/station-a/event")
+        assert event["event"] == "expired" and event["capture_ids"] == [cid]
+        assert event["count"] == 1
+    finally:
+        station.uplink.stop()

@@ -88,9 +88,10 @@ class Station:
         self.wait_for(lambda _: set(ids) <= set(self.stored()), timeout)
 
 
-def make_station(site: Any, name: str, port: int, **kw: Any) -> Station:
+def make_station(site: Any, name: str, port: int, vault: Vault | None = None,
+                 **kw: Any) -> Station:
     ident = load_identity(site.device(name).dir)
-    vault = Vault()
+    vault = vault if vault is not None else Vault()
     wiper = Wiper(vault)
     sealer = Sealer(ident.device_id, ident.key, ident.cert_pem, ident.recipient)
     events: queue.Queue[Any] = queue.Queue()
