@@ -33,6 +33,7 @@ VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
 KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
 IMPLEMENTATION_VERSION = "CLINICAM_0_1"
 MANUFACTURER = "clinicam"
+RECONCILE_DESCRIPTION = "RECONCILE: patient unknown to the EMR"
 
 # Series number per purpose card, so a viewer lists a session's series in a stable order.
 _SERIES_NUMBER = {"WOUND": 1, "PRE-OP": 2, "POST-OP": 3, "DERM": 4, "OTHER": 5}
@@ -283,8 +284,13 @@ def build_photo(
     *,
     demographics: DemographicsSource | None = None,
     body_part_terms: BodyPartTerms | None = None,
+    reconcile: bool = False,
 ) -> Dataset:
-    """The VL Photographic Image of an opened capture (DESIGN §6 metadata)."""
+    """The VL Photographic Image of an opened capture (DESIGN §6 metadata).
+
+    ``reconcile`` flags the study for a PACS quarantine: the EMR did not know the
+    patient, so a person must confirm the chart before the photo is relied on.
+    """
     md, device, capture_id = capture.metadata, capture.device, capture.capture_id
     session = md["session"]
     purpose = md.get("purpose") or "OTHER"
@@ -307,6 +313,8 @@ def build_photo(
         ds.BurnedInAnnotation = "NO"
         ds.RecognizableVisualFeatures = "YES"
         ds.AcquisitionContextSequence = Sequence()
+        if reconcile:
+            ds.StudyDescription = RECONCILE_DESCRIPTION
         _timing(ds, md)
         _equipment(ds, md)
         _operator(ds, md)

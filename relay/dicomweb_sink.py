@@ -48,6 +48,7 @@ def from_config(cfg: Any) -> DicomWebSink:
     return DicomWebSink(
         cfg.name, cfg.url, ca_file=cfg.ca_file or None, auth=auth_from_config(cfg),
         timeout_s=cfg.timeout_s, body_part_terms=dicom.builtin_body_part_terms(),
+        reconcile=cfg.role == "quarantine",
     )
 
 
@@ -65,6 +66,7 @@ class DicomWebSink:
         demographics: dicom.DemographicsSource | None = None,
         body_part_terms: dicom.BodyPartTerms | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+        reconcile: bool = False,
     ) -> None:
         self.name = name
         root = url.rstrip("/")
@@ -74,11 +76,12 @@ class DicomWebSink:
         self._demographics = demographics
         self._terms = body_part_terms
         self._clock = clock
+        self._reconcile = reconcile  # a quarantine PACS: studies flagged for reconciliation
 
     def store(self, capture: OpenedCaptureLike) -> str:
         """Send the capture's VL Photographic Image; return its SOP Instance UID."""
         ds = dicom.build_photo(capture, demographics=self._demographics,
-                               body_part_terms=self._terms)
+                               body_part_terms=self._terms, reconcile=self._reconcile)
         self._stow(dicom.encode(ds), ds.SOPInstanceUID)
         log.info("sink %s: stored capture %s", self.name, capture.capture_id)
         return str(ds.SOPInstanceUID)

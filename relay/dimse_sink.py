@@ -56,6 +56,7 @@ def from_config(cfg: Any) -> DimseSink:
         cfg.name, cfg.host, cfg.port, called_aet=cfg.called_ae, calling_aet=cfg.calling_ae,
         tls_ca_file=files[0], tls_cert_file=files[1], tls_key_file=files[2],
         timeout_s=cfg.timeout_s, body_part_terms=dicom.builtin_body_part_terms(),
+        reconcile=cfg.role == "quarantine",
     )
 
 
@@ -77,6 +78,7 @@ class DimseSink:
         demographics: dicom.DemographicsSource | None = None,
         body_part_terms: dicom.BodyPartTerms | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+        reconcile: bool = False,
     ) -> None:
         if not (_is_ae_title(called_aet) and _is_ae_title(calling_aet)):
             raise ConfigError(f"sink {name}: AE titles must be 1-16 ASCII characters")
@@ -88,11 +90,12 @@ class DimseSink:
         self._demographics = demographics
         self._terms = body_part_terms
         self._clock = clock
+        self._reconcile = reconcile  # a quarantine PACS: studies flagged for reconciliation
 
     def store(self, capture: OpenedCaptureLike) -> str:
         """C-STORE the capture's VL Photographic Image; return its SOP Instance UID."""
         ds = dicom.build_photo(capture, demographics=self._demographics,
-                               body_part_terms=self._terms)
+                               body_part_terms=self._terms, reconcile=self._reconcile)
         with self._association() as assoc:
             self._c_store(assoc, ds)
         log.info("sink %s: stored capture %s", self.name, capture.capture_id)

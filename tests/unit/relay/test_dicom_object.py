@@ -127,6 +127,12 @@ def test_body_part_left_out_without_a_defined_term_and_nulls_tolerated() -> None
     assert "AnatomicRegionSequence" in ds and "BodyPartExamined" not in ds
 
 
+def test_quarantine_study_is_flagged_for_reconciliation() -> None:
+    assert "StudyDescription" not in dicom.build_photo(Capture())
+    ds = dicom.build_photo(Capture(), reconcile=True)
+    assert ds.StudyDescription == dicom.RECONCILE_DESCRIPTION
+
+
 def test_demographics_only_from_the_source() -> None:
     asked = []
 

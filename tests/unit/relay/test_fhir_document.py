@@ -93,6 +93,9 @@ def test_sinks_from_relay_config(tmp_path: Path) -> None:
         type="dicomweb", name="pacs", url="http://127.0.0.1:8042/dicom-web/studies",
         auth="bearer", token_file=str(token)))
     assert web.name == "pacs"
+    quarantine = dicomweb_from_config(DicomWebSinkConfig(
+        type="dicomweb", name="q", url="http://127.0.0.1:8042/dicom-web", role="quarantine"))
+    assert quarantine._reconcile and not web._reconcile
     dimse = dimse_from_config(DimseSinkConfig(type="dimse", name="pacs2", host="127.0.0.1",
                                               called_ae="ORTHANC"))
     assert dimse.name == "pacs2"
