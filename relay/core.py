@@ -171,7 +171,22 @@ class RelayCore:
         return [self._decide(Ack(device, cid, "stored", None, refs))]
 
     def _store(self, opened: OpenedCapture) -> dict[str, str] | str:
-        """Every sink's reference, or the reason code of the first failure."""
+        """Every sink's reference, or the reason code of the first failure.
+
+        Sinks that can tell (``check_patient``, e.g. FHIR) are asked first, so an
+        unknown patient's photo goes only to quarantine, never into a PACS.
+        """
+        try:
+            for sink in self.sinks:
+                check = getattr(sink, "check_patient", None)
+                if check is not None:
+                    check(opened)
+        except SinkUnknownPatient:
+            return self._quarantine(opened)
+        except SinkError as exc:
+            log.warning("capture %s: sink %s cannot check the patient (%s)",
+                        opened.capture_id, sink.name, exc.reason)
+            return exc.reason
         refs: dict[str, str] = {}
         for sink in self.sinks:
             try:
@@ -181,26 +196,27 @@ class RelayCore:
                             exc.reason)
                 return exc.reason
             except SinkUnknownPatient:
-                reason = self._quarantine(opened, refs)
-                if reason is not None:
-                    return reason
-                refs[sink.name] = "quarantined"
+                return self._quarantine(opened, refs)
             except Exception as exc:  # a sink bug must not stop the relay or lose the photo
                 log.error("capture %s: sink %s raised %s", opened.capture_id, sink.name,
                           type(exc).__name__)
                 return "sink-unavailable"
         return refs
 
-    def _quarantine(self, opened: OpenedCapture, refs: dict[str, str]) -> str | None:
+    def _quarantine(self, opened: OpenedCapture,
+                    stored: dict[str, str] | None = None) -> dict[str, str] | str:
+        """File an unknown patient's capture in quarantine: ``stored``, never dropped."""
         if self.quarantine is None:
             log.warning("capture %s: patient unknown to the record and no quarantine sink",
                         opened.capture_id)
             return "sink-refused"
         try:
-            refs[self.quarantine.name] = self.quarantine.store(opened)
+            qref = self.quarantine.store(opened)
         except SinkError as exc:
             return exc.reason
-        return None
+        self.board.count("quarantined")
+        refs = {s.name: (stored or {}).get(s.name, "quarantined") for s in self.sinks}
+        return {**refs, self.quarantine.name: qref}
 
     def _reject(self, device: str, cid: str, reason: str) -> Ack:
         self.reassembler.discard((device, cid))

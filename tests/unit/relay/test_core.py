@@ -183,3 +183,22 @@ def test_partition_ignores_other_workers_devices(unit_site: Any, tmp_path: Path)
                         sinks=[DirectorySink(tmp_path)],
                         partition=Partition(worker=1 - share_a, workers=2, standby_for=(share_a,)))
     assert [a.status for a in feed(standby, messages("station-a", cap))] == ["stored"]
+
+
+class KnowsNobody(Flaky):
+    """An EMR-like sink that can check the patient before anything is stored."""
+
+    def check_patient(self, capture: Any) -> None:
+        raise SinkUnknownPatient("unknown")
+
+
+def test_patient_checked_before_any_sink_stores(unit_site: Any, tmp_path: Path) -> None:
+    pacs = DirectorySink(tmp_path / "pacs", name="pacs")
+    emr = KnowsNobody(tmp_path / "emr", 0, SinkError("sink-unavailable"))
+    core = RelayCore(ca_cert=unit_site.ca_cert, recipients=[unit_site.recipient],
+                     sinks=[pacs, emr], quarantine=DirectorySink(tmp_path / "q", name="hold"))
+    cap = unit_site.seal("station-a", b"x" * 1500)
+    [ack] = feed(core, messages("station-a", cap))
+    assert (ack.status, ack.ref) == ("stored", {"pacs": "quarantined", "flaky": "quarantined",
+                                                "hold": f"station-a/{cap.capture_id}"})
+    assert not (tmp_path / "pacs").exists() and emr.calls == 0
