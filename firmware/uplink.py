@@ -124,6 +124,11 @@ class Uplink:
         self._thread = None
         self.engine.disconnected()  # the delivery thread is gone: settle its state here
 
+    @property
+    def alive(self) -> bool:
+        """True while the delivery thread runs (for the station's watchdog)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wiped(self, report: Any = None) -> None:
         """A ``Wiper`` listener: drop what is in hand, report the wipe and the new status.
 
