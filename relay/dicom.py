@@ -180,12 +180,15 @@ def local_datetime(captured_at: str, tz_offset: str | None) -> tuple[datetime, s
     return utc.astimezone(tz), offset[0] + offset[1:3] + offset[4:6]
 
 
-def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+def _ds(**attrs: Any) -> Dataset:
     item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning[:64]
+    for keyword, value in attrs.items():
+        setattr(item, keyword, value)
     return item
+
+
+def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    return _ds(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning[:64])
 
 
 def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> FileMetaDataset:
@@ -198,15 +201,22 @@ def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> FileM
     return meta
 
 
+def _one(value: str) -> str:
+    """A single value: a backslash would silently split it into several (DICOM VM)."""
+    if "\\" in value:
+        raise ValueError("a backslash in a single-valued DICOM attribute")
+    return value
+
+
 def _patient_study(ds: Dataset, md: Mapping[str, Any], demo: DemographicsLike | None) -> None:
     patient = md["patient"]
     ds.PatientName = demo.name if demo else ""
-    ds.PatientID = patient["id"]
-    ds.IssuerOfPatientID = patient["issuer"]
+    ds.PatientID = _one(patient["id"])
+    ds.IssuerOfPatientID = _one(patient["issuer"])
     ds.PatientBirthDate = demo.birth_date if demo else ""
     ds.PatientSex = ""
     if patient.get("encounter"):
-        ds.AdmissionID = patient["encounter"]
+        ds.AdmissionID = _one(patient["encounter"])
     ds.ReferringPhysicianName = ""
     ds.StudyID = ""
     ds.AccessionNumber = ""
@@ -231,7 +241,7 @@ def _operator(ds: Dataset, md: Mapping[str, Any]) -> None:
         return
     person = Dataset()
     person.PersonIdentificationCodeSequence = Sequence(
-        [_code_item(operator["id"], "99CLINICAM", "Operator identifier")]
+        [_code_item(_one(operator["id"]), "99CLINICAM", "Operator identifier")]
     )
     if operator.get("issuer"):
         person.InstitutionName = str(operator["issuer"])[:64]
@@ -291,6 +301,16 @@ def build_photo(
     ``reconcile`` flags the study for a PACS quarantine: the EMR did not know the
     patient, so a person must confirm the chart before the photo is relied on.
     """
+    try:
+        return _photo(capture, demographics, body_part_terms or {}, reconcile)
+    except ValueError:
+        # pydicom's message may quote the offending value (a patient id): not chained
+        raise SinkError("sink-refused", "capture metadata breaks a DICOM value rule "
+                        "(length, characters or date): check the site's code rules") from None
+
+
+def _photo(capture: Any, demographics: DemographicsSource | None, terms: BodyPartTerms,
+           reconcile: bool) -> Dataset:
     md, device, capture_id = capture.metadata, capture.device, capture.capture_id
     session = md["session"]
     purpose = md.get("purpose") or "OTHER"
@@ -318,7 +338,7 @@ def build_photo(
         _timing(ds, md)
         _equipment(ds, md)
         _operator(ds, md)
-        _anatomy(ds, md, body_part_terms or {})
+        _anatomy(ds, md, terms)
         _pixels(ds, capture.image)
     return ds
 
@@ -334,8 +354,7 @@ class StoredInstance:
     patient: Mapping[str, str]  # PatientID, IssuerOfPatientID, PatientName, …
 
 
-_KOS_PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-                     "PatientSex")
+PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
 
 
 def build_rejection_note(
@@ -347,15 +366,12 @@ def build_rejection_note(
     photo, and one that does not still shows the note beside it.
     """
     sop_uid = rejection_note_uid(device, capture_id)
-    ref = Dataset()
-    ref.ReferencedSOPClassUID = target.sop_class_uid
-    ref.ReferencedSOPInstanceUID = target.sop_instance_uid
     with _strict_writing():
         ds = Dataset()
         ds.file_meta = _file_meta(KEY_OBJECT_SELECTION, sop_uid, ExplicitVRLittleEndian)
         ds.SpecificCharacterSet = "ISO_IR 192"
         ds.SOPClassUID, ds.SOPInstanceUID = KEY_OBJECT_SELECTION, sop_uid
-        for key in _KOS_PATIENT_KEYS:
+        for key in PATIENT_KEYS:
             setattr(ds, key, target.patient.get(key, ""))
         ds.StudyInstanceUID = target.study_uid
         ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ds.StudyID = ""
@@ -366,31 +382,28 @@ def build_rejection_note(
         ds.ReferencedPerformedProcedureStepSequence = Sequence()
         ds.Manufacturer = MANUFACTURER
         ds.InstanceNumber = 1
-        ds.ContentDate = now.strftime("%Y%m%d")
-        ds.ContentTime = now.strftime("%H%M%S")
+        ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         ds.TimezoneOffsetFromUTC = now.strftime("%z") or "+0000"
-        ds.ValueType = "CONTAINER"
-        ds.ConceptNameCodeSequence = Sequence(
-            [_code_item("113037", "DCM", "Rejected for Patient Safety Reasons")]
-        )
-        template = Dataset()
-        template.MappingResource = "DCMR"
-        template.TemplateIdentifier = "2010"
-        ds.ContentTemplateSequence = Sequence([template])
-        ds.ContinuityOfContent = "SEPARATE"
-        series = Dataset()
-        series.SeriesInstanceUID = target.series_uid
-        series.ReferencedSOPSequence = Sequence([ref])
-        evidence = Dataset()
-        evidence.StudyInstanceUID = target.study_uid
-        evidence.ReferencedSeriesSequence = Sequence([series])
-        ds.CurrentRequestedProcedureEvidenceSequence = Sequence([evidence])
-        item = Dataset()
-        item.RelationshipType = "CONTAINS"
-        item.ValueType = "IMAGE"
-        item.ReferencedSOPSequence = Sequence([ref])
-        ds.ContentSequence = Sequence([item])
+        _rejection_content(ds, target)
     return ds
+
+
+def _rejection_content(ds: Dataset, target: StoredInstance) -> None:
+    """TID 2010 Key Object Selection: the title, and the photo as evidence and content."""
+    ref = _ds(ReferencedSOPClassUID=target.sop_class_uid,
+              ReferencedSOPInstanceUID=target.sop_instance_uid)
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = Sequence(
+        [_code_item("113037", "DCM", "Rejected for Patient Safety Reasons")]
+    )
+    ds.ContentTemplateSequence = Sequence([_ds(MappingResource="DCMR", TemplateIdentifier="2010")])
+    ds.ContinuityOfContent = "SEPARATE"
+    series = _ds(SeriesInstanceUID=target.series_uid, ReferencedSOPSequence=Sequence([ref]))
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence(
+        [_ds(StudyInstanceUID=target.study_uid, ReferencedSeriesSequence=Sequence([series]))]
+    )
+    ds.ContentSequence = Sequence([_ds(RelationshipType="CONTAINS", ValueType="IMAGE",
+                                       ReferencedSOPSequence=Sequence([ref]))])
 
 
 def encode(ds: Dataset) -> bytes:

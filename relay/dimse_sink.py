@@ -39,8 +39,6 @@ _STORE_WARNINGS = {0x0001, 0xB000, 0xB006, 0xB007}
 # "Duplicate SOP Instance", which some PACS answer to a re-sent instance: our UIDs derive
 # from (device, capture id) and the relay refuses a changed manifest, so it is ours.
 _DUPLICATE_SOP_INSTANCE = 0x0111
-_PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-                 "PatientSex")
 
 
 def _is_ae_title(value: str) -> bool:
@@ -146,7 +144,7 @@ class DimseSink:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         query.SOPInstanceUID = sop_instance_uid
-        for keyword in (*_PATIENT_KEYS, "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"):
+        for keyword in (*dicom.PATIENT_KEYS, "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"):
             setattr(query, keyword, "")
         found: Dataset | None = None
         for status, identifier in assoc.send_c_find(query,
@@ -158,7 +156,7 @@ class DimseSink:
                 found = identifier
         if found is None:
             return None
-        patient = {key: str(found.get(key, "") or "") for key in _PATIENT_KEYS}
+        patient = {key: str(found.get(key, "") or "") for key in dicom.PATIENT_KEYS}
         return dicom.StoredInstance(str(found.StudyInstanceUID), str(found.SeriesInstanceUID),
                                     str(found.get("SOPClassUID") or dicom.VL_PHOTOGRAPHIC_IMAGE),
                                     sop_instance_uid, patient)

@@ -145,11 +145,15 @@ def test_demographics_only_from_the_source() -> None:
     assert (str(ds.PatientName), ds.PatientBirthDate) == ("Doe^Jane", "19800101")
 
 
-def test_writing_validation_refuses_bad_values() -> None:
+@pytest.mark.parametrize("bad_id", ["SYN-CANARY-" + "x" * 60, "SYN-CANARY\\backslash"])
+def test_writing_validation_refuses_bad_values_without_quoting_them(bad_id: str) -> None:
     md = metadata()
-    md["patient"]["id"] = "x" * 65  # LO is at most 64 characters
-    with pytest.raises(ValueError):
+    md["patient"]["id"] = bad_id  # LO: at most 64 characters, no backslash
+    with pytest.raises(SinkError) as err:
         dicom.build_photo(Capture(metadata=md))
+    assert err.value.reason == "sink-refused"
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert "CANARY" not in str(err.value)
 
 
 def _stored(cap: Capture) -> dicom.StoredInstance:
