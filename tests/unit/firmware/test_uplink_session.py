@@ -185,3 +185,21 @@ def test_parse_ack_is_strict() -> None:
     assert parse_ack(ack(cid, "gone")) is None
     assert parse_ack(ack("AB" * 16, "stored")) is None
     assert parse_ack(b'{"capture_id": "x"}') is None
+
+
+def test_wipe_mid_send_never_publishes_the_manifest() -> None:
+    h = Harness([cap(1, parts=4)], max_inflight=2)
+    h.engine.connected_with(20, None)
+    h.vault.wipe()  # from another thread, any time
+    h.ack_all()
+    assert not any(t.endswith("manifest") for _, t, _ in h.sent)
+    h.engine.reset()  # what Uplink.wiped() posts
+    assert h.engine.tick() is None
+
+
+def test_tick_reports_the_next_deadline() -> None:
+    h = Harness([cap(1)], ack_timeout_s=30)
+    h.engine.connected_with(20, None)
+    h.ack_all()
+    h.clock.t = 10.0
+    assert h.engine.tick() == pytest.approx(20.0)
