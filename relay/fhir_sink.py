@@ -114,7 +114,7 @@ class FhirSink:
 
     def lookup_patient(self, patient_id: str, issuer: str) -> str:
         """``Patient/<id>`` of the one patient with this identifier; else SinkUnknownPatient."""
-        entries = self._search("Patient", [("identifier", f"{issuer}|{patient_id}")])
+        entries = self._search("Patient", [("identifier", token(issuer, patient_id))])
         if len(entries) != 1:
             log.warning("sink %s: patient lookup found %d matches", self.name, len(entries))
             raise SinkUnknownPatient(
@@ -125,7 +125,7 @@ class FhirSink:
 
     def demographics(self, patient_id: str, issuer: str) -> Demographics | None:
         """Patient Name and Birth Date for DICOM, from the EMR (a ``DemographicsSource``)."""
-        entries = self._search("Patient", [("identifier", f"{issuer}|{patient_id}")])
+        entries = self._search("Patient", [("identifier", token(issuer, patient_id))])
         if len(entries) != 1:
             return None
         return _demographics(entries[0])
@@ -165,6 +165,17 @@ class FhirSink:
         bundle = _json(response, self.name)
         return [e["resource"] for e in bundle.get("entry") or []
                 if (e.get("search") or {}).get("mode", "match") == "match" and "resource" in e]
+
+
+def token(system: str, code: str) -> str:
+    """A FHIR token search value ``system|code``, with ``\\ , $ |`` escaped (R4 3.1.1.4.1)."""
+
+    def escape(text: str) -> str:
+        for char in ("\\", ",", "$", "|"):
+            text = text.replace(char, "\\" + char)
+        return text
+
+    return f"{escape(system)}|{escape(code)}"
 
 
 def document_reference(

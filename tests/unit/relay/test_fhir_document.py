@@ -13,7 +13,7 @@ from clinicam.relay import dicom
 from clinicam.relay.config import DicomWebSinkConfig, DimseSinkConfig, FhirSinkConfig
 from clinicam.relay.dicomweb_sink import from_config as dicomweb_from_config
 from clinicam.relay.dimse_sink import from_config as dimse_from_config
-from clinicam.relay.fhir_sink import CAPTURE_SYSTEM, document_reference
+from clinicam.relay.fhir_sink import CAPTURE_SYSTEM, document_reference, token
 from clinicam.relay.fhir_sink import from_config as fhir_from_config
 from clinicam.relay.httpclient import Auth, HttpClient, reason_for_status
 from test_dicom_object import Capture, metadata
@@ -109,3 +109,8 @@ def test_builtin_body_part_terms_are_cid_4031_terms() -> None:
     terms = dicom.builtin_body_part_terms()
     assert terms["40983000"] == "ARM"  # upper arm
     assert "41695006" not in terms  # scalp: no defined term, so none is invented
+
+
+def test_search_tokens_are_escaped() -> None:
+    assert token("urn:oid:1.2", "A1") == "urn:oid:1.2|A1"
+    assert token("urn:x", "a|b,c$d\\e") == "urn:x|a\\|b\\,c\\$d\\\\e"
