@@ -8,7 +8,6 @@ object without guessing.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,13 +67,16 @@ def tz_offset(moment: datetime) -> str:
 def build_metadata(
     session: SessionFacts,
     camera: CameraFacts,
-    image: bytes | bytearray | memoryview,
     device: DeviceInfo,
     *,
     captured_at: datetime,
     clock_synced: bool,
 ) -> dict[str, Any]:
-    """The metadata object; ``image`` is hashed in place (no copy of the plaintext)."""
+    """The metadata object, but ``image.size`` and ``image.sha256``.
+
+    The sealer fills those two from the very bytes it seals (it is the authority on
+    them, and hashing the plaintext once is enough).
+    """
     patient = session.patient
     operator = session.operator
     return {
@@ -95,8 +97,6 @@ def build_metadata(
             "media_type": "image/jpeg",
             "width": camera.width,
             "height": camera.height,
-            "size": len(image),
-            "sha256": hashlib.sha256(image).hexdigest(),
         },
         "camera": {
             "model": camera.model,

@@ -1,0 +1,406 @@
+"""The station: config → drivers → workflow → capture → seal → vault → uplink.
+
+One thread (the caller of :meth:`Station.run`, the main thread in the daemon) owns the
+workflow state and reads one queue. Drivers, the camera thread, the uplink's threads,
+timers and signal handlers only post events onto it. The wipe path is the exception
+(DESIGN §3.4): battery-critical, tamper, a live remote ``wipe`` and the signals call
+``Wiper.wipe`` directly, from whatever thread they are on, and post the event after.
+
+Everything the station reports about itself — the log, the optional JSON event stream
+on stdout (``observer``), the status and audit topics — names captures by id and
+reasons by code. Patient and operator ids live only in the workflow state, the capture
+metadata being sealed, and the sealed parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from clinicam.firmware import events as ev
+from clinicam.firmware import uplink_events as up
+from clinicam.firmware.camera_worker import CameraWorker
+from clinicam.firmware.codes import CodeRules
+from clinicam.firmware.config import StationConfig
+from clinicam.firmware.errors import CameraUnavailable, SealError, VaultFull
+from clinicam.firmware.hardware import Hardware
+from clinicam.firmware.memory import zero
+from clinicam.firmware.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
+from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
+from clinicam.firmware.sealing import Sealer
+from clinicam.firmware.session import WorkflowPolicy, initial_state
+from clinicam.firmware.uplink import Uplink
+from clinicam.firmware.vault import Vault, WipeReport
+from clinicam.firmware.wipe import Wiper
+from clinicam.firmware.workflow import step
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[dict[str, Any]], None]
+
+TICK_S = 0.5  # how often the workflow hears the time (idle sessions close on a Tick)
+HOUSEKEEPING_S = 2.0  # clock-sync check and watchdog (the uplink expires the vault)
+
+
+@dataclass(frozen=True)
+class FaultReported:
+    """Something only an engineer can fix (a part too large for the broker, a dead camera)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Identify:
+    """A remote ``identify`` command: show the station on its panel."""
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """Leave the main loop (after a drain, or in tests)."""
+
+
+def firmware_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clinicam")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class Station:
+    """Wires the parts together and runs the workflow loop."""
+
+    def __init__(
+        self,
+        config: StationConfig,
+        identity: Any,
+        hardware: Hardware,
+        *,
+        observer: Observer | None = None,
+        notifier: Notifier | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config, self.identity, self.hw = config, identity, hardware
+        self._observe = observer or (lambda _event: None)
+        self.notifier = notifier or Notifier()
+        self._wall, self._clock = wall, clock
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.version = firmware_version()
+        boot = rng(16).hex()
+        self.device = DeviceInfo(identity.device_id, config.device.site, config.device.location, self.version)
+        self.vault = Vault(config.vault.max_captures, config.vault.max_bytes, config.vault.ttl_s, clock)
+        self.wiper = Wiper(self.vault)
+        self.sealer = Sealer(
+            identity.device_id,
+            identity.key,
+            identity.cert_pem,
+            identity.recipient,
+            aead=config.sealing.aead,
+            chunk_size=config.sealing.chunk_size,
+            rng=rng,
+            clock=wall,
+            boot_id=boot,
+        )
+        self.uplink = self._make_uplink(boot)
+        self.worker = CameraWorker(
+            hardware.camera,
+            hardware.reader,
+            CodeRules.from_config(config.codes),
+            self.post,
+            clear_after_s=config.reader.presentation_clear_s,
+            clock=clock,
+        )
+        self.wiper.add_listener(self._wiped)
+        self.wiper.add_listener(self.uplink.wiped)
+        w = config.workflow
+        policy = WorkflowPolicy(w.require_consent, w.require_operator, w.require_clock_sync, w.session_idle_s)
+        self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
+        self._wiped_directly: set[str] = set()
+        self._stop = threading.Event()
+        self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
+
+    def _make_uplink(self, boot: str) -> Uplink:
+        u = self.config.uplink
+        return Uplink(
+            identity=self.identity,
+            vault=self.vault,
+            on_event=self._from_uplink,
+            wipe=lambda: self.wipe_now("remote"),
+            host=u.host or None,
+            port=u.port,
+            topic_prefix=u.topic_prefix,
+            ack_timeout_s=u.ack_timeout_s,
+            max_inflight=u.max_inflight,
+            keepalive_s=u.keepalive_s,
+            reconnect_min_s=u.reconnect_min_s,
+            reconnect_max_s=u.reconnect_max_s,
+            retry_max_s=u.retry_max_s,
+            boot_id=boot,
+            firmware_version=self.version,
+            clock_synced=self.hw.clock.synchronised,
+            clock=self._clock,
+        )
+
+    # --- what other threads may call -----------------------------------------------------
+
+    def post(self, event: Any) -> None:
+        """Queue an event for the workflow thread (any thread, never blocks)."""
+        self.events.put(event)
+
+    def wipe_now(self, trigger: str) -> WipeReport:
+        """The direct wipe path (any thread): zero now, tell the workflow afterwards."""
+        self._wiped_directly.add(trigger)
+        return self.wiper.wipe(trigger)
+
+    def on_press(self) -> None:
+        self.post(ev.ShutterPressed(self._clock()))
+
+    def on_long_press(self) -> None:
+        self.post(ev.LongPressed(self._clock()))
+
+    def on_power(self, name: str) -> None:
+        """Power and tamper inputs: the two wipe triggers do not wait in the queue."""
+        if name == "battery_critical":
+            self.wipe_now("battery")
+            self.post(ev.BatteryCritical())
+        elif name == "tamper":
+            self.wipe_now("tamper")
+            self.post(ev.TamperDetected())
+        elif name == "mains_lost":
+            self.post(ev.MainsLost())
+        elif name == "mains_restored":
+            self.post(ev.MainsRestored())
+
+    def drain(self, poll_s: float = 0.1) -> None:
+        """SIGTERM's drain hook: refuse new captures, return once the vault is empty."""
+        self.post(ev.DrainStarted())
+        self._observe({"kind": "drain", "pending": self.vault.pending_count})
+        while self.vault.pending_count:
+            time.sleep(poll_s)
+
+    def stop(self) -> None:
+        self.post(StopRequested())
+
+    # --- the workflow thread -----------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the threads, then run the workflow loop until stopped."""
+        self.worker.start()
+        self.uplink.start()
+        self._process(ev.Tick(self._clock()))
+        self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
+        self.notifier.ready("ready")
+        log.info("station %s ready (backend %s)", self.device.id, self.hw.backend)
+        last_tick = last_chores = self._clock()
+        watchdog = watchdog_interval_s()
+        while not self._stop.is_set():
+            try:
+                event = self.events.get(timeout=TICK_S)
+            except queue.Empty:
+                event = None
+            now = self._clock()
+            if event is not None:
+                self._process(event)
+            if now - last_tick >= TICK_S:
+                last_tick = now
+                self._process(ev.Tick(now))
+            if now - last_chores >= min(HOUSEKEEPING_S, watchdog or HOUSEKEEPING_S):
+                last_chores = now
+                self._chores()
+        return 0
+
+    def close(self) -> None:
+        """Stop the threads and release the hardware (after ``run`` returned)."""
+        self.worker.stop()
+        self.uplink.stop()
+        self.hw.close()
+
+    def _process(self, event: Any) -> None:
+        if isinstance(event, StopRequested):
+            self._stop.set()
+            return
+        if isinstance(event, FaultReported):
+            self._signal("fault")
+            return
+        if isinstance(event, Identify):
+            self._signal("ready")
+            return
+        self.state, actions = step(self.state, event)
+        for action in actions:
+            self._do(action)
+
+    def _do(self, action: ev.Action) -> None:
+        if isinstance(action, ev.Signal):
+            self._signal(action.pattern)
+        elif isinstance(action, ev.TakeCapture):
+            self._process(self._capture(action.context))
+        elif isinstance(action, ev.VoidCapture):
+            self._void(action.capture_id)
+        elif isinstance(action, ev.Wipe):
+            if action.trigger in self._wiped_directly:
+                self._wiped_directly.discard(action.trigger)
+            else:
+                self.wiper.wipe(action.trigger)
+            self._process(ev.WipeCompleted())
+        elif isinstance(action, ev.Audit):
+            self.uplink.publish_event(**action.as_dict())
+        elif isinstance(action, ev.SetStatus):
+            self._observe(
+                {
+                    "kind": "state",
+                    "state": action.state,
+                    "session_open": action.session_open,
+                    "draining": action.draining,
+                    "online": action.online,
+                }
+            )
+            self.notifier.status(f"{action.state}; {self.vault.pending_count} pending")
+
+    def _signal(self, pattern: str) -> None:
+        self.hw.panel.signal(pattern)
+        self._observe({"kind": "signal", "pattern": pattern})
+
+    # --- capture ---------------------------------------------------------------------------
+
+    def _capture(self, session: SessionFacts) -> Any:
+        """Take, seal and vault one still; the result is the event to feed back."""
+        buf = bytearray()
+        with self.wiper.guard(buf) as guard:
+            try:
+                still = self.worker.capture(buf)
+                captured_at = self._wall()
+                camera = CameraFacts(
+                    still.width, still.height, still.model, still.exposure_us, still.analogue_gain, still.lens_position
+                )
+                metadata = build_metadata(
+                    session, camera, self.device, captured_at=captured_at, clock_synced=self.hw.clock.synchronised()
+                )
+                sealed = self.sealer.seal(buf, metadata)
+            except (CameraUnavailable, SealError) as exc:
+                zero(buf)
+                log.error("capture failed: %s", type(exc).__name__)
+                return self._refused("fault")
+            if guard.wiped:  # a wipe ran while we sealed: the result is garbage, drop it
+                for part in sealed.parts:
+                    zero(part)
+                return self._refused("fault")
+        try:
+            self.vault.put(sealed)
+        except VaultFull:
+            for part in sealed.parts:
+                zero(part)
+            return self._refused("vault-full")
+        self.uplink.wake()
+        self.counts["sealed"] += 1
+        self._observe(
+            {
+                "kind": "capture",
+                "status": "sealed",
+                "capture_id": sealed.capture_id,
+                "bytes": sealed.nbytes,
+                "pending": self.vault.pending_count,
+            }
+        )
+        return ev.CaptureSealed(sealed.capture_id)
+
+    def _refused(self, reason: str) -> ev.CaptureFailed:
+        self.counts["refused"] += 1
+        self._observe({"kind": "capture", "status": "refused", "reason": reason})
+        return ev.CaptureFailed(reason)
+
+    def _void(self, capture_id: str) -> None:
+        self.counts["voided"] += 1
+        if self.vault.remove(capture_id):
+            self._observe({"kind": "capture", "status": "voided", "capture_id": capture_id, "was": "pending"})
+            self.uplink.publish_event("voided", capture_id=capture_id, reason="pending-wiped")
+        else:
+            self._observe({"kind": "capture", "status": "voided", "capture_id": capture_id, "was": "delivered"})
+            self.uplink.send_void(capture_id)
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    def _chores(self) -> None:
+        synced = self.hw.clock.synchronised()
+        if synced != self.state.clock_synced:
+            self._process(ev.ClockSyncChanged(synced))
+        if self._healthy():
+            self.notifier.watchdog()
+
+    def _healthy(self) -> bool:
+        """The watchdog's question: are the camera and uplink threads alive? (Online or not.)"""
+        uplink_thread = getattr(self.uplink, "_thread", None)
+        uplink_ok = uplink_thread is not None and uplink_thread.is_alive()
+        return self.worker.alive(max_silence_s=10.0) and uplink_ok
+
+    # --- from other threads --------------------------------------------------------------
+
+    def _from_uplink(self, event: up.UplinkEvent) -> None:
+        """The uplink's threads: translate into workflow events, observe, never block."""
+        if isinstance(event, up.UplinkConnected):
+            self.post(ev.UplinkConnected())
+            self._observe({"kind": "uplink", "status": "connected"})
+        elif isinstance(event, up.UplinkLost):
+            self.post(ev.UplinkLost())
+            self._observe({"kind": "uplink", "status": "lost"})
+        elif isinstance(event, up.CaptureStored):
+            self.counts["stored"] += 1
+            self.post(ev.CaptureStored(event.capture_id))
+            self._observe(
+                {
+                    "kind": "capture",
+                    "status": "stored",
+                    "capture_id": event.capture_id,
+                    "ref": event.ref,
+                    "pending": self.vault.pending_count,
+                }
+            )
+        elif isinstance(event, up.CaptureRejected):
+            self.counts["rejected"] += 1
+            self.post(ev.CaptureRejected(event.capture_id, event.reason))
+            self._observe(
+                {"kind": "capture", "status": "rejected", "capture_id": event.capture_id, "reason": event.reason}
+            )
+        elif isinstance(event, up.CaptureRetryScheduled):
+            self._observe(
+                {
+                    "kind": "capture",
+                    "status": "retry",
+                    "capture_id": event.capture_id,
+                    "why": event.why,
+                    "attempt": event.attempt,
+                }
+            )
+        elif isinstance(event, up.CapturesExpired):  # the uplink expires the vault and reports it
+            log.warning("expired %d undelivered captures: %s", len(event.capture_ids), ",".join(event.capture_ids))
+            self._observe({"kind": "expired", "capture_ids": list(event.capture_ids)})
+        elif isinstance(event, up.UplinkMisconfigured):
+            log.error("uplink misconfigured: %s", event.reason)
+            self.post(FaultReported(event.reason))
+        elif isinstance(event, up.CommandReceived):
+            self._observe({"kind": "command", "cmd": event.cmd, "id": event.id})
+            if event.cmd == "wipe":
+                self.post(ev.WipeRequested("remote"))
+            elif event.cmd == "identify":
+                self.post(Identify())
+
+    def _wiped(self, report: WipeReport) -> None:
+        self.worker.forget_codes()
+        self._observe(
+            {
+                "kind": "wipe",
+                "trigger": report.trigger,
+                "count": report.count,
+                "capture_ids": list(report.capture_ids),
+                "in_progress": report.in_progress,
+            }
+        )

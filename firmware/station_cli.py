@@ -1,0 +1,147 @@
+"""``clinicam station run`` (the daemon) and ``clinicam station selftest``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from clinicam.firmware.config import DEFAULT_PATH, StationConfig, load_station_config
+from clinicam.firmware.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "station",
+        help="run the station daemon or its selftest",
+        description="The clinic camera station: scan a wristband, press the button, the photo is "
+        "sealed in RAM and delivered to the record. Nothing is written to disk.",
+    )
+    sub = parser.add_subparsers(dest="station_command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the station (systemd starts this)",
+        description="Run the station until SIGTERM (drain, then wipe) or SIGINT/SIGPWR (wipe now).",
+    )
+    run.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"station config (default {DEFAULT_PATH})")
+    run.add_argument(
+        "--events-json",
+        action="store_true",
+        help="print one JSON line per station event on stdout (no PHI; used by the demo)",
+    )
+    run.add_argument(
+        "--sim-script", type=Path, metavar="FILE", help='with [hardware] backend = "sim": play this scripted scenario'
+    )
+    run.set_defaults(func=cmd_run)
+    test = sub.add_parser(
+        "selftest",
+        help="check camera, panel, identity, clock, broker; exit 1 on any FAIL",
+        description="One line per check with PASS, WARN or FAIL and what to do.",
+    )
+    test.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"station config (default {DEFAULT_PATH})")
+    test.add_argument("--no-network", action="store_true", help="skip the broker checks")
+    test.set_defaults(func=cmd_selftest)
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from clinicam.firmware import selftest
+
+    return selftest.main(str(args.config), network=not args.no_network)
+
+
+class JsonLines:
+    """The ``--events-json`` stream: one object per line, from any thread."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream or sys.stdout
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = json.dumps({"t": round(time.monotonic() - self._t0, 3), **event}, sort_keys=True)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from clinicam.firmware.memory import harden_process
+
+    config = load_station_config(args.config)
+    # First thing, before any key or image exists in this process (DESIGN §3.3).
+    harden_process(config.memory_lock_required)
+    if args.sim_script and config.hardware.backend != "sim":
+        raise ConfigError('--sim-script needs [hardware] backend = "sim"')
+    observer = JsonLines() if args.events_json else None
+    return run_station(config, observer=observer, script=args.sim_script)
+
+
+def run_station(config: StationConfig, *, observer: Any = None, script: Path | None = None) -> int:
+    """Build the station, install the signal wipe, run until stopped."""
+    from clinicam.firmware.hardware import build_hardware
+    from clinicam.firmware.simscript import load_script
+    from clinicam.firmware.station import Station
+    from clinicam.provisioning.identity import load_identity
+
+    steps = load_script(script) if script else None
+    identity = load_identity(Path(config.identity.dir))
+    holder: dict[str, Station] = {}
+    hardware = build_hardware(
+        config,
+        on_press=lambda: holder["s"].on_press(),
+        on_long_press=lambda: holder["s"].on_long_press(),
+        on_power=lambda name: holder["s"].on_power(name),
+    )
+    station = holder["s"] = Station(config, identity, hardware, observer=observer)
+    _install_signals(station, config, observer)
+    if steps is not None:
+        _play(steps, station, config, observer)
+    try:
+        return station.run()
+    finally:
+        station.close()
+
+
+def _install_signals(station: Any, config: StationConfig, observer: Any) -> None:
+    from clinicam.firmware.wipe import SignalWipe, report_line
+
+    def announce(report: Any) -> None:
+        log.warning("%s", report_line(report))
+        if observer is not None:
+            observer(
+                {
+                    "kind": "exit",
+                    "trigger": report.trigger,
+                    "count": report.count,
+                    "capture_ids": list(report.capture_ids),
+                }
+            )
+        station.notifier.stopping(f"wiped after {report.trigger}")
+        flush = getattr(station.uplink, "flush", None)
+        if flush is not None:
+            flush(timeout_s=1.5)  # the wipe event and the offline status, while connected
+
+    SignalWipe(
+        station.wiper, drain=station.drain, drain_timeout_s=config.workflow.stop_drain_s, announce=announce
+    ).install()
+
+
+def _play(steps: Any, station: Any, config: StationConfig, observer: Any) -> None:
+    from clinicam.firmware.simscript import ScriptPlayer
+
+    ScriptPlayer(
+        steps,
+        camera=station.hw.camera,
+        pin_factory=station.hw.pin_factory,
+        clock_source=station.hw.clock,
+        config=config,
+        counts=station.counts,
+        observe=observer or (lambda _e: None),
+    ).start()
