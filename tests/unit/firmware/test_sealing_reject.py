@@ -274,7 +274,7 @@ def test_half_of_a_hybrid_key_never_opens(make_sealer: Callable[..., Sealer], op
 ])
 def test_metadata_that_does_not_match_the_image(make_sealer: Callable[..., Sealer],
                                                 opener: Any, part0: bytes) -> None:
-    s = make_sealer()._seal_raw(part0, memoryview(bytearray(b"jpeg")))
+    s = make_sealer()._seal_raw(memoryview(bytearray(b"jpeg")), lambda size, sha: part0)
     assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id)) == "image"
 
 

@@ -1,0 +1,229 @@
+"""Sealing, key wrap, wipe and vault memory, each beside its bare baseline (DESIGN §10).
+
+* Sealing throughput of a 5 MB image per AEAD vs the bare work in the same process:
+  one AEAD pass and two SHA-256 passes over the same bytes, same libraries (≥ 0.8x).
+  ``openssl speed -evp`` is shown for reference in the note.
+* HPKE wrap of one content key, per KEM (report only).
+* Wipe of a full 256 MB vault, trigger to zeroed, vs ctypes ``memset`` of 256 MB (≤ 2x).
+* Station memory per pending capture: (RSS with n pending − RSS with none) / ciphertext
+  bytes, n = 10 and 50, measured in a fresh child process (≤ 1.15x).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clinicam.firmware.sealing import SealedCapture, Sealer
+from clinicam.firmware.vault import Vault
+from clinicam.firmware.wipe import Wiper
+from clinicam.provisioning.recipient import generate_recipient_key
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from harness import Context, Figure, Stats, measure
+
+AREA = "sealing"
+MB = 1_000_000
+IMAGE = 5 * MB
+VAULT_BYTES = 256 * 2**20
+PART = 122880 + 16
+OPENSSL = {"AES-256-GCM": "aes-256-gcm", "CHACHA20-POLY1305": "chacha20-poly1305"}
+
+
+def _identity() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cam-bench-01")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(key, hashes.SHA256()))
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_sealer(aead: str, kem: str = "X25519") -> Sealer:
+    key, pem = _identity()
+    return Sealer("cam-bench-01", key, pem, generate_recipient_key(kem).public_key(), aead=aead)
+
+
+def _timed_runs(prepare: Any, work: Any, runs: int) -> list[float]:
+    """Seconds of ``work(prepare())`` per run; preparing and freeing the result stay outside."""
+    return _paired_runs([(prepare, work)], runs)[0]
+
+
+def _paired_runs(cases: list[tuple[Any, Any]], runs: int) -> list[list[float]]:
+    """Run the cases in turn, ``runs`` rounds after one warm-up round, so that a load
+    change on this shared machine hits the measured work and its baseline alike."""
+    samples: list[list[float]] = [[] for _ in cases]
+    for round_ in range(runs + 1):
+        for (prepare, work), out in zip(cases, samples, strict=True):
+            arg = prepare()
+            t0 = time.perf_counter()
+            result = work(arg)
+            elapsed = time.perf_counter() - t0
+            del result, arg
+            if round_:
+                out.append(elapsed)
+    return samples
+
+
+def _mbps(samples: list[float], nbytes: int) -> Stats:
+    return Stats.of([nbytes / MB / s for s in samples])
+
+
+def _bare(aead: str, image: bytes, out: bytearray) -> None:
+    """The irreducible work: one AEAD pass and two SHA-256 passes, output preallocated."""
+    cipher = (AESGCM if aead == "AES-256-GCM" else ChaCha20Poly1305)(bytes(32))
+    hashlib.sha256(image).digest()
+    cipher.encrypt_into(bytes(12), image, b"aad", out)
+    hashlib.sha256(out).digest()
+
+
+def _openssl_speed(aead: str, quick: bool) -> str:
+    try:
+        proc = subprocess.run(["openssl", "speed", "-seconds", "1", "-bytes", str(PART - 16),
+                               "-evp", OPENSSL[aead]], capture_output=True, text=True,
+                              timeout=60, check=True)
+        kbps = float(proc.stdout.strip().splitlines()[-1].split()[-1].rstrip("k"))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return "openssl speed unavailable"
+    return f"openssl speed -evp {OPENSSL[aead]} ({PART - 16} B blocks): {kbps / 1000:.0f} MB/s"
+
+
+def sealing_figures(ctx: Context) -> list[Figure]:
+    image = os.urandom(IMAGE)
+    figures = []
+    for aead in OPENSSL:
+        sealer = make_sealer(aead)
+        out = bytearray(IMAGE + 16)
+        sealed, bare = _paired_runs(
+            [(lambda: bytearray(image), lambda b, s=sealer: s.seal(b, {})),
+             (lambda: image, lambda b, a=aead, o=out: _bare(a, b, o))], max(9, 3 * ctx.runs))
+        figures.append(Figure(
+            AREA, f"seal 5 MB image, {aead}", "MB/s", _mbps(sealed, IMAGE),
+            baseline_name="one AEAD pass + two SHA-256 passes", baseline=_mbps(bare, IMAGE),
+            budget=">= 0.8x", higher_is_better=True, note=_openssl_speed(aead, ctx.quick)))
+    return figures
+
+
+def wrap_figures(ctx: Context) -> list[Figure]:
+    figures = []
+    for kem in ("X25519", "MLKEM768-X25519"):
+        public = generate_recipient_key(kem).public_key()
+        suite, key, reps = public.suite(), public.hpke_key(), 20 if ctx.quick else 100
+        stats = measure(lambda s=suite, pk=key, n=reps: [s.encrypt(bytes(32), pk, info=b"x")
+                                                         for _ in range(n)], runs=ctx.runs)
+        per = Stats(*(v / reps * 1000 for v in (stats.median, stats.min, stats.max)),
+                    stats.runs)
+        figures.append(Figure(AREA, f"HPKE wrap of K, {kem}", "ms", per,
+                              note="per capture, base mode, HKDF-SHA256 + AES-256-GCM"))
+    return figures
+
+
+def _full_vault() -> tuple[Vault, list[bytearray]]:
+    vault = Vault(max_captures=10_000, max_bytes=2 * VAULT_BYTES)
+    parts_per, buffers = 43, []  # a 5 MB capture is 43 parts
+    n = 0
+    while sum(map(len, buffers)) + parts_per * PART <= VAULT_BYTES:
+        parts = [bytearray(PART) for _ in range(parts_per)]
+        buffers.extend(parts)
+        vault.put(SealedCapture(f"{n:032x}", b"{}", parts, parts_per * PART))
+        n += 1
+    return vault, buffers
+
+
+def _refill(vault: Vault, buffers: list[bytearray]) -> Wiper:
+    for b in buffers:
+        ctypes.memset((ctypes.c_char * len(b)).from_buffer(b), 0xA5, len(b))
+    if vault.pending_count == 0:
+        for i in range(0, len(buffers), 43):
+            chunk = buffers[i:i + 43]
+            vault.put(SealedCapture(f"{i:032x}", b"{}", chunk, len(chunk) * PART))
+    return Wiper(vault)
+
+
+def _block_memset(buffers: list[bytearray]) -> float:
+    """memset of the vault's own buffers one by one: the floor for separate part buffers."""
+    addresses = [ctypes.addressof((ctypes.c_char * len(b)).from_buffer(b)) for b in buffers]
+    for a, b in zip(addresses, buffers, strict=True):
+        ctypes.memset(a, 0xA5, len(b))
+    t0 = time.perf_counter()
+    for a, b in zip(addresses, buffers, strict=True):
+        ctypes.memset(a, 0, len(b))
+    return time.perf_counter() - t0
+
+
+def _vault_wipe(ctx: Context) -> tuple[list[float], Stats, int]:
+    vault, buffers = _full_vault()
+    wiped = _timed_runs(lambda: _refill(vault, buffers), lambda w: w.wipe("bench"), ctx.runs)
+    assert all(not any(b[:1]) and not any(b[-1:]) for b in buffers)
+    blocks = Stats.of([_block_memset(buffers) for _ in range(ctx.runs)])
+    return wiped, blocks, sum(map(len, buffers))
+
+
+def _flat_memset(total: int, runs: int) -> list[float]:
+    flat = bytearray(total)
+    address = ctypes.addressof((ctypes.c_char * total).from_buffer(flat))
+    return _timed_runs(lambda: ctypes.memset(address, 0xA5, total),
+                       lambda _: ctypes.memset(address, 0, total), runs)
+
+
+def wipe_figures(ctx: Context) -> list[Figure]:
+    wiped, blocks, total = _vault_wipe(ctx)  # the vault is freed before the baseline runs
+    memset = _flat_memset(total, ctx.runs)
+    value = Stats.of(wiped)
+    note = (f"memset of the same {PART}-byte part buffers one by one: {blocks.median:.4f} s "
+            f"(wipe / that = {value.median / blocks.median:.2f}x); one flat memset can use "
+            f"glibc's large-size path, per-part memsets cannot")
+    return [Figure(AREA, f"wipe full vault ({total // 2**20} MiB)", "s", value,
+                   baseline_name="ctypes memset of the same bytes", baseline=Stats.of(memset),
+                   budget="<= 2.0x", note=note, extra={"block_memset_s": blocks.median})]
+
+
+RSS_CHILD = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from bench_sealing import make_sealer
+from clinicam.firmware.vault import Vault
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+sealer, vault, out = make_sealer("AES-256-GCM"), Vault(max_captures=100, max_bytes=2**30), {}
+image = os.urandom(5_000_000)
+sealer.seal(bytearray(image), {})
+base = rss()
+for n in range(1, 51):
+    vault.put(sealer.seal(bytearray(image), {}))
+    if n in (10, 50):
+        out[n] = (rss() - base) / vault.pending_bytes
+print(json.dumps(out))
+"""
+
+
+def memory_figures(ctx: Context) -> list[Figure]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    samples: dict[str, list[float]] = {"10": [], "50": []}
+    for _ in range(max(1, ctx.runs // 2)):
+        out = subprocess.run([sys.executable, "-c", RSS_CHILD, here], capture_output=True,
+                             text=True, check=True, timeout=300).stdout
+        for n, ratio in json.loads(out).items():
+            samples[n].append(ratio)
+    return [Figure(AREA, f"memory per pending capture, n={n}", "x", Stats.of(v),
+                   baseline_name="its ciphertext size", baseline=Stats(1.0, 1.0, 1.0, 1),
+                   budget="<= 1.15x", note="(RSS with n pending - RSS with none) / bytes held")
+            for n, v in samples.items()]
+
+
+def run(ctx: Context) -> list[Figure]:
+    return sealing_figures(ctx) + wrap_figures(ctx) + wipe_figures(ctx) + memory_figures(ctx)
