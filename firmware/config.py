@@ -112,14 +112,17 @@ class UplinkSection:
     )
     keepalive_s: int = field(default=30, metadata=checked(between(5, 600)))
     ack_timeout_s: float = field(default=60.0, metadata=checked(between(1, 3600)))
-    max_inflight: int = field(default=8, metadata=checked(between(1, 64)))
+    max_inflight: int = field(default=8, metadata=checked(between(4, 10)))
     reconnect_min_s: float = field(default=1.0, metadata=checked(between(0.1, 60)))
     reconnect_max_s: float = field(default=60.0, metadata=checked(between(1, 3600)))
+    retry_min_s: float = field(default=2.0, metadata=checked(between(0.1, 3600)))
     retry_max_s: float = field(default=300.0, metadata=checked(between(1, 86400)))
 
     def __post_init__(self) -> None:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s: must not exceed reconnect_max_s")
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s: must not exceed retry_max_s")
 
 
 @dataclass(frozen=True)

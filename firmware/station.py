@@ -144,6 +144,7 @@ class Station:
             keepalive_s=u.keepalive_s,
             reconnect_min_s=u.reconnect_min_s,
             reconnect_max_s=u.reconnect_max_s,
+            retry_min_s=u.retry_min_s,
             retry_max_s=u.retry_max_s,
             boot_id=boot,
             firmware_version=self.version,
@@ -338,9 +339,7 @@ class Station:
 
     def _healthy(self) -> bool:
         """The watchdog's question: are the camera and uplink threads alive? (Online or not.)"""
-        uplink_thread = getattr(self.uplink, "_thread", None)
-        uplink_ok = uplink_thread is not None and uplink_thread.is_alive()
-        return self.worker.alive(max_silence_s=10.0) and uplink_ok
+        return self.worker.alive(max_silence_s=10.0) and self.uplink.alive
 
     # --- from other threads --------------------------------------------------------------
 

@@ -124,9 +124,7 @@ def _install_signals(station: Any, config: StationConfig, observer: Any) -> None
                 }
             )
         station.notifier.stopping(f"wiped after {report.trigger}")
-        flush = getattr(station.uplink, "flush", None)
-        if flush is not None:
-            flush(timeout_s=1.5)  # the wipe event and the offline status, while connected
+        station.uplink.flush(timeout_s=1.5)  # the wipe event and the last status, while connected
 
     SignalWipe(
         station.wiper, drain=station.drain, drain_timeout_s=config.workflow.stop_drain_s, announce=announce

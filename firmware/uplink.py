@@ -152,6 +152,23 @@ class Uplink:
         """A capture was put into the vault: send it (and the new pending count)."""
         self._post(self._pump_and_status)
 
+    def flush(self, timeout_s: float = 2.0) -> bool:
+        """Wait (bounded) until what was posted so far has been handed to the socket.
+
+        Used on the way out: the wipe report and the last status should reach the broker
+        before the process exits, but a dead network must not hold the exit.
+        """
+        deadline = time.monotonic() + timeout_s
+        done = threading.Event()
+        self._post(done.set)
+        if not done.wait(timeout_s):
+            return False
+        while self.client.want_write():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     # -- what the station may call -------------------------------------------------------
     def publish_event(self, event: str, **fields: Any) -> None:
         """Queue an audit event (DESIGN §5 keys only) for ``P/D/event``."""
