@@ -20,7 +20,10 @@ Where plaintext can linger, measured (tests/security/test_memory_residue.py, whi
 * The image bytes live only in the caller's ``bytearray`` (the camera's ``BytesIO``
   buffer) and are encrypted straight from it with ``encrypt_into``, part by part; the
   sealer then overwrites it with :func:`zero`. SHA-256 and AEAD keep no copy. With the
-  default allocator a 32-byte image marker is found 0 times after the wipe.
+  default allocator a 32-byte image marker in a ``BytesIO`` still is found 0 times
+  after the wipe; through the drivers' ``SimulatedCamera`` (which encodes into its own
+  ``bytes`` before copying into the caller's buffer) one freed copy can remain unless
+  the process runs with :data:`STATION_ENV`.
 * The metadata (patient id, operator id…) is Python ``str``/``bytes``: immutable, so
   it cannot be overwritten in place. Its JSON encoding in the sealer is freed at once,
   but pymalloc keeps small freed blocks as they were, and glibc leaves freed chunks as

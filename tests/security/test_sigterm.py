@@ -47,6 +47,6 @@ def test_sigterm_zeroes_vault_and_exits_0_within_2s() -> None:
 def test_sigint_wipes_at_once() -> None:
     proc, ids = start("sigterm", 6)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=2)
+    out, _ = proc.communicate(timeout=2)
     assert proc.returncode == 0
     assert out.startswith("wiped trigger=sigint count=10 ") and ids[0] in out
