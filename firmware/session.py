@@ -18,6 +18,7 @@ from clinicam.firmware.errors import ConfigError
 
 if TYPE_CHECKING:
     from clinicam.firmware.codes import OperatorId, PatientId
+    from clinicam.firmware.config import WorkflowSection
 
 SEED_BYTES = 32
 
@@ -47,8 +48,18 @@ class WorkflowPolicy:
 
     def __post_init__(self) -> None:
         idle = self.session_idle_s
-        if isinstance(idle, bool) or not isinstance(idle, int | float) or not 5 <= idle <= 86400:
-            raise ConfigError("workflow session_idle_s must be a number of seconds from 5 to 86400")
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or not 10 <= idle <= 3600:
+            raise ConfigError("workflow session_idle_s must be a number of seconds from 10 to 3600")
+
+    @classmethod
+    def from_section(cls, section: WorkflowSection) -> WorkflowPolicy:
+        """The policy of a station config's ``[workflow]`` section."""
+        return cls(
+            require_consent=section.require_consent,
+            require_operator=section.require_operator,
+            require_clock_sync=section.require_clock_sync,
+            session_idle_s=float(section.session_idle_s),
+        )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from clinicam.drivers.patterns import PATTERNS
 from clinicam.firmware.codes import CardCode, OperatorId, PatientId, parse_card
+from clinicam.firmware.config import station_config_from
 from clinicam.firmware.errors import ConfigError
 from clinicam.firmware.events import (
     Action,
@@ -476,10 +477,19 @@ def test_step_refuses_unknown_events_and_bad_seeds() -> None:
         initial_state(WorkflowPolicy(), b"short")
 
 
-@pytest.mark.parametrize("idle", [0, 4.9, True, "120", 90000])
+@pytest.mark.parametrize("idle", [0, 9.9, True, "120", 3601])
 def test_policy_refuses_unreasonable_idle_times(idle: object) -> None:
     with pytest.raises(ConfigError, match="session_idle_s"):
         WorkflowPolicy(session_idle_s=idle)  # type: ignore[arg-type]
+
+
+def test_policy_comes_from_the_station_config() -> None:
+    config = station_config_from(
+        {"workflow": {"require_consent": True, "require_operator": True, "session_idle_s": 300}}
+    )
+    policy = WorkflowPolicy.from_section(config.workflow)
+    assert policy == WorkflowPolicy(True, True, True, 300.0)
+    assert WorkflowPolicy.from_section(station_config_from({}).workflow) == WorkflowPolicy()
 
 
 def test_no_identifier_in_audit_status_or_reprs() -> None:

@@ -68,7 +68,7 @@ class Workflow(RuleBasedStateMachine):
         consent=st.booleans(),
         operator=st.booleans(),
         clock=st.booleans(),
-        idle=st.sampled_from([5.0, 120.0]),
+        idle=st.sampled_from([10.0, 120.0]),
         synced=st.booleans(),
     )
     def start(self, consent: bool, operator: bool, clock: bool, idle: float, synced: bool) -> None:
@@ -194,7 +194,7 @@ class Workflow(RuleBasedStateMachine):
         self.close()
         self.operator = None if self.state.operator is None else self.operator
 
-    @rule(dt=st.sampled_from([0.5, 4.9, 5.0, 60.0, 119.9, 120.0, 600.0]))
+    @rule(dt=st.sampled_from([0.5, 9.9, 10.0, 60.0, 119.9, 120.0, 600.0]))
     def tick(self, dt: float) -> None:
         self.now += dt
         if Signal("ready") in self.send(Tick(self.now)):  # idle: session closed, signed out
