@@ -128,7 +128,7 @@ def test_broker_with_a_smaller_packet_limit(site, broker_factory, tmp_path, limi
     rc, lines = _run(_config(tmp_path, _station_dir(site, tmp_path)))
     assert rc == 1
     assert f"maximum packet {limit}" in lines["broker"]
-    assert lines["packet-limit"].startswith(f"FAIL chunk_size 122880 makes ")
+    assert lines["packet-limit"].startswith("FAIL chunk_size 122880 makes ")
     assert f"above the broker's maximum packet size {limit}" in lines["packet-limit"]
 
 
