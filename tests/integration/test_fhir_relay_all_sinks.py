@@ -154,10 +154,8 @@ def test_no_patient_identifier_in_the_relay_logs(world: World,
     assert cid(cap) in caplog.text or any(cid(cap) in str(r.args) for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason="RelayCore stores into the sinks listed before the FHIR "
-                   "sink before it learns the patient is unknown; it should call "
-                   "FhirSink.check_patient first (issue 7 item 6)")
 def test_unknown_patient_reaches_no_pacs(world: World) -> None:
+    """The core asks FhirSink.check_patient before storing anywhere (issue 7 item 6)."""
     cap = seal(world, 5, patient="SYN-ALSO-NOT-IN-EMR")
     [ack] = deliver(world, cap)
     assert ack.status == "stored"
