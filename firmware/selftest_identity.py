@@ -37,8 +37,9 @@ def _day(when: dt.datetime) -> str:
     return f"{when:%Y-%m-%d}"
 
 
-def _days(delta: dt.timedelta) -> int:
-    return abs(delta).days
+def _days(delta: dt.timedelta) -> str:
+    n = abs(delta).days
+    return "1 day" if n == 1 else f"{n} days"
 
 
 class IdentityReview:
@@ -175,22 +176,26 @@ class IdentityReview:
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
         if self.now < start:
             return CheckResult(name, FAIL, f"not valid before {start:%Y-%m-%d %H:%M}Z "
-                               f"(in {_days(start - self.now)} days)",
+                               f"(in {_days(start - self.now)})",
                                "check this station's clock (timedatectl), or wait until then")
         if self.now > end:
-            return CheckResult(name, FAIL, f"expired {_day(end)} ({_days(self.now - end)} days ago)",
+            return CheckResult(name, FAIL, f"expired {_day(end)} ({_days(self.now - end)} ago)",
                                self.renew_remedy)
         if not pki.has_client_auth(cert):
             return CheckResult(name, FAIL, "not a client certificate (no clientAuth)",
                                "sign the station's device.csr with 'clinicam provision sign'")
-        device_id = pki.check_id(pki.common_name(cert.subject, identity.CERT))
+        try:
+            device_id = pki.check_id(pki.common_name(cert.subject, identity.CERT))
+        except ProvisioningError as exc:
+            return CheckResult(name, FAIL, f"its common name is not a device id: {exc}",
+                               "sign a device.csr made by 'clinicam provision device-key' for this station")
         self.cert, self.device_id = cert, device_id
         left = end - self.now
         if left < EXPIRY_WARN:
-            return CheckResult(name, WARN, f"{device_id}: expires {_day(end)} (in {_days(left)} days)",
+            return CheckResult(name, WARN, f"{device_id}: expires {_day(end)} (in {_days(left)})",
                                self.renew_remedy)
         return CheckResult(name, PASS, f"{device_id}, issued by {_cn(cert.issuer)!r}, "
-                           f"valid until {_day(end)} ({_days(left)} days)")
+                           f"valid until {_day(end)} ({_days(left)})")
 
     def check_ca(self) -> CheckResult:
         """``ca.pem`` is a CA certificate (basic constraints, certificate signing), valid now."""
