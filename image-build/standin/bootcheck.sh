@@ -1,0 +1,129 @@
+#!/bin/sh
+# bootcheck.sh -- runs once in the booted CI stand-in (bootcheck-report.service), checks
+# the appliance's promises from inside, prints one "BOOTCHECK <name> PASS|FAIL|PENDING
+# <detail>" line per check on the serial console, then powers the VM off. The host
+# (parse_console.py) fails the test on any FAIL or missing line. Test-only: this file
+# is never part of a station image.
+set -u
+
+report() { printf 'BOOTCHECK %s %s %s\n' "$1" "$2" "$3"; }
+check() {  # check NAME DETAIL COMMAND...
+    name=$1 detail=$2; shift 2
+    if "$@" >/dev/null 2>&1; then report "$name" PASS "$detail"; else report "$name" FAIL "$detail"; fi
+}
+cmdline_has() { tr ' ' '\n' < /proc/cmdline | grep -qx "$1"; }
+unit_prop() { systemctl show -P "$2" "$1"; }
+mounted() {  # mounted MOUNTPOINT FSTYPE ro|rw|ro-or-rw -- the last mount on it counts
+    awk -v m="$1" -v t="$2" -v o="$3" '$2 == m {split($4, a, ","); ok = ($3 == t && (o == "ro-or-rw" || a[1] == o))} END {exit !ok}' /proc/mounts
+}
+init_on_free_active() { cmdline_has init_on_free=1 && dmesg | grep -q 'heap free:on'; }
+
+STATION=clinicam-station.service
+station_mode=required
+cmdline_has clinicam.bootcheck.station=pending && station_mode=pending
+
+wait_for_station() {
+    # Python under TCG emulation starts slowly: allow three minutes.
+    i=0
+    while [ $i -lt 180 ]; do
+        state=$(unit_prop $STATION ActiveState)
+        case $state in active|failed) return 0 ;; esac
+        sleep 1; i=$((i + 1))
+    done
+}
+
+check_station_ready() {
+    if [ $station_mode = pending ]; then
+        report station-ready PENDING "clinicam station run is not built yet: unit disabled in this stand-in"
+        return
+    fi
+    wait_for_station
+    # Type=notify: "active" is only reached after the daemon sent READY=1.
+    check station-ready "state=$(unit_prop $STATION ActiveState)/$(unit_prop $STATION SubState) status=$(unit_prop $STATION StatusText)" \
+        test "$(unit_prop $STATION ActiveState)" = active
+}
+
+check_station_stop() {
+    if [ $station_mode = pending ]; then
+        report station-stop PENDING "clinicam station run is not built yet"
+        return
+    fi
+    systemctl stop $STATION
+    code=$(unit_prop $STATION ExecMainCode) status=$(unit_prop $STATION ExecMainStatus)
+    # Code 1 is CLD_EXITED: the daemon exited by itself with status 0 after draining
+    # and wiping, rather than being killed by SIGTERM or SIGKILL.
+    check station-stop "result=$(unit_prop $STATION Result) code=$code status=$status" \
+        test "$(unit_prop $STATION Result)/$code/$status" = success/1/0
+    journalctl -b -u $STATION -o cat --no-pager | grep -i -m 3 'wip' | sed 's/^/BOOTCHECK-INFO station-log /'
+}
+
+probe_result() {  # the probe units print "PROBE <what> <outcome>" to the journal
+    journalctl -b -u "$1" -o cat --no-pager | grep "^PROBE $2 " | tail -n 1 | cut -d' ' -f3-
+}
+
+check_sandbox_writes() {
+    systemctl start clinicam-probe-fs.service
+    for path in /etc /var/lib/clinicam /var/tmp /opt/clinicam /root; do
+        # Positive control: outside the sandbox, root can write there (overlay or the
+        # persistent partition), so a denial inside is the sandbox's doing.
+        if ( : > "$path/.bootcheck" ) 2>/dev/null; then rm -f "$path/.bootcheck"; else
+            report "sandbox-write:$path" FAIL "control: root outside the sandbox cannot write either"
+            continue
+        fi
+        got=$(probe_result clinicam-probe-fs.service "write:$path")
+        check "sandbox-write:$path" "inside=$got" test "$got" = denied
+    done
+    got=$(probe_result clinicam-probe-fs.service "write:runtime")
+    check sandbox-write:runtime-dir "inside=$got" test "$got" = allowed
+}
+
+check_sandbox_network() {
+    systemctl start clinicam-probe-net.service
+    # Control: the station's UID outside the sandbox reaches 10.0.2.2:8883 (a refusal
+    # from the host still proves the packet left); inside, IPAddressDeny blocks it.
+    outside=$(setpriv --reuid=975 --regid=975 --clear-groups python3 /usr/local/libexec/clinicam-probe-net.py 10.0.2.2 8883)
+    inside=$(probe_result clinicam-probe-net.service "connect:10.0.2.2:8883")
+    local_in=$(probe_result clinicam-probe-net.service "connect:127.0.0.1:9")
+    check sandbox-ip-deny "outside=$outside inside=$inside" \
+        test "$inside" = blocked -a "$outside" != blocked -a -n "$outside"
+    check sandbox-ip-localhost "inside=$local_in" test "$local_in" != blocked -a -n "$local_in"
+}
+
+check_system() {
+    check firewall "table inet clinicam, policy drop" \
+        sh -c 'nft list chain inet clinicam output | grep -q "policy drop"'
+    check no-swap "$(wc -l < /proc/swaps) line(s) in /proc/swaps" test "$(wc -l < /proc/swaps)" = 1
+    check journal-volatile "/run/log/journal present, no /var/log/journal files" \
+        sh -c 'test -d /run/log/journal && ! find /var/log/journal -name "*.journal" 2>/dev/null | grep -q .'
+    check root-overlay "/ is $(awk '$2 == "/" {t = $3} END {print t}' /proc/mounts)" mounted / overlay ro-or-rw
+    check root-lower-ro "overlayroot's lower layer /media/root-ro is ext4, ro" mounted /media/root-ro ext4 ro
+    check persistent-rw "/var/lib/clinicam is a real ext4 mount, rw" mounted /var/lib/clinicam ext4 rw
+    check init-on-free "kernel: $(dmesg | grep -o 'mem auto-init:.*' | head -n 1)" init_on_free_active
+    check core-pattern "$(cat /proc/sys/kernel/core_pattern)" test "$(cat /proc/sys/kernel/core_pattern)" = "|/bin/false"
+    check suid-dumpable "$(cat /proc/sys/fs/suid_dumpable)" test "$(cat /proc/sys/fs/suid_dumpable)" = 0
+    check getty-masked "getty@tty1 $(unit_prop getty@tty1.service LoadState)" test "$(unit_prop getty@tty1.service LoadState)" = masked
+    check ssh-off "no sshd listening or enabled" sh -c '! systemctl is-enabled ssh.service 2>/dev/null | grep -qx enabled'
+    check station-uid "clinicam uid $(id -u clinicam)" test "$(id -u clinicam)" = 975
+    check watchdog-configured "RuntimeWatchdogUSec=$(systemctl show -P RuntimeWatchdogUSec)" \
+        test "$(systemctl show -P RuntimeWatchdogUSec)" != 0
+}
+
+check_failed_units() {
+    failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')
+    check failed-units "failed: ${failed:-none}" test -z "$failed"
+}
+
+main() {
+    report begin INFO "station=$station_mode kernel=$(uname -r) arch=$(uname -m)"
+    systemctl is-system-running --wait >/dev/null 2>&1 || true
+    check_station_ready
+    check_system
+    check_sandbox_writes
+    check_sandbox_network
+    check_station_stop
+    check_failed_units
+    report end INFO "uptime=$(cut -d' ' -f1 /proc/uptime)s"
+}
+
+main
+systemctl --no-block poweroff

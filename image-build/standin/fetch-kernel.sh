@@ -1,0 +1,13 @@
+#!/bin/sh
+# mmdebstrap customize hook of the CI stand-in: download (not install) Debian's kernel
+# package for the root's architecture into ROOTFS/root/kernel. Installing it would
+# rebuild a full initramfs under emulation (~12 min, twice); test-image.sh unpacks it
+# with dpkg-deb -x and builds a small initramfs instead.
+set -eu
+ROOTFS=$1
+arch=$(chroot "$ROOTFS" dpkg --print-architecture)
+pkg=$(chroot "$ROOTFS" apt-cache depends "linux-image-$arch" |
+    sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n 1)
+[ -n "$pkg" ] || { echo "fetch-kernel: no kernel package for $arch" >&2; exit 1; }
+mkdir -p "$ROOTFS/root/kernel"
+chroot "$ROOTFS" sh -c "cd /root/kernel && apt-get download -q $pkg"
