@@ -22,4 +22,4 @@ def test_readme_shows_the_current_signal_table():
 def test_readme_embeds_the_example_configurations_verbatim():
     for example in ("firmware/station.example.toml", "relay/relay.example.toml"):
         text = (ROOT / example).read_text().rstrip()
-        assert f"```toml\n{text}\n```" in README, f"README is out of date with {example}"
+        assert f"```toml\n{text}\n```" in README, f"run scripts/update-readme.py: README is behind {example}"
