@@ -21,7 +21,10 @@ def main() -> None:
     text = readme.read_text()
     table = describe_patterns().strip()
     text = re.sub(r"\| pattern \| means \|.*?\n(?!\|)", lambda _m: table + "\n", text, count=1, flags=re.S)
-    for name, example in (("station.toml", "firmware/station.example.toml"), ("relay.toml", "relay/relay.example.toml")):
+    for name, example in (
+        ("station.toml", "firmware/station.example.toml"),
+        ("relay.toml", "relay/relay.example.toml"),
+    ):
         body = (ROOT / example).read_text().rstrip()
         pattern = rf"(<summary>{re.escape(name)}</summary>\n\n```toml\n).*?(\n```)"
         text = re.sub(pattern, lambda m, b=body: m.group(1) + b + m.group(2), text, count=1, flags=re.S)
