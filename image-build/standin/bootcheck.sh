@@ -46,6 +46,7 @@ check_station_ready() {
 check_station_stop() {
     if [ $station_mode = pending ]; then
         report station-stop PENDING "clinicam station run is not built yet"
+        report station-wiped PENDING "clinicam station run is not built yet"
         return
     fi
     systemctl stop $STATION
@@ -54,7 +55,10 @@ check_station_stop() {
     # and wiping, rather than being killed by SIGTERM or SIGKILL.
     check station-stop "result=$(unit_prop $STATION Result) code=$code status=$status" \
         test "$(unit_prop $STATION Result)/$code/$status" = success/1/0
-    journalctl -b -u $STATION -o cat --no-pager | grep -i -m 3 'wip' | sed 's/^/BOOTCHECK-INFO station-log /'
+    # The station's own wipe report line (clinicam.firmware.wipe.report_line): ids and
+    # counts only, never PHI.
+    wiped=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'wiped trigger=' || true)
+    check station-wiped "${wiped:-no wipe report in the journal}" test -n "$wiped"
 }
 
 probe_result() {  # the probe units print "PROBE <what> <outcome>" to the journal

@@ -52,11 +52,11 @@ def test_a_missing_line_is_refused() -> None:
 
 def test_pending_station_only_when_declared() -> None:
     pc = judge()
-    found = pc.results(console({"station-ready": "PENDING", "station-stop": "PENDING"}))
+    found = pc.results(console(dict.fromkeys(pc.STATION_CHECKS, "PENDING")))
     assert pc.problems(found, station_pending=True) == []
-    assert len(pc.problems(found, station_pending=False)) == 2
+    assert len(pc.problems(found, station_pending=False)) == len(pc.STATION_CHECKS)
     # Declared pending but reported PASS: the declaration is wrong, refuse it too.
-    assert len(pc.problems(pc.results(console()), station_pending=True)) == 2
+    assert len(pc.problems(pc.results(console()), station_pending=True)) == len(pc.STATION_CHECKS)
 
 
 def test_main_exit_status(tmp_path: Path) -> None:
