@@ -8,19 +8,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A GROUPS=(
-  # real broker and its clients, libzbar for pyzbar, strace for the no-disk-write tests,
-  # openssl for the TLS 1.1 control client; PACS and DICOM validator for the relay sinks;
-  # shellcheck, nftables and systemd-analyze for the appliance checks; poppler for cards.
+# base: the real broker and its clients, libzbar for pyzbar, strace for the no-disk-write
+# tests, openssl for the TLS 1.1 control client, the PACS and the DICOM validator for the
+# relay sinks, shellcheck, nftables and systemd-analyze for the appliance checks, poppler
+# to rasterise the card sheet. image: the QEMU boot test of the appliance (make test-image).
+declare -A PKG_GROUPS=(
   [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils"
-  # the QEMU boot test of the appliance image (make test-image)
   [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd"
 )
 
 want=()
 for group in "${@:-base}"; do
   # shellcheck disable=SC2206
-  want+=(${GROUPS[$group]:?unknown package group $group})
+  want+=(${PKG_GROUPS[$group]:?unknown package group $group})
 done
 
 missing=()
@@ -44,7 +44,7 @@ fi
 
 PYTHON=${PYTHON:-python3}
 stamp=".venv/.clinicam-installed"
-want_stamp=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want_stamp=$(sha256sum < pyproject.toml | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python ]]; then
   echo "bootstrap: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
@@ -54,4 +54,13 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want_stamp" > "$stamp"
+fi
+
+# The FHIR R4 test server lives in its own venv: its dependencies are not ours.
+FHIR_SERVER="sekmet-fhir==0.1.1"
+if [[ " $* " == *" base "* || $# -eq 0 ]] && [[ "$(cat .venv-fhir/.installed 2>/dev/null)" != "$FHIR_SERVER" ]]; then
+  echo "bootstrap: installing the FHIR test server ($FHIR_SERVER) into .venv-fhir"
+  "$PYTHON" -m venv .venv-fhir
+  .venv-fhir/bin/python -m pip install -q "$FHIR_SERVER"
+  echo "$FHIR_SERVER" > .venv-fhir/.installed
 fi
