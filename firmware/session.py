@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from clinicam.drivers.patterns import PATTERNS
 from clinicam.firmware.errors import ConfigError
+from clinicam.firmware.events import Action, SetStatus, Signal
 
 if TYPE_CHECKING:
     from clinicam.firmware.codes import OperatorId, PatientId
@@ -84,7 +86,12 @@ class Session:
 
 @dataclass(frozen=True)
 class StationState:
-    """Everything the workflow knows; ``in_flight`` is the session id of a capture being taken."""
+    """Everything the workflow knows.
+
+    ``in_flight`` is the session id of the capture being taken; ``alert`` the lasting
+    pattern (one that loops on the panel until replaced) the workflow last asked for, so
+    it can put the session's own light back once the condition clears.
+    """
 
     policy: WorkflowPolicy
     id_seed: bytes
@@ -94,6 +101,7 @@ class StationState:
     sessions_opened: int = 0
     last_activity: float | None = None
     in_flight: str | None = None
+    alert: str | None = None  # the lasting alert pattern (offline, vault_full…) last shown
     clock_synced: bool = False
     online: bool = False
     mains: bool = True
@@ -126,3 +134,44 @@ def session_id(id_seed: bytes, number: int) -> str:
     """The 32-hex id of the ``number``-th session of this boot (DESIGN §6 ``session.id``)."""
     digest = hashlib.sha256(b"clinicam/v1 session " + id_seed + number.to_bytes(8, "big"))
     return digest.hexdigest()[:32]
+
+
+# --- what the panel and the status show -----------------------------------------------
+
+# Conditions whose pattern loops on the panel until another lasting pattern replaces it;
+# the workflow puts the phase's own pattern back when the condition clears.
+ALERTS = frozenset({"offline", "clock_not_synced", "vault_full", "fault"})
+RESTING: dict[Phase, str] = {
+    Phase.IDLE: "ready",
+    Phase.OPERATOR: "operator_bound",
+    Phase.SESSION: "patient_bound",
+}
+
+
+def status_of(state: StationState) -> SetStatus:
+    """The PHI-free status snapshot of a state (published retained by the station)."""
+    return SetStatus(
+        state=state.phase.value,
+        session_open=state.session is not None,
+        draining=state.draining,
+        clock_synced=state.clock_synced,
+        online=state.online,
+        mains=state.mains,
+    )
+
+
+def track_alert(state: StationState, actions: list[Action]) -> StationState:
+    """Follow what the panel keeps showing: the last lasting pattern asked for."""
+    alert = state.alert
+    for action in actions:
+        if isinstance(action, Signal) and PATTERNS[action.pattern].is_state:
+            alert = action.pattern if action.pattern in ALERTS else None
+    return state if alert == state.alert else replace(state, alert=alert)
+
+
+def restore_pattern(state: StationState, cleared: frozenset[str]) -> list[Action]:
+    """The phase's own pattern, if the alert showing is one that has just cleared."""
+    resting = RESTING.get(state.phase)
+    if state.alert not in cleared or resting is None or state.draining:
+        return []
+    return [Signal(resting)]

@@ -42,7 +42,6 @@ from clinicam.firmware.events import (
     MainsLost,
     MainsRestored,
     ProvisionedChanged,
-    SetStatus,
     ShutterPressed,
     Signal,
     TakeCapture,
@@ -56,7 +55,15 @@ from clinicam.firmware.events import (
     WipeRequested,
 )
 from clinicam.firmware.metadata import SessionFacts
-from clinicam.firmware.session import Phase, Session, StationState, session_id
+from clinicam.firmware.session import (
+    Phase,
+    Session,
+    StationState,
+    restore_pattern,
+    session_id,
+    status_of,
+    track_alert,
+)
 
 Result = tuple[StationState, list[Action]]
 
@@ -84,22 +91,11 @@ def step(state: StationState, event: Event) -> Result:
     if handler is None:
         raise TypeError(f"workflow cannot handle event type {type(event).__name__}")
     new_state, actions = handler(state, event)
+    new_state = track_alert(new_state, actions)
     status = status_of(new_state)
     if status != status_of(state):
         actions.append(status)
     return new_state, actions
-
-
-def status_of(state: StationState) -> SetStatus:
-    """The PHI-free status snapshot of a state (published retained by the station)."""
-    return SetStatus(
-        state=state.phase.value,
-        session_open=state.session is not None,
-        draining=state.draining,
-        clock_synced=state.clock_synced,
-        online=state.online,
-        mains=state.mains,
-    )
 
 
 # --- sessions -------------------------------------------------------------------------
@@ -274,10 +270,15 @@ def _on_tick(state: StationState, event: Tick) -> Result:
 
 
 def _on_clock(state: StationState, event: ClockSyncChanged) -> Result:
-    return replace(state, clock_synced=event.synced), []
+    state = replace(state, clock_synced=event.synced)
+    cleared = frozenset({"clock_not_synced"}) if event.synced else frozenset()
+    return state, restore_pattern(state, cleared)
 
 
 # --- captures -------------------------------------------------------------------------
+
+# A capture sealed or delivered shows the camera and the vault work again.
+_CAPTURE_CLEARS = frozenset({"vault_full", "fault"})
 
 
 def _on_sealed(state: StationState, event: CaptureSealed) -> Result:
@@ -290,7 +291,7 @@ def _on_sealed(state: StationState, event: CaptureSealed) -> Result:
         captures = (*session.captures, event.capture_id)
         updated = replace(session, taken=session.taken + 1, captures=captures)
         state = replace(state, session=updated)
-    return state, [Signal("captured")]
+    return state, [*restore_pattern(state, _CAPTURE_CLEARS), Signal("captured")]
 
 
 def _on_failed(state: StationState, event: CaptureFailed) -> Result:
@@ -303,7 +304,7 @@ def _on_failed(state: StationState, event: CaptureFailed) -> Result:
 def _on_stored(state: StationState, event: CaptureStored) -> Result:
     if state.phase is Phase.WIPING:
         return state, []
-    return state, [Signal("delivered")]
+    return state, [*restore_pattern(state, _CAPTURE_CLEARS), Signal("delivered")]
 
 
 def _on_rejected(state: StationState, event: CaptureRejected) -> Result:
@@ -351,14 +352,18 @@ def _on_wipe_completed(state: StationState, event: WipeCompleted) -> Result:
 
 
 def _on_mains_lost(state: StationState, event: MainsLost) -> Result:
+    """Close the session (a cart may be moving to the next bed), warn, keep delivering."""
+    if not state.mains:
+        return state, []
     closed, actions = _close_session(replace(state, mains=False), "mains-lost")
-    if not actions:
-        return closed, []
-    return closed, [*actions, Signal("fault")]
+    warn = Audit("mains_lost")
+    return closed, [warn, *actions, Signal("ready")] if actions else [warn]
 
 
 def _on_mains_restored(state: StationState, event: MainsRestored) -> Result:
-    return replace(state, mains=True), []
+    if state.mains:
+        return state, []
+    return replace(state, mains=True), [Audit("mains_restored")]
 
 
 def _on_drain(state: StationState, event: DrainStarted) -> Result:
@@ -378,7 +383,8 @@ def _on_provisioned(state: StationState, event: ProvisionedChanged) -> Result:
 
 
 def _on_uplink_up(state: StationState, event: UplinkConnected) -> Result:
-    return replace(state, online=True), []
+    state = replace(state, online=True)
+    return state, restore_pattern(state, frozenset({"offline"}))
 
 
 def _on_uplink_down(state: StationState, event: UplinkLost) -> Result:

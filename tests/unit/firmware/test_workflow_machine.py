@@ -83,6 +83,7 @@ class Workflow(RuleBasedStateMachine):
         self.synced = synced
         self.consented = False
         self.draining = False
+        self.mains = True
         self.sealed_by_session: dict[str, int] = {}
         self.live: dict[str, list[str]] = {}
         self.asked_for: str | None = None
@@ -232,8 +233,10 @@ class Workflow(RuleBasedStateMachine):
     @rule(event=st.sampled_from([MainsLost(), MainsRestored(), UplinkConnected(), UplinkLost()]))
     def environment(self, event: Any) -> None:
         self.send(event)
-        if isinstance(event, MainsLost):
+        if isinstance(event, MainsLost) and self.mains:
             self.close()
+        if isinstance(event, (MainsLost, MainsRestored)):
+            self.mains = isinstance(event, MainsRestored)
 
     # Wipes and the drain end a run's interesting part, so they come rarely (1 draw in 10).
     @rule(
