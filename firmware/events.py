@@ -227,6 +227,11 @@ class Audit:
     event: str
     fields: tuple[tuple[str, str | int], ...] = field(default=())
 
+    @classmethod
+    def of(cls, event: str, **fields: str | int) -> Audit:
+        """``Audit.of("session_closed", session=sid, reason="end")``."""
+        return cls(event, tuple(fields.items()))
+
     def as_dict(self) -> dict[str, str | int]:
         """The event as the JSON object of DESIGN §5 (without ``at``, which the station adds)."""
         return {"event": self.event, **dict(self.fields)}

@@ -105,7 +105,7 @@ def _open_session(state: StationState, patient: PatientId) -> Result:
     number = state.sessions_opened + 1
     session = Session(id=session_id(state.id_seed, number), patient=patient)
     opened = replace(state, session=session, sessions_opened=number, phase=Phase.SESSION)
-    return opened, [Audit("session_opened", (("session", session.id),))]
+    return opened, [Audit.of("session_opened", session=session.id)]
 
 
 def _close_session(state: StationState, reason: str) -> Result:
@@ -113,13 +113,9 @@ def _close_session(state: StationState, reason: str) -> Result:
     session = state.session
     if session is None:
         return state, []
-    fields: tuple[tuple[str, str | int], ...] = (
-        ("session", session.id),
-        ("reason", reason),
-        ("count", session.taken),
-    )
+    audit = Audit.of("session_closed", session=session.id, reason=reason, count=session.taken)
     phase = Phase.OPERATOR if state.operator is not None else Phase.IDLE
-    return replace(state, session=None, phase=phase), [Audit("session_closed", fields)]
+    return replace(state, session=None, phase=phase), [audit]
 
 
 def _sign_out(state: StationState, reason: str) -> Result:
