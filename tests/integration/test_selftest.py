@@ -13,7 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from clinicam.firmware.config import station_config_from
 from clinicam.firmware.selftest import main
+from clinicam.firmware.selftest_broker import part_packet_size
+from clinicam.firmware.topics import MAX_PART, Topics
 from clinicam.provisioning import identity
 from clinicam.provisioning.brokerproc import LOOPBACK, free_port
 
@@ -137,3 +140,29 @@ def test_no_network_skips_the_broker(site, tmp_path):
     assert rc == 0
     assert lines["broker"] == "WARN skipped (--no-network)"
     assert lines["packet-limit"] == "WARN skipped (--no-network)"
+
+
+@pytest.mark.parametrize("slack", [0, -4])
+def test_packet_limit_verdict_agrees_with_the_broker(site, broker_factory, mqtt_client, tmp_path, slack):
+    """At exactly the largest part's size the broker takes it and selftest passes; below, neither.
+
+    selftest counts the whole packet as MQTT 5 defines Maximum Packet Size (the same count
+    the station's uplink refuses a part by). Mosquitto 2.0 counts 3 bytes fewer here (the
+    remaining-length field), so limits 1-3 bytes under the part are refused by selftest
+    and the station yet would pass this broker: a safe margin, never the other way round.
+    """
+    size = part_packet_size(station_config_from({}), "station-a")
+    # Its own port: the ``broker`` fixture that ``mqtt_client`` starts holds the site's port.
+    b = broker_factory("limited", replace={"max_packet_size": str(size + slack)})
+    config = _config(tmp_path, _station_dir(site, tmp_path), f'[uplink]\nhost = "{LOOPBACK}"\nport = {b.port}\n')
+    rc, lines = _run(config)
+    assert f"maximum packet {size + slack}" in lines["broker"]
+    assert (rc, lines["packet-limit"][:4]) == ((0, "PASS") if slack == 0 else (1, "FAIL"))
+    client = mqtt_client(site.device("station-a"), broker=b)
+    topic = Topics().part("station-a", "0" * 32, MAX_PART)
+    payload = bytes(station_config_from({}).sealing.chunk_size + 16)
+    if slack == 0:
+        assert client.probe.publish(topic, payload).value < 0x80
+    else:
+        client.publish(topic, payload, qos=1)
+        assert client.probe.disconnected.wait(10)  # the broker drops a packet above its limit
