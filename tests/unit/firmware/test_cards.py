@@ -150,3 +150,56 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys, argv: list[str], 
     assert main(["cards", *args]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# --- the printed card, read by the station's own reader, steers a session -------------
+
+
+@pytest.mark.parametrize("engine", ["zxing", "pyzbar"])
+def test_printed_cards_read_by_the_station_steer_the_session(tmp_path: Path, engine: str) -> None:
+    from clinicam.drivers.readers import make_reader
+    from clinicam.firmware.codes import CodeRules, PatientId, classify
+    from clinicam.firmware.events import (
+        CaptureSealed,
+        CodeScanned,
+        ShutterPressed,
+        TakeCapture,
+        VoidCapture,
+    )
+    from clinicam.firmware.session import WorkflowPolicy, initial_state
+    from clinicam.firmware.workflow import step
+
+    sheet = sheet_cards([LEG])
+    (page,) = write_png(sheet, tmp_path / "one.png")
+    with Image.open(page) as image:
+        frame = np.asarray(image.convert("L"))
+    codes = make_reader(engine, ["qr"]).decode(frame)
+    scanned = {c.payload: classify(code, CodeRules()) for code in codes for c in sheet
+               if c.payload == code.text}
+    assert len(codes) == len(scanned) == len(sheet)
+
+    def card(payload: str) -> CodeScanned:
+        return CodeScanned(scanned[payload], 0.0)
+
+    state = initial_state(WorkflowPolicy(require_consent=True), bytes(32), clock_synced=True)
+    events = [
+        CodeScanned(PatientId("CANARY-PAT-9", "GS1"), 0.0),
+        card("CLINICAM:CONSENT:WRITTEN"),
+        card("CLINICAM:PURPOSE:WOUND"),
+        card(f"CLINICAM:SITE:{LEG}"),
+        card("CLINICAM:LAT:RIGHT"),
+        card("CLINICAM:VIEW:CLOSE-UP"),
+        ShutterPressed(0.0),
+    ]
+    actions: list = []
+    for event in events:
+        state, actions = step(state, event)
+    (take,) = [a for a in actions if isinstance(a, TakeCapture)]
+    ctx = take.context
+    assert (ctx.consent, ctx.purpose, ctx.body_site, ctx.laterality, ctx.view) == (
+        "WRITTEN", "WOUND", (LEG, "Lower leg"), "RIGHT", "CLOSE-UP")
+    state, _ = step(state, CaptureSealed("f" * 32))
+    state, actions = step(state, card("CLINICAM:VOID"))
+    assert actions[0] == VoidCapture("f" * 32)
+    state, actions = step(state, card("CLINICAM:END"))
+    assert state.session is None
