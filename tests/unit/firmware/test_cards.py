@@ -203,3 +203,22 @@ def test_printed_cards_read_by_the_station_steer_the_session(tmp_path: Path, eng
     assert actions[0] == VoidCapture("f" * 32)
     state, actions = step(state, card("CLINICAM:END"))
     assert state.session is None
+
+
+def test_a_card_held_up_to_the_station_camera_reads_in_a_preview_frame(tmp_path: Path) -> None:
+    """One card, tilted and at half the print resolution (~6 px per module), in a noisy
+    grey 1280x720 preview frame: what the station sees when a nurse holds it up."""
+    from clinicam.drivers.readers import make_reader
+
+    (page,) = write_png(sheet_cards([LEG]), tmp_path / "one.png")
+    x, y = cards.MARGIN + cards.CELL[0], cards.MARGIN + cards.HEADER  # the second card
+    with Image.open(page) as image:
+        card = image.crop((x, y, x + cards.CELL[0], y + cards.CELL[1]))
+    card = card.resize((card.width // 2, card.height // 2), Image.Resampling.BILINEAR)
+    card = card.rotate(17, expand=True, fillcolor=128, resample=Image.Resampling.BILINEAR)
+    frame = Image.new("L", (1280, 720), 128)
+    frame.paste(card, (500, 180))
+    rng = np.random.default_rng(7)
+    noisy = np.clip(np.asarray(frame, dtype=np.int16) + rng.normal(0, 12, (720, 1280)), 0, 255)
+    codes = make_reader("auto", ["qr"]).decode(noisy.astype(np.uint8))
+    assert [c.text for c in codes] == [sheet_cards()[1].payload]
