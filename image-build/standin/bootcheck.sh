@@ -101,6 +101,7 @@ check_system() {
         sh -c 'test -d /run/log/journal && ! find /var/log/journal -name "*.journal" 2>/dev/null | grep -q .'
     check root-overlay "/ is $(awk '$2 == "/" {t = $3} END {print t}' /proc/mounts)" mounted / overlay ro-or-rw
     check root-lower-ro "overlayroot's lower layer /media/root-ro is ext4, ro" mounted /media/root-ro ext4 ro
+    check tmp-in-ram "/tmp is a tmpfs (the sandbox's private /tmp lives there)" mounted /tmp tmpfs rw
     check persistent-rw "/var/lib/clinicam is a real ext4 mount, rw" mounted /var/lib/clinicam ext4 rw
     check init-on-free "kernel: $(dmesg | grep -o 'mem auto-init:.*' | head -n 1)" init_on_free_active
     check core-pattern "$(cat /proc/sys/kernel/core_pattern)" test "$(cat /proc/sys/kernel/core_pattern)" = "|/bin/false"

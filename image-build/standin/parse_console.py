@@ -23,6 +23,7 @@ EXPECTED = [
     "journal-volatile",
     "root-overlay",
     "root-lower-ro",
+    "tmp-in-ram",
     "persistent-rw",
     "init-on-free",
     "core-pattern",

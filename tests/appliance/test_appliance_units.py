@@ -105,6 +105,7 @@ def test_station_writes_nothing_to_disk() -> None:
     assert unit["Service.RuntimeDirectory"] == ["clinicam"]
     assert unit["Service.UMask"] == ["0077"]
     assert unit["Service.PrivateTmp"] == ["yes"]
+    assert "/var/tmp" in unit["Service.InaccessiblePaths"]
 
 
 def test_station_privileges_devices_and_network() -> None:
