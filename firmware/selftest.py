@@ -73,7 +73,7 @@ def run_checks(
     try:
         results += selftest_broker.check_broker(config, review)
     except Exception as exc:  # a broken check must not hide the others' lines
-        results.append(_crashed("broker", exc))
+        results += [_crashed("broker", exc), selftest_broker.skipped("no connection")[1]]
     return results
 
 

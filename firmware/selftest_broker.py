@@ -27,6 +27,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.firmware.config import StationConfig
+from clinicam.firmware.errors import ProvisioningError
 from clinicam.firmware.sealing import TAG_SIZE
 from clinicam.firmware.selftest_identity import IdentityReview
 from clinicam.firmware.selftest_result import FAIL, PASS, WARN, CheckResult
@@ -97,7 +98,10 @@ def check_broker(config: StationConfig, review: IdentityReview,
         return [CheckResult("broker", FAIL, f"cannot connect without {', '.join(missing)}", review.install_remedy),
                 skipped("no connection")[1]]
     host, port = address
-    ctx = client_context(review.dir / identity.CA, review.dir / identity.CERT, review.dir / identity.KEY)
+    try:
+        ctx = client_context(review.dir / identity.CA, review.dir / identity.CERT, review.dir / identity.KEY)
+    except ProvisioningError as exc:
+        return [CheckResult("broker", FAIL, str(exc), review.install_remedy), skipped("no connection")[1]]
     client_id = _client_id(review)
     try:
         answer = connect(host, port, ctx, client_id, timeout_s)

@@ -87,6 +87,9 @@ class IdentityReview:
             return CheckResult("identity", FAIL, f"{self.dir} does not exist",
                                f"make the key with 'clinicam provision device-key {self.dir} --device ID', "
                                "have it signed, then install the bundle")
+        if not os.access(self.dir, os.R_OK | os.X_OK):
+            return CheckResult("identity", FAIL, f"{self.dir} cannot be read by this user",
+                               "run the selftest as the station's user (e.g. sudo -u clinicam) or as root")
         problems: list[tuple[str, str]] = []
         mode = stat.S_IMODE(self.dir.stat().st_mode)
         if mode & 0o002:

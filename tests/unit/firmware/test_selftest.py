@@ -123,3 +123,16 @@ def test_no_packet_limit_advertised():
     r = check_packet_limit(station_config_from({}), "ward3-cart1", None)
     assert r.status == "PASS"
     assert "broker sets no limit; 8 in flight" in r.detail
+
+
+def test_a_damaged_key_fails_certificate_and_broker_before_any_connection(tmp_path):
+    ident = _identity(tmp_path)
+    (ident / identity.KEY).write_text("not a key")
+    (ident / identity.KEY).chmod(0o600)
+    config = station_config_from({"hardware": {"backend": "sim"}, "identity": {"dir": str(ident)}})
+    by_name = {r.name: r for r in run_checks(config, memory_probe=lambda: HARDENED)}
+    assert by_name["certificate"].status == "FAIL"
+    assert "is not an unencrypted PEM key" in by_name["certificate"].detail
+    assert by_name["broker"].status == "FAIL"
+    assert by_name["broker"].detail.startswith("cannot load the TLS identity (device.pem, device.key, ca.pem)")
+    assert (by_name["packet-limit"].status, by_name["packet-limit"].detail) == ("WARN", "skipped (no connection)")
