@@ -177,3 +177,13 @@ def test_selftest_on_a_live_station_takes_its_session_over(site, broker, mqtt_cl
     assert rc == 0, lines
     assert live.probe.disconnected.wait(10)
     assert "station-a already connected, closing old connection" in broker.log_text()
+
+
+def test_ca_of_another_site_cannot_verify_the_broker(site, broker, tmp_path):
+    d = _station_dir(site, tmp_path)
+    other = site.make_foreign("station-a")
+    shutil.copy2(other.cert, d / identity.CA)  # any certificate that is not this site's CA
+    rc, lines = _run(_config(tmp_path, d))
+    assert rc == 1
+    assert lines["broker"].startswith("FAIL the broker's certificate did not verify: ")
+    assert f"naming '{LOOPBACK}'" in lines["broker"]
