@@ -136,14 +136,15 @@ def connect(host: str, port: int, ctx: ssl.SSLContext, client_id: str, timeout_s
             answer.lost = reason if reason is not None else "closed"
 
     client.on_connect, client.on_disconnect = on_connect, on_disconnect
-    client.connect(host, port, keepalive=30, clean_start=True)
-    sock = client.socket()
-    answer.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else ""  # type: ignore[assignment]
-    deadline = clock() + timeout_s  # an upper bound on waiting, never a delay that must pass
-    while answer.reason is None and answer.lost is None and clock() < deadline:
-        client.loop(timeout=0.1)
-    if answer.reason is not None and not answer.reason.is_failure:
-        client.disconnect()
+    try:
+        client.connect(host, port, keepalive=30, clean_start=True)
+        sock = client.socket()
+        answer.tls_version = (sock.version() or "") if isinstance(sock, ssl.SSLSocket) else ""
+        deadline = clock() + timeout_s  # an upper bound on waiting, never a delay that must pass
+        while answer.reason is None and answer.lost is None and clock() < deadline:
+            client.loop(timeout=0.1)
+    finally:
+        client.disconnect()  # harmless when never or no longer connected
         client.loop(timeout=0.1)
     return answer
 

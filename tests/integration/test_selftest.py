@@ -10,14 +10,16 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 from clinicam.firmware.config import station_config_from
 from clinicam.firmware.selftest import main
-from clinicam.firmware.selftest_broker import part_packet_size
+from clinicam.firmware.selftest_broker import check_broker, part_packet_size
+from clinicam.firmware.selftest_identity import IdentityReview
 from clinicam.firmware.topics import MAX_PART, Topics
-from clinicam.provisioning import identity
+from clinicam.provisioning import identity, pki
 from clinicam.provisioning.brokerproc import LOOPBACK, free_port
 
 
@@ -187,3 +189,18 @@ def test_ca_of_another_site_cannot_verify_the_broker(site, broker, tmp_path):
     assert rc == 1
     assert lines["broker"].startswith("FAIL the broker's certificate did not verify: ")
     assert f"naming '{LOOPBACK}'" in lines["broker"]
+
+
+def test_a_listener_that_never_answers_times_out(site, tmp_path):
+    """A port that accepts TCP but never speaks TLS (a wrong service, a stuck broker)."""
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        config = station_config_from({"uplink": {"host": LOOPBACK, "port": port},
+                                      "identity": {"dir": str(_station_dir(site, tmp_path))}})
+        review = IdentityReview(Path(config.identity.dir), pki.utcnow())
+        review.check_files()
+        broker_line, limit_line = check_broker(config, review, timeout_s=0.5)
+    assert (broker_line.status, broker_line.detail) == ("FAIL", f"cannot reach {LOOPBACK}:{port} (timed out)")
+    assert limit_line.status == "WARN"
