@@ -56,6 +56,7 @@ from clinicam.firmware.events import (
 )
 from clinicam.firmware.metadata import SessionFacts
 from clinicam.firmware.session import (
+    RESTING,
     Phase,
     Session,
     StationState,
@@ -124,6 +125,11 @@ def _sign_out(state: StationState, reason: str) -> Result:
     return replace(closed, operator=None, phase=Phase.IDLE), actions
 
 
+def _resting(state: StationState) -> Signal:
+    """The pattern of the phase a session closed into: ready, or operator bound."""
+    return Signal(RESTING.get(state.phase, "ready"))
+
+
 def _refusal(state: StationState) -> Signal | None:
     """The signal that refuses any operator input in this state, or None if input is open."""
     if state.phase is Phase.UNPROVISIONED or state.draining:
@@ -164,8 +170,10 @@ def _on_patient(state: StationState, patient: PatientId) -> Result:
 
 
 def _on_operator(state: StationState, operator: OperatorId) -> Result:
-    phase = Phase.SESSION if state.session is not None else Phase.OPERATOR
-    return replace(state, operator=operator, phase=phase), [Signal("operator_bound")]
+    if state.session is not None:
+        # Mid-session the session's own light stays: the badge re-confirms it.
+        return replace(state, operator=operator), [Signal(CARD_ACCEPTED)]
+    return replace(state, operator=operator, phase=Phase.OPERATOR), [Signal("operator_bound")]
 
 
 def _on_card(state: StationState, card: CardCode) -> Result:
@@ -175,7 +183,7 @@ def _on_card(state: StationState, card: CardCode) -> Result:
     kind = card.kind.upper()
     if kind == "END":
         closed, actions = _close_session(state, "end")
-        return closed, [*actions, Signal("ready")]
+        return closed, [*actions, _resting(closed)]
     if kind == "VOID":
         return _void_last(state, session)
     if kind == "SITE":
@@ -253,7 +261,7 @@ def _on_long_press(state: StationState, event: LongPressed) -> Result:
         closed, actions = _close_session(state, "long-press")
     else:
         closed, actions = _sign_out(state, "long-press")
-    return closed, [*actions, Signal("ready")]
+    return closed, [*actions, _resting(closed)]
 
 
 def _on_tick(state: StationState, event: Tick) -> Result:
@@ -353,7 +361,7 @@ def _on_mains_lost(state: StationState, event: MainsLost) -> Result:
         return state, []
     closed, actions = _close_session(replace(state, mains=False), "mains-lost")
     warn = Audit("mains_lost")
-    return closed, [warn, *actions, Signal("ready")] if actions else [warn]
+    return closed, [warn, *actions, _resting(closed)] if actions else [warn]
 
 
 def _on_mains_restored(state: StationState, event: MainsRestored) -> Result:

@@ -199,7 +199,7 @@ def test_operator_badge_first_when_required() -> None:
 def test_badge_is_optional_but_recorded_when_not_required() -> None:
     st = Station()
     st.scan(ALICE)
-    st.scan(NURSE)
+    assert signals(st.scan(NURSE)) == ["patient_bound"]  # the session's light stays
     assert st.state.phase is Phase.SESSION
     assert st.shoot()[0].context.operator == NURSE
 
@@ -320,7 +320,7 @@ def test_end_keeps_the_operator_and_idle_signs_out() -> None:
     st = Station(WorkflowPolicy(require_operator=True))
     st.scan(NURSE)
     st.scan(ALICE)
-    st.scan(card("END"))
+    assert signals(st.scan(card("END"))) == ["operator_bound"]  # now the next wristband
     assert st.state.phase is Phase.OPERATOR
     st.scan(BOB)
     assert st.shoot()[0].context.operator == NURSE

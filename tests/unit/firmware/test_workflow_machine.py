@@ -141,7 +141,9 @@ class Workflow(RuleBasedStateMachine):
     @rule(operator=st.sampled_from(OPERATORS), dt=st.floats(0, 10))
     def scan_badge(self, operator: OperatorId, dt: float) -> None:
         self.now += dt
-        if Signal("operator_bound") in self.send(CodeScanned(operator, self.now)):
+        refused = self.state.phase in (Phase.WIPING, Phase.UNPROVISIONED) or self.draining
+        self.send(CodeScanned(operator, self.now))
+        if not refused:
             self.operator = operator
 
     @rule(code=st.sampled_from(CARDS), dt=st.floats(0, 10))
