@@ -79,6 +79,8 @@ def part_packet_size(config: StationConfig, device_id: str) -> int:
 
 def broker_address(config: StationConfig, review: IdentityReview) -> tuple[str, int] | None:
     """``[uplink] host``/``port`` where set, else what ``broker.json`` recorded at install."""
+    if review.broker is None and not review.broker_problem:
+        review.load_broker()
     recorded = review.broker
     host = config.uplink.host or (recorded[0] if recorded else "")
     port = config.uplink.port or (recorded[1] if recorded else None)

@@ -82,7 +82,7 @@ class IdentityReview:
 
     def check_files(self) -> CheckResult:
         """Presence of every file, ``device.key`` private, nothing writable by others."""
-        self._load_broker()
+        self.load_broker()
         if not self.dir.is_dir():
             return CheckResult("identity", FAIL, f"{self.dir} does not exist",
                                f"make the key with 'clinicam provision device-key {self.dir} --device ID', "
@@ -122,7 +122,8 @@ class IdentityReview:
                 problems.append((f"{name} is writable by group or others", f"chmod 644 {path}"))
         return problems
 
-    def _load_broker(self) -> None:
+    def load_broker(self) -> None:
+        """Read ``broker.json`` into ``broker`` (or say what is wrong with it in ``broker_problem``)."""
         path = self.dir / identity.BROKER
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
