@@ -336,7 +336,7 @@ def _wipe(state: StationState, trigger: str) -> Result:
 
 
 def _on_battery(state: StationState, event: BatteryCritical) -> Result:
-    return _wipe(state, "battery-critical")
+    return _wipe(state, "battery")
 
 
 def _on_tamper(state: StationState, event: TamperDetected) -> Result:

@@ -427,7 +427,7 @@ def test_no_light_change_when_nothing_was_showing_or_it_was_already_replaced() -
 @pytest.mark.parametrize(
     ("event", "trigger"),
     [
-        (BatteryCritical(), "battery-critical"),
+        (BatteryCritical(), "battery"),
         (TamperDetected(), "tamper"),
         (WipeRequested("remote"), "remote"),
     ],
