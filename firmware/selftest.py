@@ -28,7 +28,7 @@ from typing import TextIO
 
 from clinicam.firmware import selftest_broker, selftest_device, selftest_identity
 from clinicam.firmware.clock import ClockSource
-from clinicam.firmware.config import DEFAULT_PATH, StationConfig, load_station_config
+from clinicam.firmware.config import DEFAULT_PATH, EXAMPLE, StationConfig, load_station_config
 from clinicam.firmware.errors import ClinicamError, ConfigError
 from clinicam.firmware.selftest_result import FAIL, PASS, WARN, CheckResult
 from clinicam.provisioning import pki
@@ -107,8 +107,9 @@ def main(config_path: str | None, *, network: bool = True, out: TextIO = sys.std
     try:
         config = load_station_config(path)
     except ConfigError as exc:
-        remedy = "fix the file (see firmware/station.example.toml) or pass --config PATH"
-        print(format_line(CheckResult("config", FAIL, str(exc), remedy)), file=out)
+        message = str(exc)
+        remedy = "" if "--config" in message else f"fix the file; every key is explained in {EXAMPLE}"
+        print(format_line(CheckResult("config", FAIL, message, remedy)), file=out)
         return EXIT_CONFIG
     results = run_checks(config, network=network, source=str(path))
     for result in results:

@@ -27,10 +27,14 @@ from clinicam.firmware.selftest_result import FAIL, PASS, WARN, CheckResult
 
 MemoryProbe = Callable[[], HardeningReport]
 
-# Runs in the child: the same hardening the station does first, reported as JSON.
+# Runs in the child: the same hardening the station does first, reported as JSON. The soft
+# RLIMIT_MEMLOCK is raised to the hard one first, as the unit's LimitMEMLOCK=infinity sets both:
+# a shell's small soft default would otherwise fail where the service succeeds.
 _PROBE = """\
-import json
+import json, resource
 from clinicam.firmware import memory
+_, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
 r = memory.harden_process(False)
 print(json.dumps({"mlocked": r.mlocked, "non_dumpable": r.non_dumpable and not memory.is_dumpable(),
                   "no_core": r.no_core, "failures": list(r.failures)}))

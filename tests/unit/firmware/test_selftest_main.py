@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.config import station_config_from
+from clinicam.firmware.config import EXAMPLE, station_config_from
 from clinicam.firmware.memory import HardeningReport
 from clinicam.firmware.selftest import CheckResult, format_line, main, run_checks
 from clinicam.firmware.selftest_broker import check_packet_limit, part_packet_size
@@ -75,13 +75,14 @@ def test_a_bad_config_exits_2_with_a_fail_line_first(tmp_path, text):
     assert main(str(path), out=out) == 2
     first = out.getvalue().splitlines()[0]
     assert first.startswith("FAIL config        station.toml: ")
-    assert first.endswith("-> fix the file (see firmware/station.example.toml) or pass --config PATH")
+    assert first.endswith(f"-> fix the file; every key is explained in {EXAMPLE}")
 
 
 def test_a_missing_config_exits_2(tmp_path):
     out = io.StringIO()
     assert main(str(tmp_path / "absent.toml"), out=out) == 2
-    assert "no station configuration here" in out.getvalue()
+    assert out.getvalue().startswith(f"FAIL config        {tmp_path / 'absent.toml'}: no station configuration here.")
+    assert " -> " not in out.getvalue()  # the message carries its own remedy
 
 
 def test_a_check_that_raises_is_a_fail_line_and_the_rest_still_run(tmp_path):
