@@ -64,11 +64,6 @@ class IdentityReview:
         return (f"renew: clinicam provision renew SITE {self.dir / identity.CSR} --out device.pem on the site, "
                 f"then clinicam provision install --bundle BUNDLE --identity-dir {self.dir}")
 
-    @property
-    def tls_ready(self) -> bool:
-        """Key, certificate and CA loaded: a TLS handshake can be attempted."""
-        return self.key is not None and self.cert is not None and self.ca is not None
-
     def checks(self) -> list[tuple[str, Callable[[], CheckResult]]]:
         return [
             ("identity", self.check_files),
@@ -104,7 +99,8 @@ class IdentityReview:
             return CheckResult("identity", FAIL, "; ".join(p for p, _ in problems),
                                "; ".join(dict.fromkeys(r for _, r in problems)))
         present = [n for n in (*REQUIRED, identity.CRL) if (self.dir / n).exists()]
-        return CheckResult("identity", PASS, f"{self.dir}: {', '.join(present)}; {identity.KEY} 0600")
+        key_mode = stat.S_IMODE((self.dir / identity.KEY).stat().st_mode)
+        return CheckResult("identity", PASS, f"{self.dir}: {', '.join(present)}; {identity.KEY} {key_mode:04o}")
 
     def _mode_problems(self) -> list[tuple[str, str]]:
         problems = []
