@@ -206,9 +206,13 @@ class Station:
         """SIGTERM (drain, then wipe) to the station itself, and its exit code."""
         return self.signal_and_wait(signal.SIGTERM, timeout)
 
-    def signal_and_wait(self, sig: int, timeout: float = WAIT_S) -> int:
+    def send(self, sig: int) -> None:
+        """Signal the station process itself (not a prefix such as strace)."""
         if self.proc.poll() is None:
             os.kill(station_pid(self.proc), sig)
+
+    def signal_and_wait(self, sig: int, timeout: float = WAIT_S) -> int:
+        self.send(sig)
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
