@@ -122,8 +122,7 @@ class Station:
         )
         self.wiper.add_listener(self._wiped)
         self.wiper.add_listener(self.uplink.wiped)
-        w = config.workflow
-        policy = WorkflowPolicy(w.require_consent, w.require_operator, w.require_clock_sync, w.session_idle_s)
+        policy = WorkflowPolicy.from_section(config.workflow)
         self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
         self._wiped_directly: set[str] = set()
         self._stop = threading.Event()
