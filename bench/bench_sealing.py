@@ -1,7 +1,9 @@
 """Sealing, key wrap, wipe and vault memory, each beside its bare baseline (DESIGN §10).
 
 * Sealing throughput of a 5 MB image per AEAD vs the bare work in the same process:
-  one AEAD pass and two SHA-256 passes over the same bytes, same libraries (≥ 0.8x).
+  one AEAD pass and two SHA-256 passes over the same bytes, same libraries (≥ 0.8x),
+  in CPU time of the thread, runs interleaved. Sealing also allocates each part's own
+  buffer, zeroes the image, wraps K (HPKE) and signs the manifest: that is the gap.
   ``openssl speed -evp`` is shown for reference in the note.
 * HPKE wrap of one content key, per KEM (report only).
 * Wipe of a full 256 MB vault, trigger to zeroed, vs ctypes ``memset`` of 256 MB (≤ 2x).
@@ -62,16 +64,17 @@ def _timed_runs(prepare: Any, work: Any, runs: int) -> list[float]:
     return _paired_runs([(prepare, work)], runs)[0]
 
 
-def _paired_runs(cases: list[tuple[Any, Any]], runs: int) -> list[list[float]]:
+def _paired_runs(cases: list[tuple[Any, Any]], runs: int,
+                 clock: Any = time.perf_counter) -> list[list[float]]:
     """Run the cases in turn, ``runs`` rounds after one warm-up round, so that a load
     change on this shared machine hits the measured work and its baseline alike."""
     samples: list[list[float]] = [[] for _ in cases]
     for round_ in range(runs + 1):
         for (prepare, work), out in zip(cases, samples, strict=True):
             arg = prepare()
-            t0 = time.perf_counter()
+            t0 = clock()
             result = work(arg)
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             del result, arg
             if round_:
                 out.append(elapsed)
@@ -109,11 +112,14 @@ def sealing_figures(ctx: Context) -> list[Figure]:
         out = bytearray(IMAGE + 16)
         sealed, bare = _paired_runs(
             [(lambda: bytearray(image), lambda b, s=sealer: s.seal(b, {})),
-             (lambda: image, lambda b, a=aead, o=out: _bare(a, b, o))], max(9, 3 * ctx.runs))
+             (lambda: image, lambda b, a=aead, o=out: _bare(a, b, o))], max(9, 3 * ctx.runs),
+            clock=time.thread_time)
         figures.append(Figure(
             AREA, f"seal 5 MB image, {aead}", "MB/s", _mbps(sealed, IMAGE),
             baseline_name="one AEAD pass + two SHA-256 passes", baseline=_mbps(bare, IMAGE),
-            budget=">= 0.8x", higher_is_better=True, note=_openssl_speed(aead, ctx.quick)))
+            budget=">= 0.8x", higher_is_better=True,
+            note=f"CPU time of the sealing thread (wall time on this shared machine swings "
+                 f"too much); {_openssl_speed(aead, ctx.quick)}"))
     return figures
 
 
