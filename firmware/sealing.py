@@ -30,6 +30,7 @@ from typing import Any
 
 from clinicam.firmware import manifest as mf
 from clinicam.firmware.errors import ConfigError, OpenError, SealError
+from clinicam.firmware.manifest import parse_manifest_message, sign_event, verify_event
 from clinicam.firmware.memory import zero
 from clinicam.provisioning.recipient import RecipientPrivateKey, RecipientPublicKey
 from cryptography import x509
@@ -37,6 +38,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+__all__ = [
+    "CHUNK_SIZE", "OpenedCapture", "SealedCapture", "Sealer", "choose_aead", "open_capture",
+    "parse_manifest_message", "sign_event", "verify_event",
+]
 
 CHUNK_SIZE = 122880
 TAG_SIZE = 16

@@ -178,3 +178,9 @@ class SignalWipe:
             with contextlib.suppress(Exception):
                 stream.flush()
         self._exit(0)
+
+
+def install_signal_handlers(wiper: Wiper, *, drain: Callable[[], None] | None = None,
+                            drain_timeout_s: float = 10.0) -> SignalWipe:
+    """SIGINT/SIGPWR wipe now, SIGTERM drains (``stop_drain_s``) then wipes; main thread only."""
+    return SignalWipe(wiper, drain=drain, drain_timeout_s=drain_timeout_s).install()
