@@ -303,8 +303,8 @@ class Site:
         """Revoke every unrevoked certificate of an id, or one by serial; rewrite the CRLs."""
         now = now or pki.utcnow()
         records = self.records()
-        serial = target.lower().replace(":", "").removeprefix("0x")
-        hit = [r for r in records if r.revoked_at is None and (r.id == target or r.serial == serial)]
+        serial = _serial_of(target)
+        hit = [r for r in records if r.revoked_at is None and (r.id == target or int(r.serial, 16) == serial)]
         hit = [r for r in hit if r.kind != "ca"]
         if not hit:
             raise ProvisioningError(
@@ -363,6 +363,15 @@ class Site:
             raise ProvisioningError(f"{path} is missing: {remedy}") from None
         except (OSError, ValueError) as exc:
             raise ProvisioningError(f"{path} is unreadable or not JSON: {remedy}") from exc
+
+
+def _serial_of(target: str) -> int | None:
+    """A serial as typed by a person: hex, with or without colons, ``0x`` or leading zeros."""
+    text = target.lower().replace(":", "").removeprefix("0x")
+    try:
+        return int(text, 16) if text else None
+    except ValueError:
+        return None
 
 
 def _csr_key(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey:

@@ -139,6 +139,15 @@ def test_revoke_by_serial_only_that_certificate(tmp_path: Path, fresh: Site):
         fresh.revoke("no-such-station", now=NOW)
 
 
+@pytest.mark.parametrize("spelling", ["{:040x}", "0x{:x}", "{:X}"])
+def test_revoke_accepts_a_serial_however_it_is_written(tmp_path: Path, fresh: Site, spelling: str):
+    """Leading zeros, 0x and capitals: a serial copied from openssl or a CRL must match."""
+    d = _station(tmp_path, fresh, "station-z")
+    serial = pki.load_cert(d / "device.pem").serial_number
+    (hit,) = fresh.revoke(spelling.format(serial), now=NOW)
+    assert int(hit.serial, 16) == serial
+
+
 def test_renew_window(tmp_path: Path, fresh: Site):
     d = _station(tmp_path, fresh, "station-late")
     csr = (d / "device.csr").read_bytes()
