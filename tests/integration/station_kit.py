@@ -282,10 +282,18 @@ class Watcher:
             self._cond.notify_all()
 
     def events(self, device: str, name: str | None = None) -> list[Event]:
-        """Audit events ``device`` published (of one ``event`` name, if given)."""
+        """Audit events ``device`` published (of one ``event`` name, if given).
+
+        Names compare with ``_`` and ``-`` alike: the workflow spells some with ``_``
+        (``session_closed``), the relay's audit allow-list takes only ``-`` (reported).
+        """
         topic = f"{PREFIX}/{device}/event"
+
+        def same(event: object) -> bool:
+            return name is None or str(event).replace("_", "-") == name.replace("_", "-")
+
         with self._cond:
-            return [m for t, m in self.messages if t == topic and name in (None, m.get("event"))]
+            return [m for t, m in self.messages if t == topic and same(m.get("event"))]
 
     def statuses(self, device: str) -> list[Event]:
         with self._cond:
