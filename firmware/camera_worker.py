@@ -20,12 +20,25 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from clinicam.drivers.camera import Camera, StillInfo
-from clinicam.drivers.readers import CodeReader, PresentationFilter
+from clinicam.drivers.readers import Code, CodeReader, PresentationFilter
 from clinicam.firmware.codes import CodeRules, classify
 from clinicam.firmware.errors import CameraUnavailable, CodeRejected
 from clinicam.firmware.events import CodeRejectedEvent, CodeScanned, Event
 
 log = logging.getLogger(__name__)
+
+
+def post_classified(code: Code, rules: CodeRules, post: Callable[[Event], None], now: float) -> None:
+    """Classify a code (from the camera or a handheld scanner) and post what it means.
+
+    The scanned text goes no further than this function: the event carries the
+    classified identity (in memory only) or a rejection reason code.
+    """
+    try:
+        post(CodeScanned(classify(code, rules), now))
+    except CodeRejected as exc:
+        log.info("code rejected: %s (%s)", exc.reason, code.symbology)
+        post(CodeRejectedEvent(exc.reason))
 
 
 class CameraWorker:
@@ -115,12 +128,7 @@ class CameraWorker:
             self._filter.reset()
         codes = self.reader.decode(frame)
         for code in self._filter.feed(codes):
-            now = self._clock()
-            try:
-                self._post(CodeScanned(classify(code, self.rules), now))
-            except CodeRejected as exc:
-                log.info("code rejected: %s (%s)", exc.reason, code.symbology)
-                self._post(CodeRejectedEvent(exc.reason))
+            post_classified(code, self.rules, self._post, self._clock())
 
     def _fail_pending(self, error: BaseException) -> None:
         with self._lock:

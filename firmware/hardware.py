@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from clinicam.drivers.camera import Camera, Picamera2Camera, SimulatedCamera
+from clinicam.drivers.hid import HidScanner
 from clinicam.drivers.panel import Panel
 from clinicam.drivers.pins import make_pin_factory
 from clinicam.drivers.power import PowerInputs
-from clinicam.drivers.readers import CodeReader, make_reader
+from clinicam.drivers.readers import Code, CodeReader, make_reader
 from clinicam.firmware.clock import ClockSource, KernelClock, SimulatedClock
 from clinicam.firmware.config import StationConfig
 
@@ -36,9 +37,12 @@ class Hardware:
     panel: Panel
     power: PowerInputs
     clock: ClockSource
+    scanner: HidScanner | None = None
 
     def close(self) -> None:
-        for part in (self.power, self.panel, self.camera):
+        for part in (self.scanner, self.power, self.panel, self.camera):
+            if part is None:
+                continue
             try:
                 part.close()
             except Exception:  # noqa: S112 - closing must go on for the other parts
@@ -73,6 +77,7 @@ def build_hardware(
     on_press: Callable[[], None],
     on_long_press: Callable[[], None],
     on_power: Callable[[str], None],
+    on_code: Callable[[Code], None] | None = None,
 ) -> Hardware:
     """Open every device; callbacks run on driver threads and must only post events."""
     backend = config.hardware.backend
@@ -118,4 +123,8 @@ def build_hardware(
     camera = build_camera(config)
     reader = make_reader(config.reader.engine, config.reader.formats)
     clock: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
-    return Hardware(backend, factory, camera, reader, panel, power, clock)
+    scanner = None
+    if config.reader.hid_device and on_code is not None:
+        # Grabbed exclusively: a scanned wristband must never type into a console.
+        scanner = HidScanner(config.reader.hid_device, on_code)
+    return Hardware(backend, factory, camera, reader, panel, power, clock, scanner)

@@ -26,7 +26,7 @@ from typing import Any
 
 from clinicam.firmware import events as ev
 from clinicam.firmware import uplink_events as up
-from clinicam.firmware.camera_worker import CameraWorker
+from clinicam.firmware.camera_worker import CameraWorker, post_classified
 from clinicam.firmware.codes import CodeRules
 from clinicam.firmware.config import StationConfig
 from clinicam.firmware.errors import CameraUnavailable, SealError, VaultFull
@@ -112,10 +112,11 @@ class Station:
             boot_id=boot,
         )
         self.uplink = self._make_uplink(boot)
+        self.rules = CodeRules.from_config(config.codes)
         self.worker = CameraWorker(
             hardware.camera,
             hardware.reader,
-            CodeRules.from_config(config.codes),
+            self.rules,
             self.post,
             clear_after_s=config.reader.presentation_clear_s,
             clock=clock,
@@ -161,6 +162,10 @@ class Station:
         """The direct wipe path (any thread): zero now, tell the workflow afterwards."""
         self._wiped_directly.add(trigger)
         return self.wiper.wipe(trigger)
+
+    def on_scanned(self, code: Any) -> None:
+        """A handheld scanner's code (its own thread): classified, then posted."""
+        post_classified(code, self.rules, self.post, self._clock())
 
     def on_press(self) -> None:
         self.post(ev.ShutterPressed(self._clock()))

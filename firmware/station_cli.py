@@ -98,6 +98,7 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
         on_press=lambda: holder["s"].on_press(),
         on_long_press=lambda: holder["s"].on_long_press(),
         on_power=lambda name: holder["s"].on_power(name),
+        on_code=lambda code: holder["s"].on_scanned(code),
     )
     station = holder["s"] = Station(config, identity, hardware, observer=observer)
     _install_signals(station, config, observer)

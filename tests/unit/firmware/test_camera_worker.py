@@ -1,0 +1,88 @@
+"""The camera thread: codes from real rendered frames become events, stills come back.
+
+Runs a real ``SimulatedCamera`` and the real zxing-cpp reader; the frame pacing is the
+simulated camera's own (15 fps), so these tests take a second or two, not minutes.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+from clinicam.drivers.camera import SimulatedCamera
+from clinicam.drivers.readers import Code, make_reader
+from clinicam.drivers.scenes import Scene, Symbol
+from clinicam.firmware.camera_worker import CameraWorker, post_classified
+from clinicam.firmware.codes import CardCode, CodeRules, PatientId
+from clinicam.firmware.events import CodeRejectedEvent, CodeScanned
+from clinicam.firmware.gs1 import gs1_check_digit
+
+GSRN = "79999990000042424"
+GSRN += gs1_check_digit(GSRN)
+
+
+def wristband(content: str = f"(8018){GSRN}") -> Scene:
+    return Scene(symbols=(Symbol(content, "gs1-128", module_px=2.6),))
+
+
+@pytest.fixture
+def worker():
+    camera = SimulatedCamera(frame_size=(1280, 720), still_size=(640, 480))
+    events: queue.Queue = queue.Queue()
+    w = CameraWorker(camera, make_reader("auto"), CodeRules(), events.put, clear_after_s=0.5)
+    w.start()
+    yield camera, w, events
+    w.stop()
+
+
+def next_event(events: queue.Queue, timeout: float = 10.0):
+    return events.get(timeout=timeout)
+
+
+def test_a_wristband_in_view_is_reported_once_per_presentation(worker):
+    camera, _w, events = worker
+    camera.show(wristband())
+    first = next_event(events)
+    assert isinstance(first, CodeScanned)
+    assert first.classified == PatientId(GSRN, "GS1", None)
+    time.sleep(1.0)  # still in view for many more frames
+    assert events.empty()
+    camera.show(None)
+    time.sleep(0.8)  # out of view longer than clear_after_s: the next showing counts
+    camera.show(wristband())
+    assert isinstance(next_event(events), CodeScanned)
+
+
+def test_a_rejected_code_posts_its_reason_and_never_its_text(worker):
+    camera, _w, events = worker
+    bad = GSRN[:-1] + str((int(GSRN[-1]) + 1) % 10)  # wrong check digit
+    camera.show(wristband(f"(8018){bad}"))
+    event = next_event(events)
+    assert event == CodeRejectedEvent("check-digit")
+    assert bad not in repr(event)
+
+
+def test_a_card_is_classified(worker):
+    camera, _w, events = worker
+    camera.show(Scene(symbols=(Symbol("CLINICAM:LAT:LEFT", "qr", module_px=6.0),)))
+    event = next_event(events)
+    assert isinstance(event.classified, CardCode)
+    assert (event.classified.kind, event.classified.value) == ("LAT", "LEFT")
+
+
+def test_a_still_is_taken_on_the_camera_thread_into_the_callers_buffer(worker):
+    _camera, w, _events = worker
+    buf = bytearray()
+    info = w.capture(buf, timeout_s=10)
+    assert buf[:2] == b"\xff\xd8" and len(buf) == info.size
+    assert (info.width, info.height) == (640, 480)
+    assert w.alive(max_silence_s=5)
+
+
+def test_handheld_scanner_codes_take_the_same_path():
+    events: list = []
+    post_classified(Code("gs1-128", f"8018{GSRN}", f"8018{GSRN}".encode(), "]C1"), CodeRules(), events.append, 1.0)
+    post_classified(Code("ean13", "4006381333931", b"4006381333931", "]E0"), CodeRules(), events.append, 2.0)
+    assert events[0] == CodeScanned(PatientId(GSRN, "GS1", None), 1.0)
+    assert events[1] == CodeRejectedEvent("unknown")
