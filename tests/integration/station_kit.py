@@ -11,14 +11,16 @@ station's ``--events-json`` stream, the relay's directory and the event topic.
   listens as ``relay-2`` without any test-only ACL line and without taking over the
   running relay's session (``relay-1``).
 - :class:`Station` follows one station process: its events arrive on a reader thread,
-  and ``wait`` blocks (bounded) until one matches. Nothing here sleeps for a fixed time.
+  and ``wait`` blocks (bounded) until one matches. Waits are conditions or bounded polls
+  (the relay's directory), never a fixed delay the test depends on.
+- :func:`traced_ward_round` plays the demo's round once per session under ``strace``
+  and keeps what it left (shared by the ward-round and the strace/PHI tests).
 - :func:`opening` is a script prefix (badge, wristband, consent) and :func:`ids`
   synthetic GSRNs: never real patients.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -27,14 +29,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from clinicam.firmware.demo import demo_ids
 from clinicam.firmware.demo_setup import DemoSetup
 from clinicam.firmware.gs1 import gs1_check_digit
 from clinicam.firmware.memory import STATION_ENV
@@ -360,13 +361,6 @@ def _play_traced_round(workdir: Path) -> RoundRecord:
     )
 
 
-@contextlib.contextmanager
-def running_setup(workdir: Path, device: str) -> Iterator[Setup]:
-    """A ``Setup`` whose station processes are all gone when the block ends."""
-    with Setup(workdir, device) as setup:
-        yield setup
-
-
 def wait_until(check: Callable[[], bool], timeout: float = WAIT_S, what: str = "condition") -> None:
     """Poll a file-system fact (the relay's directory has no event to wait on)."""
     deadline = time.monotonic() + timeout
@@ -376,5 +370,5 @@ def wait_until(check: Callable[[], bool], timeout: float = WAIT_S, what: str = "
         time.sleep(0.1)
 
 
-__all__ = ["FAST_UPLINK", "PREFIX", "Setup", "Station", "Watcher", "demo_ids", "ids", "opening", "press",
-           "running_setup", "wait_until"]
+__all__ = ["FAST_UPLINK", "PREFIX", "TRACE", "RoundRecord", "Setup", "Station", "Watcher", "ids", "opening",
+           "press", "strace_parse", "traced_ward_round", "wait_until"]
