@@ -41,6 +41,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workdir", type=Path, help="keep the site and relay files here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live narration")
+    parser.add_argument(
+        "--pacs",
+        action="store_true",
+        help="also file into a real Orthanc PACS by STOW-RS (Debian's orthanc, orthanc-dicomweb) "
+        "and keep it running to view the images",
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -62,33 +68,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or temp.name).resolve()  # type: ignore[union-attr]
     narrate = Narrator(enabled=not args.quiet and not args.json)
     try:
-        summary = run_demo(workdir, narrate)
+        summary = run_demo(workdir, narrate, pacs=args.pacs, linger=args.pacs and sys.stdin.isatty() and not args.json)
     except KeyboardInterrupt:
         print("\ndemo interrupted: every process it started was stopped", file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(summary, indent=1, sort_keys=True))
-    else:
+    elif not summary.pop("shown", False):
         print(format_summary(summary, keep=temp is None))
     if temp is not None:
         temp.cleanup()
     return 0 if summary["ok"] else 1
 
 
-def run_demo(workdir: Path, narrate: Narrator) -> dict[str, Any]:
+def run_demo(workdir: Path, narrate: Narrator, *, pacs: bool = False, linger: bool = False) -> dict[str, Any]:
     """Provision, start broker, relay and station, play the round, stop, summarise."""
     from clinicam.firmware.demo_setup import DemoSetup
 
     ids = demo_ids()
-    setup = DemoSetup(workdir, DEVICE)
+    setup = DemoSetup(workdir, DEVICE, pacs=pacs)
     with setup:
         narrate.line(f"site PKI, broker on 127.0.0.1:{setup.port}, relay filing into {setup.captures}")
+        if setup.pacs is not None:
+            narrate.line(f"Orthanc PACS at {setup.pacs.viewer_url} (user {setup.pacs.username})")
         script = setup.write_script(ward_round(ids))
         station = setup.start_station(script)
         events = follow(station, narrate, setup)
         code = setup.stop_station(station)
         time.sleep(0.5)
-    return summarise(events, setup.captures, code, ids)
+        summary = summarise(events, setup.captures, code, ids)
+        if setup.pacs is not None:
+            summary["pacs"] = {
+                "viewer": setup.pacs.viewer_url,
+                "username": setup.pacs.username,
+                "password": setup.pacs.password,
+                "instances": len(setup.pacs.get("/instances")),
+            }
+            summary["ok"] = summary["ok"] and summary["pacs"]["instances"] == summary["delivered"]
+        if linger:
+            print(format_summary(summary, keep=True))
+            print(f"\nthe PACS keeps running at {setup.pacs.viewer_url}: press Enter to stop it", flush=True)
+            sys.stdin.readline()
+            summary["shown"] = True
+    return summary
 
 
 def follow(station: subprocess.Popen[str], narrate: Narrator, setup: Any) -> list[dict[str, Any]]:
@@ -173,6 +195,12 @@ def format_summary(summary: dict[str, Any], keep: bool) -> str:
         )
     where = summary["relay_directory"] if keep else f"{summary['relay_directory']} (temporary; use --workdir to keep)"
     lines.append(f"the relay wrote the images to {where}")
+    if "pacs" in summary:
+        p = summary["pacs"]
+        lines.append(
+            f"and filed {p['instances']} DICOM instances in Orthanc: {p['viewer']} "
+            f"(user {p['username']}, password {p['password']})"
+        )
     lines.append(
         "station side: nothing left (identity removed, process exited)"
         if summary["station_exit"] == 0

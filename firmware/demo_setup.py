@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from clinicam.firmware.errors import ConfigError
 from clinicam.provisioning import identity
 from clinicam.provisioning.brokerproc import Mosquitto, free_port
 from clinicam.provisioning.site import Site
@@ -59,7 +60,9 @@ def to_toml(sections: dict[str, dict[str, Any]], arrays: dict[str, list[dict[str
 class DemoSetup:
     """Site, broker and relay for the demo; stations started on request."""
 
-    def __init__(self, workdir: Path, device: str = "demo-ward-3-cart", *, devices: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, device: str = "demo-ward-3-cart", *, devices: Sequence[str] = (), pacs: bool = False
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         self.device = device
         self.devices = [device, *devices]
@@ -72,6 +75,8 @@ class DemoSetup:
         self.relay: subprocess.Popen[bytes] | None = None
         self.stations: list[subprocess.Popen[str]] = []
         self.stderr: dict[int, list[str]] = {}
+        self.want_pacs = pacs
+        self.pacs: Any = None  # clinicam.relay.orthanc.Orthanc when started
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -79,6 +84,8 @@ class DemoSetup:
         try:
             self.provision()
             self.start_broker()
+            if self.want_pacs:
+                self.start_pacs()
             self.start_relay()
         except BaseException:
             self.close()
@@ -97,6 +104,8 @@ class DemoSetup:
             _terminate(self.relay, signal.SIGTERM)
         if self.broker is not None:
             self.broker.stop()
+        if self.pacs is not None:
+            self.pacs.stop()
         shutil.rmtree(self.stations_dir, ignore_errors=True)  # nothing of a station remains
 
     # --- the parts ------------------------------------------------------------------------
@@ -120,6 +129,29 @@ class DemoSetup:
     def start_broker(self) -> None:
         self.broker = Mosquitto(self.site.broker_dir, self.workdir / "broker", port=self.port).start()
 
+    def start_pacs(self) -> None:
+        """A real Orthanc PACS (Debian's package) the relay files into by STOW-RS."""
+        from clinicam.relay.orthanc import Orthanc, orthanc_available
+
+        if not orthanc_available():
+            raise ConfigError("--pacs needs Orthanc: apt-get install orthanc orthanc-dicomweb")
+        self.pacs = Orthanc(self.workdir / "pacs")
+        self.pacs.start()
+
+    def _pacs_sink(self) -> dict[str, Any]:
+        secret = self.relay_dir / "pacs.password"
+        self.relay_dir.mkdir(parents=True, exist_ok=True)
+        secret.write_text(self.pacs.password)
+        secret.chmod(0o600)
+        return {
+            "type": "dicomweb",
+            "name": "pacs",
+            "url": self.pacs.dicomweb_url,
+            "auth": "basic",
+            "username": self.pacs.username,
+            "password_file": str(secret),
+        }
+
     def relay_config(self) -> Path:
         relay = self.site.relay_dir
         text = to_toml(
@@ -138,7 +170,12 @@ class DemoSetup:
                     "recipient_keys": [str(relay / "recipient.key")],
                 },
             },
-            {"sinks": [{"type": "directory", "name": "archive", "path": str(self.captures)}]},
+            {
+                "sinks": [
+                    {"type": "directory", "name": "archive", "path": str(self.captures)},
+                    *([self._pacs_sink()] if self.pacs is not None else []),
+                ]
+            },
         )
         path = self.relay_dir / "relay.toml"
         self.relay_dir.mkdir(parents=True, exist_ok=True)

@@ -188,7 +188,10 @@ def _ds(**attrs: Any) -> Dataset:
 
 
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
-    return _ds(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning[:64])
+    # Code Value is SH (16 characters); longer codes (a GS1 GSRN badge has 18 digits) go
+    # in Long Code Value (UC), as PS3.3 §8.8 prescribes, never truncated.
+    key = "CodeValue" if len(value) <= 16 else "LongCodeValue"
+    return _ds(**{key: value}, CodingSchemeDesignator=scheme, CodeMeaning=meaning[:64])
 
 
 def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> FileMetaDataset:

@@ -114,6 +114,15 @@ def test_clinical_tags() -> None:
     assert ds.RecognizableVisualFeatures == "YES"
 
 
+def test_gs1_badge_operator_id_fits_as_long_code_value() -> None:
+    """A GSRN badge is 18 digits: too long for Code Value (SH 16), kept whole in Long Code Value."""
+    gsrn = "799999900000555018"
+    ds = dicom.build_photo(Capture(metadata=metadata(operator={"id": gsrn, "issuer": "GS1"})))
+    ds = pydicom.dcmread(io.BytesIO(dicom.encode(ds)))  # survives writing and reading back
+    op = ds.OperatorIdentificationSequence[0].PersonIdentificationCodeSequence[0]
+    assert op.LongCodeValue == gsrn and "CodeValue" not in op
+
+
 def test_body_part_left_out_without_a_defined_term_and_nulls_tolerated() -> None:
     md = metadata(operator=None, laterality=None, body_site=None, purpose=None,
                   tz_offset="-05:30")
