@@ -9,14 +9,14 @@
 # mirror + PyPI (through the host's ordinary apt and pip configuration).
 #
 # Environment: CLINICAM_IMAGE_ARCH   arm64 (default) or amd64
-#              CLINICAM_IMAGE_WORK   build directory (default image-build/work)
+#              CLINICAM_IMAGE_WORK   build directory (default image-build/work/ARCH)
 #              CLINICAM_IMAGE_TIMEOUT seconds the VM may run (default 900)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 ARCH=${CLINICAM_IMAGE_ARCH:-arm64}
-WORK=${CLINICAM_IMAGE_WORK:-$HERE/work}
+WORK=${CLINICAM_IMAGE_WORK:-$HERE/work/$ARCH}
 TIMEOUT=${CLINICAM_IMAGE_TIMEOUT:-900}
 PY=${CLINICAM_PYTHON:-$REPO/.venv/bin/python}
 SUITE=bookworm
@@ -24,8 +24,8 @@ STATION_UID=975
 ROOTFS=$WORK/rootfs
 STANDIN=$HERE/standin
 # Extra packages the stand-in needs that the Pi image gets elsewhere (firmware, kernel
-# are fetched separately): fsck and module tools for the initramfs, dbus for networkd.
-STANDIN_PACKAGES="e2fsprogs kmod dbus"
+# are fetched separately): fsck and module tools for the initramfs.
+STANDIN_PACKAGES="e2fsprogs kmod"
 # Only what QEMU's virt machine needs to reach the root file system, plus overlayfs.
 INITRAMFS_MODULES="virtio_pci virtio_blk virtio_net ext4 crc32c_generic overlay"
 

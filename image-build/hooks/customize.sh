@@ -29,7 +29,8 @@ UNITDIR=$ROOTFS/usr/lib/systemd/system
 CMDLINE_ADD="init_on_free=1 init_on_alloc=1 overlayroot=tmpfs:recurse=0"
 
 say() { printf 'customize: %s\n' "$*"; }
-in_root() { chroot "$ROOTFS" "$@"; }
+# A clean environment in the target: no PIP_* or locale settings of the build host.
+in_root() { chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"; }
 # ${Status} is dpkg-query's format field, not a shell variable.
 # shellcheck disable=SC2016
 installed() { in_root dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
@@ -85,11 +86,13 @@ enable_and_mask() {
     say "enable, disable, mask"
     systemctl --root="$ROOTFS" enable clinicam-station.service nftables.service \
         systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
-    # No remote login, no Bluetooth, no swap of any kind.
+    # No remote login, no Bluetooth, no swap of any kind, no unattended apt (the root
+    # is read-only: updates are whole images).
     # No login prompt on a console: a USB HID scanner types into the active VT.
     systemctl --root="$ROOTFS" mask ssh.service ssh.socket bluetooth.service \
         hciuart.service dphys-swapfile.service swap.target \
-        getty@.service autovt@.service serial-getty@.service console-getty.service
+        getty@.service autovt@.service serial-getty@.service console-getty.service \
+        apt-daily.timer apt-daily-upgrade.timer
 }
 
 purge_swap_and_keys() {

@@ -3,11 +3,14 @@
 # package for the root's architecture into ROOTFS/root/kernel. Installing it would
 # rebuild a full initramfs under emulation (~12 min, twice); test-image.sh unpacks it
 # with dpkg-deb -x and builds a small initramfs instead.
+# apt runs on the host, not in the chroot (which has no resolver yet): mmdebstrap sets
+# APT_CONFIG for its hooks, so host apt-get works on the chroot's sources and arch.
 set -eu
 ROOTFS=$1
 arch=$(chroot "$ROOTFS" dpkg --print-architecture)
-pkg=$(chroot "$ROOTFS" apt-cache depends "linux-image-$arch" |
+pkg=$(apt-cache depends "linux-image-$arch" |
     sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n 1)
 [ -n "$pkg" ] || { echo "fetch-kernel: no kernel package for $arch" >&2; exit 1; }
 mkdir -p "$ROOTFS/root/kernel"
-chroot "$ROOTFS" sh -c "cd /root/kernel && apt-get download -q $pkg"
+cd "$ROOTFS/root/kernel"
+apt-get download -q "$pkg:$arch"
