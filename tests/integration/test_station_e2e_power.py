@@ -1,8 +1,8 @@
 """Stop, drain, power and tamper (issue 6, "Must show" 3; DESIGN §3.4).
 
-- SIGTERM drains: pending captures keep being delivered (the relay comes back during
-  the drain), then the station exits 0 with nothing left; with the broker down the
-  drain ends after ``stop_drain_s`` and the wipe reports the undelivered ids.
+- SIGTERM drains: a press during the drain is refused, pending captures keep being
+  delivered (the relay comes back during the drain), then the station exits 0 with
+  nothing left; with the broker down the drain ends after ``stop_drain_s`` and the wipe reports the undelivered ids.
 - Battery-critical and tamper wipe the vault and the session at once; the undelivered
   ids go out on the event topic while connected (the broker is up, the relay is not,
   so the captures are still pending).
@@ -46,16 +46,22 @@ def pending_session(setup: Setup, device: str, seed: int, n: int, after: list[di
     return setup.station(device, steps, uplink=FAST_UPLINK, **overrides)
 
 
-def test_sigterm_with_the_broker_up_delivers_pending_captures_then_exits_0(setup: Setup) -> None:
+def test_sigterm_with_the_broker_up_refuses_new_captures_delivers_pending_ones_then_exits_0(setup: Setup) -> None:
     device = "e2e-drain"
     setup.stop_relay()
-    station = pending_session(setup, device, 4, 3, [], workflow={"stop_drain_s": 60.0})
-    station.wait_script()
-    sealed = station.captures("sealed")
-    assert len(sealed) == 3 and station.captures("stored") == []
+    late = [{"wait_s": 4.0}, {"mark": "late press"}, *press()]  # SIGTERM lands in these 4 s
+    station = pending_session(setup, device, 4, 3, late, workflow={"stop_drain_s": 60.0})
+    sealed = station.wait_captures("sealed", 3)
     station.send(signal.SIGTERM)
     station.wait(lambda e: e.get("kind") == "drain")
     assert station.wait(lambda e: e.get("kind") == "state" and e.get("draining"))["session_open"] is False
+    station.wait_script()
+    events = station.events
+    drain_at = next(i for i, e in enumerate(events) if e.get("kind") == "drain")
+    late_at = next(i for i, e in enumerate(events) if e.get("mark") == "late press")
+    assert drain_at < late_at, "premise: the stop began before the late press"
+    assert [e["pattern"] for e in events[late_at:] if e.get("kind") == "signal"] == ["fault"]  # refused
+    assert station.captures("sealed") == sealed and station.captures("stored") == []
     setup.ensure_running()  # the relay returns while the station drains
     assert station.proc.wait(60) == 0
     exit_event = station.exit_event()
