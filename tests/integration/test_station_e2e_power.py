@@ -2,7 +2,8 @@
 
 - SIGTERM drains: a press during the drain is refused, pending captures keep being
   delivered (the relay comes back during the drain), then the station exits 0 with
-  nothing left; with the broker down the drain ends after ``stop_drain_s`` and the wipe reports the undelivered ids.
+  nothing left; with the broker down the drain ends after ``stop_drain_s`` and the
+  wipe reports the undelivered ids.
 - Battery-critical and tamper wipe the vault and the session at once; the undelivered
   ids go out on the event topic while connected (the broker is up, the relay is not,
   so the captures are still pending).
