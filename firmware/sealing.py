@@ -1,8 +1,11 @@
 """Sealed capture v1 (DESIGN §4): the station seals, the relay opens.
 
 Sealing streams: each part is encrypted with ``encrypt_into`` straight from the
-caller's plaintext ``bytearray`` into its own ciphertext ``bytearray``; no second
-plaintext copy of the image is made. Afterwards the image buffer and the content key
+caller's plaintext ``bytearray`` into its slice of one ciphertext buffer that holds all
+parts back to back (their sizes are known before encrypting); no second plaintext copy
+of the image is made. The buffer comes from ``buffers`` — the vault's arena in the
+station, so nothing is allocated, zero-filled or page-faulted per capture and a wipe is
+one ``memset`` — or from the heap by default. Afterwards the image buffer and the content key
 ``K`` are overwritten with zeros, and ``K`` has been wrapped (HPKE) to the relay's
 public key, so the station cannot open what it holds.
 
@@ -23,7 +26,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from typing import Any
 from clinicam.firmware import manifest as mf
 from clinicam.firmware.errors import ConfigError, OpenError, SealError
 from clinicam.firmware.manifest import parse_manifest_message, sign_event, verify_event
-from clinicam.firmware.memory import zero
+from clinicam.firmware.memory import Buffers, HeapBuffers, zero
 from clinicam.provisioning.recipient import RecipientPrivateKey, RecipientPublicKey
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -51,6 +54,7 @@ KEY_INFO = b"clinicam/v1 key "
 AES_GCM, CHACHA = mf.AEADS
 
 Cipher = AESGCM | ChaCha20Poly1305
+Part = bytearray | memoryview  # a ciphertext part, writable so that it can be zeroed
 
 
 def cpu_has_aes(cpuinfo_path: str | Path = "/proc/cpuinfo") -> bool:
@@ -91,11 +95,10 @@ def _cipher(aead: str, key: bytearray | bytes) -> Cipher:
 
 
 def _encrypt_part(cipher: Cipher, capture_id: bytes, i: int, count: int,
-                  plain: bytes | memoryview) -> tuple[bytearray, str]:
-    """``ct_i`` into a buffer of its own (zeroable by the vault) and its SHA-256."""
-    ct = bytearray(len(plain) + TAG_SIZE)
+                  plain: bytes | memoryview, ct: memoryview) -> str:
+    """``ct_i`` into its slice of the capture's buffer; returns its SHA-256."""
     cipher.encrypt_into(nonce(i), plain, aad(capture_id, i, count), ct)
-    return ct, hashlib.sha256(ct).hexdigest()
+    return hashlib.sha256(ct).hexdigest()
 
 
 def _utc_now() -> datetime:
@@ -104,17 +107,31 @@ def _utc_now() -> datetime:
 
 @dataclass
 class SealedCapture:
-    """What the vault holds and the uplink sends: ciphertext only."""
+    """What the vault holds and the uplink sends: ciphertext only.
+
+    A capture from :class:`Sealer` has ``parts`` that are ``memoryview`` slices of one
+    ``storage`` buffer, back to back, so zeroing it is one call; one built by hand may
+    have parts of their own (``bytearray``) and no storage.
+    """
 
     capture_id: str
     manifest: bytes  # the manifest message payload {"m": …, "sig": …}
-    parts: list[bytearray]  # ct_0 … ct_n
+    parts: Sequence[Part]  # ct_0 … ct_n
     size: int  # sum of len(ct_i)
+    storage: memoryview | None = field(default=None, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:
         """Bytes this capture occupies: parts plus manifest."""
         return self.size + len(self.manifest)
+
+    def scrub(self) -> None:
+        """Overwrite every ciphertext byte with zeros (the buffer stays allocated)."""
+        if self.storage is not None:
+            zero(self.storage)
+        else:
+            for part in self.parts:
+                zero(part)
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,7 @@ class Sealer:
         clock: Callable[[], datetime] = _utc_now,
         boot_id: str | None = None,
         cpuinfo_path: str | Path = "/proc/cpuinfo",
+        buffers: Buffers | None = None,
     ) -> None:
         self.device_id = device_id
         self._key = device_key
@@ -174,6 +192,7 @@ class Sealer:
         self.chunk_size = chunk_size
         self._rng = rng
         self._clock = clock
+        self._buffers = buffers if buffers is not None else HeapBuffers()
         self.boot_id = boot_id or rng(16).hex()
         if not mf._is_hex(32)(self.boot_id):
             raise ConfigError("boot_id must be 32 lowercase hex characters")
@@ -213,7 +232,7 @@ class Sealer:
 
     def _seal_raw(self, view: memoryview, part0_of: Callable[[int, str], bytes]
                   ) -> SealedCapture:
-        """Encrypt the image parts, then part 0 (it carries the image's hash), wrap K, sign.
+        """Hash the image, encrypt part 0 (it carries the hash) and the image parts, wrap K, sign.
 
         ``part0_of(size, sha256_hex)`` makes the metadata; tests use it to forge part 0.
         """
@@ -223,35 +242,45 @@ class Sealer:
         try:
             if len(capture_id) != 16 or len(key) != 32:
                 raise SealError("rng returned the wrong number of bytes")
-            cipher = _cipher(self.aead, key)
-            parts, hashes, image_sha = self._encrypt_image(cipher, capture_id, view)
-            parts[0], hashes[0] = _encrypt_part(cipher, capture_id, 0, len(parts),
-                                                part0_of(view.nbytes, image_sha))
-            del cipher
-            wrapped = self.recipient.suite().encrypt(key, self._wrap,
-                                                     info=KEY_INFO + capture_id)
+            part0 = part0_of(view.nbytes, hashlib.sha256(view).hexdigest())
+            storage, parts = self._layout(len(part0), view.nbytes)
+            try:
+                hashes = self._encrypt(_cipher(self.aead, key), capture_id, parts, part0, view)
+                del part0
+                wrapped = self.recipient.suite().encrypt(key, self._wrap,
+                                                         info=KEY_INFO + capture_id)
+                m = self._manifest(capture_id.hex(), seq, wrapped, parts, hashes)
+                message = mf.manifest_message(m, self._key)
+            except BaseException:
+                self._buffers.release(storage)
+                raise
         finally:
             zero(key)
-        m = self._manifest(capture_id.hex(), seq, wrapped, parts, hashes)
-        return SealedCapture(capture_id.hex(), mf.manifest_message(m, self._key), parts,
-                             m["size"])
+        return SealedCapture(capture_id.hex(), message, parts, m["size"], storage)
 
-    def _encrypt_image(self, cipher: Cipher, capture_id: bytes, view: memoryview
-                       ) -> tuple[list[bytearray], list[str], str]:
-        """Parts 1..n, each encrypted from a slice of the caller's buffer (no copy)."""
+    def _layout(self, part0_len: int, image_len: int) -> tuple[memoryview, list[memoryview]]:
+        """One buffer for all ``ct_i`` and their slices: part 0, then the image's chunks."""
         cs = self.chunk_size
-        count = 1 + -(-view.nbytes // cs)
-        image_sha = hashlib.sha256(view).hexdigest()
-        parts, hashes = [bytearray()], [""]
-        for i, offset in enumerate(range(0, view.nbytes, cs), start=1):
-            with view[offset:offset + cs] as piece:
-                ct, digest = _encrypt_part(cipher, capture_id, i, count, piece)
-            parts.append(ct)
-            hashes.append(digest)
-        return parts, hashes, image_sha
+        sizes = [part0_len] + [min(cs, image_len - off) for off in range(0, image_len, cs)]
+        storage = self._buffers.allocate(sum(sizes) + TAG_SIZE * len(sizes))
+        parts, offset = [], 0
+        for size in sizes:
+            parts.append(storage[offset:offset + size + TAG_SIZE])
+            offset += size + TAG_SIZE
+        return storage, parts
+
+    def _encrypt(self, cipher: Cipher, capture_id: bytes, parts: list[memoryview],
+                 part0: bytes, view: memoryview) -> list[str]:
+        """Each ``ct_i`` into its slice; image parts straight from the caller's buffer."""
+        count, cs = len(parts), self.chunk_size
+        hashes = [_encrypt_part(cipher, capture_id, 0, count, part0, parts[0])]
+        for i in range(1, count):
+            with view[(i - 1) * cs:i * cs] as piece:
+                hashes.append(_encrypt_part(cipher, capture_id, i, count, piece, parts[i]))
+        return hashes
 
     def _manifest(self, capture_id: str, seq: int, wrapped: bytes,
-                  parts: list[bytearray], hashes: list[str]) -> dict[str, Any]:
+                  parts: Sequence[Part], hashes: list[str]) -> dict[str, Any]:
         return {
             "v": mf.VERSION,
             "capture_id": capture_id,

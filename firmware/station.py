@@ -110,6 +110,7 @@ class Station:
             rng=rng,
             clock=wall,
             boot_id=boot,
+            buffers=self.vault,
         )
         self.uplink = self._make_uplink(boot)
         self.rules = CodeRules.from_config(config.codes)
@@ -296,14 +297,12 @@ class Station:
                 log.error("capture failed: %s", type(exc).__name__)
                 return self._refused("fault")
             if guard.wiped:  # a wipe ran while we sealed: the result is garbage, drop it
-                for part in sealed.parts:
-                    zero(part)
+                self.vault.discard(sealed)
                 return self._refused("fault")
         try:
             self.vault.put(sealed)
         except VaultFull:
-            for part in sealed.parts:
-                zero(part)
+            self.vault.discard(sealed)
             return self._refused("vault-full")
         self.uplink.wake()
         self.counts["sealed"] += 1

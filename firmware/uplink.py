@@ -235,7 +235,7 @@ class Uplink:
         self.engine.pump()
         self._publish_status()
 
-    def _publish(self, topic: str, payload: bytes | bytearray,
+    def _publish(self, topic: str, payload: bytes | bytearray | memoryview,
                  response: tuple[str, bytes] | None) -> int:
         props = None
         if response is not None:

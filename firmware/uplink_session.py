@@ -41,13 +41,16 @@ log = logging.getLogger(__name__)
 PUBACK_FAILURE = 0x80
 
 
+Payload = bytes | bytearray | memoryview  # a part: sealed parts are views of one buffer
+
+
 class CaptureLike(Protocol):
     @property
     def capture_id(self) -> str: ...
     @property
     def manifest(self) -> bytes: ...
     @property
-    def parts(self) -> Sequence[bytes | bytearray]: ...
+    def parts(self) -> Sequence[Payload]: ...
 
 
 class VaultLike(Protocol):
@@ -69,7 +72,7 @@ class VaultLike(Protocol):
 
 # publish(topic, payload, response) -> message id; ``response`` is the manifest's
 # (ResponseTopic, CorrelationData). Raises ``ConnectionError`` when not connected.
-Publish = Callable[[str, bytes | bytearray, tuple[str, bytes] | None], int]
+Publish = Callable[[str, Payload, tuple[str, bytes] | None], int]
 
 
 def _varint_len(n: int) -> int:
@@ -91,7 +94,7 @@ def response_properties_len(response_topic: str) -> int:
 @dataclass
 class _Sending:
     capture: Any
-    queue: list[tuple[str, bytes | bytearray]]  # (topic, payload) not yet published
+    queue: list[tuple[str, Payload]]  # (topic, payload) not yet published
     inflight: set[int] = field(default_factory=set)
     manifest_mid: int | None = None
 
@@ -181,7 +184,7 @@ class DeliveryEngine:
         self._sending = _Sending(capture, parts)
         return True
 
-    def _fits(self, cid: str, parts: list[tuple[str, bytes | bytearray]], manifest: bytes) -> bool:
+    def _fits(self, cid: str, parts: list[tuple[str, Payload]], manifest: bytes) -> bool:
         if self.max_packet is None:
             return True
         props = response_properties_len(self.ack_topic)
@@ -197,7 +200,7 @@ class DeliveryEngine:
         self._emit(UplinkMisconfigured("too-large", cid))
         return False
 
-    def _send(self, sending: _Sending, topic: str, payload: bytes | bytearray,
+    def _send(self, sending: _Sending, topic: str, payload: Payload,
               response: tuple[str, bytes] | None) -> int | None:
         try:
             mid = self._publish(topic, payload, response)

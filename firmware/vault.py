@@ -6,6 +6,13 @@ capture), ``expire`` (TTL) or ``wipe``; every buffer it lets go is overwritten w
 zeros first. A full vault refuses a new capture with ``VaultFull`` and never evicts an
 older one silently.
 
+Memory: the ciphertext of captures sealed for this vault (the sealer takes its buffers
+from :meth:`Vault.allocate`) lives in one :class:`~clinicam.firmware.memory.Arena`, so a
+wipe of a full vault is one ``memset`` and an acknowledged capture's buffer is zeroed
+and reused in place. Captures whose parts are buffers of their own (tests, tools) are
+held too and zeroed part by part. When the arena cannot be mapped, or has no run long
+enough left, buffers come from the heap: slower to wipe, never refused for that.
+
 Locking: one re-entrant lock guards everything, and nothing under it does I/O, calls
 out or waits, so any holder lets go within a bounded time. It is re-entrant because the
 wipe may run from a signal handler, which Python runs in the main thread between two
@@ -16,13 +23,14 @@ would deadlock there. ``clinicam.firmware.wipe`` takes this same lock.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from clinicam.firmware.errors import VaultFull
-from clinicam.firmware.memory import PAGE, dont_dump, zero
+from clinicam.firmware.memory import PAGE, Arena, dont_dump, zero
 from clinicam.firmware.sealing import SealedCapture
 
 log = logging.getLogger(__name__)
@@ -47,9 +55,11 @@ class _Entry:
     in_flight: bool = False
 
 
-def _scrub(sealed: SealedCapture) -> None:
-    for part in sealed.parts:
-        zero(part)
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * PAGE
+    except (OSError, ValueError):
+        return 1 << 30
 
 
 class Vault:
@@ -71,6 +81,11 @@ class Vault:
         self.lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._bytes = 0
+        # Room for max_bytes of ciphertext plus one granule of slack per capture, but
+        # never more address space than the machine has RAM (max_bytes may be huge).
+        self._arena_size = min(max_bytes + max_captures * Arena.ALIGN, _physical_memory())
+        self._arena: Arena | None = None
+        self._arena_failed = False
 
     @property
     def pending_count(self) -> int:
@@ -87,6 +102,50 @@ class Vault:
         with self.lock:
             return list(self._entries)
 
+    def allocate(self, nbytes: int) -> memoryview:
+        """A zero-filled buffer for one capture's ciphertext (``Sealer(buffers=vault)``).
+
+        Whoever takes it gives it back: through the vault once the capture is ``put``,
+        else with :meth:`discard` (refused, or wiped while it was being sealed).
+        """
+        with self.lock:
+            arena = self._get_arena()
+            buf = arena.allocate(nbytes) if arena is not None else None
+        return buf if buf is not None else memoryview(bytearray(nbytes))
+
+    def release(self, buf: memoryview) -> None:
+        """Zero a buffer from :meth:`allocate` and take it back."""
+        with self.lock:
+            if self._arena is not None and self._arena.owns(buf):
+                self._arena.release(buf)
+            else:
+                zero(buf)
+
+    def discard(self, sealed: SealedCapture) -> None:
+        """Zero a capture that never entered the vault and give its buffer back."""
+        with self.lock:
+            self._scrub(sealed)
+
+    def _get_arena(self) -> Arena | None:
+        if self._arena is None and not self._arena_failed:
+            try:
+                self._arena = Arena(self._arena_size)
+            except (OSError, ValueError, OverflowError) as exc:
+                self._arena_failed = True  # say it once; the heap still works
+                log.warning("vault arena of %d bytes not mapped (%s): ciphertext goes to the heap, "
+                            "wipes are slower", self._arena_size, type(exc).__name__)
+        return self._arena
+
+    def _in_arena(self, sealed: SealedCapture) -> bool:
+        return self._arena is not None and self._arena.owns(sealed.storage)
+
+    def _scrub(self, sealed: SealedCapture) -> None:
+        storage = sealed.storage
+        if storage is not None and self._arena is not None and self._arena.owns(storage):
+            self._arena.release(storage)
+        else:
+            sealed.scrub()
+
     def put(self, sealed: SealedCapture) -> None:
         """Hold a new capture, or raise ``VaultFull`` (the caller tells the operator)."""
         with self.lock:
@@ -100,9 +159,11 @@ class Vault:
             now = self._clock()
             self._entries[sealed.capture_id] = _Entry(sealed, now, now)
             self._bytes += sealed.nbytes
-        for part in sealed.parts:  # a second layer; the process is non-dumpable anyway
-            if len(part) >= 2 * PAGE:
-                dont_dump(part)
+            in_arena = self._in_arena(sealed)
+        if not in_arena:  # a second layer; the process is non-dumpable anyway
+            for buf in [sealed.storage] if sealed.storage is not None else sealed.parts:
+                if len(buf) >= 2 * PAGE:
+                    dont_dump(buf)
 
     def take_next(self) -> SealedCapture | None:
         """The oldest capture due for sending, now marked in flight; None if none is due."""
@@ -153,7 +214,7 @@ class Vault:
             if entry is None:
                 return False
             self._bytes -= entry.sealed.nbytes
-            _scrub(entry.sealed)
+            self._scrub(entry.sealed)
             return True
 
     def expire(self) -> list[str]:
@@ -168,10 +229,14 @@ class Vault:
         return old
 
     def wipe(self) -> WipeReport:
-        """Zero and drop everything; bounded by a memset of what is held."""
+        """Zero and drop everything; bounded by a memset of what is held (one, in the arena)."""
         with self.lock:
             entries, self._entries = self._entries, {}
             held, self._bytes = self._bytes, 0
+            own = [e.sealed for e in entries.values() if self._in_arena(e.sealed)]
             for entry in entries.values():
-                _scrub(entry.sealed)
+                if not self._in_arena(entry.sealed):
+                    entry.sealed.scrub()
+            if self._arena is not None:
+                self._arena.wipe([sealed.storage for sealed in own])
         return WipeReport(tuple(entries), len(entries), held)
