@@ -229,7 +229,7 @@ class Audit:
 
     @classmethod
     def of(cls, event: str, **fields: str | int) -> Audit:
-        """``Audit.of("session_closed", session=sid, reason="end")``."""
+        """``Audit.of("session-closed", session=sid, reason="end")``."""
         return cls(event, tuple(fields.items()))
 
     def as_dict(self) -> dict[str, str | int]:

@@ -106,7 +106,7 @@ def _open_session(state: StationState, patient: PatientId) -> Result:
     number = state.sessions_opened + 1
     session = Session(id=session_id(state.id_seed, number), patient=patient)
     opened = replace(state, session=session, sessions_opened=number, phase=Phase.SESSION)
-    return opened, [Audit.of("session_opened", session=session.id)]
+    return opened, [Audit.of("session-opened", session=session.id)]
 
 
 def _close_session(state: StationState, reason: str) -> Result:
@@ -114,7 +114,7 @@ def _close_session(state: StationState, reason: str) -> Result:
     session = state.session
     if session is None:
         return state, []
-    audit = Audit.of("session_closed", session=session.id, reason=reason, count=session.taken)
+    audit = Audit.of("session-closed", session=session.id, reason=reason, count=session.taken)
     phase = Phase.OPERATOR if state.operator is not None else Phase.IDLE
     return replace(state, session=None, phase=phase), [audit]
 
@@ -360,14 +360,14 @@ def _on_mains_lost(state: StationState, event: MainsLost) -> Result:
     if not state.mains:
         return state, []
     closed, actions = _close_session(replace(state, mains=False), "mains-lost")
-    warn = Audit("mains_lost")
+    warn = Audit("mains-lost")
     return closed, [warn, *actions, _resting(closed)] if actions else [warn]
 
 
 def _on_mains_restored(state: StationState, event: MainsRestored) -> Result:
     if state.mains:
         return state, []
-    return replace(state, mains=True), [Audit("mains_restored")]
+    return replace(state, mains=True), [Audit("mains-restored")]
 
 
 def _on_drain(state: StationState, event: DrainStarted) -> Result:

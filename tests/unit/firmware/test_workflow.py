@@ -136,7 +136,7 @@ def test_wristband_opens_a_session_and_captures_are_bound_to_it() -> None:
     assert signals(actions) == ["patient_bound"]
     sid = st.state.session.id if st.state.session else ""
     assert re.fullmatch(r"[0-9a-f]{32}", sid)
-    assert audits(actions) == [{"event": "session_opened", "session": sid}]
+    assert audits(actions) == [{"event": "session-opened", "session": sid}]
     assert SetStatus("session", True, False, True, False, True) in actions
     first, _ = st.shoot()
     second, _ = st.shoot()
@@ -167,8 +167,8 @@ def test_a_different_wristband_closes_the_session_and_opens_a_new_one() -> None:
     new = st.state.session.id if st.state.session else ""
     assert new != old
     assert audits(actions) == [
-        {"event": "session_closed", "session": old, "reason": "switch", "count": 1},
-        {"event": "session_opened", "session": new},
+        {"event": "session-closed", "session": old, "reason": "switch", "count": 1},
+        {"event": "session-opened", "session": new},
     ]
     request, _ = st.shoot()
     assert request.context.patient == BOB and request.context.index == 1
@@ -309,8 +309,8 @@ def test_session_ends(ending: Event, reason: str, pattern: str | None) -> None:
     st.shoot()
     sid = st.state.session.id if st.state.session else ""
     actions = st.send(ending)
-    closed = [a for a in audits(actions) if a["event"] == "session_closed"]
-    assert closed == [{"event": "session_closed", "session": sid, "reason": reason, "count": 1}]
+    closed = [a for a in audits(actions) if a["event"] == "session-closed"]
+    assert closed == [{"event": "session-closed", "session": sid, "reason": reason, "count": 1}]
     assert signals(actions) == ([pattern] if pattern else [])
     assert st.state.session is None
     assert takes(st.press()) == []
@@ -351,14 +351,14 @@ def test_mains_loss_keeps_delivering_and_a_new_session_may_start_on_battery() ->
     st = Station()
     st.scan(ALICE)
     _, capture = st.shoot()
-    assert audits(st.send(MainsLost()))[0] == {"event": "mains_lost"}  # the warning
+    assert audits(st.send(MainsLost()))[0] == {"event": "mains-lost"}  # the warning
     assert st.send(MainsLost()) == []
     assert st.send(CaptureStored(capture)) == [Signal("delivered")]
     st.scan(BOB)
     st.shoot()
     actions = st.send(MainsRestored())
     assert actions == [
-        Audit("mains_restored"), SetStatus("session", True, False, True, False, True)]
+        Audit("mains-restored"), SetStatus("session", True, False, True, False, True)]
 
 
 # --- capture outcomes -----------------------------------------------------------------

@@ -130,7 +130,7 @@ class Workflow(RuleBasedStateMachine):
     def scan_wristband(self, patient: PatientId, dt: float) -> None:
         self.now += dt
         actions = self.send(CodeScanned(patient, self.now))
-        opened = any(isinstance(a, Audit) and a.event == "session_opened" for a in actions)
+        opened = any(isinstance(a, Audit) and a.event == "session-opened" for a in actions)
         if opened or (patient == self.last_patient and not self.closed_since_patient):
             if patient != self.last_patient or self.closed_since_patient:
                 self.consented = False
