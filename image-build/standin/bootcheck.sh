@@ -35,6 +35,7 @@ wait_for_station() {
 check_station_ready() {
     if [ $station_mode = pending ]; then
         report station-ready PENDING "clinicam station run is not built yet: unit disabled in this stand-in"
+        report station-memory PENDING "clinicam station run is not built yet"
         return
     fi
     wait_for_station
@@ -43,6 +44,17 @@ check_station_ready() {
         journalctl -b -u $STATION -o cat --no-pager | tail -n 15 | sed 's/^/BOOTCHECK-INFO station: /'
     check station-ready "state=$(unit_prop $STATION ActiveState)/$(unit_prop $STATION SubState) status=$(unit_prop $STATION StatusText)" \
         test "$(unit_prop $STATION ActiveState)" = active
+}
+
+check_station_memory() {
+    [ $station_mode = pending ] && return
+    # mlockall under LimitMEMLOCK, PR_SET_DUMPABLE 0, RLIMIT_CORE 0 inside the sandbox:
+    # the station's own start-up line (clinicam.firmware.memory) says whether it worked.
+    line=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'memory .*hardened' || true)
+    case $line in
+        *"memory hardened"*) report station-memory PASS "$line" ;;
+        *) report station-memory FAIL "${line:-no memory hardening line in the journal}" ;;
+    esac
 }
 
 check_station_stop() {
@@ -130,6 +142,7 @@ check_failed_units() {
 main() {
     report begin INFO "station=$station_mode kernel=$(uname -r) arch=$(uname -m)"
     check_station_ready
+    check_station_memory
     check_system
     check_sandbox_writes
     check_sandbox_network
