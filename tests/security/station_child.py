@@ -74,7 +74,8 @@ def patient_id(seed: int) -> str:
     return text
 
 
-def make_sealer() -> Sealer:
+def make_sealer(vault: Vault | None = None) -> Sealer:
+    """A sealer wired as the station wires it: ciphertext in the vault's arena."""
     now = datetime.now(UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
         ec.SECP256R1())
@@ -86,7 +87,7 @@ def make_sealer() -> Sealer:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
             .sign(ca_key, hashes.SHA256()))
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    return Sealer(DEVICE, key, pem, generate_recipient_key("X25519").public_key())
+    return Sealer(DEVICE, key, pem, generate_recipient_key("X25519").public_key(), buffers=vault)
 
 
 def take_still(seed: int, size: int = 400_000) -> tuple[io.BytesIO, memoryview]:
@@ -133,7 +134,7 @@ def seal_many(sealer: Sealer, vault: Vault, seed: int, n: int) -> None:
 
 def mode_seal(seed: int, write_file: bool) -> None:
     vault = Vault()
-    seal_many(make_sealer(), vault, seed, 20)
+    seal_many(make_sealer(vault), vault, seed, 20)
     report = Wiper(vault).wipe("command")
     if write_file:
         path = f"/tmp/clinicam-positive-control-{os.getpid()}"
@@ -146,7 +147,8 @@ def mode_seal(seed: int, write_file: bool) -> None:
 
 def mode_residue(seed: int, simulated: bool) -> None:
     harden_process(require=False)
-    sealer, vault = make_sealer(), Vault()
+    vault = Vault()
+    sealer = make_sealer(vault)
     wiper = Wiper(vault)
     if simulated:
         image, planted = take_simulated_still(seed)
@@ -169,7 +171,8 @@ def mode_residue(seed: int, simulated: bool) -> None:
 
 
 def mode_sigterm(seed: int) -> None:
-    sealer, vault = make_sealer(), Vault()
+    vault = Vault()
+    sealer = make_sealer(vault)
     seal_many(sealer, vault, seed, 10)
     held = [p for cid in vault.ids() for p in _parts(vault, cid)]
 
@@ -183,7 +186,7 @@ def mode_sigterm(seed: int) -> None:
     threading.Event().wait()
 
 
-def _parts(vault: Vault, capture_id: str) -> list[bytearray]:
+def _parts(vault: Vault, capture_id: str) -> list[Any]:
     with vault.lock:
         return list(vault._entries[capture_id].sealed.parts)
 

@@ -167,3 +167,85 @@ def test_optional_hardening_failure_warns_and_reports(fake_process: Any,
     assert len(report.failures) == 2
     assert [c[1] for c in libc.calls if c[0] == "mlockall"] == [7, 3]  # ONFAULT, then without
     assert sum("memory NOT hardened" in r.message for r in caplog.records) == 2
+
+
+# -- Arena ---------------------------------------------------------------------------
+
+
+def _fill(buf: memoryview, byte: int) -> None:
+    buf[:] = bytes([byte]) * len(buf)
+
+
+def test_arena_buffers_are_zeroed_disjoint_and_reused_in_place() -> None:
+    arena = memory.Arena(64 * 1024)
+    a, b = arena.allocate(1000), arena.allocate(3000)
+    assert a is not None and b is not None and len(a) == 1000 and len(b) == 3000
+    assert is_zero(a) and is_zero(b) and arena.owns(a) and arena.owns(b)
+    _fill(a, 0x11)
+    _fill(b, 0x22)
+    assert bytes(b) == b"\x22" * 3000  # writing a did not touch b: disjoint
+    where = ctypes.addressof((ctypes.c_char * len(a)).from_buffer(a))
+    arena.release(a)
+    assert not arena.owns(a) and is_zero(a)  # zeroed on the way back
+    again = arena.allocate(900)
+    assert again is not None
+    assert ctypes.addressof((ctypes.c_char * len(again)).from_buffer(again)) == where
+    assert bytes(b) == b"\x22" * 3000
+
+
+def test_arena_coalesces_neighbours_and_reports_exhaustion() -> None:
+    arena = memory.Arena(16 * 1024)
+    bufs = [arena.allocate(4096) for _ in range(4)]
+    assert all(buf is not None for buf in bufs) and arena.allocate(1) is None
+    assert arena.in_use == 16 * 1024 and arena.high_water == 16 * 1024
+    for buf in (bufs[1], bufs[2]):
+        assert buf is not None
+        arena.release(buf)
+    assert arena.allocate(8192) is not None  # two freed neighbours make one run
+    assert arena.allocate(1) is None
+
+
+def test_arena_refuses_a_buffer_it_did_not_hand_out() -> None:
+    arena = memory.Arena(8192)
+    with pytest.raises(ValueError, match="not handed out"):
+        arena.release(memoryview(bytearray(10)))
+    buf = arena.allocate(10)
+    assert buf is not None
+    arena.release(buf)
+    with pytest.raises(ValueError, match="not handed out"):
+        arena.release(buf)  # twice
+
+
+def test_arena_wipe_zeroes_held_and_free_space_and_leaves_lent_buffers() -> None:
+    arena = memory.Arena(64 * 1024)
+    held = [arena.allocate(5000) for _ in range(3)]
+    lent = arena.allocate(2000)  # a capture still being sealed
+    tail = arena.allocate(700)
+    assert lent is not None and tail is not None and all(h is not None for h in held)
+    for k, buf in enumerate([*held, lent, tail]):
+        assert buf is not None
+        _fill(buf, 0xA0 + k)
+    assert not any(is_zero(h) for h in held if h is not None)  # positive control
+    zeroed = arena.wipe([*held, tail])
+    assert all(is_zero(h) for h in held if h is not None) and is_zero(tail)
+    assert bytes(lent) == b"\xa3" * 2000  # its owner zeroes and releases it
+    assert zeroed >= 3 * 5000 + 700 and arena.owns(lent) and not arena.owns(tail)
+    assert arena.in_use == 2048 and not any(arena.owns(h) for h in held)
+    arena.release(lent)
+    assert is_zero(lent) and arena.in_use == 0 and arena.high_water == 0
+
+
+def test_arena_mapping_is_not_dumped() -> None:
+    arena = memory.Arena(1 << 20)
+    buf = arena.allocate(10)
+    assert buf is not None
+    start = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+    with open("/proc/self/smaps", encoding="ascii") as smaps:
+        lines = smaps.read().splitlines()
+    for k, line in enumerate(lines):
+        lo, _, hi = line.split(" ", 1)[0].partition("-")
+        if hi and all(c in "0123456789abcdef" for c in lo + hi) and int(lo, 16) <= start < int(hi, 16):
+            flags = next(x for x in lines[k + 1:] if x.startswith("VmFlags:"))
+            assert " dd" in flags
+            return
+    pytest.fail("the arena's mapping is not in /proc/self/smaps")

@@ -168,3 +168,55 @@ def test_opened_at_injected_time(make_sealer: Callable[..., Sealer], site_ca: An
                                  recipients: dict[str, RecipientPrivateKey]) -> None:
     sealed = make_sealer().seal(bytearray(b"jpeg"), META)
     assert open_(sealed, site_ca, [recipients["X25519"]], now=pki.NOW).image == b"jpeg"
+
+
+def test_sealed_into_the_vault_parts_are_back_to_back_in_its_arena(
+        make_sealer: Callable[..., Sealer], site_ca: Any,
+        recipients: dict[str, RecipientPrivateKey]) -> None:
+    from clinicam.firmware.vault import Vault
+    vault = Vault()
+    image = bytearray(os.urandom(3 * CHUNK_SIZE + 7))
+    original = bytes(image)
+    sealed = make_sealer(buffers=vault).seal(image, META)
+    assert is_zero(image)
+    assert sealed.storage is not None and vault._arena is not None
+    assert vault._arena.owns(sealed.storage)
+    assert bytes(sealed.storage) == b"".join(bytes(p) for p in sealed.parts)  # back to back
+    assert len(sealed.storage) == sealed.size
+    assert open_(sealed, site_ca, list(recipients.values())).image == original
+    vault.put(sealed)
+    assert vault.ack(sealed.capture_id) and is_zero(sealed.storage)
+    assert vault._arena.in_use == 0
+
+
+class _Ledger:
+    """A ``Buffers`` that records what it hands out and gets back."""
+
+    def __init__(self) -> None:
+        self.out: list[memoryview] = []
+        self.back: list[memoryview] = []
+
+    def allocate(self, nbytes: int) -> memoryview:
+        self.out.append(memoryview(bytearray(nbytes)))
+        return self.out[-1]
+
+    def release(self, buf: memoryview) -> None:
+        self.back.append(buf)
+
+
+def test_buffer_goes_back_when_sealing_fails_after_encrypting(
+        make_sealer: Callable[..., Sealer], monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = _Ledger()
+    sealer = make_sealer(buffers=ledger)
+    sealer.seal(bytearray(b"ok"), META)
+    assert len(ledger.out) == 1 and not ledger.back  # control: a good seal keeps its buffer
+
+    def broken(*_: Any) -> bytes:
+        raise SealError("signing failed")
+
+    monkeypatch.setattr(mf, "manifest_message", broken)
+    image = bytearray(b"\xff" * 1000)
+    with pytest.raises(SealError, match="signing failed"):
+        sealer.seal(image, META)
+    assert len(ledger.out) == 2 and len(ledger.back) == 1 and ledger.back[0] is ledger.out[1]
+    assert is_zero(image)

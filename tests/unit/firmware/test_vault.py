@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import pytest
@@ -160,3 +161,82 @@ def test_concurrent_put_take_ack_keep_counts_exact() -> None:
         t.join()
     assert len(acked) == len(set(acked)) == per_thread * producers
     assert v.pending_count == 0 and v.pending_bytes == 0
+
+
+# -- the arena: captures sealed with Sealer(buffers=vault) ---------------------------------
+
+
+def arena_capture(v: Vault, n: int, sizes: tuple[int, ...] = (300, 5000, 2000)) -> SealedCapture:
+    """A capture laid out as the sealer lays one out: parts back to back in one buffer."""
+    storage = v.allocate(sum(sizes))
+    parts, offset = [], 0
+    for size in sizes:
+        parts.append(storage[offset:offset + size])
+        parts[-1][:] = bytes([n % 250 + 1]) * size
+        offset += size
+    return SealedCapture(f"{n:032x}", b'{"m":{},"sig":""}', parts, sum(sizes), storage)
+
+
+def address(buf: memoryview) -> int:
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+
+def test_allocate_hands_out_arena_memory_reused_after_ack() -> None:
+    v = Vault(clock=Clock())
+    first = arena_capture(v, 1)
+    v.put(first)
+    assert v._arena is not None and v._arena.owns(first.storage)
+    assert first.storage is not None
+    where = address(first.storage)
+    assert v.ack(first.capture_id)
+    assert all(is_zero(p) for p in first.parts) and v._arena.in_use == 0
+    second = arena_capture(v, 2)
+    assert second.storage is not None and address(second.storage) == where
+
+
+def test_wipe_zeroes_arena_and_own_buffer_captures_alike() -> None:
+    v = Vault(clock=Clock())
+    mine = [arena_capture(v, n) for n in range(5)]
+    theirs = [capture(n) for n in range(5, 8)]
+    for c in mine + theirs:
+        v.put(c)
+    assert not any(is_zero(p) for c in mine + theirs for p in c.parts)  # positive control
+    report = v.wipe()
+    assert report.count == 8 and v.pending_bytes == 0
+    assert all(is_zero(p) for c in mine + theirs for p in c.parts)
+    assert v._arena is not None and v._arena.in_use == 0
+
+
+def test_wipe_leaves_a_capture_being_sealed_to_its_owner() -> None:
+    v = Vault(clock=Clock())
+    v.put(arena_capture(v, 1))
+    sealing = arena_capture(v, 2)  # allocated, not yet put
+    v.wipe()
+    assert not any(is_zero(p) for p in sealing.parts)  # the station discards it (guard.wiped)
+    v.discard(sealing)
+    assert all(is_zero(p) for p in sealing.parts)
+    assert v._arena is not None and v._arena.in_use == 0
+    a, b = arena_capture(v, 3), arena_capture(v, 4)  # the books are straight: no overlap
+    assert a.storage is not None and b.storage is not None
+    assert abs(address(a.storage) - address(b.storage)) >= len(a.storage)
+
+
+def test_refused_capture_is_discarded_back_into_the_arena() -> None:
+    v = Vault(max_captures=1, clock=Clock())
+    v.put(arena_capture(v, 1))
+    extra = arena_capture(v, 2)
+    with pytest.raises(VaultFull):
+        v.put(extra)
+    v.discard(extra)
+    assert all(is_zero(p) for p in extra.parts) and v.pending_count == 1
+    assert v._arena is not None and v._arena.in_use == -(-7300 // 64) * 64  # only the held one
+
+
+def test_no_room_in_the_arena_falls_back_to_the_heap() -> None:
+    v = Vault(max_captures=1, max_bytes=4096, clock=Clock())
+    big = v.allocate(1 << 20)
+    assert len(big) == 1 << 20 and is_zero(big)
+    assert v._arena is not None and not v._arena.owns(big)
+    big[:4] = b"\xff\xff\xff\xff"
+    v.release(big)
+    assert is_zero(big)
