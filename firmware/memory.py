@@ -13,6 +13,8 @@
 * ``RLIMIT_CORE`` 0 — belt and braces should dumpable ever be set back (setuid exec).
 
 ``dont_dump`` adds ``MADV_DONTDUMP`` to the pages of a buffer (the vault's ciphertext).
+:class:`Arena` carves the vault's ciphertext buffers out of one anonymous mapping, so a
+wipe is one ``memset`` and a buffer given back is zeroed and reused without new faults.
 
 Where plaintext can linger, measured (tests/security/test_memory_residue.py, which reads
 ``/proc/<pid>/mem`` of a child after a wipe):
