@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from clinicam.firmware.config import EXAMPLE as STATION_EXAMPLE
 from clinicam.firmware.config import load_station_config, station_config_from
 from clinicam.firmware.errors import ConfigError
