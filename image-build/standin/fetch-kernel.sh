@@ -9,7 +9,7 @@ set -eu
 ROOTFS=$1
 arch=$(chroot "$ROOTFS" dpkg --print-architecture)
 pkg=$(apt-cache depends "linux-image-$arch:$arch" |
-    sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n 1)
+    sed -n 's/.*Depends: \(linux-image-[0-9][^:]*\).*/\1/p' | head -n 1)
 [ -n "$pkg" ] || { echo "fetch-kernel: no kernel package for $arch" >&2; exit 1; }
 mkdir -p "$ROOTFS/root/kernel"
 cd "$ROOTFS/root/kernel"
