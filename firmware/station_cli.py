@@ -83,15 +83,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_station(config, observer=observer, script=args.sim_script)
 
 
+EX_TEMPFAIL = 75  # "try again": systemd's Restart=on-failure starts us with the new identity
+UNPROVISIONED_POLL_S = 5.0
+
+
 def run_station(config: StationConfig, *, observer: Any = None, script: Path | None = None) -> int:
     """Build the station, install the signal wipe, run until stopped."""
+    from clinicam.firmware.errors import ProvisioningError
     from clinicam.firmware.hardware import build_hardware
     from clinicam.firmware.simscript import load_script
     from clinicam.firmware.station import Station
     from clinicam.provisioning.identity import load_identity
 
     steps = load_script(script) if script else None
-    identity = load_identity(Path(config.identity.dir))
+    try:
+        identity = load_identity(Path(config.identity.dir))
+    except ProvisioningError as exc:
+        return wait_unprovisioned(config, exc, observer)
     holder: dict[str, Station] = {}
     hardware = build_hardware(
         config,
@@ -108,6 +116,51 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
         return station.run()
     finally:
         station.close()
+
+
+def wait_unprovisioned(config: StationConfig, error: Exception, observer: Any = None,
+                       poll_s: float = UNPROVISIONED_POLL_S) -> int:
+    """No identity yet (DESIGN §6 UNPROVISIONED): say so, show ``fault``, wait for one.
+
+    A station without an identity holds nothing to protect, so it does not crash-loop:
+    it stays up, tells systemd and the panel, and exits with ``EX_TEMPFAIL`` once an
+    identity has been installed, so systemd restarts it into service.
+    """
+    import signal
+
+    from clinicam.firmware.errors import ClinicamError
+    from clinicam.firmware.hardware import build_hardware
+    from clinicam.firmware.sdnotify import Notifier
+    from clinicam.provisioning.identity import load_identity
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.error("station not provisioned: %s", error)
+    notifier = Notifier()
+    notifier.ready("unprovisioned: install an identity with 'clinicam provision install'")
+    if observer is not None:
+        observer({"kind": "unprovisioned", "reason": type(error).__name__})
+    hardware = None
+    try:
+        hardware = build_hardware(config, on_press=lambda: None, on_long_press=lambda: None,
+                                  on_power=lambda _name: None)
+        hardware.panel.signal("fault")
+    except ClinicamError as exc:
+        log.error("panel not available either: %s", exc)
+    try:
+        while not stop.wait(poll_s):
+            notifier.watchdog()
+            try:
+                load_identity(Path(config.identity.dir))
+            except ClinicamError:
+                continue
+            log.info("identity installed: restarting into service")
+            return EX_TEMPFAIL
+        return 0
+    finally:
+        if hardware is not None:
+            hardware.close()
 
 
 def _install_signals(station: Any, config: StationConfig, observer: Any) -> None:
