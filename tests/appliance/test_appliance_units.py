@@ -96,6 +96,15 @@ def test_station_memory_never_leaves_ram() -> None:
     assert any(e.startswith("MALLOC_PERTURB_=") and e != "MALLOC_PERTURB_=0" for e in env)
 
 
+def test_station_runs_with_the_allocator_settings_the_residue_tests_proved() -> None:
+    """tests/security measured that only memory.STATION_ENV leaves no patient id behind."""
+    from clinicam.firmware.memory import allocator_problems
+
+    env = dict(e.split("=", 1) for e in " ".join(station()["Service.Environment"]).split())
+    assert allocator_problems(env) == []
+    assert allocator_problems({"PYTHONMALLOC": "malloc"})  # control: a partial setting is caught
+
+
 def test_station_writes_nothing_to_disk() -> None:
     unit = station()
     assert unit["Service.ProtectSystem"] == ["strict"]
