@@ -91,11 +91,10 @@ class DirectorySinkConfig:
     role: Literal["store", "quarantine"] = "store"
 
 
-@dataclass(frozen=True)
-class DicomWebSinkConfig:
-    type: Literal["dicomweb"]
-    name: str = field(metadata=NAME)
-    url: str = field(metadata=checked(matches(r"https?://\S+", "an http(s) URL of the /studies endpoint")))
+@dataclass(frozen=True, kw_only=True)
+class HttpSinkFields:
+    """What every HTTPS sink shares: the pinned CA, authentication, timeout and role."""
+
     ca_file: str = field(default="", metadata=OPTIONAL_PATH)
     auth: Literal["none", "basic", "bearer"] = "none"
     username: str = ""
@@ -103,6 +102,13 @@ class DicomWebSinkConfig:
     token_file: str = field(default="", metadata=OPTIONAL_PATH)
     timeout_s: float = field(default=30.0, metadata=TIMEOUT)
     role: Literal["store", "quarantine"] = "store"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DicomWebSinkConfig(HttpSinkFields):
+    type: Literal["dicomweb"]
+    name: str = field(metadata=NAME)
+    url: str = field(metadata=checked(matches(r"https?://\S+", "an http(s) URL of the /studies endpoint")))
 
 
 @dataclass(frozen=True)
@@ -121,19 +127,12 @@ class DimseSinkConfig:
     role: Literal["store", "quarantine"] = "store"
 
 
-@dataclass(frozen=True)
-class FhirSinkConfig:
+@dataclass(frozen=True, kw_only=True)
+class FhirSinkConfig(HttpSinkFields):
     type: Literal["fhir"]
     name: str = field(metadata=NAME)
     url: str = field(metadata=checked(matches(r"https?://\S+", "the http(s) base URL of a FHIR R4 server")))
-    ca_file: str = field(default="", metadata=OPTIONAL_PATH)
-    auth: Literal["none", "basic", "bearer"] = "none"
-    username: str = ""
-    password_file: str = field(default="", metadata=OPTIONAL_PATH)
-    token_file: str = field(default="", metadata=OPTIONAL_PATH)
-    timeout_s: float = field(default=30.0, metadata=TIMEOUT)
     lookup_patient: bool = True  # unknown patients go to the quarantine sink
-    role: Literal["store", "quarantine"] = "store"
 
 
 SinkConfig = DirectorySinkConfig | DicomWebSinkConfig | DimseSinkConfig | FhirSinkConfig
