@@ -24,6 +24,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "demo": ("clinicam.firmware.demo", "a scripted ward round on simulated hardware"),
     "cards": ("clinicam.firmware.cards", "print the site's code cards (purpose, body site…)"),
     "scan": ("clinicam.firmware.scan_cli", "decode and classify codes in image files"),
+    "persist": ("clinicam.provisioning.persist_cli", "the encrypted persistent partition: unlock, status, erase"),
 }
 
 EXIT_USAGE = 2

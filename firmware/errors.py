@@ -117,3 +117,7 @@ class MemoryHardeningError(ClinicamError):
 
 class TopicError(ClinicamError, ValueError):
     """A topic name or a part of it is not of the form DESIGN §5 defines."""
+
+
+class StorageError(ClinicamError):
+    """The persistent partition cannot be encrypted, unlocked or erased."""

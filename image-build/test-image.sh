@@ -26,8 +26,8 @@ STATION_UID=975
 ROOTFS=$WORK/rootfs
 STANDIN=$HERE/standin
 # Extra packages the stand-in needs that the Pi image gets elsewhere (firmware, kernel
-# are fetched separately): fsck and module tools for the initramfs.
-STANDIN_PACKAGES="e2fsprogs kmod"
+# are fetched separately): module tools for the initramfs, fsck for the boot partition.
+STANDIN_PACKAGES="kmod dosfstools"
 # Only what QEMU's virt machine needs to reach the root file system, plus overlayfs.
 INITRAMFS_MODULES="virtio_pci virtio_blk virtio_net ext4 crc32c_generic overlay"
 
@@ -45,8 +45,8 @@ die() { printf 'test-image: %s\n' "$*" >&2; exit 1; }
 
 preflight() {
     [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot, mke2fs -d need it)"
-    for tool in mmdebstrap "$QEMU" mke2fs dpkg-deb chroot timeout; do
-        command -v "$tool" >/dev/null || die "$tool missing: apt-get install mmdebstrap qemu-user-static binfmt-support qemu-system-arm qemu-system-x86 e2fsprogs"
+    for tool in mmdebstrap "$QEMU" mke2fs mkfs.vfat dpkg-deb chroot timeout; do
+        command -v "$tool" >/dev/null || die "$tool missing: apt-get install mmdebstrap qemu-user-static binfmt-support qemu-system-arm qemu-system-x86 e2fsprogs dosfstools"
     done
     if [ "$ARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
         # Foreign-architecture chroot: qemu-user-static through binfmt_misc.
@@ -163,8 +163,6 @@ install_standin() {
     install -m 0644 "$STANDIN/clinicam-probe-net.py" "$ROOTFS/usr/local/libexec/"
     install -m 0644 "$STANDIN"/*.service "$ROOTFS/etc/systemd/system/"
     systemctl --root="$ROOTFS" enable bootcheck-report.service
-    # No Raspberry Pi firmware partition under QEMU.
-    sed -i '\|/boot/firmware|d' "$ROOTFS/etc/fstab"
     echo clinicam-standin > "$ROOTFS/etc/hostname"
     STATION_ARG=""
     if ! station_built; then
@@ -176,6 +174,8 @@ install_standin() {
 }
 
 make_persistent() {
+    # A plain ext4 already provisioned, as on a station imaged before the partition
+    # was encrypted: first boot must encrypt it and carry the identity across.
     local p=$WORK/persist gid
     rm -rf "$p" "$WORK/site"; mkdir -p "$p/etc"
     gid=$(awk -F: '$1 == "clinicam" {print $3}' "$ROOTFS/etc/group")
@@ -199,12 +199,15 @@ TOML
 }
 
 make_disks() {
-    step "disks: ext4 images with mke2fs -d"
+    step "disks: ext4 images with mke2fs -d, an empty vfat boot partition"
     local mb
     mb=$(( $(du -sm "$ROOTFS" | cut -f1) * 13 / 10 + 200 ))
-    rm -f "$WORK/root.img" "$WORK/persist.img"
+    rm -f "$WORK/root.img" "$WORK/persist.img" "$WORK/boot.img"
     mke2fs -q -t ext4 -L rootfs -d "$ROOTFS" "$WORK/root.img" "${mb}M"
-    mke2fs -q -t ext4 -L clinicam -d "$WORK/persist" "$WORK/persist.img" 32M
+    # 64 MiB as in the release layout: LUKS2 takes 16 MiB of it for its header.
+    mke2fs -q -t ext4 -L clinicam -d "$WORK/persist" "$WORK/persist.img" 64M
+    # The Pi's boot partition: here only the home of the partition key file.
+    mkfs.vfat -C -n bootfs "$WORK/boot.img" 32768 >/dev/null
 }
 
 boot() {
@@ -217,6 +220,7 @@ boot() {
         -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" -append "$cmdline" \
         -drive if=none,id=root,format=raw,file="$WORK/root.img" -device virtio-blk-pci,drive=root \
         -drive if=none,id=persist,format=raw,file="$WORK/persist.img" -device virtio-blk-pci,drive=persist \
+        -drive if=none,id=boot,format=raw,file="$WORK/boot.img" -device virtio-blk-pci,drive=boot \
         -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
         -device virtio-rng-pci \
         || step "qemu exited with status $? (124: timeout)"

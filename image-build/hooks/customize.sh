@@ -44,7 +44,7 @@ install_overlay() {
 install_units() {
     say "units and users"
     mkdir -p "$UNITDIR/clinicam-.service.d" "$UNITDIR/clinicam-station.service.d"
-    install -m 0644 "$SRC/systemd/clinicam-station.service" "$UNITDIR/"
+    install -m 0644 "$SRC/systemd/clinicam-station.service" "$SRC/systemd/persist-clinicam.service" "$UNITDIR/"
     install -m 0644 "$SRC/systemd/clinicam-.service.d/10-sandbox.conf" "$UNITDIR/clinicam-.service.d/"
     install -D -m 0644 "$SRC/systemd/clinicam.sysusers.conf" "$ROOTFS/usr/lib/sysusers.d/clinicam.conf"
     printf '# Written by customize.sh: the peers the station may reach.\n[Service]\nIPAddressAllow=%s\n' \
@@ -59,8 +59,10 @@ install_units() {
 }
 
 install_persistent_layout() {
+    # persist-clinicam.service encrypts the partition on first boot and unlocks it
+    # after; its key file (boards without an OTP key) goes on the boot partition.
     say "persistent partition mount point"
-    mkdir -p "$ROOTFS/var/lib/clinicam"
+    mkdir -p "$ROOTFS/var/lib/clinicam" "$ROOTFS/boot/firmware"
     rm -rf "$ROOTFS/etc/clinicam"
     ln -s /var/lib/clinicam/etc "$ROOTFS/etc/clinicam"
 }

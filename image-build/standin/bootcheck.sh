@@ -131,6 +131,65 @@ check_system() {
         test "$(systemctl show -P RuntimeWatchdogUSec)" != 0
 }
 
+PERSIST_DEV=/dev/disk/by-label/clinicam
+PERSIST_KEY=/boot/firmware/clinicam/persist.key
+persist_journal() { journalctl -b -u persist-clinicam.service -o cat --no-pager | grep '^persist: '; }
+persist_last() { persist_journal | tail -n 1; }
+keyslots() { cryptsetup luksDump --dump-json-metadata "$PERSIST_DEV" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["keyslots"]))'; }
+mapped_luks2() {
+    test "$(findmnt -n -o SOURCE /var/lib/clinicam)" = /dev/mapper/clinicam &&
+        cryptsetup status clinicam | grep -q 'type: *LUKS2'
+}
+first_boot_carried() { persist_journal | grep -q 'was plain ext4, carried [1-9][0-9]* files'; }
+no_plaintext() {  # the raw partition must not hold the identity or the config in clear
+    ! grep -a -q -e 'PRIVATE KEY' -e 'backend = "sim"' "$PERSIST_DEV"
+}
+key_private() {
+    test "$(stat -c %s "$PERSIST_KEY")" = 32 &&
+        ! setpriv --reuid=975 --regid=975 --clear-groups cat "$PERSIST_KEY" >/dev/null 2>&1
+}
+reopened() {
+    test "$1" = yes && test -f /etc/clinicam/station.toml &&
+        persist_last | grep -q '^persist: unlocked .* with the file key'
+}
+erased() {  # erased OUTPUT
+    printf '%s\n' "$1" | grep -q '^erase: verified: yes' && test "$(keyslots)" = 0 &&
+        test ! -e "$PERSIST_KEY" &&
+        ! cryptsetup open --test-passphrase --key-file /run/old-persist.key "$PERSIST_DEV"
+}
+fresh_after_erase() {
+    test -d /etc/clinicam/identity && test ! -e /etc/clinicam/station.toml &&
+        persist_last | grep -q '^persist: encrypted .*(was erased'
+}
+
+check_persist_encrypted() {
+    # First boot: the plain ext4 the image carried (provisioned, in this stand-in) was
+    # encrypted with a new key and its files carried into the LUKS2 volume.
+    check persist-encrypted "$(findmnt -n -o SOURCE /var/lib/clinicam) $(cryptsetup status clinicam | awk '$1 == "type:" {print $2}')" mapped_luks2
+    check persist-first-boot "$(persist_journal | head -n 1)" first_boot_carried
+    check persist-no-plaintext "raw $PERSIST_DEV: no private key, no config in clear" no_plaintext
+    check persist-key-private "$(stat -c %s "$PERSIST_KEY" 2>/dev/null || echo no)-byte key file, unreadable to uid 975" key_private
+}
+
+check_persist_lifecycle() {
+    # The reboot path without a reboot: stop the unit (its mount goes with it), then
+    # start the mount again: the same key must reopen the same volume, files intact.
+    systemctl stop persist-clinicam.service
+    closed=$([ -e /dev/mapper/clinicam ] && echo no || echo yes)
+    systemctl start var-lib-clinicam.mount
+    check persist-reopen "closed=$closed; $(persist_last)" reopened "$closed"
+    # Decommissioning: crypto-erase (it stops persist-clinicam.service itself), then
+    # prove the old key no longer opens anything.
+    install -m 0600 "$PERSIST_KEY" /run/old-persist.key
+    out=$(/opt/clinicam/venv/bin/clinicam persist erase --yes 2>&1)
+    printf '%s\n' "$out" | sed 's/^/BOOTCHECK-INFO /'
+    check persist-erase "keyslots=$(keyslots) key-file=$([ -e "$PERSIST_KEY" ] && echo present || echo gone)" erased "$out"
+    rm -f /run/old-persist.key
+    # The next start after an erase makes a fresh, empty encrypted partition.
+    systemctl start var-lib-clinicam.mount
+    check persist-fresh "$(persist_last)" fresh_after_erase
+}
+
 check_failed_units() {
     failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')
     check failed-units "failed: ${failed:-none}" test -z "$failed"
@@ -146,7 +205,9 @@ main() {
     check_system
     check_sandbox_writes
     check_sandbox_network
+    check_persist_encrypted
     check_station_stop
+    check_persist_lifecycle
     check_failed_units
     report end INFO "uptime=$(cut -d' ' -f1 /proc/uptime)s"
 }

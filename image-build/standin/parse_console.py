@@ -15,6 +15,16 @@ LINE = re.compile(r"BOOTCHECK (\S+) (PASS|FAIL|PENDING|INFO)(?: (.*))?$")
 # Paths the sandboxed probe must fail to write (names only, nothing is written here).
 SANDBOX_PATHS = ["/etc", "/var/lib/clinicam", "/var/tmp", "/opt/clinicam", "/root"]  # noqa: S108
 STATION_CHECKS = ["station-ready", "station-memory", "station-stop", "station-wiped"]
+# The encrypted persistent partition: first boot, reopen, crypto-erase, fresh start.
+PERSIST_CHECKS = [
+    "persist-encrypted",
+    "persist-first-boot",
+    "persist-no-plaintext",
+    "persist-key-private",
+    "persist-reopen",
+    "persist-erase",
+    "persist-fresh",
+]
 EXPECTED = [
     "begin",
     *STATION_CHECKS,
@@ -25,6 +35,7 @@ EXPECTED = [
     "root-lower-ro",
     "tmp-in-ram",
     "persistent-rw",
+    *PERSIST_CHECKS,
     "init-on-free",
     "core-pattern",
     "suid-dumpable",
