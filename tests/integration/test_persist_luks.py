@@ -97,7 +97,7 @@ def test_the_encryption_steps_leave_no_plaintext_and_round_trip(tmp_path: Path) 
     content.mkdir()
     persist.evacuate(image, content)
     persist.skeleton(content)
-    source, key = persist.new_key([FileKey(tmp_path / "boot" / "persist.key")])
+    _source, key = persist.new_key([FileKey(tmp_path / "boot" / "persist.key")])
     persist.zero(image)
     persist.format_luks(image, key)
     raw = image.read_bytes()
@@ -122,7 +122,7 @@ def test_unlock_refuses_to_touch_a_partition_without_dm_crypt(tmp_path: Path) ->
     image = plain_partition(tmp_path, provisioned_tree(tmp_path / "src"))
     before = image.read_bytes()
     layout = Layout(device=image, mapping="clinicam-test-absent", scratch=tmp_path / "scratch")
-    with pytest.raises(StorageError, match="no dm-crypt.*left as it is"):
+    with pytest.raises(StorageError, match=r"no dm-crypt.*left as it is"):
         persist.unlock(layout, [FileKey(tmp_path / "persist.key")], dm_ready=lambda: False)
     assert image.read_bytes() == before
     assert not (tmp_path / "persist.key").exists()

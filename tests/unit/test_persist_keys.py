@@ -62,7 +62,7 @@ def test_otp_unprogrammed_board_is_not_a_source(tmp_path: Path) -> None:
 
 def test_otp_garbled_output_is_refused_with_advice(tmp_path: Path) -> None:
     source = OtpKey(command=[str(fake_otp_tool(tmp_path, "not-a-key"))])
-    with pytest.raises(StorageError, match="64-digit hex key.*/dev/vcio"):
+    with pytest.raises(StorageError, match=r"64-digit hex key.*/dev/vcio"):
         source.key()
 
 
@@ -93,7 +93,7 @@ def test_key_file_create_replaces_and_destroy_removes(tmp_path: Path) -> None:
 def test_damaged_key_file_says_reprovision(tmp_path: Path) -> None:
     path = tmp_path / "persist.key"
     path.write_bytes(b"short")
-    with pytest.raises(StorageError, match="5 bytes, not 32.*re-provisioned"):
+    with pytest.raises(StorageError, match=r"5 bytes, not 32.*re-provisioned"):
         FileKey(path).key()
 
 
