@@ -59,7 +59,7 @@ def unit_root(dest: Path, extra_units: dict[str, str] | None = None) -> Path:
     installed as customize.sh installs them, and a stand-in executable for ExecStart."""
     units = dest / "usr/lib/systemd/system"
     shutil.copytree(HOST_UNITS, units, symlinks=True)
-    for unit in ("clinicam-station.service", "clinicam-relay.service"):
+    for unit in ("clinicam-station.service", "clinicam-relay.service", "persist-clinicam.service"):
         shutil.copy(SYSTEMD / unit, units / unit)
     shutil.copytree(SYSTEMD / "clinicam-.service.d", units / "clinicam-.service.d")
     station_d = units / "clinicam-station.service.d"

@@ -55,8 +55,18 @@ def test_fstab_root_read_only_and_no_swap() -> None:
     by_mount = {e[1]: e for e in entries}
     assert "ro" in by_mount["/"][3].split(",")
     assert not [e for e in entries if e[2] == "swap"]
-    persistent = by_mount["/var/lib/clinicam"][3].split(",")
-    assert {"nodev", "nosuid", "noexec"} <= set(persistent)
+    persistent = by_mount["/var/lib/clinicam"]
+    assert {"nodev", "nosuid", "noexec"} <= set(persistent[3].split(","))
+
+
+def test_fstab_persistent_partition_is_the_encrypted_mapping() -> None:
+    # The mount is of the dm-crypt mapping, never of the raw partition, and it pulls
+    # in the unit that encrypts (first boot) and unlocks (every boot) it.
+    entries = [line.split() for line in (OVERLAY / "etc/fstab").read_text().splitlines() if line.startswith("/dev/")]
+    persistent = next(e for e in entries if e[1] == "/var/lib/clinicam")
+    assert persistent[0] == "/dev/mapper/clinicam"
+    assert "x-systemd.requires=persist-clinicam.service" in persistent[3].split(",")
+    assert "LABEL=clinicam " not in (OVERLAY / "etc/fstab").read_text()
 
 
 def test_station_uid_is_the_firewalls() -> None:
@@ -196,9 +206,29 @@ def test_customize_installs_units_users_and_layout(customized: tuple[Path, list[
     root, _ = customized
     units = root / "usr/lib/systemd/system"
     assert (units / "clinicam-station.service").is_file()
+    assert (units / "persist-clinicam.service").is_file()
     assert (units / "clinicam-.service.d/10-sandbox.conf").is_file()
     assert "IPAddressAllow=192.0.2.10" in (units / "clinicam-station.service.d/50-network.conf").read_text()
     assert re.search(r"^clinicam:x:975:", (root / "etc/passwd").read_text(), re.M)
     assert os.readlink(root / "etc/clinicam") == "/var/lib/clinicam/etc"
     assert settings(root / "etc/systemd/journald.conf.d/10-clinicam.conf")["Storage"] == "volatile"
     assert not list(root.glob("etc/ssh/ssh_host_*"))
+
+
+def test_release_layer_installs_every_listed_package() -> None:
+    # packages/*.txt are the lists of record; the rpi-image-gen layer must carry them.
+    layer = (IMAGE_BUILD / "rpi-image-gen/layer/clinicam-appliance.yaml").read_text()
+    in_layer = set(re.findall(r"^    - (\S+)$", layer, re.M))
+    for name in ("debian.txt", "rpi.txt"):
+        listed = {
+            line.strip() for line in (IMAGE_BUILD / "packages" / name).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+        assert listed <= in_layer, f"{name}: {sorted(listed - in_layer)} missing from the layer"
+    assert "cryptsetup-bin" in in_layer
+
+
+def test_release_layout_has_the_partitions_fstab_mounts() -> None:
+    layout = (IMAGE_BUILD / "rpi-image-gen/image/clinicam/genimage.cfg.in").read_text()
+    labels = set(re.findall(r'label = "([^"]+)"', layout))
+    assert labels == {"bootfs", "rootfs", "clinicam"}

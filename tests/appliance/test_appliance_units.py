@@ -22,7 +22,7 @@ def station() -> dict[str, list[str]]:
     return parse_unit(SYSTEMD / "clinicam-station.service", SANDBOX)
 
 
-@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("unit", [*UNITS, "persist-clinicam.service"])
 def test_verify_prints_nothing(analyze_root: Path, unit: str) -> None:
     # verify exits 0 even on a misspelt key, so any output at all is a failure.
     result = run("systemd-analyze", "verify", f"--root={analyze_root}", unit)
@@ -160,3 +160,28 @@ def test_relay_writes_only_its_sink_directory() -> None:
 def test_hid_scanner_dropin_only_reads_input_devices() -> None:
     unit = parse_unit(SYSTEMD / "optional" / "20-hid-scanner.conf")
     assert unit["Service.DeviceAllow"] == ["char-input r"]
+
+
+def test_persist_unit_unlocks_before_the_mount_and_outside_the_sandbox() -> None:
+    # The clinicam-.service.d sandbox applies by name prefix and would deny block
+    # devices and dm-crypt: this unit must not match it.
+    assert not "persist-clinicam.service".startswith("clinicam-")
+    unit = parse_unit(SYSTEMD / "persist-clinicam.service")
+    assert unit["Service.Type"] == ["oneshot"] and unit["Service.RemainAfterExit"] == ["yes"]
+    assert unit["Service.ExecStart"] == ["/opt/clinicam/venv/bin/clinicam persist unlock"]
+    assert unit["Service.ExecStop"] == ["/opt/clinicam/venv/bin/clinicam persist lock"]
+    assert "var-lib-clinicam.mount" in unit["Unit.Before"]
+    assert unit["Unit.Requires"] == [r"dev-disk-by\x2dlabel-clinicam.device"]
+    # The key file the CLI defaults to is on the mount the unit requires.
+    from clinicam.provisioning.persist_keys import DEFAULT_KEY_FILE
+
+    assert DEFAULT_KEY_FILE.is_relative_to(Path(unit["Unit.RequiresMountsFor"][0]))
+    assert unit["Service.PrivateNetwork"] == ["yes"] and unit["Service.LimitCORE"] == ["0"]
+
+
+def test_persist_unit_name_escapes_the_label_as_systemd_does() -> None:
+    escape = shutil.which("systemd-escape")
+    if escape is None:
+        pytest.skip("systemd-escape not installed (apt-get install systemd)")
+    expected = run(escape, "--path", "--suffix=device", "/dev/disk/by-label/clinicam").stdout.strip()
+    assert parse_unit(SYSTEMD / "persist-clinicam.service")["Unit.After"][0] == expected
