@@ -15,6 +15,7 @@ dm-crypt itself, and all but ``cryptsetup open`` runs on an image file in the te
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import grp
 import json
@@ -252,6 +253,9 @@ def unlock(
     if is_open(layout):
         return f"{layout.mapped} already open"
     state = probe(layout.device)
+    # The by-label link comes and goes while the partition is rewritten (udev re-probes
+    # it on every close): work on the node it points to.
+    layout = dataclasses.replace(layout, device=layout.device.resolve())
     if state is State.ENCRYPTED:
         source, key = find_key(layout.device, sources)
         open_mapping(layout, key)
@@ -283,5 +287,8 @@ def _encrypt(layout: Layout, state: State, sources: Sequence[KeySource]) -> str:
         open_mapping(layout, key)
         make_filesystem(layout.mapped, content)
         shutil.rmtree(content)
+    # Let udev re-probe the partition so /dev/disk/by-label/clinicam (now the LUKS2
+    # label) exists again before systemd looks for it.
+    subprocess.run(["udevadm", "settle", "--timeout=30"], capture_output=True, check=False)
     was = {State.PLAIN: "plain ext4", State.ERASED: "erased", State.BLANK: "blank"}[state]
     return f"encrypted {layout.device} (was {was}, carried {carried} files) with the {source.name} key"

@@ -8,6 +8,7 @@ record for the decommissioning log; ``verified`` is checked, not assumed.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ def erase(layout: Layout, sources: Sequence[KeySource] | None = None) -> EraseRe
     unmounted = unmount(layout)
     closed = close_mapping(layout)
     state = probe(layout.device)
+    # Zeroing a plain partition removes its label, and with it the by-label link.
+    layout = dataclasses.replace(layout, device=layout.device.resolve())
     record = EraseRecord(device=str(layout.device), before=state.value)
     if unmounted:
         record.actions.append(f"unmounted {', '.join(unmounted)}")

@@ -162,9 +162,16 @@ fresh_after_erase() {
         persist_last | grep -q '^persist: encrypted .*(was erased'
 }
 
+persist_diagnose() {  # the why, for the CI log (this partition never holds PHI)
+    { journalctl -b -u persist-clinicam.service -o cat --no-pager | tail -n 20
+      ls -l /dev/disk/by-label; blkid; udevadm info --query=property "$(blkid -o device -t TYPE=crypto_LUKS | head -n 1)"
+    } 2>&1 | sed 's/^/BOOTCHECK-INFO persist: /'
+}
+
 check_persist_encrypted() {
     # First boot: the plain ext4 the image carried (provisioned, in this stand-in) was
     # encrypted with a new key and its files carried into the LUKS2 volume.
+    mapped_luks2 || persist_diagnose
     check persist-encrypted "$(findmnt -n -o SOURCE /var/lib/clinicam) $(cryptsetup status clinicam | awk '$1 == "type:" {print $2}')" mapped_luks2
     check persist-first-boot "$(persist_journal | head -n 1)" first_boot_carried
     check persist-no-plaintext "raw $PERSIST_DEV: no private key, no config in clear" no_plaintext
