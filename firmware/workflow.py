@@ -3,7 +3,8 @@
 ``step`` reads nothing but its arguments — no clock, no randomness, no I/O — and
 returns the next state and the actions the station must carry out, in order. The
 station loop is the only caller: it owns the queue, performs the actions and feeds
-their outcomes back as events (``TakeCapture`` → ``CaptureSealed``/``CaptureFailed``).
+their outcomes back as events (``TakeCapture`` → ``CaptureSealed``/``CaptureFailed``);
+the handlers of those outcomes live in ``clinicam.firmware.workflow_captures``.
 
 The rules that protect the patient are checked here, in one place:
 
@@ -26,7 +27,6 @@ from typing import Any
 
 from clinicam.firmware.codes import CardCode, OperatorId, PatientId
 from clinicam.firmware.events import (
-    Action,
     Audit,
     BatteryCritical,
     CaptureFailed,
@@ -65,8 +65,7 @@ from clinicam.firmware.session import (
     status_of,
     track_alert,
 )
-
-Result = tuple[StationState, list[Action]]
+from clinicam.firmware.workflow_captures import Result, on_failed, on_rejected, on_sealed, on_stored
 
 # Card kinds that set one field of the session, and the field they set.
 _TAG_FIELDS: dict[str, str] = {
@@ -279,46 +278,6 @@ def _on_clock(state: StationState, event: ClockSyncChanged) -> Result:
     return state, restore_pattern(state, cleared)
 
 
-# --- captures -------------------------------------------------------------------------
-
-# A capture sealed or delivered shows the camera and the vault work again.
-_CAPTURE_CLEARS = frozenset({"vault_full", "fault"})
-
-
-def _on_sealed(state: StationState, event: CaptureSealed) -> Result:
-    owner = state.in_flight
-    if owner is None:
-        return state, []  # stale: a wipe already discarded the capture it belongs to
-    state = replace(state, in_flight=None)
-    session = state.session
-    if session is not None and session.id == owner:
-        captures = (*session.captures, event.capture_id)
-        updated = replace(session, taken=session.taken + 1, captures=captures)
-        state = replace(state, session=updated)
-    return state, [*restore_pattern(state, _CAPTURE_CLEARS), Signal("captured")]
-
-
-def _on_failed(state: StationState, event: CaptureFailed) -> Result:
-    if state.in_flight is None:
-        return state, []
-    pattern = "vault_full" if event.reason == "vault-full" else "fault"
-    return replace(state, in_flight=None), [Signal(pattern)]
-
-
-def _on_stored(state: StationState, event: CaptureStored) -> Result:
-    if state.phase is Phase.WIPING:
-        return state, []
-    return state, [*restore_pattern(state, _CAPTURE_CLEARS), Signal("delivered")]
-
-
-def _on_rejected(state: StationState, event: CaptureRejected) -> Result:
-    session = state.session
-    if session is not None and event.capture_id in session.captures:
-        kept = tuple(c for c in session.captures if c != event.capture_id)
-        state = replace(state, session=replace(session, captures=kept))
-    return state, [Signal("fault")]
-
-
 # --- power, tamper, wipe, shutdown, provisioning, uplink ------------------------------
 
 
@@ -404,10 +363,10 @@ _HANDLERS: dict[type, Callable[[StationState, Any], Result]] = {
     LongPressed: _on_long_press,
     Tick: _on_tick,
     ClockSyncChanged: _on_clock,
-    CaptureSealed: _on_sealed,
-    CaptureFailed: _on_failed,
-    CaptureStored: _on_stored,
-    CaptureRejected: _on_rejected,
+    CaptureSealed: on_sealed,
+    CaptureFailed: on_failed,
+    CaptureStored: on_stored,
+    CaptureRejected: on_rejected,
     BatteryCritical: _on_battery,
     TamperDetected: _on_tamper,
     WipeRequested: _on_wipe_requested,

@@ -112,8 +112,9 @@ def takes(actions: Iterable[Action]) -> list[TakeCapture]:
 
 def test_every_signal_the_workflow_uses_is_in_the_panel_table() -> None:
     import clinicam.firmware.workflow as wf
+    import clinicam.firmware.workflow_captures as wf_captures
 
-    source = Path(wf.__file__).read_text(encoding="utf-8")
+    source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (wf, wf_captures))
     used = set(re.findall(r'Signal\("([a-z_]+)"\)', source))
     used |= {wf.CARD_ACCEPTED, wf.OPERATOR_FIRST, "vault_full"}
     assert used and used <= set(PATTERNS)
