@@ -131,8 +131,9 @@ def find_key(device: Path, sources: Sequence[KeySource]) -> tuple[KeySource, byt
         if not source.available():
             continue
         tried.append(source.name)
-        if opens(device, source.key()):
-            return source, source.key()
+        key = source.key()
+        if opens(device, key):
+            return source, key
     raise StorageError(
         f"no key opens the encrypted persistent partition {device} (tried: {', '.join(tried) or 'none available'}). "
         "Its identity cannot be recovered: erase it with 'clinicam persist erase --yes', reboot, "
