@@ -15,9 +15,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
+from clinicam.firmware.status import utc_stamp
+
 COMMANDS = frozenset({"identify", "wipe", "ping"})
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _KEYS = frozenset({"cmd", "id", "issued_at", "expires_at"})
+MAX_LIFETIME_S = 3600.0  # the longest command a station accepts; relays issue shorter ones
 
 
 class CommandRefused(Exception):
@@ -63,6 +66,17 @@ def parse_command(payload: bytes) -> Command:
     return Command(cmd, cid, parse_time(obj["issued_at"]), parse_time(obj["expires_at"]))
 
 
+def command_payload(cmd: str, cmd_id: str, issued_at: float, expires_at: float) -> bytes:
+    """The command as a relay sends it, built next to its parser so the two cannot drift.
+
+    Refuses (``CommandRefused('malformed')``) to build what ``parse_command`` would refuse.
+    """
+    payload = json.dumps({"cmd": cmd, "id": cmd_id, "issued_at": utc_stamp(issued_at),
+                          "expires_at": utc_stamp(expires_at)}).encode()
+    parse_command(payload)
+    return payload
+
+
 class CommandGate:
     """Decides whether a received command is acted on: live, not retained, not a repeat.
 
@@ -70,7 +84,7 @@ class CommandGate:
     refuses a command valid for so long that a replay would still be live.
     """
 
-    def __init__(self, *, skew_s: float = 120.0, max_lifetime_s: float = 3600.0,
+    def __init__(self, *, skew_s: float = 120.0, max_lifetime_s: float = MAX_LIFETIME_S,
                  remember: int = 256) -> None:
         self.skew_s = skew_s
         self.max_lifetime_s = max_lifetime_s

@@ -1,8 +1,11 @@
-"""``clinicam relay run|status``: the relay daemon and a look at what it knows.
+"""``clinicam relay run|status|cmd``: the relay daemon, a look at what it knows, remote commands.
 
 ``run`` connects with the relay's own certificate, files captures and runs until
 SIGTERM or SIGINT. ``status`` reads the status file the running relay keeps (no PHI:
 station states, pending counts, firmware, certificate expiry, and relay counters).
+``cmd`` sends one station ``identify``, ``wipe`` or ``ping`` (DESIGN §5) as the relay
+and waits for the station's answer; exit 0 answered, 2 usage, 3 no answer in time,
+4 the broker refused or closed the connection, 1 configuration or identity problem.
 """
 
 from __future__ import annotations
@@ -31,6 +34,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
     status.add_argument("--json", action="store_true", help="print the status file as JSON")
     status.set_defaults(func=cmd_status)
+    _register_cmd(sub)
+
+
+EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
+
+
+def _register_cmd(sub: argparse._SubParsersAction) -> None:
+    from clinicam.firmware.commands import COMMANDS
+
+    cmd = sub.add_parser("cmd", help="send a station identify, wipe or ping and wait for its answer",
+                         description="Send one remote command (DESIGN §5) as the relay, then wait for the "
+                         "station's answer on its event topic. Exit 0 answered, 2 usage, 3 no answer in "
+                         "time, 4 broker refused, 1 configuration.")
+    cmd.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+    cmd.add_argument("station", help="the station's device id (its certificate's name)")
+    cmd.add_argument("command", choices=sorted(COMMANDS),
+                     help="identify: blink and beep; ping: answer only; wipe: erase undelivered captures")
+    cmd.add_argument("--ttl", type=float, default=300.0, metavar="SECONDS",
+                     help="the station ignores the command after this long (default 300, at most 3600)")
+    cmd.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="how long to wait for the answer (default 30)")
+    cmd.add_argument("--no-wait", action="store_true", help="publish and return without waiting for the answer")
+    cmd.add_argument("--yes", action="store_true", help="confirm a wipe (it destroys undelivered captures)")
+    cmd.set_defaults(func=cmd_cmd)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -75,3 +102,51 @@ def format_status(data: dict[str, Any]) -> str:
         lines += [f"{name:32} {value}" for name, value in sorted(counters.items())]
     lines.append(f"(updated {data.get('updated', '?')})")
     return "\n".join(lines)
+
+
+def cmd_cmd(args: argparse.Namespace) -> int:
+    from clinicam.firmware.commands import MAX_LIFETIME_S
+    from clinicam.firmware.errors import UplinkError
+    from clinicam.firmware.topics import DEVICE_ID
+    from clinicam.relay import remote  # imports paho only here
+
+    def refuse(message: str) -> int:
+        print(f"clinicam relay cmd: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if not DEVICE_ID.fullmatch(args.station):
+        return refuse("a station id is 3 to 64 lowercase letters, digits and '-' "
+                      "(as 'clinicam relay status' lists them)")
+    if args.command == "wipe" and not args.yes:
+        return refuse(f"wipe erases every capture {args.station} has not delivered yet, and they cannot "
+                      "be recovered: add --yes to send it")
+    if not 0 < args.ttl <= MAX_LIFETIME_S:
+        return refuse(f"--ttl must be above 0 and at most {MAX_LIFETIME_S:g} seconds (stations refuse longer)")
+    if args.timeout <= 0:
+        return refuse("--timeout must be above 0 seconds")
+    target = remote.Remote.from_config(load_relay_config(args.config))
+    try:
+        answer = remote.send_command(target, args.station, args.command, ttl_s=args.ttl,
+                                     timeout_s=args.timeout, wait=not args.no_wait)
+    except remote.StationSilent as exc:
+        print(f"clinicam relay cmd: {exc}", file=sys.stderr)
+        return EXIT_SILENT
+    except UplinkError as exc:  # unreachable, refused (TLS, ACL), connection taken over
+        print(f"clinicam relay cmd: {exc}", file=sys.stderr)
+        return EXIT_BROKER
+    print(format_answer(answer))
+    return 0
+
+
+def format_answer(answer: Any) -> str:
+    """One line for the engineer: what was sent, and what the station said (no PHI exists here)."""
+    sent = answer.sent
+    if answer.event is None:
+        return f"sent {sent.cmd} to {sent.station} (command {sent.id}); it expires at {sent.expires}"
+    event = answer.event
+    line = f"{sent.station} answered {sent.cmd} (command {sent.id}) at {event.get('at', '?')}"
+    if sent.cmd == "wipe":
+        ids = event.get("capture_ids") or []
+        line += f": wiped {event.get('count', len(ids))} undelivered capture(s)"
+        line += f" {', '.join(ids)}" if ids else ""
+    return line
