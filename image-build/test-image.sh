@@ -128,7 +128,9 @@ customize_root() {
     step "customize.sh (the release image's hook)"
     rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"
     tar -C "$ROOTFS" -xf "$BASE"
-    CLINICAM_WHEELHOUSE=$WORK/wheels CLINICAM_IP_ALLOW=10.0.2.2 \
+    # The image's fallback list deliberately misses the broker (10.0.2.2): the address
+    # recorded at provisioning must replace it (checked as station-ip-allow).
+    CLINICAM_WHEELHOUSE=$WORK/wheels CLINICAM_IP_ALLOW=192.0.2.1 \
         with_chroot_mounts sh "$HERE/hooks/customize.sh" "$ROOTFS"
 }
 

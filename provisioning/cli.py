@@ -9,18 +9,19 @@ from __future__ import annotations
 import argparse
 import grp
 import pwd
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from clinicam.firmware.errors import ProvisioningError
-from clinicam.provisioning import brokerconf, identity, pki, report
+from clinicam.provisioning import brokerconf, identity, netallow, pki, report
 from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
 On the site's admin machine: site-init, sign, renew, revoke, reissue, crl, bundle,\nshow --site.
-On a station: device-key, install, show.
+On a station: device-key, install, apply-network (root, run by the unit), show.
 Private keys are written with mode 0600 and never printed."""
 
 
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
     _crl(sub)
     _bundle(sub)
     _install(sub)
+    _apply_network(sub)
     _show(sub)
 
 
@@ -131,7 +133,23 @@ def _install(sub: Any) -> None:
     p.add_argument("--broker-port", type=int, default=brokerconf.DEFAULT_PORT)
     p.add_argument("--identity-dir", type=Path, default=identity.DEFAULT_DIR)
     p.add_argument("--owner", metavar="USER[:GROUP]", help="chown the installed files")
+    p.add_argument(
+        "--allow-address",
+        action="append",
+        metavar="ADDR",
+        help="an address (or prefix) the station may reach; repeat for several "
+        "(default: the broker host's addresses, resolved now)",
+    )
     p.set_defaults(func=_cmd_install)
+
+
+def _apply_network(sub: Any) -> None:
+    p = sub.add_parser(
+        "apply-network", help="on the station (root, before each start): allow the recorded broker addresses"
+    )
+    p.add_argument("--identity-dir", type=Path, default=identity.DEFAULT_DIR)
+    p.add_argument("--unit", default=netallow.STATION_UNIT)
+    p.set_defaults(func=_cmd_apply_network)
 
 
 def _show(sub: Any) -> None:
@@ -234,9 +252,21 @@ def _cmd_install(args: argparse.Namespace) -> int:
         return _usage("give --bundle DIR, or all of --ca, --cert, --recipient and --broker-host")
     else:
         files = identity.InstallFiles(args.ca, args.cert, args.recipient, args.broker_host, args.broker_port, args.crl)
-    ident = identity.install(files, args.identity_dir, owner=_owner(args.owner))
+    addresses = netallow.normalise(args.allow_address) if args.allow_address else None
+    addresses = addresses or netallow.addresses_for(files.broker_host)
+    owner = _owner(args.owner)
+    ident = identity.install(files, args.identity_dir, owner=owner)
+    allow = netallow.write(args.identity_dir, addresses)
+    if owner is not None:
+        shutil.chown(allow, owner[0], owner[1])
     print(f"installed identity {ident.device_id} in {ident.dir}")
+    print(f"the station may reach {' '.join(addresses)} (recorded in {allow})")
     return _print(report.describe_identity(ident))
+
+
+def _cmd_apply_network(args: argparse.Namespace) -> int:
+    print(f"apply-network: {netallow.apply(args.identity_dir, args.unit)}")
+    return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

@@ -57,6 +57,22 @@ check_station_memory() {
     esac
 }
 
+recorded_allow_only() {  # recorded_allow_only "ADDRESS LIST"
+    case " $1 " in *" 10.0.2.2 "* | *" 10.0.2.2/32 "*) ;; *) return 1 ;; esac
+    case " $1 " in *192.0.2.1*) return 1 ;; esac
+}
+
+check_station_ip_allow() {
+    if [ $station_mode = pending ]; then
+        report station-ip-allow PENDING "clinicam station run is not built yet"
+        return
+    fi
+    # The address recorded at provisioning (10.0.2.2) replaced the image's fallback
+    # list (192.0.2.1) before the station started.
+    allow=$(unit_prop $STATION IPAddressAllow)
+    check station-ip-allow "IPAddressAllow=$allow" recorded_allow_only "$allow"
+}
+
 check_station_stop() {
     if [ $station_mode = pending ]; then
         report station-stop PENDING "clinicam station run is not built yet"
@@ -209,6 +225,7 @@ main() {
     report begin INFO "station=$station_mode kernel=$(uname -r) arch=$(uname -m)"
     check_station_ready
     check_station_memory
+    check_station_ip_allow
     check_system
     check_sandbox_writes
     check_sandbox_network

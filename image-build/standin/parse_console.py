@@ -14,7 +14,7 @@ from pathlib import Path
 LINE = re.compile(r"BOOTCHECK (\S+) (PASS|FAIL|PENDING|INFO)(?: (.*))?$")
 # Paths the sandboxed probe must fail to write (names only, nothing is written here).
 SANDBOX_PATHS = ["/etc", "/var/lib/clinicam", "/var/tmp", "/opt/clinicam", "/root"]  # noqa: S108
-STATION_CHECKS = ["station-ready", "station-memory", "station-stop", "station-wiped"]
+STATION_CHECKS = ["station-ready", "station-memory", "station-ip-allow", "station-stop", "station-wiped"]
 # The encrypted persistent partition: first boot, reopen, crypto-erase, fresh start.
 PERSIST_CHECKS = [
     "persist-encrypted",

@@ -185,3 +185,9 @@ def test_persist_unit_name_escapes_the_label_as_systemd_does() -> None:
         pytest.skip("systemd-escape not installed (apt-get install systemd)")
     expected = run(escape, "--path", "--suffix=device", "/dev/disk/by-label/clinicam").stdout.strip()
     assert parse_unit(SYSTEMD / "persist-clinicam.service")["Unit.After"][0] == expected
+
+
+def test_station_applies_the_recorded_addresses_before_each_start() -> None:
+    # "+" runs it as root outside the sandbox; it replaces the image's IPAddressAllow
+    # list with the broker addresses recorded at provisioning (provisioning/netallow.py).
+    assert station()["Service.ExecStartPre"] == ["+/opt/clinicam/venv/bin/clinicam provision apply-network"]

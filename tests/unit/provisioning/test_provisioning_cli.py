@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,14 @@ def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     assert "already has a valid certificate" in capsys.readouterr().err
     bundle = tmp_path / "bundle"
     assert main(["provision", "bundle", str(site), "--device", "cart-7", "--out", str(bundle)]) == 0
-    assert main(["provision", "install", "--bundle", str(bundle), "--identity-dir", str(station)]) == 0
-    capsys.readouterr()
+    install = ["provision", "install", "--bundle", str(bundle), "--identity-dir", str(station)]
+    # The bundle's broker is a name nothing here resolves: refused, nothing installed.
+    assert main(install) == 1
+    assert "cannot resolve the broker host 'mqtt.example'" in capsys.readouterr().err
+    assert not (station / "device.pem").exists()
+    assert main([*install, "--allow-address", "192.0.2.10", "--allow-address", "2001:db8::/64"]) == 0
+    assert "may reach 192.0.2.10 2001:db8::/64" in capsys.readouterr().out
+    assert json.loads((station / "allow.json").read_text()) == {"ip_allow": ["192.0.2.10", "2001:db8::/64"]}
     assert main(["provision", "show", "--identity-dir", str(station)]) == 0
     out = capsys.readouterr().out
     assert "cart-7" in out and "PRIVATE KEY" not in out
