@@ -50,7 +50,7 @@ def _register_cmd(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
     cmd.add_argument("station", help="the station's device id (its certificate's name)")
     cmd.add_argument("command", choices=sorted(COMMANDS),
-                     help="identify: blink and beep; ping: answer only; wipe: erase undelivered captures")
+                     help="identify: play the ready signal; ping: answer only; wipe: erase undelivered captures")
     cmd.add_argument("--ttl", type=float, default=300.0, metavar="SECONDS",
                      help="the station ignores the command after this long (default 300, at most 3600)")
     cmd.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clinicam.firmware.demo_setup import CLI
 from clinicam.provisioning import identity
+from clinicam.relay.config import load_relay_config
+from clinicam.relay.remote import Remote, StationSilent, send_command
 from station_kit import FAST_UPLINK, Setup, Station, ids, opening, press, wait_until
 
 pytestmark = pytest.mark.slow
@@ -168,3 +171,25 @@ def test_sent_as_the_running_relay_the_session_goes_back_to_the_relay_and_the_co
     assert re.search(r"it expires at \S+Z and is ignored afterwards", done.stderr)
     wait_until(lambda: connects() > before, what="the relay reconnected")  # it took its session back
     assert setup.relay is not None and setup.relay.poll() is None
+
+
+def test_with_a_clock_two_hours_behind_the_command_arrives_expired_and_is_ignored(setup: Setup) -> None:
+    """``send_command`` with an injected clock: the station's gate refuses the command as
+    expired, sends no answer, and the caller learns when it expired; the same call with
+    the real clock is answered (the positive control)."""
+    target = Remote.from_config(load_relay_config(spare_relay_config(setup)))
+    station = online(setup, "cmd-clock")
+    try:
+        past = time.time() - 7200
+        with pytest.raises(StationSilent) as silent:
+            send_command(target, "cmd-clock", "ping", ttl_s=60, timeout_s=3,
+                         wall=lambda: past, new_id=lambda: "clock-old-1")
+        assert (silent.value.sent.id, silent.value.sent.expires_at) == ("clock-old-1", past + 60)
+        assert silent.value.last_state not in (None, "offline")  # it was online, and ignored it
+        wait_until(lambda: any("command ignored (expired)" in line for line in station.stderr()),
+                   what="the station's log of the refusal")
+        answer = send_command(target, "cmd-clock", "ping", new_id=lambda: "clock-now-2")
+        assert answer.event is not None and (answer.event["event"], answer.event["cmd_id"]) == ("ping", "clock-now-2")
+        assert commands(station) == [("ping", "clock-now-2")]
+    finally:
+        assert station.terminate() == 0
