@@ -1,5 +1,6 @@
 """Helpers for the record-system integration tests: synthetic captures with real JPEGs,
-a throwaway TLS CA for HTTPS servers, and the FHIR server (sekmet) process."""
+the PACS-outage check both Orthanc sink tests run, a throwaway TLS CA for HTTPS
+servers, and the FHIR server (sekmet) process."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinicam.relay.orthanc import free_port
+import pytest
+from clinicam.firmware.errors import SinkError
+from clinicam.relay.orthanc import Orthanc, free_port
+from clinicam.relay.sinks import Sink
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -92,6 +96,22 @@ def capture(
         "device": {"id": device, "site": "north", "location": "Ward 5", "firmware": "0.1.0"},
     }
     return Capture(device, capture_id, {"capture_id": capture_id}, md, data)
+
+
+def check_pacs_down_then_up(server: Orthanc, sink: Sink, cap: Capture) -> None:
+    """Stop ``server``, expect ``sink-unavailable`` (so the relay retries), start it
+    again, and expect the retry and a redelivery to leave one instance; stops the server."""
+    try:
+        server.stop()
+        with pytest.raises(SinkError) as err:
+            sink.store(cap)
+        assert err.value.reason == "sink-unavailable"
+        server.start()
+        ref = sink.store(cap)
+        assert sink.store(cap) == ref
+        assert len(server.find_instances(ref)) == 1
+    finally:
+        server.stop()
 
 
 @dataclass

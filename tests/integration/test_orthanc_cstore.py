@@ -13,7 +13,7 @@ from clinicam.relay import dicom
 from clinicam.relay.dimse_sink import DimseSink
 from clinicam.relay.orthanc import Orthanc, orthanc_available
 from pydicom.encaps import generate_frames
-from servers import capture, make_tls
+from servers import capture, check_pacs_down_then_up, make_tls
 
 pytestmark = pytest.mark.skipif(
     not orthanc_available(), reason="Orthanc not installed (apt-get install orthanc orthanc-dicomweb)"
@@ -93,18 +93,7 @@ def test_void_of_an_unknown_capture_sends_nothing(pacs: Orthanc) -> None:
 def test_pacs_down_then_up_stores_once(tmp_path: Path) -> None:
     server = Orthanc(tmp_path / "pacs", aet="TESTPACS")
     server.start()
-    sink, cap = sink_for(server), capture(151)
-    try:
-        server.stop()
-        with pytest.raises(SinkError) as err:
-            sink.store(cap)
-        assert err.value.reason == "sink-unavailable"
-        server.start()
-        ref = sink.store(cap)
-        assert sink.store(cap) == ref
-        assert len(server.find_instances(ref)) == 1
-    finally:
-        server.stop()
+    check_pacs_down_then_up(server, sink_for(server), capture(151))
 
 
 def test_bad_ae_title_is_a_config_error() -> None:

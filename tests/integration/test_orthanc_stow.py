@@ -14,7 +14,7 @@ from clinicam.relay.dicomweb_sink import DicomWebSink
 from clinicam.relay.httpclient import Auth
 from clinicam.relay.orthanc import Orthanc, orthanc_available
 from pydicom.encaps import generate_frames
-from servers import capture
+from servers import capture, check_pacs_down_then_up
 
 pytestmark = pytest.mark.skipif(
     not orthanc_available(), reason="Orthanc not installed (apt-get install orthanc orthanc-dicomweb)"
@@ -114,19 +114,4 @@ def test_void_sends_a_rejection_note(pacs: Orthanc, tmp_path: Path) -> None:
 def test_pacs_down_then_up_stores_once(tmp_path: Path) -> None:
     server = Orthanc(tmp_path / "pacs")
     server.start()
-    secret = tmp_path / "pw"
-    secret.write_text(server.password)
-    auth = Auth("basic", username=server.username, password_file=secret)
-    sink = DicomWebSink("pacs", server.dicomweb_url, auth=auth)
-    cap = capture(61)
-    try:
-        server.stop()
-        with pytest.raises(SinkError) as err:
-            sink.store(cap)
-        assert err.value.reason == "sink-unavailable"
-        server.start()
-        ref = sink.store(cap)
-        assert sink.store(cap) == ref
-        assert len(server.find_instances(ref)) == 1
-    finally:
-        server.stop()
+    check_pacs_down_then_up(server, sink_for(server, tmp_path), capture(61))
