@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clinicam.firmware import events as ev
-from clinicam.firmware import uplink_events as up
 from clinicam.firmware.camera_worker import CameraWorker, post_classified
 from clinicam.firmware.codes import CodeRules
 from clinicam.firmware.config import StationConfig
@@ -37,6 +36,7 @@ from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.sealing import Sealer
 from clinicam.firmware.session import WorkflowPolicy, initial_state
 from clinicam.firmware.uplink import Uplink
+from clinicam.firmware.uplink_translation import FaultReported, Identify, UplinkTranslator
 from clinicam.firmware.vault import Vault, WipeReport
 from clinicam.firmware.wipe import Wiper
 from clinicam.firmware.workflow import step
@@ -47,18 +47,6 @@ Observer = Callable[[dict[str, Any]], None]
 
 TICK_S = 0.5  # how often the workflow hears the time (idle sessions close on a Tick)
 HOUSEKEEPING_S = 2.0  # clock-sync check and watchdog (the uplink expires the vault)
-
-
-@dataclass(frozen=True)
-class FaultReported:
-    """Something only an engineer can fix (a part too large for the broker, a dead camera)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Identify:
-    """A remote ``identify`` command: show the station on its panel."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +100,7 @@ class Station:
             boot_id=boot,
             buffers=self.vault,
         )
+        self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
         self.uplink = self._make_uplink(boot)
         self.rules = CodeRules.from_config(config.codes)
         self.worker = CameraWorker(
@@ -128,14 +117,13 @@ class Station:
         self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
         self._wiped_directly: set[str] = set()
         self._stop = threading.Event()
-        self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
 
     def _make_uplink(self, boot: str) -> Uplink:
         u = self.config.uplink
         return Uplink(
             identity=self.identity,
             vault=self.vault,
-            on_event=self._from_uplink,
+            on_event=UplinkTranslator(self.post, self._observe, self.counts, lambda: self.vault.pending_count),
             wipe=lambda: self.wipe_now("remote"),
             host=u.host or None,
             port=u.port,
@@ -345,55 +333,6 @@ class Station:
         return self.worker.alive(max_silence_s=10.0) and self.uplink.alive
 
     # --- from other threads --------------------------------------------------------------
-
-    def _from_uplink(self, event: up.UplinkEvent) -> None:
-        """The uplink's threads: translate into workflow events, observe, never block."""
-        if isinstance(event, up.UplinkConnected):
-            self.post(ev.UplinkConnected())
-            self._observe({"kind": "uplink", "status": "connected"})
-        elif isinstance(event, up.UplinkLost):
-            self.post(ev.UplinkLost())
-            self._observe({"kind": "uplink", "status": "lost"})
-        elif isinstance(event, up.CaptureStored):
-            self.counts["stored"] += 1
-            self.post(ev.CaptureStored(event.capture_id))
-            self._observe(
-                {
-                    "kind": "capture",
-                    "status": "stored",
-                    "capture_id": event.capture_id,
-                    "ref": event.ref,
-                    "pending": self.vault.pending_count,
-                }
-            )
-        elif isinstance(event, up.CaptureRejected):
-            self.counts["rejected"] += 1
-            self.post(ev.CaptureRejected(event.capture_id, event.reason))
-            self._observe(
-                {"kind": "capture", "status": "rejected", "capture_id": event.capture_id, "reason": event.reason}
-            )
-        elif isinstance(event, up.CaptureRetryScheduled):
-            self._observe(
-                {
-                    "kind": "capture",
-                    "status": "retry",
-                    "capture_id": event.capture_id,
-                    "why": event.why,
-                    "attempt": event.attempt,
-                }
-            )
-        elif isinstance(event, up.CapturesExpired):  # the uplink expires the vault and reports it
-            log.warning("expired %d undelivered captures: %s", len(event.capture_ids), ",".join(event.capture_ids))
-            self._observe({"kind": "expired", "capture_ids": list(event.capture_ids)})
-        elif isinstance(event, up.UplinkMisconfigured):
-            log.error("uplink misconfigured: %s", event.reason)
-            self.post(FaultReported(event.reason))
-        elif isinstance(event, up.CommandReceived):
-            self._observe({"kind": "command", "cmd": event.cmd, "id": event.id})
-            if event.cmd == "wipe":
-                self.post(ev.WipeRequested("remote"))
-            elif event.cmd == "identify":
-                self.post(Identify())
 
     def _wiped(self, report: WipeReport) -> None:
         self.worker.forget_codes()
