@@ -20,7 +20,7 @@ from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, sign, renew, revoke, reissue, crl, bundle,\nshow --site.
+On the site's admin machine: site-init, sign, renew, operator, revoke, reissue, crl,\nbundle, show --site.
 On a station: device-key, install, apply-network (root, run by the unit), show.
 Private keys are written with mode 0600 and never printed."""
 
@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     _device_key(sub)
     _sign(sub, "sign", "sign a station's CSR for a new device id", _cmd_sign)
     _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
+    _operator(sub)
     _revoke(sub)
     _reissue(sub)
     _crl(sub)
@@ -91,6 +92,15 @@ def _sign(sub: Any, name: str, help_text: str, func: Any) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="CERT", help="certificate to write")
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
     p.set_defaults(func=func)
+
+
+def _operator(sub: Any) -> None:
+    p = sub.add_parser("operator", help="issue an operator identity for 'clinicam relay cmd' (commands only)")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("--name", required=True, metavar="NAME", help="the certificate is named operator-NAME")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write its key and certificate")
+    p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
+    p.set_defaults(func=_cmd_operator)
 
 
 def _revoke(sub: Any) -> None:
@@ -210,10 +220,28 @@ def _wrote(out: Path, cert: Any, verb: str) -> int:
     return 0
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from clinicam.provisioning.operators import issue_operator
+
+    op = issue_operator(Site(args.site_dir), args.name, args.out, days=args.days)
+    print(f"issued {op.cn}: serial {op.serial}, valid until {op.not_after:%Y-%m-%d}")
+    print(f"  key {op.key} (mode 0600, give it to that person only), certificate {op.cert}, CA {op.ca}")
+    print(
+        f"  {op.acl} now lets {op.cn} send commands (P/+/cmd) and read events and statuses, nothing else: "
+        "copy it to the broker's acl_file and reload the broker (systemctl reload mosquitto, or "
+        "kill -HUP its pid): it re-reads the ACL for new connections"
+    )
+    print(f"  then: clinicam relay cmd --config relay.toml --cert {op.cert} --key {op.key} STATION ping")
+    return 0
+
+
 def _cmd_revoke(args: argparse.Namespace) -> int:
     site = Site(args.site_dir)
-    for rec in site.revoke(args.target):
+    hit = site.revoke(args.target)
+    for rec in hit:
         print(f"revoked {rec.id} serial {rec.serial}")
+    if any(rec.kind == "operator" for rec in hit):
+        print(f"ACL rewritten without the revoked operator: copy {site.broker_dir / 'acl'} to the broker too")
     print(
         f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and RESTART it "
         "(a reload refuses new connections but keeps a revoked station's open one); "

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ID_PATTERN = re.compile(r"[a-z0-9-]{3,64}")
-RESERVED_PREFIXES: tuple[str, ...] = ("relay", "broker", "admin")
+RESERVED_PREFIXES: tuple[str, ...] = ("relay", "broker", "admin", "operator")
 DEFAULT_DAYS = 397
 CA_DAYS = 3650
 # Backdating absorbs small clock differences between the site and a freshly booted station.

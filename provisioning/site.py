@@ -42,7 +42,7 @@ class Record:
     """One issued certificate in ``ca/register.json``."""
 
     id: str
-    kind: str  # ca | broker | relay | device | test
+    kind: str  # ca | broker | relay | operator | device | test
     serial: str  # lowercase hex
     not_before: str
     not_after: str
@@ -177,8 +177,7 @@ class Site:
         pki.write_public(d / "ca.pem", pki.cert_pem(self.ca))
         conf = brokerconf.render_conf(self.name, port=self.port, conf_dir=conf_dir)
         pki.write_public(d / "mosquitto.conf", conf.encode())
-        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays)
-        pki.write_public(d / "acl", acl.encode())
+        self.write_acl(now=now)
 
     def _create_relays(self, ca_key: pki.PrivateKey, now: dt.datetime) -> None:
         _mkdir(self.relay_dir, 0o700)
@@ -315,7 +314,17 @@ class Site:
             r.revoked_at = now.isoformat()
         self._save(records)
         self.write_crl(now=now)
+        if any(r.kind == "operator" for r in hit):
+            self.write_acl(now=now)  # the CRL shuts the certificate out; the ACL drops its rights too
         return hit
+
+    def write_acl(self, *, now: dt.datetime | None = None) -> Path:
+        """Regenerate ``broker/acl``: site.json's relays and the operators valid ``now``."""
+        now = now or pki.utcnow()
+        ops = [r.id for r in self.records() if r.kind == "operator" and r.valid_at(now)]
+        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops)
+        pki.write_public(self.broker_dir / "acl", acl.encode())
+        return self.broker_dir / "acl"
 
     def write_crl(self, *, now: dt.datetime | None = None, ca_key: pki.PrivateKey | None = None) -> Path:
         """Write ``crl.pem`` for relays and ``broker/crl.pem`` for the broker.
