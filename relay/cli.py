@@ -3,9 +3,10 @@
 ``run`` connects with the relay's own certificate, files captures and runs until
 SIGTERM or SIGINT. ``status`` reads the status file the running relay keeps (no PHI:
 station states, pending counts, firmware, certificate expiry, and relay counters).
-``cmd`` sends one station ``identify``, ``wipe`` or ``ping`` (DESIGN §5) as the relay
-and waits for the station's answer; exit 0 answered, 2 usage, 3 no answer in time,
-4 the broker refused or closed the connection, 1 configuration or identity problem.
+``cmd`` sends one station ``identify``, ``wipe`` or ``ping`` (DESIGN §5) with an operator
+identity (``--cert``/``--key``; the relay's own as a fallback) and waits for the answer;
+exit 0 answered, 2 usage, 3 no answer in time, 4 the broker refused or closed the
+connection, 1 configuration or identity problem.
 """
 
 from __future__ import annotations
@@ -44,10 +45,15 @@ def _register_cmd(sub: argparse._SubParsersAction) -> None:
     from clinicam.firmware.commands import COMMANDS
 
     cmd = sub.add_parser("cmd", help="send a station identify, wipe or ping and wait for its answer",
-                         description="Send one remote command (DESIGN §5) as the relay, then wait for the "
+                         description="Send one remote command (DESIGN §5) with an operator identity (--cert, --key; "
+                         "from 'clinicam provision operator'), then wait for the "
                          "station's answer on its event topic. Exit 0 answered, 2 usage, 3 no answer in "
                          "time, 4 broker refused, 1 configuration.")
-    cmd.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+    cmd.add_argument("--config", type=Path, default=DEFAULT_PATH,
+                     help=f"broker, CA and topic prefix (and the fallback identity); default {DEFAULT_PATH}")
+    cmd.add_argument("--cert", type=Path, metavar="PEM", help="operator certificate (operator-NAME.pem); with --key")
+    cmd.add_argument("--key", type=Path, metavar="KEY", help="its private key; without both, the relay's identity "
+                     "from --config is used (it may also write acks, and takes over a running relay's session)")
     cmd.add_argument("station", help="the station's device id (its certificate's name)")
     cmd.add_argument("command", choices=sorted(COMMANDS),
                      help="identify: play the ready signal; ping: answer only; wipe: erase undelivered captures")
@@ -124,7 +130,9 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         return refuse(f"--ttl must be above 0 and at most {MAX_LIFETIME_S:g} seconds (stations refuse longer)")
     if args.timeout <= 0:
         return refuse("--timeout must be above 0 seconds")
-    target = remote.Remote.from_config(load_relay_config(args.config))
+    if (args.cert is None) != (args.key is None):
+        return refuse("give --cert and --key together (an operator identity from 'clinicam provision operator')")
+    target = remote.Remote.from_config(load_relay_config(args.config), args.cert, args.key)
     try:
         answer = remote.send_command(target, args.station, args.command, ttl_s=args.ttl,
                                      timeout_s=args.timeout, wait=not args.no_wait)

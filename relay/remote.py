@@ -1,8 +1,11 @@
 """One remote command to one station (DESIGN §5 ``P/D/cmd``), and the station's answer.
 
-``clinicam relay cmd`` sends ``identify``, ``wipe`` or ``ping`` as the relay itself: the
-relay's certificate is the identity the broker's ACL lets write ``P/+/cmd`` and read
-``P/+/event``. The payload comes from ``clinicam.firmware.commands.command_payload``,
+``clinicam relay cmd`` sends ``identify``, ``wipe`` or ``ping`` with an *operator*
+identity (``clinicam provision operator``, CN ``operator-NAME``): the broker's ACL lets it
+write ``P/+/cmd`` and read ``P/+/event`` and ``P/+/status``, and nothing else. A relay
+certificate would also do, but it may write ``P/+/ack`` (a forged "stored" ack makes a
+station drop an undelivered photo) and read every capture: least privilege says
+operator. The payload comes from ``clinicam.firmware.commands.command_payload``,
 next to the station's parser, so what we send is exactly what the station accepts.
 
 Order matters: subscribe to ``P/D/event`` (and the retained ``P/D/status``) *before*
@@ -12,10 +15,11 @@ ignores retained commands anyway) and short-lived: after ``expires_at`` the stat
 ignores it, so a command that did not reach a station in time is harmless.
 
 The broker forces the client id to the certificate's CN (``use_username_as_clientid``).
-Sent with the identity of a running ``clinicam relay run``, the command takes over
-that relay's session for a moment: the relay reconnects after its back-off (stations
-re-send anything unacknowledged, nothing is lost) and in turn ends this connection.
-A spare relay identity (``relay-2``) in its own relay.toml avoids both.
+Sent with the identity of a running ``clinicam relay run`` (the fallback when no
+operator certificate is given), the command takes over that relay's session for a
+moment: the relay reconnects after its back-off (stations re-send anything
+unacknowledged, nothing is lost) and in turn ends this connection. An operator's CN is
+its own, so it takes nothing over.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class Answer:
 
 @dataclass(frozen=True)
 class Remote:
-    """Where and as whom to connect: the relay's broker and TLS identity."""
+    """Where and as whom to connect: the relay config's broker, and an operator's or the relay's identity."""
 
     host: str
     port: int
@@ -97,12 +101,17 @@ class Remote:
     topics: Topics
 
     @classmethod
-    def from_config(cls, config: RelayConfig) -> Remote:
-        """The same broker and identity ``clinicam relay run`` uses with this config."""
+    def from_config(cls, config: RelayConfig, cert: Path | None = None, key: Path | None = None) -> Remote:
+        """The broker, CA and topic prefix of ``config``; the identity ``cert``/``key`` (an
+        operator's) or, without them, the one ``clinicam relay run`` uses with this config.
+        The client id is the certificate's CN, as the broker will force it anyway."""
+        if (cert is None) != (key is None):
+            raise ValueError("give both the certificate and its key, or neither")
         ident = config.identity
-        client_id = pki.common_name(pki.load_cert(Path(ident.cert)).subject, ident.cert)
-        return cls(config.broker.host, config.broker.port, Path(ident.ca), Path(ident.cert),
-                   Path(ident.key), client_id, Topics(config.relay.topic_prefix))
+        cert, key = (Path(ident.cert), Path(ident.key)) if cert is None or key is None else (cert, key)
+        client_id = pki.common_name(pki.load_cert(cert, "check --cert or [identity] cert").subject, str(cert))
+        return cls(config.broker.host, config.broker.port, Path(ident.ca), cert, key, client_id,
+                   Topics(config.relay.topic_prefix))
 
 
 def new_command_id() -> str:
@@ -174,7 +183,7 @@ class _Session:
                                     f"{CONNECT_TIMEOUT_S:g} s: check the broker's log")
         if self.connack.is_failure:
             raise BrokerRefused(f"the broker {self.where} refused {self.remote.client_id} ({self.connack}): "
-                                "check the relay certificate and the broker's log")
+                                "check the certificate (--cert, or the relay config's) and the broker's log")
 
     def subscribe(self, topics: list[str]) -> None:
         rc, mid = self.client.subscribe([(t, 1) for t in topics])
@@ -183,7 +192,8 @@ class _Session:
         codes = self._ack(mid, None)
         if any(code.is_failure for code in codes):
             raise BrokerRefused(f"the broker refused {self.remote.client_id} a subscription to {topics[0]} "
-                                f"({codes[0]}): the ACL must let relay identities read P/+/event and P/+/status")
+                                f"({codes[0]}): the ACL must let it read P/+/event and P/+/status (an operator "
+                                "identity from 'clinicam provision operator', in the broker's reloaded acl)")
 
     def publish(self, topic: str, payload: bytes, sent: Sent) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=False)
@@ -192,7 +202,8 @@ class _Session:
         (code,) = self._ack(info.mid, sent)
         if code.is_failure:
             raise BrokerRefused(f"the broker refused {self.remote.client_id} the command on {topic} ({code}): "
-                                "the ACL must let relay identities write P/+/cmd")
+                                "the ACL must let it write P/+/cmd (an operator identity, in the broker's "
+                                "reloaded acl)")
 
     def answer(self, event_topic: str, status_topic: str, sent: Sent, timeout_s: float) -> dict[str, Any]:
         found: list[dict[str, Any]] = []
@@ -227,13 +238,13 @@ class _Session:
 
     def _lost_error(self, sent: Sent | None) -> BrokerRefused:
         if self.connack is None:
-            why = ("before accepting it: check that the relay certificate is from this site's CA and "
+            why = ("before accepting it: check that the certificate is from this site's CA and "
                    "neither expired nor revoked (see the broker's log)")
         else:  # Mosquitto reports a session takeover as 0x8E or, to MQTT 5 clients, unspecified
             taken = "" if int(getattr(self.lost, "value", 0) or 0) == SESSION_TAKEN_OVER else "probably "
             why = (f"({self.lost}): {taken}another client connected as {self.remote.client_id}, such as a "
-                   "running 'clinicam relay run' with this identity; send commands with a relay.toml "
-                   "that names a spare relay identity")
+                   "running 'clinicam relay run' with this identity; send commands with an operator identity "
+                   "('clinicam provision operator', then --cert and --key)")
         after = (f" Command {sent.id} may have reached the station; it expires at {sent.expires} and is "
                  "ignored afterwards." if sent is not None else "")
         return BrokerRefused(f"the broker {self.where} closed the connection {why}.{after}")
