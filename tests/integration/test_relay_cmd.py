@@ -355,3 +355,23 @@ def test_sent_as_the_running_relay_the_session_goes_back_to_the_relay_and_the_co
     assert re.search(r"it expires at \S+Z and is ignored afterwards", done.stderr)
     wait_until(lambda: relay_connects(setup) > before, what="the relay reconnected")  # it took its session back
     assert setup.relay is not None and setup.relay.poll() is None
+
+
+def test_a_revoked_operator_is_shut_out_after_the_broker_restarts(setup: OperatorSetup) -> None:
+    """``provision revoke`` rewrites the CRL and the ACL; the restarted broker refuses the
+    operator (last: this module's operator is gone afterwards). The relay's fallback
+    identity, same broker, is the positive control."""
+    done = subprocess.run([*CLI, "provision", "revoke", str(setup.site_dir), OPERATOR],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ACL rewritten" in done.stdout and "RESTART" in done.stdout
+    assert OPERATOR not in (setup.site.broker_dir / "acl").read_text()
+    assert setup.broker is not None
+    setup.broker.stop()
+    setup.broker.start()  # from the site's broker/ folder: the new CRL and ACL
+    assert OPERATOR not in (setup.broker.workdir / "acl").read_text()
+    refused = operator_cmd(setup, "cmd-nobody", "ping", "--timeout", "5")
+    assert refused.returncode == 4, refused.stderr
+    assert "broker" in refused.stderr and "Traceback" not in refused.stderr
+    control = relay_cmd(spare_relay_config(setup), "cmd-nobody", "ping", "--timeout", "1")
+    assert control.returncode == 3, control.stderr  # connected and sent; nobody answers
