@@ -86,7 +86,7 @@ def describe_site(site: Site, now: dt.datetime | None = None) -> Report:
         if rec.kind == "ca":
             continue
         state = _state(rec, now)
-        r.lines.append(f"  {rec.id:24} {rec.kind:7} {state:8} {rec.not_after[:10]} {rec.serial}")
+        r.lines.append(f"  {rec.id:24} {rec.kind:8} {state:8} {rec.not_after[:10]} {rec.serial}")
         if state == "valid" and rec.expires - now < dt.timedelta(days=WARN_DAYS):
             r.warnings.append(f"{rec.id} ({rec.kind}) expires in {(rec.expires - now).days} days: renew it")
     return r
