@@ -174,6 +174,11 @@ class HardSample:
     wanted: frozenset[tuple[str, str]]
     size: tuple[int, int] = HARD_SIZE
 
+    @property
+    def wanted_zbar(self) -> frozenset[tuple[str, str]]:
+        """The wanted codes zbar can read at all."""
+        return frozenset(c for c in self.wanted if c[0] in ZBAR_SYMBOLOGIES)
+
     def render(self) -> object:
         return self.scene.render(*self.size)
 

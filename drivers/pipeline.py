@@ -208,7 +208,8 @@ class PipelineReader:
         first: set[tuple[str, str]] | None = None
         for variant, image in _linear_variants(upright):
             t = self._clock()
-            results = self._call(image.pixels, self._mask_linear, rotate=False)
+            results = self._call(image.pixels, self._mask_linear, rotate=False,
+                                 binarizer=image.binarizer)
             codes = [c for c in self._codes(results, image.to_frame(back, origin))]
             name = f"{label} ({variant})"
             found = _codes_key(codes)
@@ -297,11 +298,12 @@ class PipelineReader:
                                               f"agrees: accepted {len(agreed)}"))
 
     def _call(self, pixels: np.ndarray, mask: Any, *, rotate: bool = True,
-              downscale: bool = False, return_errors: bool = False) -> list[Any]:
+              downscale: bool = False, return_errors: bool = False,
+              binarizer: str = "LocalAverage") -> list[Any]:
         return list(self._z.read_barcodes(
             np.ascontiguousarray(pixels), formats=mask, try_rotate=rotate,
             try_downscale=downscale, try_invert=False, text_mode=self._z.TextMode.Plain,
-            return_errors=return_errors))
+            binarizer=getattr(self._z.Binarizer, binarizer), return_errors=return_errors))
 
 
 # --- locating candidates ----------------------------------------------------------------
@@ -366,9 +368,15 @@ def _region(cells: list[tuple[int, int]], jxx: np.ndarray, jyy: np.ndarray, jxy:
         return None
     ys, xs = zip(*cells, strict=True)
     sel = (np.array(ys), np.array(xs))
-    sxx, syy, sxy = float(jxx[sel].sum()), float(jyy[sel].sum()), float(jxy[sel].sum())
-    coh = math.sqrt((sxx - syy) ** 2 + 4 * sxy**2) / max(sxx + syy, 1e-6)
-    linear = coh > 0.5 and float(np.median(coherence[sel])) > 0.6
+    coh = coherence[sel]
+    txx, tyy, txy = float(jxx[sel].sum()), float(jyy[sel].sum()), float(jxy[sel].sum())
+    whole = math.sqrt((txx - tyy) ** 2 + 4 * txy**2) / max(txx + tyy, 1e-6)
+    linear = whole > 0.5 and float(np.median(coh)) > 0.6
+    # The bars' direction from the coherent blocks only: a label's own border would
+    # pull it towards the label's axis by several degrees.
+    w = np.where(coh > 0.7, coh * coh, 0.0) if linear else np.ones_like(coh)
+    sxx, syy = float((jxx[sel] * w).sum()), float((jyy[sel] * w).sum())
+    sxy = float((jxy[sel] * w).sum())
     angle = math.degrees(0.5 * math.atan2(2 * sxy, sxx - syy))  # gradient direction
     cell = _STEP * _BLOCK
     box = (min(xs) * cell, min(ys) * cell, (max(xs) + 1) * cell + _STEP,
@@ -429,6 +437,7 @@ class _Image:
 
     pixels: np.ndarray
     scale: float
+    binarizer: str = "LocalAverage"
 
     def to_frame(self, back: Callable[[Point], Point] | None, origin: Point
                  ) -> Callable[[Point], Point]:
@@ -510,6 +519,7 @@ def _linear_variants(upright: np.ndarray) -> Iterable[tuple[str, _Image]]:
     yield "upright x3 deblur", _Image(np.asarray(
         up3.filter(ImageFilter.UnsharpMask(radius=4, percent=300, threshold=0))), f3)
     yield "upright x1", _Image(np.asarray(img), 1.0)
+    yield "upright x2 global threshold", _Image(np.asarray(up), f, "GlobalHistogram")
 
 
 def _square_variants(crop: np.ndarray) -> Iterable[tuple[str, _Image]]:
@@ -541,3 +551,54 @@ def _gs1_check_digits(text: str) -> bool:
             total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
             return str((10 - total % 10) % 10) == digit
     return True
+
+
+class StreamReader:
+    """The pipeline on a stream of scan frames (the station's camera thread).
+
+    Adds what one frame cannot give: a preprocessed linear read that was tentative on
+    one frame is accepted when the next frame reads the same; and a located symbol no
+    pass resolved is read once more from a crop of the full-resolution still stream
+    when the camera offers one (``StillCropper``), at most once per ``crop_every_s``
+    because on a Pi each crop waits for a still-stream frame.
+    """
+
+    name = "pipeline"
+
+    def __init__(self, pipeline: PipelineReader, cropper: Any = None, *,
+                 crop_every_s: float = 0.3, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.pipeline, self.cropper = pipeline, cropper
+        self.formats = pipeline.formats
+        self._crop_every_s, self._clock = crop_every_s, clock
+        self._tentative: list[Code] = []
+        self._last_crop = -math.inf
+        self.last: Reading | None = None
+
+    def decode(self, frame: np.ndarray) -> list[Code]:
+        reading = self.pipeline.read(frame, confirmed=self._tentative)
+        if self.cropper is not None and reading.unresolved and self._crop_due():
+            self._still_crop(reading, reading.unresolved[0])
+        self._tentative = reading.tentative
+        self.last = reading
+        return reading.codes
+
+    def _crop_due(self) -> bool:
+        now = self._clock()
+        if now - self._last_crop < self._crop_every_s:
+            return False
+        self._last_crop = now
+        return True
+
+    def _still_crop(self, reading: Reading, region: Region) -> None:
+        t0 = self.pipeline._clock()
+        crop, scale, origin = self.cropper.capture_region(region.box)
+        extra = self.pipeline.read_region(crop, region, scale, origin)
+        confirmed = _codes_key(self._tentative)
+        agreed = [c for c in extra.tentative if (c.symbology, c.text) in confirmed]
+        accepted = self.pipeline._accept([*extra.codes, *agreed], reading)
+        reading.tentative.extend(c for c in extra.tentative if c not in agreed)
+        reading.passes.extend(extra.passes)
+        reading.passes.append(PassOutcome("still crop", _ms(t0, self.pipeline._clock()),
+                                          f"read {len(accepted)}" if accepted else "nothing",
+                                          region))
