@@ -255,7 +255,7 @@ def _hard_symbol(payload: tuple[str, str, str, str, str, str], spec: _Spec,
     angle = float(overrides.get("angle", 0.0))  # type: ignore[arg-type]
     module = _fit_module(content, symbology, renderer, rng.uniform(low, high), angle, room)
     extra = {k: v for k, v in overrides.items() if k != "angle"}
-    return Symbol(content, symbology, module, angle, center, renderer, **extra)  # type: ignore[arg-type]
+    return Symbol(content, symbology, module, angle, center, renderer, **extra)
 
 
 def hard_samples(seed: int = 15, per_condition: int = 16) -> Iterator[HardSample]:
@@ -291,7 +291,7 @@ def _single(condition: str, payload: tuple[str, str, str, str, str, str], spec: 
                               (0.8, rng.uniform(0.3, 0.7))))
         expected.add(("ean13", med))
     fields = dict(spec[3]) | {"background": rng.choice(BACKGROUNDS)}
-    scene = Scene(tuple(symbols), Conditions(**fields), rng.randrange(2**31))  # type: ignore[arg-type]
+    scene = Scene(tuple(symbols), Conditions(**fields), rng.randrange(2**31))
     return HardSample(kind, condition, scene, frozenset(expected),
                       frozenset({(symbology, text)}))
 
@@ -304,7 +304,7 @@ def _multi(rng: random.Random) -> HardSample:
         chosen.append(payloads[5 + rng.randrange(2)])
     centres = [(0.27, 0.35), (0.73, 0.65), (0.3, 0.78)]
     spec: _Spec = (*_NOMINAL, {"angle": rng.uniform(-20, 20)}, {})
-    symbols = tuple(_hard_symbol(p, spec, rng, c, 0.4) for p, c in zip(chosen, centres))
+    symbols = tuple(_hard_symbol(p, spec, rng, c, 0.4) for p, c in zip(chosen, centres, strict=False))
     cond = Conditions(noise=rng.uniform(0, 8), background=rng.choice(BACKGROUNDS))
     codes = frozenset((p[2], p[4]) for p in chosen)
     return HardSample("wristband", "multi", Scene(symbols, cond, rng.randrange(2**31)),

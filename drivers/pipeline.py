@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter
-
 from clinicam.drivers.readers import (
     DEFAULT_FORMATS,
     Code,
@@ -45,6 +43,7 @@ from clinicam.drivers.readers import (
     ZxingReader,
     base_formats,
 )
+from PIL import Image, ImageFilter
 
 LINEAR_FORMATS = frozenset({"code128", "ean13"})
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
@@ -84,6 +83,7 @@ class Reading:
     tentative: list[Code] = field(default_factory=list)  # one preprocessed linear read
     unresolved: list[Region] = field(default_factory=list)  # located, not decoded
     passes: list[PassOutcome] = field(default_factory=list)
+    refused: int = 0  # preprocessed GS1 reads dropped: syntax or check digit failed
 
 
 @dataclass(frozen=True)
@@ -210,11 +210,13 @@ class PipelineReader:
             t = self._clock()
             results = self._call(image.pixels, self._mask_linear, rotate=False,
                                  binarizer=image.binarizer)
-            codes = [c for c in self._codes(results, image.to_frame(back, origin))]
+            raw = self._codes(results, image.to_frame(back, origin))
+            codes = self._checked(raw, reading)
             name = f"{label} ({variant})"
             found = _codes_key(codes)
             if not codes:
-                reading.passes.append(PassOutcome(name, _ms(t, self._clock()), "nothing",
+                outcome = "refused: GS1 syntax or check digit" if raw else "nothing"
+                reading.passes.append(PassOutcome(name, _ms(t, self._clock()), outcome,
                                                   region))
                 continue
             if first is None:
@@ -233,8 +235,10 @@ class PipelineReader:
         for variant, image in _square_variants(crop):
             t = self._clock()
             results = self._call(image.pixels, self._mask_square)
-            codes = self._accept(self._codes(results, image.to_frame(None, origin)), reading)
-            outcome = f"read {len(codes)}" if codes else "nothing"
+            raw = self._codes(results, image.to_frame(None, origin))
+            codes = self._accept(raw, reading)
+            outcome = f"read {len(codes)}" if codes else (
+                "refused: GS1 syntax or check digit" if raw else "nothing")
             reading.passes.append(PassOutcome(f"{label} ({variant})", _ms(t, self._clock()),
                                               outcome))
             if codes:
@@ -276,18 +280,22 @@ class PipelineReader:
         """Accept codes and return those accepted; a preprocessed GS1 read whose element
         string does not parse or whose check digit fails is a probable misread, dropped
         (``checked``)."""
-        accepted = []
-        for code in codes:
-            if checked and code.symbology.startswith("gs1-") and not self._gs1(code.text):
-                reading.passes.append(PassOutcome("gs1 check", 0.0,
-                                                  "refused: GS1 syntax or check digit"))
-                continue
-            accepted.append(code)
+        accepted = self._checked(codes, reading) if checked else list(codes)
+        for code in accepted:
             if code not in reading.codes:
                 reading.codes.append(code)
         keys = _codes_key(reading.codes)
         reading.tentative = [c for c in reading.tentative if (c.symbology, c.text) not in keys]
         return accepted
+
+    def _checked(self, codes: Iterable[Code], reading: Reading) -> list[Code]:
+        out = []
+        for code in codes:
+            if code.symbology.startswith("gs1-") and not self._gs1(code.text):
+                reading.refused += 1
+            else:
+                out.append(code)
+        return out
 
     def _confirm(self, reading: Reading, confirmed: Iterable[Code]) -> None:
         earlier = _codes_key(confirmed)

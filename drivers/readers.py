@@ -273,8 +273,12 @@ def make_reader(engine: str = "auto", formats: Sequence[str] = DEFAULT_FORMATS) 
         return ZxingReader(formats)
     if engine == "pyzbar":
         return PyzbarReader(formats)
+    if engine == "pipeline":  # zxing-cpp with region passes for hard frames
+        from clinicam.drivers.pipeline import PipelineReader
+
+        return PipelineReader(formats)
     if engine != "auto":
-        raise ValueError("reader engine must be one of auto, zxing, pyzbar")
+        raise ValueError("reader engine must be one of auto, zxing, pyzbar, pipeline")
     try:
         return ZxingReader(formats)
     except ReaderUnavailable:

@@ -180,7 +180,7 @@ def _tilt(label: Image.Image, degrees: float) -> Image.Image:
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
     out_w, out_h = int(max(xs) - min(xs)) + 1, int(max(ys) - min(ys)) + 1
     dst = [(x - min(xs), y - min(ys)) for x, y in corners]
-    src = [(0, 0), (w, 0), (w, h), (0, h)]
+    src = [(0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h))]
     coeffs = _perspective_coefficients(dst, src)
     return label.transform((out_w, out_h), Image.Transform.PERSPECTIVE, coeffs,
                            Image.Resampling.BILINEAR, fillcolor=0)
