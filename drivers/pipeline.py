@@ -485,7 +485,9 @@ def _moved(code: Code, origin: Point, factor: float) -> Code:
 def _upright(crop: np.ndarray, angle: float) -> tuple[np.ndarray, Callable[[Point], Point]]:
     """Rotate so the bars stand upright (gradient along x); and the map back."""
     img = Image.fromarray(crop, "L")
-    rotated = img.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=255)
+    # Fill with the crop's own median: white corners would defeat the contrast stretch.
+    fill = int(np.median(crop))
+    rotated = img.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
     a = math.radians(angle)
     cx, cy = img.width / 2, img.height / 2
     rx, ry = rotated.width / 2, rotated.height / 2
@@ -503,7 +505,8 @@ def _upright(crop: np.ndarray, angle: float) -> tuple[np.ndarray, Callable[[Poin
 def _stretch(img: Image.Image) -> Image.Image:
     """Local contrast: the crop's 2nd..98th percentile to full range."""
     a = np.asarray(img, np.float32)
-    lo, hi = np.percentile(a, (2, 98))
+    h, w = a.shape
+    lo, hi = np.percentile(a[h // 5 : h - h // 5, w // 5 : w - w // 5], (1, 99))
     if hi - lo < 8:
         return img
     return Image.fromarray(np.clip((a - lo) * (255 / (hi - lo)), 0, 255).astype(np.uint8), "L")
