@@ -132,6 +132,7 @@ class PipelineReader:
         # one bar direction may be anything (1 px bars alias into a texture).
         self._mask_linear = self._mask(self._linear + [f for f in bases if f == "pdf417"])
         self._mask_square = self._mask_all
+        self._pdf417 = "pdf417" in bases
 
     def _mask(self, names: Sequence[str]) -> Any:
         from clinicam.drivers.readers import _ZXING_NAMES
@@ -199,14 +200,26 @@ class PipelineReader:
 
     def _one_region(self, crop: np.ndarray, region: Region, reading: Reading, t0: float,
                     label: str, origin: Point = (0, 0)) -> None:
+        if self._mask_linear is not None and not region.linear:
+            # The subsampled locator sees 1 px bars as texture: look again at full
+            # resolution before treating the region as a 2-D symbol.
+            angle, coherent = _bars(crop, region.angle, near_only=False)
+            region = Region(region.box, coherent > 0.5, angle, region.score)
+        before = len(reading.codes) + len(reading.tentative)
         if region.linear and self._mask_linear is not None:
             self._linear_region(crop, region, reading, label, origin)
-        else:
-            self._square_region(crop, reading, label, origin)
+            if len(reading.codes) + len(reading.tentative) > before:
+                return
+        self._square_region(crop, reading, label, origin)
+        if len(reading.codes) + len(reading.tentative) == before and self._pdf417:
+            # A turned PDF417: its detector wants the rows level. Its edges are mostly
+            # the bars within rows, so the crop's overall edge direction levels it.
+            self._linear_region(crop, Region(region.box, True, _edges_angle(crop)), reading,
+                                f"{label} level", origin)
 
     def _linear_region(self, crop: np.ndarray, region: Region, reading: Reading, label: str,
                        origin: Point) -> None:
-        upright, back = _upright(crop, _refine_angle(crop, region.angle))
+        upright, back = _upright(crop, _bars(crop, region.angle)[0])
         first: set[tuple[str, str]] | None = None
         for variant, image in _linear_variants(upright):
             t = self._clock()
@@ -215,6 +228,12 @@ class PipelineReader:
             raw = self._codes(results, image.to_frame(back, origin))
             codes = self._checked(raw, reading)
             name = f"{label} ({variant})"
+            stacked = [c for c in codes if c.symbology == "pdf417"]
+            if stacked:  # Reed-Solomon protected, like a 2-D symbol: one read is enough
+                self._accept(stacked, reading)
+                reading.passes.append(PassOutcome(name, _ms(t, self._clock()),
+                                                  f"read {len(stacked)}", region))
+                return
             found = _codes_key(codes)
             if not codes:
                 outcome = "refused: GS1 syntax or check digit" if raw else "nothing"
@@ -522,16 +541,18 @@ def _upscale(img: Image.Image, factor: float, limit: int = 1600) -> tuple[Image.
     return img.resize(size, Image.Resampling.BICUBIC), factor
 
 
-def _refine_angle(crop: np.ndarray, rough: float) -> float:
-    """The bars' angle measured again at full resolution on the crop: the subsampled
-    locator aliases fine bars and can be 10° out, more than a scan line tolerates."""
+def _bars(crop: np.ndarray, rough: float, near_only: bool = True) -> tuple[float, float]:
+    """The bars' angle measured again at full resolution on the crop, and the share of
+    the crop's strong blocks that are bars: the subsampled locator aliases fine bars
+    and can be 10° out, more than a scan line tolerates. With ``near_only`` only bars
+    within 15° of ``rough`` count (not a striped gown around the band)."""
     a = crop.astype(np.float32)
     gx = a[1:-1, 2:] - a[1:-1, :-2]
     gy = a[2:, 1:-1] - a[:-2, 1:-1]
     b = 8
     h, w = gx.shape[0] - gx.shape[0] % b, gx.shape[1] - gx.shape[1] % b
     if h < b or w < b:
-        return rough
+        return rough, 0.0
 
     def blocks(m: np.ndarray) -> np.ndarray:
         return m[:h, :w].reshape(h // b, b, w // b, b).sum(axis=(1, 3))
@@ -540,11 +561,25 @@ def _refine_angle(crop: np.ndarray, rough: float) -> float:
     energy = jxx + jyy
     coh = np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / np.maximum(energy, 1e-6)
     own = np.degrees(0.5 * np.arctan2(2 * jxy, jxx - jyy))
-    near = np.abs((own - rough + 90) % 180 - 90) < 15  # the symbol's bars, not the gown's
-    keep = (coh > 0.8) & (energy > np.percentile(energy, 50)) & near
+    strong = energy > np.percentile(energy, 50)
+    keep = (coh > 0.8) & strong
+    if near_only:
+        keep &= np.abs((own - rough + 90) % 180 - 90) < 15
     if not keep.any():
-        return rough
+        return rough, 0.0
     sxx, syy, sxy = float(jxx[keep].sum()), float(jyy[keep].sum()), float(jxy[keep].sum())
+    angle = math.degrees(0.5 * math.atan2(2 * sxy, sxx - syy))
+    if not near_only:  # one direction must dominate for the crop to be bars
+        keep &= np.abs((own - angle + 90) % 180 - 90) < 15
+    return angle, float(keep.sum()) / max(1, int(strong.sum()))
+
+
+def _edges_angle(crop: np.ndarray) -> float:
+    """The direction of the strongest edges of the whole crop (gradient direction)."""
+    a = crop.astype(np.float32)
+    gx = a[1:-1, 2:] - a[1:-1, :-2]
+    gy = a[2:, 1:-1] - a[:-2, 1:-1]
+    sxx, syy, sxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
     return math.degrees(0.5 * math.atan2(2 * sxy, sxx - syy))
 
 
