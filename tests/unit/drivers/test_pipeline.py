@@ -165,3 +165,15 @@ def test_gs1_plausible():
     assert not plausible("80189999")
     assert pipeline._gs1_check_digits(f"8018{VALID}")
     assert not pipeline._gs1_check_digits(f"8018{BAD}")
+
+
+def test_stream_reader_accepts_on_the_next_frame(monkeypatch):
+    """On the camera stream a single preprocessed read waits for the next frame."""
+    original = pipeline._linear_variants
+    monkeypatch.setattr(pipeline, "_linear_variants", lambda up: list(original(up))[:1])
+    stream = StreamReader(PipelineReader(SYMBOLOGIES, gs1=plausible, clock=still))
+    frame = _band(VALID, angle=45).render()
+    assert stream.decode(frame) == []
+    assert found(stream.decode(frame)) == {("gs1-128", f"8018{VALID}")}
+    other = _band("796123456789012352", angle=45).render()  # a different band now
+    assert stream.decode(other) == []
