@@ -62,26 +62,26 @@ def _per_frame(ctx: Context, n: int) -> tuple[list[Figure], list[corpus.HardSamp
     runs = 1 if ctx.quick else 3
     hit: dict[str, collections.Counter] = {k: collections.Counter() for k in readers}
     total: collections.Counter = collections.Counter()
-    zbar_total = 0
+    zbar_by: collections.Counter = collections.Counter()
     false = collections.Counter()
     times: dict[str, list[float]] = {k: [] for k in readers}
     samples = list(corpus.hard_samples(per_condition=n))
     for sample in samples:
         frame = sample.render()
         total[sample.condition] += len(sample.wanted)
-        zbar_total += len(sample.wanted_zbar)
+        zbar_by[sample.condition] += len(sample.wanted_zbar)
         for name, decode in readers.items():
             ms, found = _timed(decode, frame, runs)
             times[name].append(ms)
             hit[name][sample.condition] += len(found & sample.wanted)
             false[name] += len(found - sample.expected)
     figures = []
-    n_all = sum(total.values())
     for name in readers:
         got = sum(hit[name].values())
-        denom = zbar_total if name == "pyzbar" else n_all
+        counts = zbar_by if name == "pyzbar" else total
+        denom = sum(counts.values())
         rate = got / denom
-        by = {c: round(hit[name][c] / total[c], 3) for c in total if total[c]}
+        by = {c: round(hit[name][c] / counts[c], 3) for c in counts if counts[c]}
         figures.append(Figure(
             "decode-hard", f"{name}: wristband/badge/card codes read per frame", "ratio",
             Stats(rate, rate, rate, 1), budget=">= 0.92" if name == "pipeline" else None,
@@ -102,15 +102,20 @@ def _per_frame(ctx: Context, n: int) -> tuple[list[Figure], list[corpus.HardSamp
                                                         len(base)), "<= 4.0x"))
     figures.append(Figure("decode-hard", "pyzbar vs plain zxing-cpp, median time", "ms",
                           Stats.of(times["pyzbar"]), "plain zxing-cpp", Stats.of(base)))
-    _print_conditions(hit, total)
+    _print_conditions(hit, total, zbar_by)
     return figures, samples
 
 
-def _print_conditions(hit: dict[str, collections.Counter], total: collections.Counter) -> None:
-    print(f"  {'condition':14s} {'codes':>5s}  " + "  ".join(f"{k:>15s}" for k in hit))
+def _print_conditions(hit: dict[str, collections.Counter], total: collections.Counter,
+                      zbar_by: collections.Counter) -> None:
+    print(f"  {'condition':14s} {'codes':>5s}  " + "  ".join(f"{k:>15s}" for k in hit)
+          + "  (pyzbar: of the codes zbar can read)")
     for cond in total:
         if total[cond]:
-            rates = "  ".join(f"{hit[k][cond] / total[cond]:15.0%}" for k in hit)
+            rates = "  ".join(
+                f"{hit[k][cond] / (zbar_by if k == 'pyzbar' else total)[cond]:15.0%}"
+                if (zbar_by if k == "pyzbar" else total)[cond] else f"{'-':>15s}"
+                for k in hit)
             print(f"  {cond:14s} {total[cond]:5d}  {rates}")
 
 
@@ -129,7 +134,9 @@ def _presentation(sample: corpus.HardSample, rng: random.Random) -> list:
 
 def _first_read(decode: Callable, scenes: list, camera: SimulatedCamera | None,
                 wanted: frozenset) -> float | None:
-    """Simulated time (s) until a wanted code is first reported, or None within 1 s."""
+    """Simulated time (s) until a wanted code is first reported (frames arrive at 30 fps;
+    a slow decode delays the next and skips frames), or None if none of the 30 frames
+    of the presentation gave it."""
     now, index = 0.0, 0
     while index < len(scenes):
         scene = scenes[index]
@@ -167,9 +174,9 @@ def _ttfr(samples: list[corpus.HardSample], n: int) -> list[Figure]:
             "decode-hard", f"{name}: time to first read, 1 s presentation", "ms",
             Stats(statistics.median(read) if read else 0.0, min(read, default=0.0),
                   max(read, default=0.0), len(read)),
-            note=f"read within 1 s: {len(read)}/{len(values)} ({share:.0%}); "
+            note=f"read from one of its 30 frames: {len(read)}/{len(values)} ({share:.0%}); "
                  f"p95 of reads {_p95(read) if read else 0:.0f} ms",
-            extra={"read_within_1s": share}))
+            extra={"read_in_presentation": share}))
     return figures
 
 

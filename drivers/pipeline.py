@@ -29,6 +29,7 @@ Nothing here logs or formats a decoded payload.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from clinicam.drivers.readers import (
+    _FROM_ZXING,
     DEFAULT_FORMATS,
     Code,
     Point,
@@ -58,6 +60,7 @@ class Region:
     linear: bool
     angle: float = 0.0
     score: float = 0.0
+    quad: tuple[tuple[float, float], ...] | None = None  # corners zxing located (2-D)
 
     def scaled(self, factor: float) -> Region:
         x0, y0, x1, y1 = self.box
@@ -204,8 +207,11 @@ class PipelineReader:
             # The subsampled locator sees 1 px bars as texture: look again at full
             # resolution before treating the region as a 2-D symbol.
             angle, coherent = _bars(crop, region.angle, near_only=False)
-            region = Region(region.box, coherent > 0.5, angle, region.score)
+            region = dataclasses.replace(region, linear=coherent > 0.5, angle=angle)
         before = len(reading.codes) + len(reading.tentative)
+        if region.quad is not None and self._rectified(crop, region.quad, reading, label,
+                                                       origin):
+            return
         if region.linear and self._mask_linear is not None:
             self._linear_region(crop, region, reading, label, origin)
             if len(reading.codes) + len(reading.tentative) > before:
@@ -250,6 +256,32 @@ class PipelineReader:
             outcome = "agrees: accepted" if agreed else "no agreement: refused"
             reading.passes.append(PassOutcome(name, _ms(t, self._clock()), outcome, region))
             return
+
+    def _rectified(self, crop: np.ndarray, quad: tuple[tuple[float, float], ...],
+                   reading: Reading, label: str, origin: Point) -> bool:
+        """A 2-D symbol zxing located but could not sample (a card tilted 40°): warp
+        the located quadrilateral to a square, twice its size, and read that."""
+        t = self._clock()
+        side = _quad_size(quad) * 2.0
+        pad = side * 0.15
+        dst = [(pad, pad), (side + pad, pad), (side + pad, side + pad), (pad, side + pad)]
+        size = int(side + 2 * pad)
+        if size < 16 or size > 2000:
+            return False
+        coeffs = perspective_coefficients(dst, list(quad))
+        warped = Image.fromarray(crop, "L").transform(
+            (size, size), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC,
+            fillcolor=255)
+        results = self._call(np.asarray(warped), self._mask_square)
+        corners = tuple((round(x) + origin[0], round(y) + origin[1]) for x, y in quad)
+        raw = [Code(c.symbology, c.text, c.raw, c.aim, corners)
+               for c in self._codes(results, None)]
+        codes = self._accept(raw, reading)
+        outcome = f"read {len(codes)}" if codes else (
+            "refused: GS1 syntax or check digit" if raw else "nothing")
+        reading.passes.append(PassOutcome(f"{label} (rectified from located corners)",
+                                          _ms(t, self._clock()), outcome))
+        return bool(codes)
 
     def _square_region(self, crop: np.ndarray, reading: Reading, label: str,
                        origin: Point) -> None:
@@ -429,8 +461,19 @@ def _merge_located(regions: list[Region], located: list[Region]) -> list[Region]
     """Candidates where zxing also located a symbol it could not decode go first. A
     located symbol without strong edges around it is dropped: noise makes zxing 'find'
     small DataMatrix symbols in almost any frame."""
-    confirmed = [r for r in regions if any(_overlap(r.box, o.box) for o in located)]
-    return confirmed + [r for r in regions if r not in confirmed]
+    confirmed = []
+    for r in regions:
+        hits = [o for o in located if _overlap(r.box, o.box)]
+        if hits:
+            quads = [o.quad for o in hits if o.quad is not None]
+            # The largest located quadrilateral: noise also 'locates' tiny symbols.
+            quad = max(quads, key=_quad_size) if quads else None
+            confirmed.append(Region(r.box, r.linear, r.angle, r.score, quad))
+    return confirmed + [r for r in regions if not any(_overlap(r.box, o.box) for o in located)]
+
+
+def _quad_size(quad: tuple[tuple[float, float], ...]) -> float:
+    return max(math.dist(quad[i], quad[(i + 1) % 4]) for i in range(4))
 
 
 def _overlap(a: Box, b: Box) -> bool:
@@ -440,6 +483,8 @@ def _overlap(a: Box, b: Box) -> bool:
 def _plausible(result: Any) -> bool:
     """A located symbol big enough to be worth a pass (noise makes tiny DataMatrix
     'finds' in almost any frame)."""
+    if result.format.name not in _FROM_ZXING:  # e.g. rMQR, which the QR family includes
+        return False
     pos = result.position
     xs = [p.x for p in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)]
     ys = [p.y for p in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)]
@@ -453,8 +498,9 @@ def _region_of(result: Any) -> Region:
     pad = 12
     linear = result.format.name in ("Code128", "EAN13")
     angle = math.degrees(math.atan2(pts[1][1] - pts[0][1], pts[1][0] - pts[0][0]))
+    quad = None if linear else tuple((float(x), float(y)) for x, y in pts)
     return Region((min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad), linear, angle,
-                  float("inf"))
+                  float("inf"), quad)
 
 
 # --- preprocessing ---------------------------------------------------------------------
@@ -492,7 +538,9 @@ def _crop(frame: np.ndarray, box: Box, margin: float) -> tuple[np.ndarray, Point
 def _shift(region: Region, origin: Point) -> Region:
     x0, y0, x1, y1 = region.box
     box = (x0 - origin[0], y0 - origin[1], x1 - origin[0], y1 - origin[1])
-    return Region(box, region.linear, region.angle, region.score)
+    quad = None if region.quad is None else tuple(
+        (x - origin[0], y - origin[1]) for x, y in region.quad)
+    return Region(box, region.linear, region.angle, region.score, quad)
 
 
 def _moved(code: Code, origin: Point, factor: float) -> Code:
@@ -572,6 +620,17 @@ def _bars(crop: np.ndarray, rough: float, near_only: bool = True) -> tuple[float
     if not near_only:  # one direction must dominate for the crop to be bars
         keep &= np.abs((own - angle + 90) % 180 - 90) < 15
     return angle, float(keep.sum()) / max(1, int(strong.sum()))
+
+
+def perspective_coefficients(dst: list[tuple[float, float]], src: list[tuple[float, float]]
+                 ) -> tuple[float, ...]:
+    """Coefficients for PIL's PERSPECTIVE transform taking ``dst`` corners to ``src``."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs.extend([u, v])
+    return tuple(float(c) for c in np.linalg.solve(np.array(rows), np.array(rhs)))
 
 
 def _edges_angle(crop: np.ndarray) -> float:

@@ -17,6 +17,7 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
+from clinicam.drivers.pipeline import perspective_coefficients
 from PIL import Image, ImageFilter
 
 REFERENCE_WIDTH = 1280  # module_px is given for a frame this wide and scales with width
@@ -181,19 +182,9 @@ def _tilt(label: Image.Image, degrees: float) -> Image.Image:
     out_w, out_h = int(max(xs) - min(xs)) + 1, int(max(ys) - min(ys)) + 1
     dst = [(x - min(xs), y - min(ys)) for x, y in corners]
     src = [(0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h))]
-    coeffs = _perspective_coefficients(dst, src)
+    coeffs = perspective_coefficients(dst, src)
     return label.transform((out_w, out_h), Image.Transform.PERSPECTIVE, coeffs,
                            Image.Resampling.BILINEAR, fillcolor=0)
-
-
-def _perspective_coefficients(dst: list[tuple[float, float]],
-                              src: list[tuple[float, float]]) -> tuple[float, ...]:
-    rows, rhs = [], []
-    for (x, y), (u, v) in zip(dst, src, strict=True):
-        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        rhs.extend([u, v])
-    return tuple(float(c) for c in np.linalg.solve(np.array(rows), np.array(rhs)))
 
 
 def symbol_image(symbol: Symbol, scale: float = 1.0) -> tuple[Image.Image, Image.Image]:
