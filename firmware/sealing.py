@@ -378,12 +378,18 @@ def open_capture(
     recipients: Sequence[RecipientPrivateKey],
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
+    legacy_until: datetime | None = None,
 ) -> OpenedCapture:
-    """Verify and open a capture, in DESIGN §4's order; ``OpenError(reason)`` on the first fault."""
+    """Verify and open a capture, in DESIGN §4's order; ``OpenError(reason)`` on the first fault.
+
+    ``legacy_until``: accept pre-policy station certificates until then (see
+    ``certprofile``); without it they raise ``PrePolicyCertificate``.
+    """
     m, sig = mf.parse_manifest_message(manifest_payload)
     if topic_device != m["device"] or topic_capture_id != m["capture_id"]:
         raise OpenError("identity", "topic device or capture id differs from the manifest")
-    cert = mf.check_device_cert(m["cert"], m["device"], ca_cert, crl=crl, now=now)
+    cert = mf.check_device_cert(m["cert"], m["device"], ca_cert, crl=crl, now=now,
+                                legacy_until=legacy_until)
     mf.verify(mf.canonical(m), sig, cert.public_key())
     key = _recipient_for(m, recipients)
     _check_parts(m, parts)

@@ -258,9 +258,13 @@ class Site:
         kind: str = "device",
         ca_key: pki.PrivateKey | None = None,
     ) -> x509.Certificate:
-        """Issue and register a clientAuth certificate; no checks beyond the id's form."""
+        """Issue and register a clientAuth certificate; no checks beyond the id's form.
+
+        Only ``kind="device"`` (``sign``, ``renew``) gets the station profile.
+        """
         pki.check_id(cn, allow_reserved=kind != "device")
-        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now or pki.utcnow(), days=days)
+        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now or pki.utcnow(), days=days,
+                         station=kind == "device")
         self._record(cert, kind)
         return cert
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from clinicam.firmware import manifest as mf
-from clinicam.firmware.errors import ConfigError, OpenError
+from clinicam.firmware.errors import ConfigError, OpenError, PrePolicyCertificate
 from clinicam.firmware.sealing import SealedCapture, Sealer, open_capture
 from clinicam.provisioning.recipient import RecipientPrivateKey
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -322,3 +322,34 @@ def test_reasons_never_carry_phi(sealed: SealedCapture, opener: Any) -> None:
     with pytest.raises(OpenError) as info:
         opener(sealed.manifest, parts, sealed.capture_id)
     assert "CANARY" not in str(info.value) and "CANARY" not in repr(info.value.__cause__)
+
+
+# -- station profile (DESIGN §3.5, §7): only station certificates file photos ---------
+
+@pytest.mark.parametrize("name", ["operator-jane", "relay-1", "broker", "admin-x"])
+def test_service_identity_is_identity_even_with_the_station_policy(
+        make_sealer: Callable[..., Sealer], opener: Any, pki: Any, site_ca: Any, name: str) -> None:
+    for station in (False, True):  # a misissued policy does not make a service a station
+        s = seal_as(make_sealer, pki.issue(site_ca, name, station=station))
+        assert reason(lambda s=s: opener(s.manifest, parts_of(s), s.capture_id,
+                                         topic_device=name)) == "identity"
+
+
+def test_profile_checked_after_the_chain(make_sealer: Callable[..., Sealer], opener: Any,
+                                         pki: Any) -> None:
+    s = seal_as(make_sealer, pki.issue(pki.make_ca("rogue CA"), "operator-jane", station=False))
+    assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id,
+                                 topic_device="operator-jane")) == "certificate"
+
+
+def test_pre_policy_station_certificate(make_sealer: Callable[..., Sealer], opener: Any,
+                                        pki: Any, site_ca: Any) -> None:
+    s = seal_as(make_sealer, pki.issue(site_ca, DEV, station=False))
+    with pytest.raises(PrePolicyCertificate) as info:
+        opener(s.manifest, parts_of(s), s.capture_id, now=pki.NOW)
+    assert info.value.reason == "identity" and "renew" in str(info.value)
+    grace = pki.NOW + timedelta(days=1)
+    assert opener(s.manifest, parts_of(s), s.capture_id, now=pki.NOW,
+                  legacy_until=grace).image == b"jpeg"
+    with pytest.raises(PrePolicyCertificate):
+        opener(s.manifest, parts_of(s), s.capture_id, now=grace, legacy_until=grace)
