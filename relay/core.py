@@ -259,7 +259,7 @@ class RelayCore:
             # publisher's CN, and a service identity (operator-*, relay-*) is never a
             # station — so it is neither listed nor audited as one (DESIGN §3.5).
             self.board.count("refused-non-station")
-            log.warning("refused a %s message on a service identity's topic (%s): not a station",
+            log.warning("refused %s message on a service identity's topic (%s): not a station",
                         leaf, device)
             return
         try:

@@ -106,13 +106,16 @@ def test_second_valid_certificate_refused_until_revoked_and_revoke_drops_it_from
     assert rights_of((fresh.broker_dir / "acl").read_text(), "operator-it-jane") == OPERATOR_RIGHTS
 
 
-def test_revoking_a_station_leaves_the_acl_untouched(fresh: Site, tmp_path: Path) -> None:
+def test_signing_adds_a_station_and_revoking_drops_it_operators_untouched(fresh: Site, tmp_path: Path) -> None:
     issue_operator(fresh, "it-jane", tmp_path / "a", now=NOW)
     d = tmp_path / "st"
     fresh.sign(identity.create_device_key(d, "cart-1").read_bytes(), now=NOW)
-    before = (fresh.broker_dir / "acl").read_bytes()
+    acl = (fresh.broker_dir / "acl").read_text()
+    assert "topic write clinicam/v1/cart-1/capture/#" in rights_of(acl, "cart-1")
     fresh.revoke("cart-1", now=NOW)
-    assert (fresh.broker_dir / "acl").read_bytes() == before
+    acl = (fresh.broker_dir / "acl").read_text()
+    assert rights_of(acl, "cart-1") == [] and "cart-1" not in acl
+    assert rights_of(acl, "operator-it-jane") == OPERATOR_RIGHTS
 
 
 def test_an_expired_operator_is_left_out_when_the_acl_is_regenerated(fresh: Site, tmp_path: Path) -> None:
