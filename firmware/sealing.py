@@ -353,14 +353,35 @@ def _decrypt(m: Mapping[str, Any], parts: Mapping[int, bytes],
     return part0, bytes(image)
 
 
+# Part 0 of DESIGN §6 is 3 levels deep; sinks walk it recursively, so anything much
+# deeper is refused here rather than crash the relay (json.loads and the sinks recurse).
+MAX_METADATA_DEPTH = 16
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` containers deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
+
+
 def _check_image(part0: bytes, image: bytes) -> dict[str, Any]:
     try:
         metadata = json.loads(part0.decode("utf-8"), object_pairs_hook=mf._no_duplicates)
         info = metadata["image"]
         size, digest = info["size"], info["sha256"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
         raise OpenError("image", "metadata does not parse or lacks image size/sha256") \
             from None
+    if not _depth_within(metadata, MAX_METADATA_DEPTH):
+        raise OpenError("image", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
     if type(metadata) is not dict or type(size) is not int or size != len(image):
         raise OpenError("image", "image size differs from the metadata")
     if digest != hashlib.sha256(image).hexdigest():

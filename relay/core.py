@@ -264,7 +264,7 @@ class RelayCore:
             return
         try:
             obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
             self.board.count("malformed-station-message")

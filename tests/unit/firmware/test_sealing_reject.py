@@ -278,6 +278,22 @@ def test_metadata_that_does_not_match_the_image(make_sealer: Callable[..., Seale
     assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id)) == "image"
 
 
+def _nested(depth: int, sha: str) -> bytes:
+    """Valid metadata for ``b"jpeg"`` whose ``camera`` value is ``depth`` lists deep."""
+    return (b'{"image":{"size":4,"sha256":"' + sha.encode() + b'"},"camera":'
+            + b"[" * depth + b"]" * depth + b"}")
+
+
+@pytest.mark.parametrize("depth", [17, 900, 100_000])
+def test_deeply_nested_metadata_is_image_not_a_crash(make_sealer: Callable[..., Sealer],
+                                                     opener: Any, depth: int) -> None:
+    """Validly signed, decrypts, image matches: the nesting alone is refused (§6 is 3 deep)."""
+    s = make_sealer()._seal_raw(memoryview(bytearray(b"jpeg")), lambda size, sha: _nested(depth, sha))
+    assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id)) == "image"
+    ok = make_sealer()._seal_raw(memoryview(bytearray(b"jpeg")), lambda size, sha: _nested(8, sha))
+    assert opener(ok.manifest, parts_of(ok), ok.capture_id).image == b"jpeg"  # positive control
+
+
 # -- strict parsing -----------------------------------------------------------------
 
 def _payload_variants(s: SealedCapture) -> list[bytes]:

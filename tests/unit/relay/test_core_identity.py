@@ -111,3 +111,26 @@ def test_pre_policy_certificate_accepted_only_during_the_grace_period(
     op = unit_site.seal("operator-x", b"y" * 1500)
     assert [(a.status, a.reason) for a in feed(relay(now + timedelta(days=30)),
                                                messages("operator-x", op))] == [("rejected", "identity")]
+
+
+def test_deeply_nested_metadata_gets_an_ack_rejected_image(core: RelayCore, unit_site: Any,
+                                                           tmp_path: Path) -> None:
+    """A RecursionError inside opening must not leave the station without an answer."""
+    deep = 100_000
+
+    def part0(size: int, sha: str) -> bytes:
+        return (b'{"image":{"size":%d,"sha256":"%s"},"x":' % (size, sha.encode())) + b"[" * deep + b"]" * deep + b"}"
+
+    cap = unit_site.sealers["station-a"]._seal_raw(memoryview(bytearray(b"x" * 1500)), part0)
+    acks = feed(core, messages("station-a", cap))
+    assert [(a.status, a.reason) for a in acks] == [("rejected", "image")]
+    assert filed(tmp_path) == []
+    good = unit_site.seal("station-a", b"y" * 1500)  # the relay goes on
+    assert [a.status for a in feed(core, messages("station-a", good))] == ["stored"]
+
+
+def test_deeply_nested_status_or_event_is_malformed_not_a_crash(core: RelayCore) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for leaf in ("status", "event"):
+        assert core.handle(f"{P}/station-a/{leaf}", b'{"state":' + deep + b"}") == []
+    assert core.board.counters["malformed-station-message"] == 2
