@@ -165,3 +165,20 @@ def test_cli_operator_needs_name_and_out(fresh: Site) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["provision", "operator", str(fresh.path), "--name", "x"])
     assert exc.value.code == 2
+
+
+def test_cli_sign_says_to_reload_the_acl_and_acl_regenerates_it(
+        fresh: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csr = identity.create_device_key(tmp_path / "st", "cart-9")
+    assert main(["provision", "sign", str(fresh.path), str(csr), "--out", str(tmp_path / "c.pem")]) == 0
+    said = capsys.readouterr().out
+    assert "signed cart-9" in said and str(fresh.broker_dir / "acl") in said and "reload" in said
+    acl = fresh.broker_dir / "acl"
+    assert "topic write clinicam/v1/cart-9/capture/#" in rights_of(acl.read_text(), "cart-9")
+    # an existing site's old ACL (pattern rules) is replaced by 'provision acl'
+    acl.write_text("pattern write clinicam/v1/%u/capture/#\n")
+    assert main(["provision", "acl", str(fresh.path)]) == 0
+    assert "reload" in capsys.readouterr().out
+    text = acl.read_text()
+    assert not any(ln.startswith("pattern") for ln in rules(text))
+    assert "user cart-9" in rules(text) and "user relay-1" in rules(text)
