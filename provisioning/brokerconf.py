@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from clinicam.firmware import certprofile
+from clinicam.protocol import certprofile
 
 DEFAULT_PREFIX = "clinicam/v1"
 DEFAULT_PORT = 8883

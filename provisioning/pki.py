@@ -21,8 +21,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from clinicam.firmware import certprofile
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol import certprofile
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization

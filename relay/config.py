@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from clinicam.firmware.tomlconf import (
+from clinicam.common.tomlconf import (
     absolute_path,
     between,
     checked,
@@ -48,7 +48,7 @@ class RelaySection:
     status_file: str = field(default="/run/clinicam-relay/status.json", metadata=PATH)
     audit_log: str = field(default="/var/lib/clinicam-relay/audit.jsonl", metadata=PATH)
     # Grace period for station certificates issued before the station profile
-    # (clinicam.firmware.certprofile): "YYYY-MM-DD" (UTC midnight), "" = none.
+    # (clinicam.protocol.certprofile): "YYYY-MM-DD" (UTC midnight), "" = none.
     legacy_station_certs_until: str = field(
         default="", metadata=checked(matches(r"(\d{4}-\d{2}-\d{2})?", "a date YYYY-MM-DD, or empty"))
     )

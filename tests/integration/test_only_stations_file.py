@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.demo_setup import CLI, to_toml
-from clinicam.firmware.manifest import sign_event
-from clinicam.firmware.sealing import SealedCapture, Sealer
+from clinicam.protocol.manifest import sign_event
+from clinicam.protocol.recipient import load_recipient_public
+from clinicam.protocol.sealing import SealedCapture, Sealer
 from clinicam.provisioning import pki
-from clinicam.provisioning.brokerproc import Mosquitto
 from clinicam.provisioning.operators import issue_operator
-from clinicam.provisioning.recipient import load_recipient_public
+from clinicam.tools.brokerproc import Mosquitto
+from clinicam.tools.demo_setup import CLI, to_toml
 from station_kit import wait_until
 
 P = "clinicam/v1"

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from clinicam.firmware.memory import STATION_ENV
+from clinicam.firmware.capture.memory import STATION_ENV
 from procmem import scan
 
 pytestmark = [pytest.mark.slow,
@@ -54,7 +54,7 @@ kit = _integration_module("station_kit")
 
 # The mutant: what a careless debugging aid or a "recent scans" cache would do.
 MUTANT = textwrap.dedent('''\
-    import clinicam.firmware.codes as codes
+    import clinicam.firmware.codes.classify as codes
 
     KEPT = []
     _classify = codes.classify

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.manifest import sign_event
-from clinicam.firmware.sealing import SealedCapture
+from clinicam.protocol.manifest import sign_event
+from clinicam.protocol.sealing import SealedCapture
 from clinicam.provisioning import pki
 from clinicam.relay.core import Ack, RelayCore
-from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.records import AuditLog
+from clinicam.relay.sinks.directory import DirectorySink
 
 P = "clinicam/v1"
 SERVICES = ("operator-x", "relay-9")
