@@ -88,6 +88,7 @@ class RelayCore:
         self._now = now
         # Pre-policy station certificates are stations until then (certprofile).
         self.legacy_until = legacy_until
+        self._pre_policy_seen: set[str] = set()
         self._pending_voids: set[tuple[str, str]] = set()
 
     # -- dispatch -------------------------------------------------------------------
@@ -176,9 +177,11 @@ class RelayCore:
             # the photo), never filed either. The admin renews it or sets the grace period.
             self.reassembler.discard((device, cid))
             self.board.count("refused-pre-policy-certificate")
-            log.error("capture %s/%s: the device certificate predates the station profile; "
-                      "renew the station ('clinicam provision renew') or set [relay] "
-                      "legacy_station_certs_until — asking for a re-send", device, cid)
+            if device not in self._pre_policy_seen:  # once per station: it re-sends with back-off
+                self._pre_policy_seen.add(device)
+                log.error("station %s: its certificate predates the station profile; renew it "
+                          "('clinicam provision renew') or set [relay] legacy_station_certs_until — "
+                          "its captures are answered retry/identity until then", device)
             return [self._decide(Ack(device, cid, "retry", "identity"))]
         except OpenError as exc:
             return [self._reject(device, cid, exc.reason)]

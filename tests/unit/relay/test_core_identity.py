@@ -85,12 +85,15 @@ def test_service_identity_void_and_events_are_refused(
 
 
 def test_pre_policy_certificate_is_retry_identity_never_filed(
-        core: RelayCore, unit_site: Any, tmp_path: Path) -> None:
+        core: RelayCore, unit_site: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cap = unit_site.seal("station-old", b"z" * 1500)
-    acks = feed(core, messages("station-old", cap))
-    assert [(a.status, a.reason) for a in acks] == [("retry", "identity")]  # kept by the station
+    for _ in range(3):  # the station re-sends with back-off
+        acks = feed(core, messages("station-old", cap))
+        assert [(a.status, a.reason) for a in acks] == [("retry", "identity")]  # kept by the station
     assert filed(tmp_path) == []
-    assert core.board.counters["refused-pre-policy-certificate"] == 1
+    assert core.board.counters["refused-pre-policy-certificate"] == 3
+    said = [r.getMessage() for r in caplog.records if "predates the station profile" in r.getMessage()]
+    assert len(said) == 1 and "station-old" in said[0] and "renew" in said[0]  # once per station
 
 
 def test_pre_policy_certificate_accepted_only_during_the_grace_period(
