@@ -89,6 +89,7 @@ class RelayCore:
         # Pre-policy station certificates are stations until then (certprofile).
         self.legacy_until = legacy_until
         self._pre_policy_seen: set[str] = set()
+        self._refused_seen: set[tuple[str, str]] = set()
         self._pending_voids: set[tuple[str, str]] = set()
 
     # -- dispatch -------------------------------------------------------------------
@@ -262,8 +263,10 @@ class RelayCore:
             # publisher's CN, and a service identity (operator-*, relay-*) is never a
             # station — so it is neither listed nor audited as one (DESIGN §3.5).
             self.board.count("refused-non-station")
-            log.warning("refused %s message on a service identity's topic (%s): not a station",
-                        leaf, device)
+            if (device, leaf) not in self._refused_seen:  # once: a flood must not flood the log
+                self._refused_seen.add((device, leaf))
+                log.warning("refused %s message on a service identity's topic (%s): not a station",
+                            leaf, device)
             return
         try:
             obj = json.loads(payload)
