@@ -20,7 +20,7 @@ from collections.abc import Callable
 from clinicam.drivers import corpus
 from clinicam.drivers.pipeline import PipelineReader
 from clinicam.drivers.readers import DEFAULT_FORMATS, PyzbarReader, ZxingReader
-from clinicam.firmware.gs1 import plausible
+from clinicam.firmware.codes.gs1 import plausible
 from harness import Context, Figure, Stats
 
 ZBAR_FORMATS = ("code128", "gs1-128", "qr", "gs1-qr", "ean13")

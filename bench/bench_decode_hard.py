@@ -31,7 +31,7 @@ from clinicam.drivers import corpus
 from clinicam.drivers.camera import SimulatedCamera
 from clinicam.drivers.pipeline import PipelineReader, StreamReader
 from clinicam.drivers.readers import SYMBOLOGIES, PyzbarReader, ZxingReader
-from clinicam.firmware.gs1 import plausible
+from clinicam.firmware.codes.gs1 import plausible
 from harness import Context, Figure, Stats
 
 ZBAR_FORMATS = ("code128", "gs1-128", "qr", "gs1-qr", "ean13")

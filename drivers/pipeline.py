@@ -711,7 +711,7 @@ def _gs1_check_digits(text: str) -> bool:
     """Fallback GS1 check when no validator is injected: every fixed-length numeric field
     that carries a mod-10 check digit must hold it (AIs 00, 01, 02, 414, 8017, 8018).
 
-    The station injects ``clinicam.firmware.gs1.plausible`` (the full parser)."""
+    The station injects ``clinicam.firmware.codes.gs1.plausible`` (the full parser)."""
     checked = {"00": 18, "01": 14, "02": 14, "414": 13, "8017": 18, "8018": 18}
     for ai, length in checked.items():
         if text.startswith(ai):

@@ -20,8 +20,8 @@ from clinicam.drivers.pins import make_pin_factory
 from clinicam.drivers.pipeline import PipelineReader, StreamReader
 from clinicam.drivers.power import PowerInputs
 from clinicam.drivers.readers import Code, CodeReader, make_reader
-from clinicam.firmware import gs1
 from clinicam.firmware.clock import ClockSource, KernelClock, SimulatedClock
+from clinicam.firmware.codes import gs1
 from clinicam.firmware.config import StationConfig
 
 # Simulated stills are rendered, not sensed: keep them a realistic but quick size.

@@ -11,7 +11,7 @@ import pytest
 from clinicam.drivers import corpus
 from clinicam.drivers.pipeline import PipelineReader
 from clinicam.drivers.readers import SYMBOLOGIES, PyzbarReader, ZxingReader, make_reader
-from clinicam.firmware.gs1 import plausible
+from clinicam.firmware.codes.gs1 import plausible
 
 
 @pytest.fixture(scope="module")

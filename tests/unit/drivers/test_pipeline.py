@@ -16,7 +16,7 @@ from clinicam.drivers.camera import SimulatedCamera
 from clinicam.drivers.pipeline import Budget, PipelineReader, StreamReader
 from clinicam.drivers.readers import SYMBOLOGIES, ZxingReader
 from clinicam.drivers.scenes import Conditions, Scene, Symbol
-from clinicam.firmware.gs1 import plausible
+from clinicam.firmware.codes.gs1 import plausible
 
 VALID = "796123456789012345"  # GSRN with a good check digit
 BAD = "796123456789012343"  # the same with a wrong one
