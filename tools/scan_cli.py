@@ -40,10 +40,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG…)")
     p.add_argument("--reader", "--engine", dest="reader",
                    choices=("auto", "zxing", "pyzbar", "pipeline"), default="auto",
-                   help="barcode engine (default: the station's default, zxing-cpp); "
-                   "'pipeline' adds region passes for hard frames")
+                   help="barcode engine: auto (the station's default: the pipeline, "
+                   "zxing-cpp with region passes for hard frames), zxing (one plain call), "
+                   "pyzbar")
     p.add_argument("-v", "--verbose", dest="passes", action="store_true",
-                   help="with --engine pipeline: each pass and its outcome (why a band "
+                   help="with the pipeline engine: each pass and its outcome (why a band "
                    "does not read); never the decoded text")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--reveal", action="store_true",

@@ -58,7 +58,7 @@ def test_corpus_covers_the_brief(results):
 
 def test_default_reader_decodes_95_percent(results):
     default = make_reader()
-    assert isinstance(default, ZxingReader)  # chosen from bench/bench_decode.py
+    assert isinstance(default, PipelineReader)  # chosen from bench/bench_decode*.py
     rate = report("zxing-cpp (default)", rates(results, 1, lambda s: s.expected))
     assert rate >= 0.95
 
