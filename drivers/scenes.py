@@ -17,7 +17,7 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
-from clinicam.drivers.pipeline import perspective_coefficients
+from clinicam.drivers.preprocess import perspective_coefficients
 from PIL import Image, ImageFilter
 
 REFERENCE_WIDTH = 1280  # module_px is given for a frame this wide and scales with width

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from clinicam.drivers import pipeline
+from clinicam.drivers import pipeline, preprocess
 from clinicam.drivers.camera import SimulatedCamera
 from clinicam.drivers.pipeline import Budget, PipelineReader, StreamReader
 from clinicam.drivers.readers import SYMBOLOGIES, ZxingReader
@@ -117,8 +117,8 @@ def test_misprinted_check_digit_is_not_corrected(reader):
 
 def test_one_preprocessed_linear_read_is_only_tentative(reader, monkeypatch):
     frame = _band(VALID, angle=45).render()
-    original = pipeline._linear_variants
-    monkeypatch.setattr(pipeline, "_linear_variants", lambda up: list(original(up))[:1])
+    original = preprocess.linear_variants
+    monkeypatch.setattr(preprocess, "linear_variants", lambda up: list(original(up))[:1])
     first = reader.read(frame)
     assert first.codes == [] and found(first.tentative) == {("gs1-128", f"8018{VALID}")}
     second = reader.read(frame, confirmed=first.tentative)  # the next frame agrees
@@ -169,8 +169,8 @@ def test_gs1_plausible():
 
 def test_stream_reader_accepts_on_the_next_frame(monkeypatch):
     """On the camera stream a single preprocessed read waits for the next frame."""
-    original = pipeline._linear_variants
-    monkeypatch.setattr(pipeline, "_linear_variants", lambda up: list(original(up))[:1])
+    original = preprocess.linear_variants
+    monkeypatch.setattr(preprocess, "linear_variants", lambda up: list(original(up))[:1])
     stream = StreamReader(PipelineReader(SYMBOLOGIES, gs1=plausible, clock=still))
     frame = _band(VALID, angle=45).render()
     assert stream.decode(frame) == []
