@@ -88,6 +88,10 @@ class Budget:
     ms: float = 500.0
 
 
+def _base(code: Code) -> str:
+    return "code128" if code.symbology == "gs1-128" else code.symbology
+
+
 def _codes_key(codes: Iterable[Code]) -> set[tuple[str, str]]:
     return {(c.symbology, c.text) for c in codes}
 
@@ -200,12 +204,18 @@ class PipelineReader:
             self._linear_region(crop, region, reading, label, origin)
             if len(reading.codes) + len(reading.tentative) > before:
                 return
-        self._square_region(crop, reading, label, origin)
+        if self._square_region(crop, reading, label, origin):
+            return
         if len(reading.codes) + len(reading.tentative) == before and self._pdf417:
             # A turned PDF417: its detector wants the rows level. Its edges are mostly
             # the bars within rows, so the crop's overall edge direction levels it.
             self._linear_region(crop, Region(region.box, True, locate.edges_angle(crop)), reading,
                                 f"{label} level", origin)
+        if len(reading.codes) + len(reading.tentative) == before:
+            # Last resort: a hand moving during the exposure. Undo a streak along the
+            # direction the edges are weakest in, for a few lengths.
+            self._square_region(crop, reading, f"{label} motion", origin,
+                                preprocess.motion_variants(crop, locate.edges_angle(crop)))
 
     def _linear_region(self, crop: np.ndarray, region: Region, reading: Reading, label: str,
                        origin: Point) -> None:
@@ -268,18 +278,33 @@ class PipelineReader:
         return bool(codes)
 
     def _square_region(self, crop: np.ndarray, reading: Reading, label: str,
-                       origin: Point) -> None:
-        for variant, image in preprocess.square_variants(crop):
+                       origin: Point, views: Iterable[tuple[str, preprocess.Prepared]] | None
+                       = None) -> bool:
+        """Decode views of a region with every format; a linear code among the results
+        still needs two views to agree. True when something was accepted."""
+        first: set[tuple[str, str]] | None = None
+        for variant, image in views if views is not None else preprocess.square_variants(crop):
             t = self._clock()
             results = self._call(image.pixels, self._mask_square)
             raw = self._codes(results, image.to_frame(None, origin))
-            codes = self._accept(raw, reading)
+            checked = self._checked(raw, reading)
+            linear = [c for c in checked if _base(c) in LINEAR_FORMATS]
+            codes = self._accept([c for c in checked if c not in linear], reading, False)
+            if linear and first is None:
+                first = _codes_key(linear)
+                reading.tentative.extend(linear)
+            elif linear:
+                seen = first or set()
+                codes += self._accept([c for c in linear if (c.symbology, c.text) in seen],
+                                      reading, False)
             outcome = f"read {len(codes)}" if codes else (
+                "tentative: needs a second read" if linear else
                 "refused: GS1 syntax or check digit" if raw else "nothing")
             reading.passes.append(PassOutcome(f"{label} ({variant})", _ms(t, self._clock()),
                                               outcome))
             if codes:
-                return
+                return True
+        return False
 
     # --- acceptance ---------------------------------------------------------------------
 
