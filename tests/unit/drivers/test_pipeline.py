@@ -177,3 +177,14 @@ def test_stream_reader_accepts_on_the_next_frame(monkeypatch):
     assert found(stream.decode(frame)) == {("gs1-128", f"8018{VALID}")}
     other = _band("796123456789012352", angle=45).render()  # a different band now
     assert stream.decode(other) == []
+
+
+def test_pass_outcomes_never_carry_the_code(reader):
+    """What ``clinicam scan -v`` and a log may show of a reading holds no payload."""
+    frames = [HARD_FRAMES[c][0].render(1280, 720) for c in ("rot45", "blur-2.0", "tilt-40")]
+    for frame in frames:
+        reading = reader.read(frame)
+        assert reading.codes  # positive control: something was read
+        shown = repr(reading.passes) + repr(reading.codes) + repr(reading.tentative)
+        for code in reading.codes:
+            assert code.text not in shown and code.text[-6:] not in shown
