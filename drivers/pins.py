@@ -13,6 +13,7 @@ calls itself, the same on every kernel.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ HEADER_CHIP_LABELS = ("pinctrl-rp1", "pinctrl-bcm2711", "pinctrl-bcm2835")
 LG_WORK_DIR_ENV = "LG_WD"
 
 ChipLabel = Callable[[int], str]
+log = logging.getLogger(__name__)
 
 
 def make_pin_factory(backend: str, *, chip: int | None = None,
@@ -44,7 +46,9 @@ def make_pin_factory(backend: str, *, chip: int | None = None,
     except Exception as exc:  # ImportError, or lgpio's notify FIFO not creatable
         raise HardwareError(_remedy(exc)) from exc
     if chip is None:
-        chip = header_chip(chip_numbers(dev_dir), chip_label or _lgpio_label)
+        label = chip_label or _lgpio_label
+        chip = header_chip(chip_numbers(dev_dir), label)
+        log.info("gpio: header chip gpiochip%d (%s)", chip, label(chip))
     try:
         return LGPIOFactory(chip=chip)
     except Exception as exc:  # lgpio failing to open /dev/gpiochipN

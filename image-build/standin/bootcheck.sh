@@ -73,6 +73,60 @@ check_station_ip_allow() {
     check station-ip-allow "IPAddressAllow=$allow" recorded_allow_only "$allow"
 }
 
+GPIO_SIM_DIR=/sys/kernel/config/gpio-sim/standin
+gpio_mode=required
+cmdline_has clinicam.bootcheck.gpio=pending && gpio_mode=pending
+sim_line() {  # sim_line N ATTR: the header chip's line N in gpio-sim's sysfs
+    echo "/sys/devices/platform/$(cat $GPIO_SIM_DIR/dev_name)/$(cat $GPIO_SIM_DIR/bank0/chip_name)/sim_gpio$1/$2"
+}
+station_events() { journalctl -b -u $STATION -o cat --no-pager | grep '^{"kind": "signal"' || true; }
+fifo_in_runtime_dir() { find /run/clinicam -maxdepth 1 -name '.lgd-nfy*' -type p | grep -q .; }
+header_not_chip4() {  # the station opened the labelled chip, while a non-header gpiochip4 exists
+    test -e /dev/gpiochip4 && test "$(cat $GPIO_SIM_DIR/bank0/chip_name)" != gpiochip4 &&
+        journalctl -b -u $STATION -o cat --no-pager | grep -q "gpio: header chip $(cat $GPIO_SIM_DIR/bank0/chip_name) (pinctrl-rp1)"
+}
+ready_light_blue() {  # the "ready" pattern rests on blue: pins 22, 23, 24 = 0, 0, 1
+    test "$(cat "$(sim_line 22 value)")$(cat "$(sim_line 23 value)")$(cat "$(sim_line 24 value)")" = 001
+}
+press_button() {  # pull the shutter line (17, active low) down for half a second
+    echo pull-down > "$(sim_line 17 pull)"; sleep 0.5; echo pull-up > "$(sim_line 17 pull)"
+}
+saw_no_patient() {
+    i=0
+    while [ $i -lt 20 ]; do
+        station_events | grep -q '"pattern": "no_patient"' && return 0
+        sleep 0.5; i=$((i + 1))
+    done
+    return 1
+}
+
+check_station_gpio() {
+    # The pi backend's GPIO inside the real unit: lgpio (PyPI) on gpio-sim chips shaped
+    # like a Pi 5's, its notify FIFO in the unit's RuntimeDirectory (LG_WD), the header
+    # chip found by label, outputs driven, and a press on the shutter line arriving as
+    # the workflow's "no_patient" signal (idle station: scan a wristband first).
+    if [ $gpio_mode = pending ] || [ $station_mode = pending ]; then
+        for name in gpio-chips gpio-lg-fifo gpio-header-chip gpio-outputs gpio-button; do
+            report $name PENDING "no gpio-sim module or no station in this stand-in"
+        done
+        return
+    fi
+    journalctl -b -u standin-gpio-sim.service -o cat --no-pager | sed 's/^/BOOTCHECK-INFO gpio-sim: /'
+    check gpio-chips "$(echo /dev/gpiochip*) group $(stat -c %G /dev/gpiochip0)" \
+        test "$(stat -c %G /dev/gpiochip0)" = gpio
+    check gpio-lg-fifo "$(find /run/clinicam -maxdepth 1 -name '.lgd-nfy*' -printf '%p(%y) ' 2>/dev/null)" fifo_in_runtime_dir
+    check gpio-header-chip "$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'gpio: header chip' || echo 'no header chip line')" header_not_chip4
+    check gpio-outputs "rgb=$(cat "$(sim_line 22 value)")$(cat "$(sim_line 23 value)")$(cat "$(sim_line 24 value)")" ready_light_blue
+    # Control: no "no_patient" signal before the press.
+    before=$(station_events | grep -c '"pattern": "no_patient"')
+    press_button
+    if [ "$before" = 0 ] && saw_no_patient; then
+        report gpio-button PASS "line 17 pulled down and up: $(station_events | grep -m 1 no_patient)"
+    else
+        report gpio-button FAIL "before=$before; signals: $(station_events | tail -n 3 | tr '\n' ' ')"
+    fi
+}
+
 check_station_stop() {
     if [ $station_mode = pending ]; then
         report station-stop PENDING "clinicam station run is not built yet"
@@ -226,6 +280,7 @@ main() {
     check_station_ready
     check_station_memory
     check_station_ip_allow
+    check_station_gpio
     check_system
     check_sandbox_writes
     check_sandbox_network
