@@ -57,6 +57,15 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]]; then
   echo "$want_stamp" > "$stamp"
 fi
 
+# The picamera2 fixture (tests/picamera2_sim): the version Raspberry Pi OS bookworm ships,
+# without its dependencies (python-prctl, av, OpenEXR... need a Pi or a compiler and are
+# never used by the station); the ones its capture path imports are in the dev extra.
+PICAMERA2=$(sed -n 's/^PICAMERA2_VERSION = "\(.*\)"/picamera2==\1/p' tests/picamera2_sim/__init__.py)
+if [[ "$(.venv/bin/python -m pip show picamera2 2>/dev/null | sed -n 's/^Version: /picamera2==/p')" != "$PICAMERA2" ]]; then
+  echo "bootstrap: installing $PICAMERA2 (no dependencies) for the camera fixture"
+  .venv/bin/python -m pip install -q --no-deps "$PICAMERA2"
+fi
+
 # The FHIR R4 test server lives in its own venv: its dependencies are not ours.
 FHIR_SERVER="sekmet-fhir==0.1.1"
 if [[ " $* " == *" base "* || $# -eq 0 ]] && [[ "$(cat .venv-fhir/.installed 2>/dev/null)" != "$FHIR_SERVER" ]]; then

@@ -85,8 +85,19 @@ header_not_chip4() {  # the station opened the labelled chip, while a non-header
     test -e /dev/gpiochip4 && test "$(cat $GPIO_SIM_DIR/bank0/chip_name)" != gpiochip4 &&
         journalctl -b -u $STATION -o cat --no-pager | grep -q "gpio: header chip $(cat $GPIO_SIM_DIR/bank0/chip_name) (pinctrl-rp1)"
 }
-ready_light_blue() {  # the "ready" pattern rests on blue: pins 22, 23, 24 = 0, 0, 1
-    test "$(cat "$(sim_line 22 value)")$(cat "$(sim_line 23 value)")$(cat "$(sim_line 24 value)")" = 001
+light_samples() {  # the RGB light's lines (22, 23, 24) sampled for ~4 s: distinct values seen
+    r=$(sim_line 22 value) g=$(sim_line 23 value) b=$(sim_line 24 value) seen="" n=0
+    end=$(( $(date +%s) + 4 ))
+    while [ "$(date +%s)" -lt $end ]; do
+        # read, a builtin: no fork per sample, so a 0.1 s blink is not missed under TCG
+        read -r vr < "$r"; read -r vg < "$g"; read -r vb < "$b"
+        case " $seen " in *" $vr$vg$vb "*) ;; *) seen="$seen $vr$vg$vb" ;; esac
+        n=$((n + 1))
+    done
+    echo "${seen# } ($n samples)"
+}
+light_driven() {  # some colour was shown (ready, offline, clock... all light it at times)
+    printf '%s' "${1%%(*}" | grep -q 1
 }
 press_button() {  # pull the shutter line (17, active low) down for half a second
     echo pull-down > "$(sim_line 17 pull)"; sleep 0.5; echo pull-up > "$(sim_line 17 pull)"
@@ -116,7 +127,8 @@ check_station_gpio() {
         test "$(stat -c %G /dev/gpiochip0)" = gpio
     check gpio-lg-fifo "$(find /run/clinicam -maxdepth 1 -name '.lgd-nfy*' -printf '%p(%y) ' 2>/dev/null)" fifo_in_runtime_dir
     check gpio-header-chip "$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'gpio: header chip' || echo 'no header chip line')" header_not_chip4
-    check gpio-outputs "rgb=$(cat "$(sim_line 22 value)")$(cat "$(sim_line 23 value)")$(cat "$(sim_line 24 value)")" ready_light_blue
+    samples=$(light_samples)
+    check gpio-outputs "rgb values seen: $samples" light_driven "$samples"
     # Control: no "no_patient" signal before the press.
     before=$(station_events | grep -c '"pattern": "no_patient"')
     press_button
@@ -125,6 +137,13 @@ check_station_gpio() {
     else
         report gpio-button FAIL "before=$before; signals: $(station_events | tail -n 3 | tr '\n' ' ')"
     fi
+}
+
+check_hid_support() {
+    # [reader] hid_device needs evdev in the station's venv (python3-evdev from Debian,
+    # seen through --system-site-packages): without it the station would not start.
+    check hid-evdev "$(/opt/clinicam/venv/bin/python -c 'import evdev; print(evdev.__file__)' 2>&1 | tail -n 1)" \
+        /opt/clinicam/venv/bin/python -c 'import evdev'
 }
 
 check_station_stop() {
@@ -281,6 +300,7 @@ main() {
     check_station_memory
     check_station_ip_allow
     check_station_gpio
+    check_hid_support
     check_system
     check_sandbox_writes
     check_sandbox_network

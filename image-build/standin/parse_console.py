@@ -32,6 +32,7 @@ EXPECTED = [
     "begin",
     *STATION_CHECKS,
     *GPIO_CHECKS,
+    "hid-evdev",
     "firewall",
     "no-swap",
     "journal-volatile",
