@@ -71,7 +71,7 @@ class MemfdHeap:
         self._valid = True
 
     @property
-    def isValid(self) -> bool:  # noqa: N802 (picamera2's name)
+    def isValid(self) -> bool:
         return self._valid
 
     def alloc(self, name: str, size: int) -> Any:

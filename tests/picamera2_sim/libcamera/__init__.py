@@ -27,7 +27,9 @@ into the request's buffers, which picamera2's allocator maps (memfd here, dma-bu
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import importlib
 import mmap
 import os
 import threading
@@ -39,7 +41,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import controls, properties  # noqa: F401  (submodules picamera2 imports)
 from .controls import ControlId, ControlInfo, ControlType, ctl
 
 # --- value types --------------------------------------------------------------------
@@ -120,7 +121,7 @@ class ColorSpace:
         Limited = 1
 
     def __init__(self, other: ColorSpace | None = None, primaries: Any = None, transferFunction: Any = None,
-                 ycbcrEncoding: Any = None, range: Any = None) -> None:  # noqa: A002 (libcamera's name)
+                 ycbcrEncoding: Any = None, range: Any = None) -> None:
         if isinstance(other, ColorSpace):
             primaries, transferFunction = other.primaries, other.transferFunction
             ycbcrEncoding, range = other.ycbcrEncoding, other.range
@@ -128,21 +129,21 @@ class ColorSpace:
         self.ycbcrEncoding, self.range = ycbcrEncoding, range
 
     @classmethod
-    def Sycc(cls) -> ColorSpace:  # noqa: N802 (libcamera's names)
+    def Sycc(cls) -> ColorSpace:
         return cls(None, cls.Primaries.Rec709, cls.TransferFunction.Srgb, cls.YcbcrEncoding.Rec601, cls.Range.Full)
 
     @classmethod
-    def Smpte170m(cls) -> ColorSpace:  # noqa: N802
+    def Smpte170m(cls) -> ColorSpace:
         return cls(None, cls.Primaries.Smpte170m, cls.TransferFunction.Rec709, cls.YcbcrEncoding.Rec601,
                    cls.Range.Limited)
 
     @classmethod
-    def Rec709(cls) -> ColorSpace:  # noqa: N802
+    def Rec709(cls) -> ColorSpace:
         return cls(None, cls.Primaries.Rec709, cls.TransferFunction.Rec709, cls.YcbcrEncoding.Rec709,
                    cls.Range.Limited)
 
     @classmethod
-    def Raw(cls) -> ColorSpace:  # noqa: N802
+    def Raw(cls) -> ColorSpace:
         return cls(None, cls.Primaries.Raw, cls.TransferFunction.Linear, cls.YcbcrEncoding.Null, cls.Range.Full)
 
     def __str__(self) -> str:
@@ -414,7 +415,8 @@ class Camera:
         configs = []
         for role in roles:
             if role == StreamRole.Raw:
-                configs.append(StreamConfiguration(role, self._raw_format(), Size(4608, 2592), StreamFormats(raw_formats)))
+                configs.append(StreamConfiguration(role, self._raw_format(), Size(4608, 2592),
+                                                   StreamFormats(raw_formats)))
             else:
                 configs.append(StreamConfiguration(role, "YUV420", Size(800, 600), StreamFormats(out_formats)))
         return CameraConfiguration(self, configs)
@@ -426,7 +428,7 @@ class Camera:
         status = CameraConfiguration.Status.Valid
         raws = [c for c in config if _is_raw(str(c.pixel_format))]
         outs = [c for c in config if not _is_raw(str(c.pixel_format))]
-        if len(raws) > 1 or len(outs) > 2 or not outs and not raws:
+        if len(raws) > 1 or len(outs) > 2 or (not outs and not raws):
             return CameraConfiguration.Status.Invalid
         mode = self._pick_mode(config, outs)
         for c in raws:
@@ -630,10 +632,8 @@ class CameraManager:
 
     def get_ready_requests(self) -> list[Request]:
         with self._lock:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self.event_fd)
-            except BlockingIOError:
-                pass
             ready, self._ready = self._ready, []
         return ready
 
@@ -654,7 +654,9 @@ __all__ = [
     "Size", "Stream", "StreamRole", "Transform",
 ]
 
-# picamera2 checks isinstance against libcamera._libcamera.{ColorSpace,Transform}.
-from . import _libcamera  # noqa: E402,F401
+# Submodules picamera2 imports as attributes: libcamera.controls, libcamera.properties,
+# and libcamera._libcamera (it isinstance-checks ColorSpace and Transform there).
+for _sub in ("controls", "properties", "_libcamera"):
+    importlib.import_module(f"{__name__}.{_sub}")
 
 _ = Callable  # typing only

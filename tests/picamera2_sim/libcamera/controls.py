@@ -75,7 +75,7 @@ class AfStateEnum(enum.IntEnum):
     Failed = 3
 
 
-class draft:  # noqa: N801 (libcamera's namespace)
+class draft:
     class NoiseReductionModeEnum(enum.IntEnum):
         Off = 0
         Fast = 1

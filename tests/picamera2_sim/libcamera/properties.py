@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class draft:  # noqa: N801 (libcamera's namespace)
+class draft:
     class ColorFilterArrangementEnum(enum.IntEnum):
         RGGB = 0
         GRBG = 1
