@@ -86,10 +86,10 @@ class Picamera2Camera:
     Scanning: ``capture_array("main", wait=timeout)``, Y plane = the first ``height``
     rows and ``width`` columns (rows are padded to the stride).
     Still: ``autofocus_cycle(wait=timeout)`` (AF cameras) →
-    ``switch_mode_and_capture_request(still, wait=timeout)`` (switches back to
-    scanning itself) → ``request.save("main", BytesIO, format="jpeg", exif_data={"0th":
-    {}, "Exif": {}})`` → ``request.get_metadata()`` → ``request.release()`` → back to
-    continuous AF. A timeout cancels picamera2's pending jobs
+    ``switch_mode_capture_request_and_stop(still, wait=timeout)`` →
+    ``request.save("main", BytesIO, format="jpeg", exif_data={"0th": {}, "Exif": {}})``
+    → ``request.get_metadata()`` → ``request.release()`` → ``configure(scan)`` →
+    ``start()`` → back to continuous AF. A timeout cancels picamera2's pending jobs
     (``cancel_all_and_flush``) and raises ``CameraUnavailable``.
 
     Copies of the JPEG: picamera2's fast path encodes into an immutable ``bytes`` and,
@@ -181,17 +181,23 @@ class Picamera2Camera:
         with self._lock:
             if self._af:
                 self._waiting(lambda: self._cam.autofocus_cycle(wait=self._capture_timeout), "no focus")
+            # Not switch_mode_and_capture_request: it switches back (reallocating the
+            # buffers) while our request still holds one, and picamera2's DmaAllocator
+            # then reuses that fd number and loses track of it (KeyError on the next
+            # switch; found through tests/picamera2_sim). Release first, then restart.
             request = self._waiting(
-                lambda: self._cam.switch_mode_and_capture_request(self._still_config,
-                                                                  wait=self._capture_timeout),
+                lambda: self._cam.switch_mode_capture_request_and_stop(self._still_config,
+                                                                       wait=self._capture_timeout),
                 "no still")
             try:
                 request.save("main", buf, format="jpeg", exif_data={"0th": {}, "Exif": {}})
                 meta = request.get_metadata()
             finally:
                 request.release()
-            if self._af:
-                self._cam.set_controls({"AfMode": AF_MODE_CONTINUOUS})
+                self._cam.configure(self._scan_config)
+                self._cam.start()
+                if self._af:
+                    self._cam.set_controls({"AfMode": AF_MODE_CONTINUOUS})
         view = buf.getbuffer()
         try:
             size = _fill(into, view)

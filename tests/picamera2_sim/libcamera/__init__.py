@@ -370,7 +370,7 @@ class Camera:
         self._ctl: dict[str, Any] = {}
         self._af_state, self._af_steps, self._lens = 0, 0, 1.0
         self._sequence = 0
-        self._frames_cache: dict[tuple[int, str, int, int, int], bytes] = {}
+        self._frames_cache: dict[tuple[int, int, str, int, int, int], bytes] = {}
 
     # properties and controls, as a Pi reports them for the imx708
     @property
@@ -579,7 +579,8 @@ class Camera:
 
     def _pixels(self, cfg: StreamConfiguration) -> bytes:
         fmt, w, h, stride = str(cfg.pixel_format), cfg.size.width, cfg.size.height, cfg.stride
-        key = (id(self._sim.scene), fmt, w, h, stride)
+        scene = self._sim.scene
+        key = (id(scene), id(scene.image), fmt, w, h, stride)
         cached = self._frames_cache.get(key)
         if cached is not None:
             return cached
@@ -597,7 +598,9 @@ class Camera:
                 rows = np.zeros((h, stride), np.uint8)
                 rows[:, : w * bpp] = np.repeat(luma, bpp, axis=1)
                 out = rows.tobytes()
-        self._frames_cache = {key: out}  # one scene at a time
+        if any(k[:2] != key[:2] for k in self._frames_cache):
+            self._frames_cache = {}  # a new scene: forget the old one's frames
+        self._frames_cache[key] = out
         return out
 
 

@@ -149,8 +149,8 @@ class FakePicamera2:
         assert name == "main"
         return np.zeros((self.scan_size[1] * 3 // 2, 1344), np.uint8)  # rows padded to a stride
 
-    def switch_mode_and_capture_request(self, config, wait=None):
-        self._wait("switch_mode_and_capture_request", wait)
+    def switch_mode_capture_request_and_stop(self, config, wait=None):
+        self._wait("switch_mode_capture_request_and_stop", wait)
         assert config["use_case"] == "still"
         return FakeRequest(self.log)
 
@@ -180,8 +180,10 @@ def test_picamera2_call_sequence():
     names = [entry[0] for entry in fake.log]
     assert names == ["Picamera2", "create_preview_configuration", "create_still_configuration",
                      "configure", "start", "set_controls", "capture_array", "autofocus_cycle",
-                     "switch_mode_and_capture_request", "request.save", "request.get_metadata",
-                     "request.release", "set_controls", "cancel_all_and_flush", "stop", "close"]
+                     "switch_mode_capture_request_and_stop", "request.save", "request.get_metadata",
+                     "request.release", "configure", "start", "set_controls",
+                     "cancel_all_and_flush", "stop", "close"]
+    assert fake.log[12][1] == "preview"  # back to the scan configuration after the release
     assert fake.log[0][2].endswith("imx708.json")  # a path, never a dict
     scan = fake.log[1][1]
     assert scan["main"] == {"size": (1280, 720), "format": "YUV420"} and scan["buffer_count"] >= 3
@@ -191,7 +193,7 @@ def test_picamera2_call_sequence():
     assert fake.log[3][1] == "preview"
     assert fake.log[4][1] == {"quality": 85}
     assert all(entry[1] is not None for entry in fake.log if entry[0] in
-               ("capture_array", "autofocus_cycle", "switch_mode_and_capture_request"))  # timeouts
+               ("capture_array", "autofocus_cycle", "switch_mode_capture_request_and_stop"))  # timeouts
     assert fake.log[9][2:] == ("BytesIO", "jpeg", {"0th": {}, "Exif": {}})
 
 
@@ -242,7 +244,7 @@ def test_close_does_not_wait_for_a_capture_in_progress():
 
         raise CancelledError()
 
-    fake.switch_mode_and_capture_request = stuck
+    fake.switch_mode_capture_request_and_stop = stuck
     fake.autofocus_cycle = lambda wait=None: True
     outcome = []
 
