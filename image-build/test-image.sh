@@ -184,7 +184,10 @@ gpio_sim_module() {
     step "gpio-sim: out-of-tree module for $KVER (Debian source and headers)"
     ver=$(dpkg-deb -f "$WORK"/kernel.deb Version)
     src=linux-source-${KVER%%.0-*}
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "linux-headers-$KVER" >/dev/null ||
+    # The host's package lists may predate the stand-in's kernel: update once if needed.
+    apt_host() { apt-get -o DPkg::Lock::Timeout=600 "$@" >/dev/null 2>&1; }
+    apt_host install -y -q --no-install-recommends "linux-headers-$KVER" ||
+        { apt_host update -q && apt_host install -y -q --no-install-recommends "linux-headers-$KVER"; } ||
         die "apt-get install linux-headers-$KVER failed"
     rm -rf "$out"; mkdir -p "$out/dl"
     (cd "$out/dl" && apt-get download -q "$src=$ver" >/dev/null 2>&1) || die "apt-get download $src=$ver failed"
