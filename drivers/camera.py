@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
+from clinicam.common.errors import CameraUnavailable
 from clinicam.drivers.scenes import Scene
-from clinicam.firmware.errors import CameraUnavailable
 from PIL import Image
 
 log = logging.getLogger(__name__)

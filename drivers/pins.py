@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clinicam.firmware.errors import HardwareError
+from clinicam.common.errors import HardwareError
 
 # The header's GPIO controller, by board family: Pi 5 (RP1), Pi 4 (BCM2711), Pi 3 and
 # earlier, Zero 2 W (BCM2835 pin controller driver).

@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from clinicam.common.errors import CameraUnavailable
 from clinicam.drivers.camera import Picamera2Camera
 from clinicam.drivers.readers import ZxingReader
 from clinicam.drivers.scenes import Scene, Symbol
-from clinicam.firmware.errors import CameraUnavailable
 from PIL import Image
 
 # picamera2's DmaAllocator.__del__ raises KeyError after close() when buffers were

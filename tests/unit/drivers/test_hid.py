@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 import pytest
+from clinicam.common.errors import ReaderUnavailable
 from clinicam.drivers.hid import HidScanner
-from clinicam.firmware.errors import ReaderUnavailable
 
 
 def _raises(exc):

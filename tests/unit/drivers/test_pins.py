@@ -6,8 +6,8 @@ import sys
 import types
 
 import pytest
+from clinicam.common.errors import HardwareError
 from clinicam.drivers.pins import chip_numbers, header_chip, make_pin_factory
-from clinicam.firmware.errors import HardwareError
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 
