@@ -264,6 +264,11 @@ make_persistent() {
 [hardware]
 backend = "pi"
 camera = "sim"
+
+# Under TCG emulation on a loaded host, gpiozero's callbacks can run seconds after the
+# edges; its hold timer goes by the edge times, so a press heard late looks long.
+[panel]
+long_press_s = 10.0
 TOML
     else
         cat > "$p/etc/station.toml" <<TOML

@@ -151,7 +151,7 @@ check_station_gpio() {
         journalctl -b -u $STATION -o cat --no-pager | tail -n 12 | sed 's/^/BOOTCHECK-INFO station: /'
         # which lines the station holds, and the shutter line's simulated state
         mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
-        grep -e gpio-17 -e gpio-18 -e gpio-22 /sys/kernel/debug/gpio | sed 's/^/BOOTCHECK-INFO debugfs: /'
+        sed -n '/pinctrl-rp1/,/^$/p' /sys/kernel/debug/gpio | head -n 12 | sed 's/^/BOOTCHECK-INFO debugfs: /'
         echo "line 17 value=$(cat "$(sim_line 17 value)") pull=$(cat "$(sim_line 17 pull)")" | sed 's/^/BOOTCHECK-INFO /'
     fi
 }
