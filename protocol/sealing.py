@@ -400,6 +400,8 @@ def open_capture(
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
     legacy_until: datetime | None = None,
+    chain: Sequence[x509.Certificate] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> OpenedCapture:
     """Verify and open a capture, in DESIGN §4's order; ``OpenError(reason)`` on the first fault.
 
@@ -410,7 +412,7 @@ def open_capture(
     if topic_device != m["device"] or topic_capture_id != m["capture_id"]:
         raise OpenError("identity", "topic device or capture id differs from the manifest")
     cert = mf.check_device_cert(m["cert"], m["device"], ca_cert, crl=crl, now=now,
-                                legacy_until=legacy_until)
+                                legacy_until=legacy_until, chain_certs=chain, crls=crls)
     mf.verify(mf.canonical(m), sig, cert.public_key())
     key = _recipient_for(m, recipients)
     _check_parts(m, parts)

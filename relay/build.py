@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clinicam.common.errors import ConfigError
+from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
 from clinicam.relay.config import RelayConfig
@@ -45,13 +46,24 @@ def build_sink(cfg: Any) -> Sink:
     return sink
 
 
-def _crl(path: str) -> x509.CertificateRevocationList | None:
+def _crls(path: str) -> list[x509.CertificateRevocationList]:
+    """Every CRL of ``[identity] crl`` (a two-tier site's holds the root's and the issuing CA's)."""
     if not path:
-        return None
+        return []
     try:
-        return x509.load_pem_x509_crl(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
+        return trust.load_crls(Path(path).read_bytes(), f"[identity] crl: {path}")
+    except OSError as exc:
         raise ConfigError(f"[identity] crl: {path} is not a readable PEM CRL") from exc
+
+
+def _chain(path: str) -> list[x509.Certificate]:
+    """``[identity] chain``: the issuing CA certificate(s) of a two-tier site (``chain.pem``)."""
+    if not path:
+        return []
+    try:
+        return trust.load_certs(Path(path).read_bytes(), f"[identity] chain: {path}")
+    except OSError as exc:
+        raise ConfigError(f"[identity] chain: {path} cannot be read: copy the site's chain.pem") from exc
 
 
 def build_core(config: RelayConfig) -> RelayCore:
@@ -66,7 +78,8 @@ def build_core(config: RelayConfig) -> RelayCore:
     return RelayCore(
         ca_cert=pki.load_cert(Path(ident.ca)),
         recipients=recipients,
-        crl=_crl(ident.crl),
+        crls=_crls(ident.crl),
+        chain=_chain(ident.chain),
         sinks=[build_sink(s) for s in config.store_sinks],
         quarantine=build_sink(quarantine) if quarantine is not None else None,
         topic_prefix=rel.topic_prefix,
