@@ -244,6 +244,7 @@ def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
     ``selftest``; the broker refuses it anyway.
     """
     directory = Path(directory)
+    finish_renewal(directory)
     remedy = f"install the station's bundle with 'clinicam provision install --identity-dir {directory}'"
     key_path = directory / KEY
     key = pki.load_key(key_path, "make it with 'clinicam provision device-key' and have it signed")
@@ -259,6 +260,29 @@ def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
     crl = _parse_crl(crl_path.read_bytes(), ca, str(crl_path), chain, cert.issuer) if crl_path.exists() else None
     return DeviceIdentity(directory, device_id, key, cert, leaf_pem(cert_pem), ca, ca_pem, recipient, host, port,
                           crl, chain)
+
+
+def finish_renewal(directory: Path) -> bool:
+    """Complete a renewal's install cut short between its two renames (issue 17).
+
+    The renewal replaces ``device.pem`` first, then ``device.key`` with ``next.key``. A
+    ``device.pem`` that matches ``next.key`` and not ``device.key`` means the second
+    rename did not happen: do it now. Anything else is left as it is (a ``next.*``
+    pair that never connected is never preferred over the current one).
+    """
+    nxt, cert_path, key_path = directory / "next.key", directory / CERT, directory / KEY
+    if not (nxt.exists() and cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = pki.parse_cert(cert_path.read_bytes(), str(cert_path))
+        new, old = pki.load_key(nxt), pki.load_key(key_path)
+    except (OSError, ProvisioningError):
+        return False
+    if pki.same_key(cert, old) or not pki.same_key(cert, new):
+        return False
+    os.replace(nxt, key_path)
+    (directory / "next.json").unlink(missing_ok=True)
+    return True
 
 
 def _must(path: Path, remedy: str) -> bytes:

@@ -47,7 +47,7 @@ class Record:
     """One issued certificate in ``ca/register.json``."""
 
     id: str
-    kind: str  # ca | broker | relay | operator | device | test
+    kind: str  # ca | issuing | broker | relay | registrar | operator | device | test
     serial: str  # lowercase hex
     not_before: str
     not_after: str
@@ -238,6 +238,13 @@ class Site:
         self.tiers, self.issuing = 2, issuing
         pki.write_public(self.broker_dir / "ca.pem", pki.cert_pem(self.ca) + pki.cert_pem(issuing))
         self.write_crl(now=now, ca_key=ca_key)
+        # The registrar's own MQTT identity, from the root like every service.
+        reg_key = pki.new_key()
+        reg = self.issue(reg_key.public_key(), "registrar", now=now, kind="registrar", ca_key=ca_key)
+        pki.write_private(self.registrar_dir / "registrar.key", pki.key_pem(reg_key))
+        pki.write_public(self.registrar_dir / "registrar.pem", pki.cert_pem(reg))
+        pki.write_public(self.registrar_dir / "ca.pem", pki.cert_pem(self.ca))
+        self.write_acl(now=now)
         return issuing
 
     def issuing_key(self) -> pki.PrivateKey:
@@ -418,7 +425,8 @@ class Site:
         valid = [r for r in self.records() if r.valid_at(now)]
         ops = [r.id for r in valid if r.kind == "operator"]
         stations = [r.id for r in valid if r.kind == "device"]
-        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops, stations=stations)
+        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops, stations=stations,
+                                    registrar=self.tiers == 2)
         pki.write_public(self.broker_dir / "acl", acl.encode())
         return self.broker_dir / "acl"
 

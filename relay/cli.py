@@ -36,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print the status file as JSON")
     status.set_defaults(func=cmd_status)
     _register_cmd(sub)
+    from clinicam.relay.registrar.config import DEFAULT_PATH as REGISTRAR_PATH
+
+    reg = sub.add_parser("registrar", help="renew station certificates over MQTT (two-tier sites)")
+    reg.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"default {REGISTRAR_PATH}")
+    reg.set_defaults(func=cmd_registrar)
 
 
 EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
@@ -77,6 +82,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("clinicam relay: running", file=sys.stderr)
     stop.wait()
     relay.stop()
+    return 0
+
+
+def cmd_registrar(args: argparse.Namespace) -> int:
+    from clinicam.relay.registrar.config import load_registrar_config
+    from clinicam.relay.registrar.service import Registrar, build_core  # imports paho only here
+
+    config = load_registrar_config(args.config)
+    registrar = Registrar(config, build_core(config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    registrar.start()
+    print("clinicam registrar: running", file=sys.stderr)
+    stop.wait()
+    registrar.stop()
     return 0
 
 
