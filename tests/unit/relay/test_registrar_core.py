@@ -41,8 +41,8 @@ class Kit:
                          d, now=NOW)
         return identity.load_identity(d)
 
-    def request(self, ident: identity.DeviceIdentity, *, device: str | None = None, signer: pki.PrivateKey | None = None,
-                req_id: str | None = None) -> tuple[bytes, pki.PrivateKey]:
+    def request(self, ident: identity.DeviceIdentity, *, device: str | None = None,
+                signer: pki.PrivateKey | None = None, req_id: str | None = None) -> tuple[bytes, pki.PrivateKey]:
         new = pki.new_key()
         dev = device or ident.device_id
         csr = pki.make_csr(new, dev).public_bytes(serialization.Encoding.PEM).decode()
