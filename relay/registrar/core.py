@@ -24,6 +24,7 @@ from clinicam.protocol.manifest import canonical, check_device_cert, verify
 from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Entry:
     at: str
     device: str
     req_id: str
-    csr_sha256: str
+    key_sha256: str
     outcome: str  # issued | refused | retry
     reason: str | None = None
     serial: str | None = None
@@ -116,7 +117,8 @@ class RegistrarCore:
         now = self._now()
         req = rn.parse_request(payload)
         csr = _csr(req.csr_pem)
-        csr_hash = hashlib.sha256(req.csr_pem.encode()).hexdigest()
+        # The new key names the request: a CSR re-made after a reboot has other signature bytes.
+        csr_hash = _key_hash(csr)
         if req.device != device or _cn(csr.subject) != device:
             raise rn.RenewalRefused("identity", "topic, request and CSR name different devices")
         current = self._current(req, device, now)
@@ -126,7 +128,7 @@ class RegistrarCore:
             raise rn.RenewalRefused("signature", "the request is not signed by the current key") from None
         _check_csr(csr, current)
         repeat = next((e for e in self.journal.issued() if e.device == device and e.req_id == req.req_id
-                       and e.csr_sha256 == csr_hash), None)
+                       and e.key_sha256 == csr_hash), None)
         if repeat is not None:  # the station missed our answer: the same certificate again
             self._count("repeated")
             return rn.build_answer(req.req_id, "issued", cert_pem=repeat.cert)
@@ -193,6 +195,11 @@ class RegistrarCore:
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
+
+
+def _key_hash(csr: x509.CertificateSigningRequest) -> str:
+    der = csr.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def _loose_req_id(payload: bytes) -> str | None:
