@@ -358,8 +358,12 @@ class Uplink:
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
 
+        failed = bool(getattr(reason_code, "is_failure", True))
+
         def lost() -> None:
-            if self._installing:  # the broker did not take the renewed pair
+            # Our own disconnect before reconnecting with the renewed pair is "normal";
+            # a failure while installing means the broker did not take the new pair.
+            if self._installing and failed:
                 self._renewal_fallback()
             self.engine.disconnected()
             self._on_event(UplinkLost(str(reason_code)))
