@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,8 @@ class Client:
         c.on_connect = lambda *_a: ready.set()
         c.on_message = self._message
         c.on_publish = self._puback
+        c.on_subscribe = self._suback
+        self.subacks: set[int] = set()
         c.connect("127.0.0.1", setup.port, keepalive=30)
         c.loop_start()
         assert ready.wait(WAIT_S)
@@ -129,10 +132,16 @@ class Client:
             self.acks[mid] = int(rc.value)
             self.cond.notify_all()
 
+    def _suback(self, _c: Any, _u: Any, mid: int, codes: list[Any], _p: Any) -> None:
+        assert all(not code.is_failure for code in codes)
+        with self.cond:
+            self.subacks.add(mid)
+            self.cond.notify_all()
+
     def subscribe(self, topic: str) -> None:
         _, mid = self.c.subscribe(topic, qos=1)
         with self.cond:
-            self.cond.wait(2.0)  # the SUBACK has no callback here; answers are awaited below
+            assert self.cond.wait_for(lambda: mid in self.subacks, WAIT_S)
 
     def publish(self, topic: str, payload: bytes) -> int:
         """Publish at QoS 1 and return the PUBACK reason code (>= 0x80: refused)."""
@@ -159,7 +168,6 @@ def _request(d: Path, device: str) -> tuple[bytes, str]:
     ident = identity.load_identity(d)
     req_id = os.urandom(16).hex()
     csr = pki.make_csr(pki.new_key(), device).public_bytes(serialization.Encoding.PEM).decode()
-    from datetime import UTC, datetime
     payload = rn.build_request(device=device, req_id=req_id, at=datetime.now(UTC), csr_pem=csr,
                                cert_pem=ident.cert_pem.decode(), current_key=ident.key)
     return payload, req_id

@@ -99,7 +99,7 @@ def test_no_answer_counts_as_a_failure_after_the_timeout(env):
 
 
 def test_foreign_or_tampered_answers_are_not_installed(env):
-    site, d, clock, core, agent = env
+    _, d, clock, core, agent = env
     current = identity.load_identity(d)
     clock.at = DUE
     answer = _ask(core, agent.request(current))
