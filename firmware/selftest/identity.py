@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.firmware.selftest.result import FAIL, PASS, WARN, CheckResult
@@ -294,3 +295,34 @@ class IdentityReview:
             return pki.check_id(pki.common_name(cert.subject, identity.CERT)) if cert else None
         except ProvisioningError:
             return None
+
+
+def check_renewal(section: Any, review: IdentityReview, now: dt.datetime) -> CheckResult:
+    """The renewal margin, when this certificate renews, and the last outcome (issue 17)."""
+    cert = review.cert
+    if not section.enabled:
+        until = f" before {_day(cert.not_valid_after_utc)}" if cert is not None else ""
+        return CheckResult("renewal", WARN, f"automatic renewal is off: renew by hand{until}",
+                           "set [renewal] enabled = true on a two-tier site (registrar)")
+    if cert is None:
+        return CheckResult("renewal", WARN, "no valid certificate to renew", review.install_remedy)
+    start = cert.not_valid_after_utc - dt.timedelta(days=section.margin_days)
+    when = "due now" if now >= start else f"from {_day(start)}"
+    last = _last_renewal(review.dir)
+    text = f"margin {section.margin_days:g} days, renews {when}; last: {last.get('state', 'never')}"
+    if last.get("at"):
+        text += f" {str(last['at'])[:10]}"
+    if last.get("reason"):
+        text += f" ({last['reason']})"
+    if last.get("state") == "failed":
+        return CheckResult("renewal", WARN, text, "check the registrar on the relay host "
+                           "('clinicam relay registrar') and its journal")
+    return CheckResult("renewal", PASS, text)
+
+
+def _last_renewal(directory: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((directory / "renewal.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

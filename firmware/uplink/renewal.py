@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 log = logging.getLogger(__name__)
 
 NEXT_KEY, NEXT_CERT, NEXT_REQ = "next.key", "next.pem", "next.json"
+LAST = "renewal.json"  # the last outcome, for selftest (no secrets: state, time, reason code)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class RenewalAgent:
         csr = pki.make_csr(key, self.device).public_bytes(serialization.Encoding.PEM).decode()
         now = self._wall()
         self.state, self._sent_at = "requested", now
+        self._save()
         log.info("renewal: requesting a new certificate (current ends %s)", f"{current.not_after:%Y-%m-%d}")
         return rn.build_request(device=self.device, req_id=req_id, at=now, csr_pem=csr,
                                 cert_pem=current.cert_pem.decode(), current_key=current.key)
@@ -159,6 +161,7 @@ class RenewalAgent:
         _fsync_dir(self.dir)
         self.state, self.reason, self.last = "installed", None, self._wall()
         self._failures, self._not_before = 0, None
+        self._save()
         new = identity.load_identity(self.dir)
         log.info("renewal: installed, valid until %s", f"{new.not_after:%Y-%m-%d}")
         return new
@@ -181,6 +184,13 @@ class RenewalAgent:
         now = self._wall()
         self.state, self.reason, self.last = "failed", reason, now
         self._not_before, self._sent_at = now + timedelta(seconds=delay), None
+        self._save()
+
+    def _save(self) -> None:
+        try:
+            pki.write_public(self.dir / LAST, json.dumps(self.status(), sort_keys=True).encode())
+        except OSError:
+            log.warning("renewal: cannot record the last outcome for selftest")
 
     def _req_id(self) -> str | None:
         try:

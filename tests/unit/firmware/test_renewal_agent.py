@@ -130,3 +130,23 @@ def test_an_install_cut_between_the_renames_is_finished_at_load(env):
     loaded = identity.load_identity(d)
     assert loaded.cert.serial_number != current.cert.serial_number
     assert pki.same_key(loaded.cert, loaded.key) and not (d / NEXT_KEY).exists()
+
+
+def test_selftest_reports_margin_and_last_outcome(env):
+    from clinicam.firmware.config import RenewalSection
+    from clinicam.firmware.selftest.identity import IdentityReview, check_renewal
+
+    site, d, clock, core, agent = env
+    review = IdentityReview(d, NOW)
+    assert review.check_certificate().status == "PASS"
+    first = check_renewal(RenewalSection(), review, NOW)
+    assert (first.status, first.detail) == ("PASS", "margin 60 days, renews from 2027-10-29; last: never")
+    clock.at = DUE
+    site.revoke("ward3-cart1", now=NOW)
+    current = identity.load_identity(d)
+    agent.answer(_ask(core, agent.request(current)), current)
+    failed = check_renewal(RenewalSection(), review, DUE)
+    assert failed.status == "WARN"
+    assert failed.detail == "margin 60 days, renews due now; last: failed 2027-11-01 (revoked)"
+    off = check_renewal(RenewalSection(enabled=False), review, DUE)
+    assert off.status == "WARN" and "renew by hand before 2027-12-28" in off.detail
