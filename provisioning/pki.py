@@ -332,11 +332,13 @@ def issue(
     days: int = DEFAULT_DAYS,
     server_hosts: Sequence[str] = (),
     station: bool = False,
+    lifetime: dt.timedelta | None = None,
 ) -> x509.Certificate:
     """An end-entity certificate: clientAuth, or serverAuth with SANs when ``server_hosts``.
 
     ``station`` adds the station certificate policy (``certprofile.STATION_POLICY``):
     only station signing sets it, and only such a certificate files photos.
+    ``lifetime`` replaces ``days`` for certificates of minutes (the registrar's kick).
     """
     if station and (server_hosts or certprofile.is_reserved(cn)):
         raise ProvisioningError(f"{cn!r} cannot be a station: service names and server certificates never are")
@@ -356,7 +358,7 @@ def issue(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(now + (lifetime or dt.timedelta(days=days)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)

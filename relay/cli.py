@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reg = sub.add_parser("registrar", help="renew station certificates over MQTT (two-tier sites)")
     reg.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"default {REGISTRAR_PATH}")
     reg.set_defaults(func=cmd_registrar)
+    kick = sub.add_parser("kick", help="cut a revoked station's open connection (after the broker reloaded its CRL)")
+    kick.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"registrar config; default {REGISTRAR_PATH}")
+    kick.add_argument("station", help="the revoked station's device id")
+    kick.set_defaults(func=cmd_kick)
 
 
 EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
@@ -98,6 +102,23 @@ def cmd_registrar(args: argparse.Namespace) -> int:
     print("clinicam registrar: running", file=sys.stderr)
     stop.wait()
     registrar.stop()
+    return 0
+
+
+def cmd_kick(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import pki
+    from clinicam.relay.registrar.config import load_registrar_config
+    from clinicam.relay.registrar.kick import kick  # imports paho only here
+
+    config = load_registrar_config(args.config)
+    iss = config.issuing
+    ok = kick(args.station, host=config.broker.host, port=config.broker.port, ca=Path(config.identity.ca),
+              issuing_cert=pki.load_cert(Path(iss.cert)), issuing_key=pki.load_key(Path(iss.key)))
+    if not ok:
+        print(f"clinicam relay kick: the broker did not let the takeover in for {args.station}", file=sys.stderr)
+        return EXIT_BROKER
+    print(f"{args.station}: open connection taken over and closed; with the broker's CRL reloaded it cannot "
+          "reconnect")
     return 0
 
 

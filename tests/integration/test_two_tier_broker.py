@@ -106,3 +106,30 @@ def test_migrated_site_admits_old_and_new_stations(tmp_path, mqtt_client, broker
     _publishes(mqtt_client, broker, old)  # signed by the root before the migration
     _publishes(mqtt_client, broker, new)  # through the issuing CA
     mqtt_client(_relay(site), broker=broker)
+
+
+def test_a_revoked_stations_open_connection_is_cut_by_a_session_takeover(tmp_path, mqtt_client, brokers):
+    """Mosquitto 2.0.11 keeps a revoked client's connection across SIGHUP; a connection
+    with the same CN (the registrar's minutes-long, non-station certificate) closes it,
+    and the revoked station cannot come back."""
+    from clinicam.relay.registrar.kick import kick
+
+    site = _site(tmp_path, 2)
+    a = _station(tmp_path, site, "ward3-cart1")
+    gone = _station(tmp_path, site, "ward3-cart9")
+    brokers.append(broker := _broker(tmp_path, site))
+    live = mqtt_client(gone, broker=broker).probe
+    bystander = mqtt_client(a, broker=broker).probe
+    site.revoke("ward3-cart9")
+    broker.reload()  # SIGHUP: the CRL for new connections, the ACL (now without it) for all
+    assert not live.disconnected.is_set()  # a reload alone does not cut it (the problem)
+    assert live.publish("clinicam/v1/ward3-cart9/event", b"{}").value >= 0x80  # only its rights went
+    assert site.issuing is not None
+    assert kick("ward3-cart9", host=LOOPBACK, port=broker.port, ca=site.ca_pem, issuing_cert=site.issuing,
+                issuing_key=site.issuing_key())
+    assert live.disconnected.wait(10)  # cut
+    assert not bystander.disconnected.is_set()  # nobody else
+    assert bystander.publish("clinicam/v1/ward3-cart1/event", b"{}").value < 0x80
+    with pytest.raises(ConnectionError):
+        mqtt_client(gone, broker=broker)  # and it cannot come back
+    assert "already connected, closing old connection" in broker.log_text()
