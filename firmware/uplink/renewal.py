@@ -32,11 +32,12 @@ from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
 from clinicam.protocol.manifest import rfc3339_ms
 from clinicam.provisioning import identity, pki
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger(__name__)
 
-NEXT_KEY, NEXT_CERT, NEXT_REQ = "next.key", "next.pem", "next.json"
+NEXT_KEY, NEXT_CERT, NEXT_REQ, NEXT_CA = "next.key", "next.pem", "next.json", "next-ca.pem"
 LAST = "renewal.json"  # the last outcome, for selftest (no secrets: state, time, reason code)
 
 
@@ -121,24 +122,35 @@ class RenewalAgent:
             log.warning("renewal: %s (%s)", ans.status, ans.reason)
             return False
         try:
-            self._check_issued(str(ans.cert_pem), current)
+            chain, root = self._check_issued(str(ans.cert_pem), current)
         except ProvisioningError as exc:
             log.warning("renewal: issued certificate refused: %s", exc)
             self._fail("certificate")
             return False
-        pki.write_public(self.dir / NEXT_CERT, str(ans.cert_pem).encode())
+        pki.write_public(self.dir / NEXT_CERT, b"".join(pki.cert_pem(c) for c in chain))
+        if root is not None:
+            pki.write_public(self.dir / NEXT_CA, pki.cert_pem(root))
         self.state = "installing"
         return True
 
-    def _check_issued(self, chain_pem: str, current: identity.DeviceIdentity) -> None:
+    def _check_issued(self, chain_pem: str, current: identity.DeviceIdentity
+                      ) -> tuple[list[x509.Certificate], x509.Certificate | None]:
+        """The chain to install (leaf, issuing CA) and a re-issued root to adopt, if any.
+
+        A root in the answer is adopted only when it is *our* root re-issued: the same
+        name and key as ``ca.pem`` (what ``provision two-tier`` does), never another one.
+        """
         try:
             certs = trust.load_certs(chain_pem.encode(), "the renewal answer")
             key = pki.load_key(self.dir / NEXT_KEY)
         except Exception as exc:
             raise ProvisioningError(f"unusable answer or pending key ({type(exc).__name__})") from exc
-        leaf = certs[0]
+        leaf, rest = certs[0], certs[1:]
+        ours = [c for c in rest if c.subject == current.ca.subject and c.public_key() == current.ca.public_key()]
+        root = ours[0] if ours and ours[0] != current.ca else None
+        inter = [c for c in rest if c.subject != c.issuer]
         try:
-            trust.TrustStore([current.ca], certs[1:]).path(leaf, self._wall())
+            trust.TrustStore([root or current.ca], inter).path(leaf, self._wall())
         except trust.ChainError as exc:
             raise ProvisioningError(f"does not chain to ca.pem: {exc}") from exc
         pki.check_validity(leaf, "the renewed certificate", self._wall())
@@ -146,6 +158,7 @@ class RenewalAgent:
             raise ProvisioningError("not for this station's new key and id")
         if certprofile.profile(leaf) != "station" or not pki.has_client_auth(leaf):
             raise ProvisioningError("not a station certificate")
+        return [leaf, *inter], root
 
     @property
     def next_files(self) -> tuple[Path, Path]:
@@ -155,6 +168,8 @@ class RenewalAgent:
 
     def promote(self) -> identity.DeviceIdentity:
         """The broker accepted the new pair: make it the identity (certificate first)."""
+        if (self.dir / NEXT_CA).exists():  # the re-issued root first: the new chain needs it
+            os.replace(self.dir / NEXT_CA, self.dir / identity.CA)
         os.replace(self.dir / NEXT_CERT, self.dir / identity.CERT)
         os.replace(self.dir / NEXT_KEY, self.dir / identity.KEY)
         (self.dir / NEXT_REQ).unlink(missing_ok=True)
@@ -169,6 +184,7 @@ class RenewalAgent:
     def install_failed(self) -> None:
         """The broker refused the new pair: back to the current one, retry later."""
         (self.dir / NEXT_CERT).unlink(missing_ok=True)
+        (self.dir / NEXT_CA).unlink(missing_ok=True)
         self._fail("install-failed")
 
     # -- status ------------------------------------------------------------------------

@@ -182,7 +182,11 @@ class RegistrarCore:
         key = csr.public_key()
         assert isinstance(key, ec.EllipticCurvePublicKey)  # _check_csr made sure
         cert = pki.issue(self.key, self.issuing, key, req.device, now=now, days=days, station=True)
-        chain = (pki.cert_pem(cert) + pki.cert_pem(self.issuing)).decode()
+        # Leaf, issuing CA, root: a station of a migrated site still holds the root as it
+        # was before (same key and name, path length 0) and takes the re-issued one from here.
+        root = next((r for r in self.trust_store().roots if r.subject == self.issuing.issuer), None)
+        tail = pki.cert_pem(root) if root is not None else b""
+        chain = (pki.cert_pem(cert) + pki.cert_pem(self.issuing) + tail).decode()
         self._journal(req.device, req.req_id, csr_hash, "issued", None, pki.serial_hex(cert.serial_number), chain)
         self._count("issued")
         log.info("registrar: %s renewed, serial %s, until %s", req.device, pki.serial_hex(cert.serial_number),

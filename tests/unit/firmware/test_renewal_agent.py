@@ -150,3 +150,40 @@ def test_selftest_reports_margin_and_last_outcome(env):
     assert failed.detail == "margin 60 days, renews due now; last: failed 2027-11-01 (revoked)"
     off = check_renewal(RenewalSection(enabled=False), review, DUE)
     assert off.status == "WARN" and "renew by hand before 2027-12-28" in off.detail
+
+
+def test_a_station_of_a_migrated_site_renews_and_adopts_the_reissued_root(tmp_path: Path):
+    from cryptography import x509
+
+    site = Site.create(tmp_path / "site", "Unit Clinic", ["b.example"], relays=1, kem="x25519", now=NOW)
+    d = tmp_path / "identity"
+    site.sign(identity.create_device_key(d, "ward3-cart1").read_bytes(), now=NOW)
+    identity.install(identity.InstallFiles.from_bundle(site.bundle("ward3-cart1", tmp_path / "b", now=NOW)), d,
+                     now=NOW)
+    old_root = identity.load_identity(d).ca
+    site.two_tier(now=NOW)
+    site = Site(site.path)
+    clock = Clock(DUE)
+    core = RegistrarCore(issuing_key=site.issuing_key(), issuing_cert=site.issuing,  # type: ignore[arg-type]
+                         trust_store=FileTrust(site.ca_pem, site.chain_pem, site.crl_pem), journal=Journal(None),
+                         now=clock)
+    agent = RenewalAgent(d, "ward3-cart1", wall=clock)
+    current = identity.load_identity(d)
+    assert agent.answer(_ask(core, agent.request(current)), current)
+    new = agent.promote()
+    assert new.cert.issuer == site.issuing.subject  # type: ignore[union-attr]
+    assert new.ca.public_key() == old_root.public_key() and new.ca != old_root
+    assert new.ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 1
+    assert (d / identity.CERT).read_bytes().count(b"BEGIN CERTIFICATE") == 2  # leaf and issuing CA, no root
+
+
+def test_a_root_that_is_not_ours_is_never_adopted(env, tmp_path: Path):
+    site, d, clock, core, agent = env
+    stranger = Site.create(tmp_path / "other", "Unit Clinic", ["b.example"], relays=1, kem="x25519", now=NOW,
+                           tiers=2)
+    clock.at = DUE
+    current = identity.load_identity(d)
+    answer = rn.parse_answer(_ask(core, agent.request(current)))
+    forged = str(answer.cert_pem) + pki.cert_pem(stranger.ca).decode()
+    assert agent.answer(rn.build_answer(answer.req_id, "issued", cert_pem=forged), current)  # the root is ignored
+    assert not (d / "next-ca.pem").exists()
