@@ -178,7 +178,7 @@ def test_a_station_of_a_migrated_site_renews_and_adopts_the_reissued_root(tmp_pa
 
 
 def test_a_root_that_is_not_ours_is_never_adopted(env, tmp_path: Path):
-    site, d, clock, core, agent = env
+    _, d, clock, core, agent = env
     stranger = Site.create(tmp_path / "other", "Unit Clinic", ["b.example"], relays=1, kem="x25519", now=NOW,
                            tiers=2)
     clock.at = DUE
