@@ -22,8 +22,8 @@ from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, two-tier, sign, renew, operator, revoke,
-reissue, crl, acl, bundle, show --site.
+On the site's admin machine: site-init, two-tier, import-renewals, sign, renew, operator,
+revoke, reissue, crl, acl, bundle, show --site.
 A root key protected by a passphrase (site-init --ca-passphrase-file) is read from the
 file named by CLINICAM_CA_PASSPHRASE_FILE, or asked for on a terminal when signing needs it.
 On a station: device-key, install, apply-network (root, run by the unit), show.
@@ -41,6 +41,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="provision_command", metavar="SUBCOMMAND")
     _site_init(sub)
     _two_tier(sub)
+    _import_renewals(sub)
     _device_key(sub)
     _sign(sub, "sign", "sign a station's CSR for a new device id", _cmd_sign)
     _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
@@ -89,6 +90,21 @@ def _site_init(sub: Any) -> None:
     p.add_argument("--ask-ca-passphrase", action="store_true",
                    help="protect the root key with a passphrase typed at the terminal")
     p.set_defaults(func=_cmd_site_init)
+
+
+def _import_renewals(sub: Any) -> None:
+    p = sub.add_parser("import-renewals", help="record the registrar's renewals in the register (before revoke)")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("journal", metavar="JOURNAL", type=Path, help="the registrar's journal.jsonl from the relay host")
+    p.set_defaults(func=_cmd_import_renewals)
+
+
+def _cmd_import_renewals(args: argparse.Namespace) -> int:
+    added = _open(args.site_dir).import_renewals(args.journal)
+    for rec in added:
+        print(f"recorded {rec.id} serial {rec.serial}, valid until {rec.not_after[:10]}")
+    print(f"{len(added)} renewal(s) recorded; 'revoke ID' now covers them")
+    return 0
 
 
 def _two_tier(sub: Any) -> None:
@@ -337,6 +353,9 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     site = _open(args.site_dir)
+    if site.issuing is not None:
+        print("two tiers: certificates the registrar renewed are revoked by id only once recorded here "
+              "('clinicam provision import-renewals SITE journal.jsonl' first)")
     hit = site.revoke(args.target)
     for rec in hit:
         print(f"revoked {rec.id} serial {rec.serial}")

@@ -29,6 +29,7 @@ from clinicam.common.errors import ProvisioningError
 from clinicam.protocol.recipient import KEMS, generate_recipient_key
 from clinicam.provisioning import brokerconf, pki
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 RENEW_GRACE = dt.timedelta(days=30)
@@ -419,6 +420,36 @@ class Site:
         self.write_acl(now=now)  # the CRL shuts the certificate out; the ACL drops its rights too
         return hit
 
+    def import_renewals(self, journal: Path, *, now: dt.datetime | None = None) -> list[Record]:
+        """Add the certificates the registrar issued (its journal) to the register.
+
+        Renewals happen on the relay host; the register on the admin machine must know
+        their serials, or ``revoke ID`` would leave a renewed certificate valid. Each is
+        checked (issued by this site's issuing CA, a station id) before it is recorded;
+        ones already recorded are skipped, so importing twice is harmless.
+        """
+        if self.issuing is None:
+            raise ProvisioningError("this site has one tier: there is no registrar journal to import")
+        known = {r.serial for r in self.records()}
+        added: list[Record] = []
+        for n, cert in enumerate(_journal_certs(journal), 1):
+            where = f"{journal} line {n}"
+            try:
+                cert.verify_directly_issued_by(self.issuing)
+            except (ValueError, TypeError, InvalidSignature) as exc:
+                raise ProvisioningError(f"{where}: not issued by this site's issuing CA: is it this site's "
+                                        "journal?") from exc
+            pki.check_id(pki.common_name(cert.subject, where))
+            serial = pki.serial_hex(cert.serial_number)
+            if serial in known:
+                continue
+            self._record(cert, "device", issuer="issuing")
+            known.add(serial)
+            added.append(Record.of(cert, "device", "issuing"))
+        if added:
+            self.write_acl(now=now)
+        return added
+
     def write_acl(self, *, now: dt.datetime | None = None) -> Path:
         """Regenerate ``broker/acl``: site.json's relays, the stations and operators valid ``now``."""
         now = now or pki.utcnow()
@@ -495,6 +526,23 @@ class Site:
             raise ProvisioningError(f"{path} is missing: {remedy}") from None
         except (OSError, ValueError) as exc:
             raise ProvisioningError(f"{path} is unreadable or not JSON: {remedy}") from exc
+
+
+def _journal_certs(journal: Path) -> list[x509.Certificate]:
+    """The issued certificates (leaf of each ``cert`` chain) of a registrar journal."""
+    try:
+        lines = journal.read_text().splitlines()
+    except OSError as exc:
+        raise ProvisioningError(f"{journal} cannot be read: copy the registrar's journal from the relay host") from exc
+    certs = []
+    for n, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line) if line.strip() else {}
+        except ValueError as exc:
+            raise ProvisioningError(f"{journal} line {n} is not JSON: is this the registrar's journal?") from exc
+        if isinstance(entry, dict) and entry.get("outcome") == "issued" and isinstance(entry.get("cert"), str):
+            certs.append(pki.parse_cert(entry["cert"].encode(), f"{journal} line {n}"))
+    return certs
 
 
 def _encrypted(path: Path) -> bool:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from clinicam.common.errors import ProvisioningError
 from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
@@ -131,3 +132,24 @@ def test_malformed_requests_get_a_clear_answer_or_none(kit: Kit):
         csr_pem=pki.make_csr(a.key, "ward3-cart1").public_bytes(serialization.Encoding.PEM).decode())
     assert kit.ask("ward3-cart1", same_key).reason == "malformed"  # the new key must be new
     assert kit.core.handle(f"{P}/ward3-cart1/status", b"{}") is None  # not the registrar's topic
+
+
+def test_revoke_covers_renewed_certificates_once_the_journal_is_imported(kit: Kit):
+    a = kit.station("ward3-cart1")
+    kit.now = NOW + timedelta(days=340)
+    ans = kit.ask("ward3-cart1", kit.request(a)[0])
+    renewed = trust.load_certs(str(ans.cert_pem).encode(), "answer")[0]
+    assert [r.serial for r in kit.site.import_renewals(kit.journal.path)] == [pki.serial_hex(renewed.serial_number)]
+    assert kit.site.import_renewals(kit.journal.path) == []  # twice is harmless
+    kit.site.revoke("ward3-cart1", now=kit.now)
+    crls = trust.load_crls(kit.site.crl_pem.read_bytes(), "crl.pem")
+    store = trust.TrustStore([kit.site.ca], [kit.site.issuing], crls)  # type: ignore[list-item]
+    for cert in (a.cert, renewed):
+        with pytest.raises(trust.ChainError, match="revoked"):
+            store.verify(cert, kit.now)
+    foreign = Kit(kit.tmp / "other")
+    b = foreign.station("ward3-cart1")
+    foreign.now = kit.now
+    foreign.ask("ward3-cart1", foreign.request(b)[0])
+    with pytest.raises(ProvisioningError, match="not issued by this site's issuing CA"):
+        kit.site.import_renewals(foreign.journal.path)
