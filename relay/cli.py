@@ -140,9 +140,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def format_status(data: dict[str, Any]) -> str:
     """A table of stations, then the relay's counters."""
-    cols = ("state", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "seen")
+    cols = ("state", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "renewal", "seen")
     lines = [f"{'station':24} " + " ".join(f"{c:>14}" for c in cols)]
     for device, st in sorted(data.get("stations", {}).items()):
+        st = {**st, "renewal": _renewal_cell(st.get("renewal"))}
         lines.append(f"{device:24} " + " ".join(f"{st.get(c, '-')!s:>14}" for c in cols))
     counters = data.get("counters", {})
     if counters:
@@ -150,6 +151,14 @@ def format_status(data: dict[str, Any]) -> str:
         lines += [f"{name:32} {value}" for name, value in sorted(counters.items())]
     lines.append(f"(updated {data.get('updated', '?')})")
     return "\n".join(lines)
+
+
+def _renewal_cell(renewal: Any) -> str:
+    """``installed``, ``failed:revoked``…: the station's last certificate renewal (issue 17)."""
+    if not isinstance(renewal, dict):
+        return "-"
+    state, reason = renewal.get("state", "-"), renewal.get("reason")
+    return f"{state}:{reason}" if reason else str(state)
 
 
 def cmd_cmd(args: argparse.Namespace) -> int:
