@@ -72,6 +72,7 @@ class Uplink:
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
         self.renewal, self._on_renewed = renewal, on_renewed
         self._installing = False  # a reconnect with next.pem/next.key is under way
+        self._renew_mid: int | None = None  # the request's PUBACK says whether the ACL allows it
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
@@ -252,8 +253,16 @@ class Uplink:
         payload = agent.request(self.identity)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = f"{self.base}/cert"
-        self.client.publish(f"{self.base}/renew", payload, qos=1, properties=props)
+        self._renew_mid = self.client.publish(f"{self.base}/renew", payload, qos=1, properties=props).mid
         self._publish_status()
+
+    def _renewal_puback(self, code: int) -> None:
+        """The broker refused the request: no registrar rights here (a single-tier site's ACL)."""
+        self._renew_mid = None
+        if code >= 0x80 and self.renewal is not None:
+            log.warning("uplink: the broker refused the renewal request (reason code %d)", code)
+            self.renewal.not_allowed()
+            self._publish_status()
 
     def _renewal_answer(self, payload: bytes) -> None:
         agent = self.renewal
@@ -379,6 +388,9 @@ class Uplink:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
         code = int(getattr(reason_code, "value", reason_code))
+        if mid == self._renew_mid:
+            self._post(lambda: self._renewal_puback(code))
+            return
         self._post(lambda: self.engine.puback(mid, code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

@@ -181,6 +181,14 @@ class RenewalAgent:
         log.info("renewal: installed, valid until %s", f"{new.not_after:%Y-%m-%d}")
         return new
 
+    def not_allowed(self) -> None:
+        """The broker's ACL refused the request: this site has no registrar (one tier).
+
+        Back off as long as the policy allows, so a single-tier station asks rarely.
+        """
+        self._failures = max(self._failures, 64)
+        self._fail("not-allowed")
+
     def install_failed(self) -> None:
         """The broker refused the new pair: back to the current one, retry later."""
         (self.dir / NEXT_CERT).unlink(missing_ok=True)

@@ -246,3 +246,31 @@ def test_renewal_requests_from_an_operator_another_station_or_a_revoked_station_
     finally:
         for c in (other, operator, gone):
             c.close()
+
+
+class SingleTierSetup(Setup):
+    """A single-tier site (no registrar): stations signed for 30 days."""
+
+    def identity_dir(self, device: str) -> Path:
+        d = self.stations_dir / device / "identity"
+        if not (d / identity.CERT).exists():
+            csr = identity.create_device_key(d, device)
+            self.site.sign(csr.read_bytes(), days=30)
+            identity.install(identity.InstallFiles.from_bundle(
+                self.site.bundle(device, self.workdir / "bundles" / device)), d)
+        return d
+
+
+def test_on_a_single_tier_site_the_broker_refuses_the_request_and_the_station_stays_online(
+        tmp_path_factory: pytest.TempPathFactory):
+    with SingleTierSetup(tmp_path_factory.mktemp("renewal-1tier"), "onetier-cart1") as s:
+        watcher = Watcher(s)
+        try:
+            station = s.station("onetier-cart1", [*opening(ids(42)), *press()], uplink=FAST_UPLINK)
+            refused = watcher.wait(lambda: [st for st in watcher.statuses("onetier-cart1")
+                                            if (st.get("renewal") or {}).get("reason") == "not-allowed"])
+            assert refused[0]["state"] == "online"
+            assert station.wait_captures("stored", 1)  # delivery goes on
+            assert station.proc.poll() is None
+        finally:
+            watcher.close()
