@@ -290,7 +290,12 @@ class Uplink:
     def _renewal_connected(self) -> None:
         assert self.renewal is not None
         self._installing = False
-        self.identity = self.renewal.promote()
+        try:
+            self.identity = self.renewal.promote()
+        except Exception:  # never let the install stop delivery on a connection that works
+            log.exception("uplink: the renewed identity could not be installed")
+            self.renewal.install_failed()
+            return
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
         self._publish_json("event", event_payload("cert-renewed", self._wall()))
