@@ -80,7 +80,9 @@ class RelayCore:
             raise ConfigError("the relay needs at least one sink to file captures into")
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
         # Two-tier sites: the issuing CA(s) and every CRL of crl.pem (root's and issuing CA's).
-        self.chain, self.crls = tuple(chain), tuple(crls)
+        # ``crls`` may be a live view (build.WatchedCrls): a CRL replaced on disk applies to
+        # the next capture, without a restart.
+        self.chain, self.crls = tuple(chain), crls
         self.sinks, self.quarantine = list(sinks), quarantine
         self.topics = Topics(topic_prefix)
         self.prefix = topic_prefix + "/"

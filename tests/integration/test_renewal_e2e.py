@@ -274,3 +274,26 @@ def test_on_a_single_tier_site_the_broker_refuses_the_request_and_the_station_st
             assert station.proc.poll() is None
         finally:
             watcher.close()
+
+
+def test_the_running_relay_refuses_a_station_once_its_crl_names_it(setup: RenewalSetup):
+    """The relay re-reads ``crl.pem`` when it changes: no restart between the revocation
+    and the first refused capture. (The broker is deliberately not reloaded here, so the
+    revoked station still gets through to the relay.)"""
+    setup.ensure_running()
+    device = "renew-cart7"
+    setup.identity_dir(device)  # signed, the broker reloaded for its ACL block
+    first = setup.station(device, [*opening(ids(43)), *press()], uplink=FAST_UPLINK,
+                          renewal={"enabled": False})
+    assert first.wait_captures("stored", 1)  # control: the same station, before revocation
+    setup.stop_station(first.proc)
+    relay = setup.relay
+    assert relay is not None
+    setup.site.revoke(device)  # rewrites crl.pem in place, as an admin's copy would
+    second = setup.station(device, [*opening(ids(44)), *press()], uplink=FAST_UPLINK,
+                           renewal={"enabled": False})
+    second.wait_captures("rejected", 1)
+    rejected = [e for e in second.events if e.get("kind") == "capture" and e.get("status") == "rejected"]
+    assert rejected[0]["reason"] == "certificate"
+    assert setup.relay is relay and relay.poll() is None  # the same relay process throughout
+    setup.stop_station(second.proc)
