@@ -146,9 +146,9 @@ def _revoke(sub: Any) -> None:
 
 
 def _reissue(sub: Any) -> None:
-    p = sub.add_parser("reissue", help="new key and certificate for the broker or a relay worker")
+    p = sub.add_parser("reissue", help="new key and certificate for the broker, a relay worker or the registrar")
     p.add_argument("site_dir", metavar="SITE", type=Path)
-    p.add_argument("service", metavar="broker|relay-N")
+    p.add_argument("service", metavar="broker|relay-N|registrar")
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
     p.set_defaults(func=_cmd_reissue)
 

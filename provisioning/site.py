@@ -239,14 +239,18 @@ class Site:
         self.tiers, self.issuing = 2, issuing
         pki.write_public(self.broker_dir / "ca.pem", pki.cert_pem(self.ca) + pki.cert_pem(issuing))
         self.write_crl(now=now, ca_key=ca_key)
-        # The registrar's own MQTT identity, from the root like every service.
-        reg_key = pki.new_key()
-        reg = self.issue(reg_key.public_key(), "registrar", now=now, kind="registrar", ca_key=ca_key)
-        pki.write_private(self.registrar_dir / "registrar.key", pki.key_pem(reg_key))
-        pki.write_public(self.registrar_dir / "registrar.pem", pki.cert_pem(reg))
+        self._issue_registrar(ca_key, now, pki.DEFAULT_DAYS)
         pki.write_public(self.registrar_dir / "ca.pem", pki.cert_pem(self.ca))
         self.write_acl(now=now)
         return issuing
+
+    def _issue_registrar(self, ca_key: pki.PrivateKey, now: dt.datetime, days: int) -> Path:
+        """The registrar's own MQTT identity (CN ``registrar``), from the root like every service."""
+        key = pki.new_key()
+        cert = self.issue(key.public_key(), "registrar", now=now, days=days, kind="registrar", ca_key=ca_key)
+        pki.write_private(self.registrar_dir / "registrar.key", pki.key_pem(key))
+        pki.write_public(self.registrar_dir / "registrar.pem", pki.cert_pem(cert))
+        return self.registrar_dir / "registrar.pem"
 
     def issuing_key(self) -> pki.PrivateKey:
         return pki.load_key(
@@ -292,10 +296,13 @@ class Site:
         if name == "broker":
             self._issue_broker(self.ca_key(), now, days)
             return self.broker_dir / "broker.pem"
+        if name == "registrar" and self.issuing is not None:
+            return self._issue_registrar(self.ca_key(), now, days)
         number = name.removeprefix("relay-")
         if not number.isdigit() or not 1 <= int(number) <= self.relays:
             raise ProvisioningError(
-                f"{name!r} is not a service of this site: use 'broker' or relay-1 … relay-{self.relays}"
+                f"{name!r} is not a service of this site: use 'broker', 'registrar' (two tiers) "
+                f"or relay-1 … relay-{self.relays}"
             )
         self._issue_relay(int(number), self.ca_key(), now, days)
         return self.relay_files(int(number))[0]

@@ -225,3 +225,16 @@ def test_selftest_reports_the_chain_and_refuses_a_missing_issuing_ca(tmp_path: P
     pki.write_public(d / identity.CERT, leaf_only)
     bad = IdentityReview(d, NOW).check_certificate()
     assert bad.status == "FAIL" and bad.detail.startswith("not issued by the site CA in ca.pem")
+
+
+def test_registrar_identity_is_a_root_service_and_can_be_reissued(tmp_path: Path):
+    site = _create(tmp_path / "site", tiers=2)
+    first = pki.load_cert(site.registrar_dir / "registrar.pem")
+    assert first.issuer == site.ca.subject and certprofile.profile(first) == "other"
+    assert "user registrar" in (site.broker_dir / "acl").read_text()
+    path = site.reissue("registrar", now=NOW + timedelta(days=300))
+    second = pki.load_cert(path)
+    assert second.serial_number != first.serial_number and second.not_valid_after_utc > first.not_valid_after_utc
+    assert pki.same_key(second, pki.load_key(site.registrar_dir / "registrar.key"))
+    with pytest.raises(ProvisioningError, match="registrar"):
+        _create(tmp_path / "one").reissue("registrar")
