@@ -127,7 +127,8 @@ def build_hardware(
     if isinstance(reader, PipelineReader):
         # Next-frame agreement, and a still crop where the camera offers one.
         reader = StreamReader(PipelineReader(config.reader.formats, gs1=gs1.plausible),
-                              camera if hasattr(camera, "capture_region") else None)
+                              camera if hasattr(camera, "capture_region") else None,
+                              crop_every_s=getattr(camera, "region_interval_s", 0.3))
     clock: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
     scanner = None
     if config.reader.hid_device and on_code is not None:
