@@ -27,9 +27,10 @@ from typing import Any
 
 from clinicam.firmware.capture.vault import Vault
 from clinicam.firmware.uplink.client import Uplink
-from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import identity
 from clinicam.provisioning.site import Site
 from clinicam.relay.core import RelayCore
@@ -40,7 +41,7 @@ from cryptography import x509
 from harness import Context, Figure, Stats
 
 AREA = "delivery"
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 MB = 1_000_000
 CHUNK = 122880
 
@@ -101,7 +102,7 @@ class Station:
         self.vault = Vault(max_captures=1000, max_bytes=2**31)
         self.sealer = Sealer(ident.device_id, ident.key, ident.cert_pem, ident.recipient)
         self.events: queue.Queue[Any] = queue.Queue()
-        self.uplink = Uplink(identity=ident, vault=self.vault, on_event=self.events.put,
+        self.uplink = Uplink(identity=ident, vault=self.vault, post=self.events.put,
                              port=port, ack_timeout_s=120.0)
         self.uplink.start()
 

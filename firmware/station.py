@@ -20,7 +20,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +33,6 @@ from clinicam.firmware.config import StationConfig
 from clinicam.firmware.hardware import Hardware
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
-from clinicam.firmware.uplink.translation import FaultReported, Identify, UplinkTranslator
 from clinicam.firmware.workflow import events as ev
 from clinicam.firmware.workflow.machine import step
 from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
@@ -47,11 +45,6 @@ Observer = Callable[[dict[str, Any]], None]
 
 TICK_S = 0.5  # how often the workflow hears the time (idle sessions close on a Tick)
 HOUSEKEEPING_S = 2.0  # clock-sync check and watchdog (the uplink expires the vault)
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    """Leave the main loop (after a drain, or in tests)."""
 
 
 def firmware_version() -> str:
@@ -82,7 +75,7 @@ class Station:
         self._observe = observer or (lambda _event: None)
         self.notifier = notifier or Notifier()
         self._wall, self._clock = wall, clock
-        self.events: queue.Queue[Any] = queue.Queue()
+        self.events: queue.Queue[ev.Event] = queue.Queue()
         self.version = firmware_version()
         boot = rng(16).hex()
         self.device = DeviceInfo(identity.device_id, config.device.site, config.device.location, self.version)
@@ -123,7 +116,7 @@ class Station:
         return Uplink(
             identity=self.identity,
             vault=self.vault,
-            on_event=UplinkTranslator(self.post, self._observe, self.counts, lambda: self.vault.pending_count),
+            post=self.post,
             wipe=lambda: self.wipe_now("remote"),
             host=u.host or None,
             port=u.port,
@@ -143,7 +136,7 @@ class Station:
 
     # --- what other threads may call -----------------------------------------------------
 
-    def post(self, event: Any) -> None:
+    def post(self, event: ev.Event) -> None:
         """Queue an event for the workflow thread (any thread, never blocks)."""
         self.events.put(event)
 
@@ -183,7 +176,7 @@ class Station:
             time.sleep(poll_s)
 
     def stop(self) -> None:
-        self.post(StopRequested())
+        self.post(ev.StopRequested())
 
     # --- the workflow thread -----------------------------------------------------------
 
@@ -219,19 +212,54 @@ class Station:
         self.uplink.stop()
         self.hw.close()
 
-    def _process(self, event: Any) -> None:
-        if isinstance(event, StopRequested):
-            self._stop.set()
+    def _process(self, event: ev.Event) -> None:
+        workflow_event = self._report(event)
+        if workflow_event is None:
             return
-        if isinstance(event, FaultReported):
-            self._signal("fault")
-            return
-        if isinstance(event, Identify):
-            self._signal("ready")
-            return
-        self.state, actions = step(self.state, event)
+        self.state, actions = step(self.state, workflow_event)
         for action in actions:
             self._do(action)
+
+    def _report(self, event: ev.Event) -> ev.Event | None:
+        """Count and report what the uplink posted; the event for ``step``, or None.
+
+        Stop, fault and identify are the station's own business (the panel, the loop),
+        and the uplink's progress reports only reach the observer.
+        """
+        if isinstance(event, ev.StopRequested):
+            self._stop.set()
+        elif isinstance(event, ev.FaultReported):
+            log.error("uplink misconfigured: %s", event.reason)
+            self._signal("fault")
+        elif isinstance(event, ev.CommandReceived):
+            self._observe({"kind": "command", "cmd": event.cmd, "id": event.id})
+            if event.cmd == "wipe":
+                return ev.WipeRequested("remote")
+            if event.cmd == "identify":
+                self._signal("ready")
+        elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
+            status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
+            self._observe({"kind": "uplink", "status": status})
+            return event
+        elif isinstance(event, ev.CaptureStored):
+            self.counts["stored"] += 1
+            self._observe({"kind": "capture", "status": "stored", "capture_id": event.capture_id,
+                           "ref": event.ref, "pending": event.pending})
+            return event
+        elif isinstance(event, ev.CaptureRejected):
+            self.counts["rejected"] += 1
+            self._observe({"kind": "capture", "status": "rejected", "capture_id": event.capture_id,
+                           "reason": event.reason})
+            return event
+        elif isinstance(event, ev.CaptureRetryScheduled):
+            self._observe({"kind": "capture", "status": "retry", "capture_id": event.capture_id,
+                           "why": event.why, "attempt": event.attempt})
+        elif isinstance(event, ev.CapturesExpired):  # the uplink expires the vault and reports it
+            log.warning("expired %d undelivered captures: %s", len(event.capture_ids), ",".join(event.capture_ids))
+            self._observe({"kind": "expired", "capture_ids": list(event.capture_ids)})
+        elif not isinstance(event, ev.CaptureSent | ev.CommandIgnored):
+            return event
+        return None
 
     def _do(self, action: ev.Action) -> None:
         if isinstance(action, ev.Signal):

@@ -31,10 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clinicam.common.errors import ConfigError, OpenError, SealError
+from clinicam.common.errors import ConfigError, SealError
 from clinicam.common.zeroize import Buffers, HeapBuffers, zero
 from clinicam.protocol import manifest as mf
+from clinicam.protocol.ids import DEVICE_ID_RULE, is_device_id, is_hex
 from clinicam.protocol.manifest import parse_manifest_message, sign_event, verify_event
+from clinicam.protocol.reasons import OpenError
 from clinicam.protocol.recipient import RecipientPrivateKey, RecipientPublicKey
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -194,15 +196,15 @@ class Sealer:
         self._clock = clock
         self._buffers = buffers if buffers is not None else HeapBuffers()
         self.boot_id = boot_id or rng(16).hex()
-        if not mf._is_hex(32)(self.boot_id):
+        if not is_hex(32)(self.boot_id):
             raise ConfigError("boot_id must be 32 lowercase hex characters")
         self._seq = 0
         self._lock = threading.Lock()
 
     def _check_identity(self) -> None:
         """Refuse a misprovisioned identity now rather than have every capture rejected."""
-        if not mf.DEVICE_ID.fullmatch(self.device_id):
-            raise ConfigError("device id must match [a-z0-9-]{3,64}")
+        if not is_device_id(self.device_id):
+            raise ConfigError(f"device id must match {DEVICE_ID_RULE}")
         if not (isinstance(self._key, ec.EllipticCurvePrivateKey)
                 and isinstance(self._key.curve, ec.SECP256R1)):
             raise ConfigError("device key must be an ECDSA P-256 private key")

@@ -21,21 +21,16 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from clinicam.common.errors import (
-    ConfigError,
-    OpenError,
-    SinkError,
-    SinkUnknownPatient,
-    TopicError,
-)
+from clinicam.common.errors import ConfigError, SinkUnknownPatient, TopicError
+from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import parse_manifest_message, verify_event
+from clinicam.protocol.reasons import OpenError, SinkError
 from clinicam.protocol.recipient import RecipientPrivateKey
 from clinicam.protocol.sealing import OpenedCapture, open_capture
-from clinicam.protocol.topics import Topics
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
@@ -45,29 +40,13 @@ from cryptography import x509
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Ack:
-    """One acknowledgement to publish on ``P/<device>/ack``."""
-
-    device: str
-    capture_id: str
-    status: str  # stored | rejected | retry
-    reason: str | None = None
-    ref: dict[str, str] | None = None
-
-    def payload(self) -> bytes:
-        body = {"capture_id": self.capture_id, "status": self.status, "reason": self.reason,
-                "ref": self.ref}
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
 class RelayCore:
     """Everything the relay decides, for the stations of its partition."""
 
     def __init__(self, *, ca_cert: x509.Certificate, recipients: Sequence[RecipientPrivateKey],
                  sinks: Sequence[Sink], quarantine: Sink | None = None,
                  crl: x509.CertificateRevocationList | None = None,
-                 topic_prefix: str = "clinicam/v1", partition: Partition | None = None,
+                 topic_prefix: str = DEFAULT_PREFIX, partition: Partition | None = None,
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
                  now: Callable[[], datetime] | None = None) -> None:

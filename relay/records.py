@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.ids import HEX32
 from clinicam.relay.sinks.directory import write_atomically
 
-_HEX32 = re.compile(r"[0-9a-f]{32}")
 _WORD = re.compile(r"[a-z0-9-]{1,32}")
 _CMD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
@@ -43,7 +43,7 @@ STATUS_KEYS: dict[str, Callable[[object], bool]] = {
     "state": _match(_WORD),
     "pending": _is_int,
     "pending_bytes": _is_int,
-    "boot": _match(_HEX32),
+    "boot": _match(HEX32),
     "fw": _match(_FW),
     "uptime_s": _is_number,
     "cert_not_after": _match(_STAMP),
@@ -53,9 +53,9 @@ STATUS_KEYS: dict[str, Callable[[object], bool]] = {
 EVENT_KEYS: dict[str, Callable[[object], bool]] = {
     "event": _match(_WORD),
     "at": _match(_STAMP),
-    "capture_id": _match(_HEX32),
-    "capture_ids": lambda v: isinstance(v, list) and all(_match(_HEX32)(x) for x in v),
-    "session": _match(_HEX32),
+    "capture_id": _match(HEX32),
+    "capture_ids": lambda v: isinstance(v, list) and all(_match(HEX32)(x) for x in v),
+    "session": _match(HEX32),
     "reason": _match(_WORD),
     "count": _is_int,
     "cmd_id": _match(_CMD_ID),

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from io import BytesIO
 from typing import Any, Protocol
 
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks.jpeg_frame import read_jpeg_frame
 from pydicom import config as dicom_config
 from pydicom.dataset import Dataset, FileMetaDataset

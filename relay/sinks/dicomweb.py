@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import OpenedCaptureLike, dicom
 from clinicam.relay.sinks.httpclient import Auth, HttpClient, Response, auth_from_config
 

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.uplink.events import (
+from clinicam.firmware.workflow.events import (
     CommandIgnored,
     CommandReceived,
-    UplinkMisconfigured,
+    FaultReported,
 )
 from clinicam.protocol.manifest import manifest_message
 from clinicam.protocol.sealing import Sealer
 from clinicam.protocol.status import utc_stamp
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning.identity import load_identity
 from clinicam.relay.reassembly import Reassembler
 from test_delivery_support import (
@@ -34,7 +35,7 @@ from test_delivery_support import (
     start_relay,
 )
 
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 
 
 def sealer(site: Any, name: str, **kw: Any) -> Sealer:
@@ -201,7 +202,7 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
     station.sealer = sealer(site, "station-a", chunk_size=200_000)  # > 128 KiB broker limit
     try:
         cid = station.capture(jpeg_like(300_000, seed=8))
-        station.wait_for(lambda seen: UplinkMisconfigured("too-large", cid) in seen)
+        station.wait_for(lambda seen: FaultReported("too-large", cid) in seen)
         event = next_json(admin, f"{P}/station-a/event")
         assert event["event"] == "config-error" and event["reason"] == "too-large"
         status = next_json(admin, f"{P}/station-a/status")
@@ -216,7 +217,7 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
 def test_undelivered_past_ttl_expires_with_audit_event(
         site: Any, broker: Any, mqtt_client: Any) -> None:
     from clinicam.firmware.capture.vault import Vault
-    from clinicam.firmware.uplink.events import CapturesExpired
+    from clinicam.firmware.workflow.events import CapturesExpired
 
     class Clock:
         t = 1000.0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import brokerconf
 from clinicam.tools.brokerproc import rewrite_conf
 from clinicam.tools.cli import main
@@ -90,7 +91,7 @@ def test_generated_conf_has_the_security_settings(tmp_path: Path):
 
 def test_generated_acl_is_design_section_5():
     acl = [ln for ln in brokerconf.render_acl(relays=2).splitlines() if ln and ln[0] != "#"]
-    p = "clinicam/v1"
+    p = DEFAULT_PREFIX
     device = [
         f"pattern write {p}/%u/capture/#",
         f"pattern write {p}/%u/status",
