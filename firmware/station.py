@@ -25,6 +25,7 @@ from typing import Any
 
 from clinicam.common.errors import CameraUnavailable, SealError, VaultFull
 from clinicam.common.zeroize import zero
+from clinicam.drivers.patterns import PatternName
 from clinicam.firmware.capture.camera_worker import CameraWorker, post_classified
 from clinicam.firmware.capture.vault import Vault, WipeReport
 from clinicam.firmware.capture.wipe import Wiper
@@ -230,13 +231,13 @@ class Station:
             self._stop.set()
         elif isinstance(event, ev.FaultReported):
             log.error("uplink misconfigured: %s", event.reason)
-            self._signal("fault")
+            self._signal(PatternName.FAULT)
         elif isinstance(event, ev.CommandReceived):
             self._observe({"kind": "command", "cmd": event.cmd, "id": event.id})
             if event.cmd == "wipe":
                 return ev.WipeRequested("remote")
             if event.cmd == "identify":
-                self._signal("ready")
+                self._signal(PatternName.READY)
         elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
             status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
             self._observe({"kind": "uplink", "status": status})
@@ -288,7 +289,7 @@ class Station:
             )
             self.notifier.status(f"{action.state}; {self.vault.pending_count} pending")
 
-    def _signal(self, pattern: str) -> None:
+    def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)
         self._observe({"kind": "signal", "pattern": pattern})
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from clinicam.drivers.patterns import PatternName
+
 if TYPE_CHECKING:
     from clinicam.firmware.codes.classify import CardCode, OperatorId, PatientId
     from clinicam.firmware.workflow.metadata import SessionFacts
@@ -288,9 +290,9 @@ UplinkEvent: TypeAlias = (
 
 @dataclass(frozen=True)
 class Signal:
-    """Show a light/sound pattern by name (a key of ``clinicam.drivers.patterns.PATTERNS``)."""
+    """Show a light/sound pattern (one of ``clinicam.drivers.patterns.PatternName``)."""
 
-    pattern: str
+    pattern: PatternName
 
 
 @dataclass(frozen=True)
