@@ -123,7 +123,8 @@ _TABLE: tuple[Pattern, ...] = (
     ),
 )
 
-PATTERNS: MappingProxyType[PatternName, Pattern] = MappingProxyType({p.name: p for p in _TABLE})
+# Keyed by the plain name, so a driver or tool may look up any string it was given.
+PATTERNS: MappingProxyType[str, Pattern] = MappingProxyType({p.name.value: p for p in _TABLE})
 
 
 def _describe_steps(steps: tuple[Step, ...]) -> str:

@@ -276,7 +276,7 @@ class Station:
                 self.wiper.wipe(action.trigger)
             self._process(ev.WipeCompleted())
         elif isinstance(action, ev.Audit):
-            self.uplink.publish_event(**action.as_dict())
+            self.uplink.publish_event(action.event, **dict(action.fields))
         elif isinstance(action, ev.SetStatus):
             self._observe(
                 {

@@ -70,12 +70,12 @@ from clinicam.firmware.workflow.session import (
 # What every step handler returns: the next state and the actions, in order.
 Result = tuple[StationState, list[Action]]
 
-# Card kinds that set one field of the session, and the field they set.
-_TAG_FIELDS: dict[str, str] = {
-    "PURPOSE": "purpose",
-    "LAT": "laterality",
-    "VIEW": "view",
-    "CONSENT": "consent",
+# Card kinds that set one field of the session, and how (upper-cased value).
+_TAG_FIELDS: dict[str, Callable[[Session, str], Session]] = {
+    "PURPOSE": lambda s, v: replace(s, purpose=v),
+    "LAT": lambda s, v: replace(s, laterality=v),
+    "VIEW": lambda s, v: replace(s, view=v),
+    "CONSENT": lambda s, v: replace(s, consent=v),
 }
 
 # The panel's table (clinicam.drivers.patterns) has no pattern of its own for these two:
@@ -192,7 +192,7 @@ def _on_card(state: StationState, card: CardCode) -> Result:
         site = (card.value, card.display)
         updated = replace(session, body_site=site, laterality=None, view=None)
     elif kind in _TAG_FIELDS:
-        updated = replace(session, **{_TAG_FIELDS[kind]: card.value.upper()})
+        updated = _TAG_FIELDS[kind](session, card.value.upper())
     else:
         return state, [Signal(PatternName.REJECTED_CODE)]
     return replace(state, session=updated), [Signal(CARD_ACCEPTED)]
