@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clinicam.drivers.camera import Camera, Picamera2Camera, SimulatedCamera
 from clinicam.drivers.hid import HidScanner
@@ -69,6 +69,23 @@ def build_camera(config: StationConfig) -> Camera:
         autofocus=cam.autofocus,
         tuning_file=cam.tuning_file or None,
     )
+
+
+class HardwareBuilder(Protocol):
+    """Opens the devices with the station's input callbacks (``build_hardware`` bound to a config).
+
+    The station calls it once its event queue exists, so a driver thread that fires at
+    once already has somewhere to post.
+    """
+
+    def __call__(
+        self,
+        *,
+        on_press: Callable[[], None],
+        on_long_press: Callable[[], None],
+        on_power: Callable[[str], None],
+        on_code: Callable[[Code], None] | None = None,
+    ) -> Hardware: ...
 
 
 def build_hardware(

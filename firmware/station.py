@@ -20,9 +20,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from clinicam.common.clock import Clock, SystemClock
 from clinicam.common.errors import CameraUnavailable, SealError, VaultFull
 from clinicam.common.zeroize import zero
 from clinicam.drivers.patterns import PatternName
@@ -31,7 +31,7 @@ from clinicam.firmware.capture.vault import Vault, WipeReport
 from clinicam.firmware.capture.wipe import Wiper
 from clinicam.firmware.codes.classify import CodeRules
 from clinicam.firmware.config import StationConfig
-from clinicam.firmware.hardware import Hardware
+from clinicam.firmware.hardware import HardwareBuilder
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.workflow import events as ev
@@ -39,6 +39,7 @@ from clinicam.firmware.workflow.machine import step
 from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.workflow.session import WorkflowPolicy, initial_state
 from clinicam.protocol.sealing import Sealer
+from clinicam.provisioning.identity import StationIdentity
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +64,25 @@ class Station:
     def __init__(
         self,
         config: StationConfig,
-        identity: Any,
-        hardware: Hardware,
+        identity: StationIdentity,
+        build_hardware: HardwareBuilder,
         *,
         observer: Observer | None = None,
         notifier: Notifier | None = None,
         rng: Callable[[int], bytes] = os.urandom,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        self.config, self.identity, self.hw = config, identity, hardware
+        self.config, self.identity = config, identity
         self._observe = observer or (lambda _event: None)
         self.notifier = notifier or Notifier()
-        self._wall, self._clock = wall, clock
+        self.time = clock or SystemClock()
+        self._clock = self.time.monotonic
+        # The queue first: the drivers built below post onto it from their own threads.
         self.events: queue.Queue[ev.Event] = queue.Queue()
         self.version = firmware_version()
         boot = rng(16).hex()
         self.device = DeviceInfo(identity.device_id, config.device.site, config.device.location, self.version)
-        self.vault = Vault(config.vault.max_captures, config.vault.max_bytes, config.vault.ttl_s, clock)
+        self.vault = Vault(config.vault.max_captures, config.vault.max_bytes, config.vault.ttl_s, self._clock)
         self.wiper = Wiper(self.vault)
         self.sealer = Sealer(
             identity.device_id,
@@ -90,20 +92,24 @@ class Station:
             aead=config.sealing.aead,
             chunk_size=config.sealing.chunk_size,
             rng=rng,
-            clock=wall,
+            clock=self.time.utc,
             boot_id=boot,
             buffers=self.vault,
         )
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
-        self.uplink = self._make_uplink(boot)
         self.rules = CodeRules.from_config(config.codes)
+        self.hw = hardware = build_hardware(
+            on_press=self.on_press, on_long_press=self.on_long_press, on_power=self.on_power,
+            on_code=self.on_scanned,
+        )
+        self.uplink = self._make_uplink(boot)
         self.worker = CameraWorker(
             hardware.camera,
             hardware.reader,
             self.rules,
             self.post,
             clear_after_s=config.reader.presentation_clear_s,
-            clock=clock,
+            clock=self._clock,
         )
         self.wiper.add_listener(self._wiped)
         self.wiper.add_listener(self.uplink.wiped)
@@ -132,7 +138,7 @@ class Station:
             boot_id=boot,
             firmware_version=self.version,
             clock_synced=self.hw.clock.synchronised,
-            clock=self._clock,
+            clock=self.time,
         )
 
     # --- what other threads may call -----------------------------------------------------
@@ -301,7 +307,7 @@ class Station:
         with self.wiper.guard(buf) as guard:
             try:
                 still = self.worker.capture(buf)
-                captured_at = self._wall()
+                captured_at = self.time.utc()
                 camera = CameraFacts(
                     still.width, still.height, still.model, still.exposure_us, still.analogue_gain, still.lens_position
                 )

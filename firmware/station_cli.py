@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +101,7 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
         identity = load_identity(Path(config.identity.dir))
     except ProvisioningError as exc:
         return wait_unprovisioned(config, exc, observer)
-    holder: dict[str, Station] = {}
-    hardware = build_hardware(
-        config,
-        on_press=lambda: holder["s"].on_press(),
-        on_long_press=lambda: holder["s"].on_long_press(),
-        on_power=lambda name: holder["s"].on_power(name),
-        on_code=lambda code: holder["s"].on_scanned(code),
-    )
-    station = holder["s"] = Station(config, identity, hardware, observer=observer)
+    station = Station(config, identity, partial(build_hardware, config), observer=observer)
     _install_signals(station, config, observer)
     if steps is not None:
         _play(steps, station, config, observer)

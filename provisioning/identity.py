@@ -16,6 +16,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from clinicam.common.errors import ProvisioningError
 from clinicam.protocol.recipient import RecipientPublicKey, load_recipient_public
@@ -33,6 +34,35 @@ KEY, CSR, CERT, CA, RECIPIENT, BROKER, CRL = (
     "broker.json",
     "crl.pem",
 )
+
+
+class StationIdentity(Protocol):
+    """What the station needs of its identity: to connect (mTLS), sign and seal.
+
+    ``DeviceIdentity`` (loaded by :func:`load_identity`) is the one implementation;
+    the seam is typed so the station and uplink say exactly what they use.
+    """
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def key(self) -> pki.PrivateKey: ...
+    @property
+    def cert_pem(self) -> bytes: ...
+    @property
+    def recipient(self) -> RecipientPublicKey: ...
+    @property
+    def broker_host(self) -> str: ...
+    @property
+    def broker_port(self) -> int: ...
+    @property
+    def key_path(self) -> Path: ...
+    @property
+    def cert_path(self) -> Path: ...
+    @property
+    def ca_path(self) -> Path: ...
+    @property
+    def not_after(self) -> dt.datetime | None: ...
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from clinicam.common.clock import Clock, SystemClock
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
 from clinicam.firmware.workflow.events import (
     CaptureRejected,
@@ -40,6 +41,7 @@ from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
 from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
+from clinicam.provisioning.identity import StationIdentity
 from clinicam.provisioning.tlsctx import client_context
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -57,7 +59,7 @@ class Uplink:
     one wipe path (``clinicam.firmware.capture.wipe``), called for a live remote ``wipe``.
     """
 
-    def __init__(self, *, identity: Any, vault: VaultLike, post: Callable[[UplinkEvent], None],
+    def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
                  wipe: Callable[[], Any] | None = None, host: str | None = None,
                  port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,
@@ -65,7 +67,7 @@ class Uplink:
                  retry_min_s: float = 2.0, retry_max_s: float = 300.0,
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 clock: Clock | None = None,
                  rng: random.Random | None = None) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         self.device: str = identity.device_id
@@ -74,8 +76,9 @@ class Uplink:
         self.topics = Topics(topic_prefix)
         self.keepalive_s = keepalive_s
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
-        self._clock, self._wall = clock, wall
-        self._started = clock()
+        time_source = clock or SystemClock()
+        self._clock, self._wall = time_source.monotonic, time_source.wall
+        self._started = self._clock()
         self.expire_every_s = 30.0
         self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -83,7 +86,7 @@ class Uplink:
         self.engine = DeliveryEngine(
             vault=vault, device=self.device, publish=self._publish, emit=self._emit,
             topic_prefix=topic_prefix, max_inflight=max_inflight, ack_timeout_s=ack_timeout_s,
-            retry_min_s=retry_min_s, retry_max_s=retry_max_s, clock=clock, rng=rng)
+            retry_min_s=retry_min_s, retry_max_s=retry_max_s, clock=self._clock, rng=rng)
         self.client = self._make_client(reconnect_min_s, reconnect_max_s)
         self._thread: threading.Thread | None = None
 

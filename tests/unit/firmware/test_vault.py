@@ -185,11 +185,11 @@ def test_allocate_hands_out_arena_memory_reused_after_ack() -> None:
     v = Vault(clock=Clock())
     first = arena_capture(v, 1)
     v.put(first)
-    assert v._arena is not None and v._arena.owns(first.storage)
+    assert v.in_arena(first.storage)
     assert first.storage is not None
     where = address(first.storage)
     assert v.ack(first.capture_id)
-    assert all(is_zero(p) for p in first.parts) and v._arena.in_use == 0
+    assert all(is_zero(p) for p in first.parts) and v.in_use == 0
     second = arena_capture(v, 2)
     assert second.storage is not None and address(second.storage) == where
 
@@ -204,7 +204,7 @@ def test_wipe_zeroes_arena_and_own_buffer_captures_alike() -> None:
     report = v.wipe()
     assert report.count == 8 and v.pending_bytes == 0
     assert all(is_zero(p) for c in mine + theirs for p in c.parts)
-    assert v._arena is not None and v._arena.in_use == 0
+    assert v.in_use == 0
 
 
 def test_wipe_leaves_a_capture_being_sealed_to_its_owner() -> None:
@@ -215,7 +215,7 @@ def test_wipe_leaves_a_capture_being_sealed_to_its_owner() -> None:
     assert not any(is_zero(p) for p in sealing.parts)  # the station discards it (guard.wiped)
     v.discard(sealing)
     assert all(is_zero(p) for p in sealing.parts)
-    assert v._arena is not None and v._arena.in_use == 0
+    assert v.in_use == 0
     a, b = arena_capture(v, 3), arena_capture(v, 4)  # the books are straight: no overlap
     assert a.storage is not None and b.storage is not None
     assert abs(address(a.storage) - address(b.storage)) >= len(a.storage)
@@ -229,14 +229,14 @@ def test_refused_capture_is_discarded_back_into_the_arena() -> None:
         v.put(extra)
     v.discard(extra)
     assert all(is_zero(p) for p in extra.parts) and v.pending_count == 1
-    assert v._arena is not None and v._arena.in_use == -(-7300 // 64) * 64  # only the held one
+    assert v.in_use == -(-7300 // 64) * 64  # only the held one
 
 
 def test_no_room_in_the_arena_falls_back_to_the_heap() -> None:
     v = Vault(max_captures=1, max_bytes=4096, clock=Clock())
     big = v.allocate(1 << 20)
     assert len(big) == 1 << 20 and is_zero(big)
-    assert v._arena is not None and not v._arena.owns(big)
+    assert v.in_use == 0 and not v.in_arena(big)
     big[:4] = b"\xff\xff\xff\xff"
     v.release(big)
     assert is_zero(big)
