@@ -18,9 +18,9 @@ from clinicam.firmware.workflow.events import (
     CommandReceived,
     FaultReported,
 )
+from clinicam.protocol.commands import command_payload
 from clinicam.protocol.manifest import manifest_message
 from clinicam.protocol.sealing import Sealer
-from clinicam.protocol.status import utc_stamp
 from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning.identity import load_identity
 from clinicam.relay.reassembly import Reassembler
@@ -157,8 +157,7 @@ def test_bad_input_rejected_with_reasons_valid_captures_still_flow(
 
 
 def cmd(name: str, cmd_id: str, issued: float, expires: float) -> bytes:
-    return json.dumps({"cmd": name, "id": cmd_id, "issued_at": utc_stamp(issued),
-                       "expires_at": utc_stamp(expires)}).encode()
+    return command_payload(name, cmd_id, issued, expires)  # as the relay sends it
 
 
 def test_retained_or_expired_wipe_does_nothing_live_wipe_does(
@@ -219,20 +218,16 @@ def test_undelivered_past_ttl_expires_with_audit_event(
     from clinicam.firmware.capture.vault import Vault
     from clinicam.firmware.workflow.events import CapturesExpired
 
-    class Clock:
-        t = 1000.0
+    from clinicam.common.clock import ManualClock
 
-        def __call__(self) -> float:
-            return self.t
-
-    clock = Clock()
+    clock = ManualClock(monotonic=1000.0)
     admin = mqtt_client(site.admin)
     admin.probe.subscribe(f"{P}/station-a/event")
-    station = make_station(site, "station-a", broker.port, vault=Vault(ttl_s=600, clock=clock),
+    station = make_station(site, "station-a", broker.port, vault=Vault(ttl_s=600, clock=clock.monotonic),
                            clock=clock)
     try:
         cid = station.capture(jpeg_like(10_000, seed=1))  # no relay: it stays pending
-        clock.t += 601
+        clock.advance(601)
         station.uplink.wake()
         station.wait_for(lambda seen: CapturesExpired((cid,)) in seen)
         assert station.vault.pending_count == 0

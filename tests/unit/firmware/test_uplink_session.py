@@ -16,6 +16,7 @@ from clinicam.firmware.workflow.events import (
 )
 from clinicam.protocol.acks import Ack
 from clinicam.protocol.sealing import SealedCapture
+from clinicam.protocol.topics import Topics
 
 P = "clinicam/v1/station-a"
 
@@ -82,6 +83,10 @@ def test_manifest_last_with_response_topic_then_stored() -> None:
     assert topics == [f"{P}/capture/{1:032x}/part/{i}" for i in range(3)] + [
         f"{P}/capture/{1:032x}/manifest"]
     assert h.sent[-1][2] == (f"{P}/ack", bytes.fromhex(f"{1:032x}"))
+    parsed = [Topics().parse(t) for t in topics]  # what the relay understands of them
+    assert [(p.device, p.kind, p.capture_id, p.part) for p in parsed] == [
+        *(("station-a", "part", f"{1:032x}", i) for i in range(3)),
+        ("station-a", "manifest", f"{1:032x}", None)]
     assert CaptureSent(f"{1:032x}") in h.events
     h.engine.ack(ack(f"{1:032x}", "stored", ref={"dir": "x"}))
     assert h.vault.pending_count == 0
