@@ -30,7 +30,7 @@ from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer
-from clinicam.protocol.topics import DEFAULT_PREFIX
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning import identity
 from clinicam.provisioning.site import Site
 from clinicam.relay.core import RelayCore
@@ -156,7 +156,7 @@ def _mosquitto_5mb(bench: Bench, ctx: Context) -> Stats:
     lines = b"\n".join(bytes(48 + (b % 64) for b in data[o:o + CHUNK])
                        for o in range(0, len(data), CHUNK)) + b"\n"  # printable, no newlines
     count = lines.count(b"\n")
-    topic = f"{P}/{ident.device_id}/capture/{'0' * 32}/part/0"
+    topic = Topics(P).part(ident.device_id, "0" * 32, 0)
     tls = ["-h", LOOPBACK, "-p", str(bench.site.port), "-V", "mqttv5", "-q", "1"]
     samples = []
     for run in range(ctx.runs + 1):

@@ -215,10 +215,9 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
 
 def test_undelivered_past_ttl_expires_with_audit_event(
         site: Any, broker: Any, mqtt_client: Any) -> None:
+    from clinicam.common.clock import ManualClock
     from clinicam.firmware.capture.vault import Vault
     from clinicam.firmware.workflow.events import CapturesExpired
-
-    from clinicam.common.clock import ManualClock
 
     clock = ManualClock(monotonic=1000.0)
     admin = mqtt_client(site.admin)

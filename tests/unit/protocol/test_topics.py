@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from clinicam.common.errors import TopicError
-from clinicam.protocol.topics import ParsedTopic, Topics
+from clinicam.protocol.topics import DEFAULT_PREFIX, ParsedTopic, Topics
 
 CID = "0123456789abcdef0123456789abcdef"
 T = Topics()
@@ -78,3 +78,7 @@ def test_bad_prefix(prefix: str) -> None:
 def test_topic_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         T.parse("nope")
+
+
+def test_the_default_prefix_is_the_v1_contracts() -> None:
+    assert DEFAULT_PREFIX == "clinicam/v1" == Topics().prefix
