@@ -92,7 +92,7 @@ class Station:
             aead=config.sealing.aead,
             chunk_size=config.sealing.chunk_size,
             rng=rng,
-            clock=self.time.utc,
+            utc=self.time.utc,
             boot_id=boot,
             buffers=self.vault,
         )

@@ -175,7 +175,7 @@ class Sealer:
         aead: str = "auto",
         chunk_size: int = CHUNK_SIZE,
         rng: Callable[[int], bytes] = os.urandom,
-        clock: Callable[[], datetime] = _utc_now,
+        utc: Callable[[], datetime] = _utc_now,
         boot_id: str | None = None,
         cpuinfo_path: str | Path = "/proc/cpuinfo",
         buffers: Buffers | None = None,
@@ -193,7 +193,7 @@ class Sealer:
             raise ConfigError("chunk_size must be an integer from 1 to 16777216 bytes")
         self.chunk_size = chunk_size
         self._rng = rng
-        self._clock = clock
+        self._utc = utc
         self._buffers = buffers if buffers is not None else HeapBuffers()
         self.boot_id = boot_id or rng(16).hex()
         if not is_hex(32)(self.boot_id):
@@ -287,7 +287,7 @@ class Sealer:
             "v": mf.VERSION,
             "capture_id": capture_id,
             "device": self.device_id,
-            "created": mf.rfc3339_ms(self._clock()),
+            "created": mf.rfc3339_ms(self._utc()),
             "boot": self.boot_id,
             "seq": seq,
             "aead": self.aead,

@@ -49,7 +49,7 @@ class RelayCore:
                  topic_prefix: str = DEFAULT_PREFIX, partition: Partition | None = None,
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
-                 now: Callable[[], datetime] | None = None) -> None:
+                 utc: Callable[[], datetime] | None = None) -> None:
         if not sinks:
             raise ConfigError("the relay needs at least one sink to file captures into")
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
@@ -61,7 +61,7 @@ class RelayCore:
         self.ledger = ledger if ledger is not None else Ledger()
         self.board = board if board is not None else StatusBoard(None)
         self.audit = audit if audit is not None else AuditLog(None)
-        self._now = now
+        self._utc = utc
         self._pending_voids: set[tuple[str, str]] = set()
 
     # -- dispatch -------------------------------------------------------------------
@@ -134,7 +134,7 @@ class RelayCore:
             opened = open_capture(done.manifest, done.parts, topic_device=device,
                                   topic_capture_id=cid, ca_cert=self.ca_cert,
                                   recipients=self.recipients, crl=self.crl,
-                                  now=self._now() if self._now else None)
+                                  now=self._utc() if self._utc else None)
         except OpenError as exc:
             return [self._reject(device, cid, exc.reason)]
         except ConfigError:
