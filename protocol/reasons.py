@@ -55,3 +55,17 @@ class SinkError(ClinicamError):
             raise ValueError(f"unknown reason code {reason!r}")
         self.reason = reason
         super().__init__(message or f"sink failed: {reason}")
+
+
+class PrePolicyCertificate(OpenError):
+    """A device certificate from before the station profile (``identity``, but *retry*).
+
+    It may well be a real station's: the relay answers ``retry`` so the station keeps
+    the photo (``rejected`` would make it drop it) until the station is renewed with
+    'clinicam provision renew' or the relay sets ``legacy_station_certs_until``.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("identity", message or "station certificate predates the station profile: "
+                         "renew it with 'clinicam provision renew', or set [relay] "
+                         "legacy_station_certs_until for a grace period")

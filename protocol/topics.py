@@ -107,11 +107,11 @@ class Topics:
         return [f"$share/{shared_group}/{f}" for f in filters] if shared_group else filters
 
     # -- the broker ACL (rendered by clinicam.provisioning.brokerconf) ----------------
-    def device_acl(self) -> tuple[list[str], list[str]]:
-        """Mosquitto ``pattern`` topics for devices: (write, read), ``%u`` = the CN."""
-        p = self.prefix
-        return ([f"{p}/%u/capture/#", f"{p}/%u/status", f"{p}/%u/event"],
-                [f"{p}/%u/ack", f"{p}/%u/cmd"])
+    def station_acl(self, device: str) -> tuple[list[str], list[str]]:
+        """One station's topics: (write, read) — its captures, status and events; its ack and cmd."""
+        base = f"{self.prefix}/{_device(device)}"
+        return ([f"{base}/capture/#", f"{base}/status", f"{base}/event"],
+                [f"{base}/ack", f"{base}/cmd"])
 
     def relay_acl(self) -> tuple[list[str], list[str]]:
         """A relay worker's topics: (read, write) — every station's uplink, its ack and cmd."""

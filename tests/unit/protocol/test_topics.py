@@ -25,10 +25,10 @@ def test_subscriptions_and_acl() -> None:
                                        "clinicam/v1/+/event"]
     assert T.station_subscriptions("cam-01") == ["clinicam/v1/cam-01/ack",
                                                  "clinicam/v1/cam-01/cmd"]
-    write, read = T.device_acl()
-    assert write == ["clinicam/v1/%u/capture/#", "clinicam/v1/%u/status",
-                     "clinicam/v1/%u/event"]
-    assert read == ["clinicam/v1/%u/ack", "clinicam/v1/%u/cmd"]
+    write, read = T.station_acl("cam-01")
+    assert write == ["clinicam/v1/cam-01/capture/#", "clinicam/v1/cam-01/status",
+                     "clinicam/v1/cam-01/event"]
+    assert read == ["clinicam/v1/cam-01/ack", "clinicam/v1/cam-01/cmd"]
 
 
 def test_parse_round_trips() -> None:
