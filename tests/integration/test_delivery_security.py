@@ -18,7 +18,7 @@ from clinicam.firmware.workflow.events import (
     CommandReceived,
     FaultReported,
 )
-from clinicam.protocol.commands import command_payload
+from clinicam.protocol.commands import Command
 from clinicam.protocol.manifest import manifest_message
 from clinicam.protocol.sealing import Sealer
 from clinicam.protocol.topics import DEFAULT_PREFIX
@@ -157,7 +157,7 @@ def test_bad_input_rejected_with_reasons_valid_captures_still_flow(
 
 
 def cmd(name: str, cmd_id: str, issued: float, expires: float) -> bytes:
-    return command_payload(name, cmd_id, issued, expires)  # as the relay sends it
+    return Command(name, cmd_id, issued, expires).payload()  # as the relay sends it
 
 
 def test_retained_or_expired_wipe_does_nothing_live_wipe_does(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from clinicam.protocol.commands import COMMANDS, CommandGate, CommandRefused, command_payload
+from clinicam.protocol.commands import COMMANDS, Command, CommandGate, CommandRefused
 from clinicam.protocol.status import event_payload, read_event, read_status, status_payload, utc_stamp
 
 NOW = 1_800_000_000.0
@@ -13,7 +13,7 @@ def cmd(cmd: str = "wipe", id: str = "c1", issued: float = NOW - 5, expires: flo
         **extra: object) -> bytes:
     """A command as the relay sends it (the protocol's builder); raw JSON only for what it refuses."""
     if cmd in COMMANDS and not extra:
-        return command_payload(cmd, id, issued, expires)
+        return Command(cmd, id, issued, expires).payload()
     return json.dumps({"cmd": cmd, "id": id, "issued_at": utc_stamp(issued),
                        "expires_at": utc_stamp(expires), **extra}).encode()
 
