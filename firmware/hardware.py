@@ -36,7 +36,7 @@ class Hardware:
     reader: CodeReader
     panel: Panel
     power: PowerInputs
-    clock: ClockSource
+    clock_sync: ClockSource  # is the system clock synchronised (not a time source)
     scanner: HidScanner | None = None
 
     def close(self) -> None:
@@ -139,9 +139,9 @@ def build_hardware(
     settling[0] = False
     camera = build_camera(config)
     reader = make_reader(config.reader.engine, config.reader.formats)
-    clock: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
+    clock_sync: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
     scanner = None
     if config.reader.hid_device and on_code is not None:
         # Grabbed exclusively: a scanned wristband must never type into a console.
         scanner = HidScanner(config.reader.hid_device, on_code)
-    return Hardware(backend, factory, camera, reader, panel, power, clock, scanner)
+    return Hardware(backend, factory, camera, reader, panel, power, clock_sync, scanner)

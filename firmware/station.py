@@ -114,7 +114,7 @@ class Station:
         self.wiper.add_listener(self._wiped)
         self.wiper.add_listener(self.uplink.wiped)
         policy = WorkflowPolicy.from_section(config.workflow)
-        self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
+        self.state = initial_state(policy, rng(32), clock_synced=hardware.clock_sync.synchronised())
         self._wiped_directly: set[str] = set()
         self._stop = threading.Event()
 
@@ -137,7 +137,7 @@ class Station:
             retry_max_s=u.retry_max_s,
             boot_id=boot,
             firmware_version=self.version,
-            clock_synced=self.hw.clock.synchronised,
+            clock_synced=self.hw.clock_sync.synchronised,
             clock=self.time,
         )
 
@@ -312,7 +312,8 @@ class Station:
                     still.width, still.height, still.model, still.exposure_us, still.analogue_gain, still.lens_position
                 )
                 metadata = build_metadata(
-                    session, camera, self.device, captured_at=captured_at, clock_synced=self.hw.clock.synchronised()
+                    session, camera, self.device, captured_at=captured_at,
+                    clock_synced=self.hw.clock_sync.synchronised(),
                 )
                 sealed = self.sealer.seal(buf, metadata)
             except (CameraUnavailable, SealError) as exc:
@@ -357,7 +358,7 @@ class Station:
     # --- housekeeping ------------------------------------------------------------------------
 
     def _chores(self) -> None:
-        synced = self.hw.clock.synchronised()
+        synced = self.hw.clock_sync.synchronised()
         if synced != self.state.clock_synced:
             self._process(ev.ClockSyncChanged(synced))
         if self._healthy():

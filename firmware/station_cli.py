@@ -186,7 +186,7 @@ def _play(steps: Any, station: Any, config: StationConfig, observer: Any) -> Non
         steps,
         camera=station.hw.camera,
         pin_factory=station.hw.pin_factory,
-        clock_source=station.hw.clock,
+        clock_source=station.hw.clock_sync,
         config=config,
         counts=station.counts,
         observe=observer or (lambda _e: None),
