@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
 import pytest
 from clinicam.common.errors import VaultFull
 from clinicam.common.zeroize import is_zero
 from clinicam.firmware.capture.vault import Vault
-from clinicam.protocol.sealing import SealedCapture
+from clinicam.protocol.sealing import SealedCapture, open_capture
 
 
 class Clock:
@@ -240,3 +241,20 @@ def test_no_room_in_the_arena_falls_back_to_the_heap() -> None:
     big[:4] = b"\xff\xff\xff\xff"
     v.release(big)
     assert is_zero(big)
+
+
+def test_what_the_vault_hands_the_uplink_is_what_the_relay_opens(
+        make_sealer: Any, site_ca: Any, device: Any, recipients: Any, pki: Any) -> None:
+    """The station's side of the sealed format, read by the relay's ``open_capture``."""
+    v = Vault(clock=Clock())
+    image = bytearray(b"\xff\xd8" + bytes(range(256)) * 40)
+    sealed = make_sealer(buffers=v, chunk_size=4096).seal(image, {"patient": {"id": "P-1"}})
+    v.put(sealed)
+    out = v.take_next()
+    assert out is sealed and v.in_arena(out.storage)
+    opened = open_capture(out.manifest, {i: bytes(p) for i, p in enumerate(out.parts)},
+                          topic_device=device.id, topic_capture_id=out.capture_id,
+                          ca_cert=site_ca.cert, recipients=[recipients["X25519"]], now=pki.NOW)
+    assert opened.image == b"\xff\xd8" + bytes(range(256)) * 40
+    assert opened.metadata["patient"] == {"id": "P-1"}
+    assert is_zero(image)  # the plaintext was zeroed by the sealer
