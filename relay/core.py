@@ -57,7 +57,6 @@ class RelayCore:
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
         self.sinks, self.quarantine = list(sinks), quarantine
         self.topics = Topics(topic_prefix)
-        self.prefix = topic_prefix + "/"
         self.partition = partition if partition is not None else Partition()
         self.reassembler = reassembler if reassembler is not None else Reassembler()
         self.ledger = ledger if ledger is not None else Ledger()
