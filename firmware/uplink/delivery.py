@@ -1,6 +1,6 @@
 """The uplink's delivery state machine, free of sockets and threads.
 
-It decides what to publish and when; ``firmware.uplink`` feeds it broker events and
+It decides what to publish and when; ``clinicam.firmware.uplink.client`` feeds it broker events and
 does the publishing. Everything time- or chance-dependent (the ack deadline, the
 back-off with jitter) uses the injected ``clock`` and ``rng``, so tests drive it
 exactly.

@@ -75,7 +75,7 @@ class Demographics:
 
 
 def builtin_body_part_terms() -> dict[str, str]:
-    """CID 4031 terms of the station's built-in body sites (``firmware.bodysites``)."""
+    """CID 4031 terms of the station's built-in body sites (``clinicam.protocol.bodysites``)."""
     from clinicam.protocol.bodysites import BODY_SITES
 
     return {code: site.dicom for code, site in BODY_SITES.items() if site.dicom}
