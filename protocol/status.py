@@ -34,6 +34,14 @@ def _match(pattern: re.Pattern[str]) -> Callable[[object], bool]:
     return lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None
 
 
+def _is_renewal(v: object) -> bool:
+    """The station's certificate renewal state (issue 17): ``{"state", "at", "reason"}``."""
+    if not isinstance(v, dict) or set(v) != {"state", "at", "reason"}:
+        return False
+    return (_match(_WORD)(v["state"]) and (v["at"] is None or _match(_STAMP)(v["at"]))
+            and (v["reason"] is None or _match(_WORD)(v["reason"])))
+
+
 # key -> the shape its value must have
 STATUS_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "state": _match(_WORD),
@@ -44,6 +52,7 @@ STATUS_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "uptime_s": _is_number,
     "cert_not_after": _match(_STAMP),
     "clock_synced": lambda v: isinstance(v, bool),
+    "renewal": lambda v: _is_renewal(v),
 }
 EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "event": _match(_WORD),
@@ -67,9 +76,13 @@ def utc_stamp(at: float) -> str:
 
 
 def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, fw: str,
-                   uptime_s: float, cert_not_after: str | None, clock_synced: bool) -> dict[str, Any]:
-    """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``)."""
-    return {
+                   uptime_s: float, cert_not_after: str | None, clock_synced: bool,
+                   renewal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``).
+
+    ``renewal`` (a station that renews its certificate over MQTT) is its state.
+    """
+    body: dict[str, Any] = {
         "state": state,
         "pending": pending,
         "pending_bytes": pending_bytes,
@@ -79,6 +92,9 @@ def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, f
         "cert_not_after": cert_not_after,
         "clock_synced": clock_synced,
     }
+    if renewal is not None:
+        body["renewal"] = dict(renewal)
+    return body
 
 
 def event_payload(event: str, at: float, **fields: Any) -> dict[str, Any]:

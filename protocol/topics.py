@@ -17,7 +17,8 @@ from clinicam.protocol.ids import DEVICE_ID_RULE, is_capture_id, is_device_id
 DEFAULT_PREFIX = "clinicam/v1"
 _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
 MAX_PART = 2**32 - 1  # the AAD carries i as uint32
-DEVICE_TOPICS = ("ack", "status", "event", "cmd")
+DEVICE_TOPICS = ("ack", "status", "event", "cmd", "renew", "cert")
+REGISTRAR = "registrar"  # the registrar's identity (CN), issue 17
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,18 @@ class Topics:
         """``P/D/cmd`` (relay → station)."""
         return f"{self.prefix}/{_device(device)}/cmd"
 
+    def renew(self, device: str) -> str:
+        """``P/D/renew`` (station → registrar): a certificate renewal request."""
+        return f"{self.prefix}/{_device(device)}/renew"
+
+    def cert(self, device: str) -> str:
+        """``P/D/cert`` (registrar → station): the renewal's answer."""
+        return f"{self.prefix}/{_device(device)}/cert"
+
+    def registrar_subscriptions(self) -> list[str]:
+        """What the registrar subscribes to: every station's renewal requests."""
+        return [f"{self.prefix}/+/renew"]
+
     def station_subscriptions(self, device: str) -> list[str]:
         """What a station subscribes to: its own ack and cmd topics."""
         return [self.ack(device), self.cmd(device)]
@@ -112,6 +125,14 @@ class Topics:
         base = f"{self.prefix}/{_device(device)}"
         return ([f"{base}/capture/#", f"{base}/status", f"{base}/event"],
                 [f"{base}/ack", f"{base}/cmd"])
+
+    def station_renewal_acl(self, device: str) -> tuple[list[str], list[str]]:
+        """A station's renewal topics on a two-tier site: (write, read) — its request, the answer."""
+        return [self.renew(device)], [self.cert(device)]
+
+    def registrar_acl(self) -> tuple[list[str], list[str]]:
+        """The registrar's topics: (read, write) — every renewal request, every answer."""
+        return self.registrar_subscriptions(), [f"{self.prefix}/+/cert"]
 
     def relay_acl(self) -> tuple[list[str], list[str]]:
         """A relay worker's topics: (read, write) — every station's uplink, its ack and cmd."""

@@ -84,7 +84,8 @@ OPERATOR_PREFIX = "operator-"
 
 
 def render_acl(
-    *, prefix: str = DEFAULT_PREFIX, relays: int = 1, operators: Sequence[str] = (), stations: Sequence[str] = ()
+    *, prefix: str = DEFAULT_PREFIX, relays: int = 1, operators: Sequence[str] = (), stations: Sequence[str] = (),
+    registrar: bool = False,
 ) -> str:
     """The ACL of DESIGN §5: each station in its own tree, relay workers across all trees.
 
@@ -103,6 +104,10 @@ def render_acl(
     What an ACL cannot express: it sees a CN, not a certificate profile, so a non-station
     certificate that carries a station's name gets that station's rights here; the
     relay's check of the station certificate policy stands behind it.
+
+    ``registrar`` (two-tier sites): each station may also request a renewal on
+    ``P/D/renew`` and read the answer on ``P/D/cert``; the ``registrar`` identity reads
+    every ``renew`` and writes every ``cert`` topic, and nothing else.
     """
     t = topics.Topics(prefix)
     relay_read, relay_write = t.relay_acl()
@@ -124,6 +129,19 @@ def render_acl(
             f"user {name}",
             *(f"topic write {topic}" for topic in station_write),
             *(f"topic read {topic}" for topic in station_read),
+        ]
+        if registrar:
+            renew_write, renew_read = t.station_renewal_acl(name)
+            lines += [*(f"topic write {topic}" for topic in renew_write),
+                      *(f"topic read {topic}" for topic in renew_read)]
+        lines += [""]
+    if registrar:
+        registrar_read, registrar_write = t.registrar_acl()
+        lines += [
+            "# The registrar (two-tier sites) reads renewal requests and answers them, nothing else.",
+            f"user {topics.REGISTRAR}",
+            *(f"topic read {topic}" for topic in registrar_read),
+            *(f"topic write {topic}" for topic in registrar_write),
             "",
         ]
     lines += ["# Relay workers read every station's uplink and answer on its ack and cmd topics."]
