@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -48,7 +48,7 @@ class StillInfo:
 
 
 class Camera(Protocol):
-    def scan_frames(self) -> Iterator[np.ndarray]: ...  # luminance planes, forever
+    def scan_frames(self) -> Generator[np.ndarray, None, None]: ...  # luminance planes, forever
     def capture_jpeg(self, into: bytearray) -> StillInfo: ...
     def close(self) -> None: ...
 
@@ -196,7 +196,7 @@ class Picamera2Camera:
             ) from exc
         return Picamera2
 
-    def scan_frames(self) -> Iterator[np.ndarray]:
+    def scan_frames(self) -> Generator[np.ndarray, None, None]:
         """The scan stream's Y plane, frame after frame."""
         width, height = self.scan_size
         while not self._closed.is_set():
@@ -421,7 +421,7 @@ class SimulatedCamera:
             self._cache[key] = _render(shown, size)
         return self._cache[key]
 
-    def scan_frames(self) -> Iterator[np.ndarray]:
+    def scan_frames(self) -> Generator[np.ndarray, None, None]:
         while True:
             yield self._image(self.current(), self.frame_size)
             self._sleep(1.0 / self._fps)
