@@ -239,13 +239,18 @@ judge() {
     return $rc
 }
 
-mkdir -p "$WORK"
-preflight
-build_wheelhouse
-base_tarball
-customize_root
-kernel_and_initramfs
-install_standin
-make_disks
-boot
-judge
+main() {
+    mkdir -p "$WORK"
+    preflight
+    build_wheelhouse
+    base_tarball
+    customize_root
+    kernel_and_initramfs
+    install_standin
+    make_disks
+    boot
+    judge
+}
+
+# test-update.sh sources this file for its build steps; run directly, it is the boot test.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main; fi
