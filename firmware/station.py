@@ -55,8 +55,14 @@ class StopRequested:
 
 
 def firmware_version() -> str:
+    """The image's version on an appliance (the root is the firmware), else the package's."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from clinicam.firmware.update_report import image_version
+
+    image = image_version()
+    if image is not None:
+        return image
     try:
         return version("clinicam")
     except PackageNotFoundError:
@@ -194,7 +200,8 @@ class Station:
         self._process(ev.Tick(self._clock()))
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
         self.notifier.ready("ready")
-        log.info("station %s ready (backend %s)", self.device.id, self.hw.backend)
+        log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
+        self._report_update()
         last_tick = last_chores = self._clock()
         watchdog = watchdog_interval_s()
         while not self._stop.is_set():
@@ -318,6 +325,16 @@ class Station:
         else:
             self._observe({"kind": "capture", "status": "voided", "capture_id": capture_id, "was": "delivered"})
             self.uplink.send_void(capture_id)
+
+    def _report_update(self) -> None:
+        """Tell the relay how the last update ended (update-confirm's result, if any)."""
+        from clinicam.firmware.update_report import update_result
+
+        result = update_result()
+        if result is None:
+            return
+        log.info("update: %s %s", result.event, result.version)
+        self.uplink.publish_event(result.event, fw=result.version)
 
     # --- housekeeping ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 
 STATUS_KEYS = ("state", "pending", "pending_bytes", "boot", "fw", "uptime_s",
                "cert_not_after", "clock_synced")
-EVENT_KEYS = frozenset({"capture_id", "capture_ids", "session", "reason", "count", "cmd_id"})
+EVENT_KEYS = frozenset({"capture_id", "capture_ids", "session", "reason", "count", "cmd_id", "fw"})
 
 
 def utc_stamp(at: float) -> str:

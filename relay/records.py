@@ -59,6 +59,7 @@ EVENT_KEYS: dict[str, Callable[[object], bool]] = {
     "reason": _match(_WORD),
     "count": _is_int,
     "cmd_id": _match(_CMD_ID),
+    "fw": _match(_FW),  # updated / update-failed: the version concerned
 }
 
 
