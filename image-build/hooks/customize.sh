@@ -120,7 +120,7 @@ install_update() {
     up=$HERE/../update
     [ -f "$up/system-$target.conf" ] || { say "CLINICAM_UPDATE_TARGET=$target: no $up/system-$target.conf"; exit 1; }
     install -D -m 0644 "$up/system-$target.conf" "$ROOTFS/etc/rauc/system.conf"
-    install -D -m 0755 -t "$ROOTFS/usr/lib/clinicam" "$up/rauc-tryboot" "$up/rauc-pre-install" \
+    install -D -m 0755 -t "$ROOTFS/usr/lib/clinicam" "$up/rauc-tryboot" "$up/rauc-pre-install" "$up/rauc-post-install" \
         "$up/update-install" "$up/update-confirm"
     install -D -m 0644 "$up/update.conf" "$ROOTFS/usr/share/clinicam/update.conf"
     install -m 0644 "$SRC/systemd/update-confirm.service" "$UNITDIR/"
