@@ -199,7 +199,8 @@ class Station:
         self.uplink.start()
         self._process(ev.Tick(self._clock()))
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
-        self.notifier.ready("ready")
+        # The status line says what update-install's idle check reads: phase and vault.
+        self.notifier.ready(self.status_line(self.state.phase.value))
         log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
         self._report_update()
         last_tick = last_chores = self._clock()
@@ -265,7 +266,15 @@ class Station:
                     "online": action.online,
                 }
             )
-            self.notifier.status(f"{action.state}; {self.vault.pending_count} pending")
+            self.notifier.status(self.status_line(action.state))
+
+    def status_line(self, phase: str) -> str:
+        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending"``.
+
+        Root tools read it with ``systemctl show -P StatusText``: ``idle; 0 pending``
+        (no session, empty vault) is when update-install may stop the station.
+        """
+        return f"{phase}; {self.vault.pending_count} pending"
 
     def _signal(self, pattern: str) -> None:
         self.hw.panel.signal(pattern)

@@ -71,6 +71,7 @@ install_bundle() {  # install_bundle NAME BUNDLE: reboots on success
     info "$1: update-install $2 at uptime $(uptime_s)s"
     /usr/lib/clinicam/update-install "$UPDATES/$2" --wait-idle 120 2>&1 | sed "s/^/BOOTCHECK-INFO $1: /"
     report "$1" FAIL "update-install returned instead of rebooting"
+    systemctl --no-block poweroff
 }
 
 first_boot() {
