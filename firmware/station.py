@@ -122,6 +122,7 @@ class Station:
         policy = WorkflowPolicy.from_section(config.workflow)
         self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
         self._wiped_directly: set[str] = set()
+        self._update_reported: Any = None
         self._stop = threading.Event()
 
     def _make_uplink(self, boot: str) -> Uplink:
@@ -336,12 +337,18 @@ class Station:
             self.uplink.send_void(capture_id)
 
     def _report_update(self) -> None:
-        """Tell the relay how the last update ended (update-confirm's result, if any)."""
+        """Tell the relay how the last update ended, once per result.
+
+        update-confirm writes its result after the station is up (it waits for this
+        station to be healthy before committing a slot), so this runs at start and then
+        with the housekeeping chores; a result already reported is not sent again.
+        """
         from clinicam.firmware.update_report import update_result
 
         result = update_result()
-        if result is None:
+        if result is None or result == self._update_reported:
             return
+        self._update_reported = result
         log.info("update: %s %s", result.event, result.version)
         self.uplink.publish_event(result.event, fw=result.version)
 
@@ -353,6 +360,7 @@ class Station:
             self._process(ev.ClockSyncChanged(synced))
         if self._healthy():
             self.notifier.watchdog()
+        self._report_update()
 
     def _healthy(self) -> bool:
         """The watchdog's question: are the camera and uplink threads alive? (Online or not.)"""

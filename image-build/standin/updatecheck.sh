@@ -43,6 +43,13 @@ identity() {  # the persistent partition's identity and config, unchanged by eve
     info "persist: $(journalctl -b -u persist-clinicam.service -o cat --no-pager | grep '^persist: ' | tail -n 1)"
 }
 
+station_logged() {  # station_logged TEXT: wait (bounded) for the station to log it
+    i=0
+    while [ $i -lt 60 ] && ! journalctl -b -u $STATION -o cat --no-pager | grep -qF "$1"; do
+        sleep 1; i=$((i + 1))
+    done
+}
+
 station_ready() {  # station_ready NAME
     wait_active $STATION 300
     fw=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 -o 'firmware [^ ]*' || true)
@@ -103,8 +110,10 @@ confirmed_boot() {
     check good-booted-b "rauc.slot=$(slot) image $version" sh -c '[ "$0" = B ] && [ "$1" = 2.0.0 ]' "$(slot)" "$version"
     check good-marked-good "result=$(cat /run/clinicam-update/result) committed=p$(committed_part) B=$(/usr/lib/clinicam/rauc-tryboot get-state B)" \
         sh -c '[ "$(cat /run/clinicam-update/result)" = "updated 2.0.0" ] && [ "$0" = 3 ] && [ "$(/usr/lib/clinicam/rauc-tryboot get-state B)" = good ]' "$(committed_part)"
-    check good-reported "$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 -E 'firmware 2\.0\.0|update: ' | head -n 1)" \
-        sh -c "journalctl -b -u $STATION -o cat --no-pager | grep -q 'firmware 2.0.0'"
+    station_logged 'update: updated 2.0.0'
+    check good-reported "$(journalctl -b -u $STATION -o cat --no-pager | grep -E 'firmware 2\.0\.0|update: ' | tr '\n' ' ')" \
+        sh -c "journalctl -b -u $STATION -o cat --no-pager | grep -q 'firmware 2.0.0)' &&
+               journalctl -b -u $STATION -o cat --no-pager | grep -q 'update: updated 2.0.0'"
     identity 2
     install_bundle install-broken broken.raucb
 }
@@ -121,6 +130,7 @@ rolled_back_boot() {
         sh -c '[ "$0" = B ] && [ "$1" = 2.0.0 ] && [ "$2" = 3 ]' "$(slot)" "$version" "$(committed_part)"
     check rollback-reported "result=$(cat /run/clinicam-update/result) A=$(/usr/lib/clinicam/rauc-tryboot get-state A)" \
         sh -c '[ "$(cat /run/clinicam-update/result)" = "update-failed 3.0.0" ] && [ "$(/usr/lib/clinicam/rauc-tryboot get-state A)" = bad ]'
+    station_logged 'update: update-failed 3.0.0'
     check rollback-station-event "$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'update-failed' || echo 'no update-failed line')" \
         sh -c "journalctl -b -u $STATION -o cat --no-pager | grep -q 'update-failed 3.0.0'"
     identity 4
