@@ -124,6 +124,7 @@ install_update() {
         "$up/update-install" "$up/update-confirm"
     install -D -m 0644 "$up/update.conf" "$ROOTFS/usr/share/clinicam/update.conf"
     install -m 0644 "$SRC/systemd/update-confirm.service" "$UNITDIR/"
+    install -D -m 0644 "$SRC/systemd/rauc.service.d/10-clinicam.conf" "$UNITDIR/rauc.service.d/10-clinicam.conf"
     systemctl --root="$ROOTFS" enable update-confirm.service
     if [ -n "${CLINICAM_UPDATE_KEYRING:-}" ]; then
         install -m 0644 "$CLINICAM_UPDATE_KEYRING" "$ROOTFS/etc/rauc/keyring.pem"

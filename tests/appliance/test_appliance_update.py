@@ -137,6 +137,8 @@ def test_customize_installs_keyring_config_and_units(tmp_path: Path, keys: Path)
     for tool in ("rauc-tryboot", "rauc-pre-install", "update-install", "update-confirm"):
         assert os.access(root / "usr/lib/clinicam" / tool, os.X_OK), tool
     assert (root / "usr/lib/systemd/system/update-confirm.service").is_file()
+    dropin = (root / "usr/lib/systemd/system/rauc.service.d/10-clinicam.conf").read_text()
+    assert "mkdir -p -m 0700 /var/lib/clinicam/rauc" in dropin  # the statusfile's directory
     assert "systemctl --root=" + str(root) + " enable update-confirm.service" in (tmp_path / "calls").read_text()
 
 
