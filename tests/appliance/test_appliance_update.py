@@ -134,7 +134,8 @@ def test_customize_installs_keyring_config_and_units(tmp_path: Path, keys: Path)
     assert (root / "etc/rauc/keyring.pem").read_bytes() == (keys / "ca.pem").read_bytes()
     assert (root / "etc/rauc/system.conf").read_text() == (UPDATE / "system-standin.conf").read_text()
     assert (root / "usr/share/clinicam/image-version").read_text() == "1.4.0\n"
-    for tool in ("rauc-tryboot", "rauc-pre-install", "update-install", "update-confirm"):
+    for tool in ("rauc-tryboot", "rauc-pre-install", "rauc-post-install", "update-install", "update-confirm",
+                 "update-fetch"):
         assert os.access(root / "usr/lib/clinicam" / tool, os.X_OK), tool
     assert (root / "usr/lib/systemd/system/update-confirm.service").is_file()
     dropin = (root / "usr/lib/systemd/system/rauc.service.d/10-clinicam.conf").read_text()
