@@ -130,6 +130,9 @@ customize_root() {
     tar -C "$ROOTFS" -xf "$BASE"
     # The image's fallback list deliberately misses the broker (10.0.2.2): the address
     # recorded at provisioning must replace it (checked as station-ip-allow).
+    # The stand-in's RAUC slot layout (a `make bundle` of this root says so in its
+    # compatible); test-update.sh adds the development update keyring.
+    CLINICAM_UPDATE_TARGET=${CLINICAM_UPDATE_TARGET:-standin} \
     CLINICAM_WHEELHOUSE=$WORK/wheels CLINICAM_IP_ALLOW=192.0.2.1 \
         with_chroot_mounts sh "$HERE/hooks/customize.sh" "$ROOTFS"
 }
