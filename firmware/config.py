@@ -50,6 +50,9 @@ class DeviceSection:
 class HardwareSection:
     backend: Literal["pi", "sim"] = "pi"
     sim_images: str = field(default="", metadata=checked(absolute_path))
+    # "" follows backend; "sim" with backend "pi": real GPIO, simulated camera (a bench
+    # rig without a camera, and the CI boot test, whose VM has GPIO but no camera).
+    camera: Literal["", "pi", "sim"] = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,19 @@ class CameraSection:
     jpeg_quality: int = field(default=90, metadata=checked(between(1, 100)))
     autofocus: bool = True
     tuning_file: str = field(default="", metadata=checked(absolute_path))
+
+    def __post_init__(self) -> None:
+        # picamera2 aligns odd sizes down (1281x721 becomes 1280x720) and refuses a lores
+        # stream larger than main with a bare RuntimeError: both are refused here instead.
+        for key in ("still_width", "still_height", "lores_width", "lores_height"):
+            if getattr(self, key) % 2:
+                raise ValueError(f"{key}: must be even (the camera aligns odd sizes down), "
+                                 f"got {getattr(self, key)}")
+        if self.lores_width > self.still_width or self.lores_height > self.still_height:
+            raise ValueError(
+                f"lores_width x lores_height ({self.lores_width}x{self.lores_height}) may not "
+                f"exceed still_width x still_height ({self.still_width}x{self.still_height})"
+            )
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,21 @@ class UplinkSection:
     def __post_init__(self) -> None:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s: must not exceed reconnect_max_s")
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s: must not exceed retry_max_s")
+
+
+@dataclass(frozen=True)
+class RenewalSection:
+    """Certificate renewal over MQTT (issue 17): from ``margin_days`` before expiry."""
+
+    enabled: bool = True
+    margin_days: float = field(default=60.0, metadata=checked(between(0, 3650)))
+    retry_min_s: float = field(default=60.0, metadata=checked(between(1, 86400)))
+    retry_max_s: float = field(default=21600.0, metadata=checked(between(1, 604800)))
+    answer_timeout_s: float = field(default=120.0, metadata=checked(between(1, 3600)))
+
+    def __post_init__(self) -> None:
         if self.retry_min_s > self.retry_max_s:
             raise ValueError("retry_min_s: must not exceed retry_max_s")
 
@@ -194,6 +225,7 @@ class StationConfig:
     power: PowerSection = PowerSection()
     identity: IdentitySection = IdentitySection()
     uplink: UplinkSection = UplinkSection()
+    renewal: RenewalSection = RenewalSection()
     sealing: SealingSection = SealingSection()
     vault: VaultSection = VaultSection()
     workflow: WorkflowSection = WorkflowSection()
