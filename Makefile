@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Each sets up what it needs first
 # (scripts/bootstrap.sh: apt packages as root, .venv), and does nothing twice.
-.PHONY: demo test bench lint unit integration test-image bootstrap clean
+.PHONY: demo test bench lint unit integration test-image test-update bundle bootstrap clean
 
 PY := .venv/bin/python
 
@@ -29,6 +29,18 @@ bench: bootstrap
 test-image: bootstrap
 	@scripts/bootstrap.sh image
 	image-build/test-image.sh
+
+# The update boot test: A/B slots, signed bundles, refusals, rollback (image-build/README.md).
+test-update: bootstrap
+	@scripts/bootstrap.sh image
+	image-build/test-update.sh
+
+# A signed RAUC bundle of a station root (default: the stand-in's, from make test-image).
+# Release: BUNDLE_ROOTFS=<rpi-image-gen's root> and CLINICAM_UPDATE_CERT/KEY/KEYRING.
+BUNDLE_ROOTFS ?= image-build/work/amd64/rootfs
+BUNDLE_OUT ?= image-build/work/clinicam-station.raucb
+bundle: bootstrap
+	image-build/bundle.sh --rootfs $(BUNDLE_ROOTFS) --out $(BUNDLE_OUT)
 
 clean:
 	rm -rf .venv build *.egg-info bench/results.json

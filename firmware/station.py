@@ -51,8 +51,14 @@ HOUSEKEEPING_S = 2.0  # clock-sync check and watchdog (the uplink expires the va
 
 
 def firmware_version() -> str:
+    """The image's version on an appliance (the root is the firmware), else the package's."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from clinicam.firmware.update_report import image_version
+
+    image = image_version()
+    if image is not None:
+        return image
     try:
         return version("clinicam")
     except PackageNotFoundError:
@@ -117,6 +123,7 @@ class Station:
         policy = WorkflowPolicy.from_section(config.workflow)
         self.state = initial_state(policy, rng(32), clock_synced=hardware.clock_sync.synchronised())
         self._wiped_directly: set[str] = set()
+        self._update_reported: Any = None
         self._stop = threading.Event()
 
     def _make_uplink(self, boot: str) -> Uplink:
@@ -208,8 +215,10 @@ class Station:
         self.uplink.start()
         self._process(ev.Tick(self._clock()))
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
-        self.notifier.ready("ready")
-        log.info("station %s ready (backend %s)", self.device.id, self.hw.backend)
+        # The status line says what update-install's idle check reads: phase and vault.
+        self.notifier.ready(self.status_line(self.state.phase.value))
+        log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
+        self._report_update()
         last_tick = last_chores = self._clock()
         watchdog = watchdog_interval_s()
         while not self._stop.is_set():
@@ -308,7 +317,15 @@ class Station:
                     "online": action.online,
                 }
             )
-            self.notifier.status(f"{action.state}; {self.vault.pending_count} pending")
+            self.notifier.status(self.status_line(action.state))
+
+    def status_line(self, phase: str) -> str:
+        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending"``.
+
+        Root tools read it with ``systemctl show -P StatusText``: ``idle; 0 pending``
+        (no session, empty vault) is when update-install may stop the station.
+        """
+        return f"{phase}; {self.vault.pending_count} pending"
 
     def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)
@@ -370,6 +387,22 @@ class Station:
             self._observe({"kind": "capture", "status": "voided", "capture_id": capture_id, "was": "delivered"})
             self.uplink.send_void(capture_id)
 
+    def _report_update(self) -> None:
+        """Tell the relay how the last update ended, once per result.
+
+        update-confirm writes its result after the station is up (it waits for this
+        station to be healthy before committing a slot), so this runs at start and then
+        with the housekeeping chores; a result already reported is not sent again.
+        """
+        from clinicam.firmware.update_report import update_result
+
+        result = update_result()
+        if result is None or result == self._update_reported:
+            return
+        self._update_reported = result
+        log.info("update: %s %s", result.event, result.version)
+        self.uplink.publish_event(result.event, fw=result.version)
+
     # --- housekeeping ------------------------------------------------------------------------
 
     def _chores(self) -> None:
@@ -378,6 +411,7 @@ class Station:
             self._process(ev.ClockSyncChanged(synced))
         if self._healthy():
             self.notifier.watchdog()
+        self._report_update()
 
     def _healthy(self) -> bool:
         """The watchdog's question: are the camera and uplink threads alive? (Online or not.)"""

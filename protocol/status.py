@@ -63,6 +63,7 @@ EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "reason": _match(_WORD),
     "count": _is_int,
     "cmd_id": _match(_CMD_ID),
+    "fw": _match(_FW),  # updated / update-failed: the version concerned
 }
 STATUS_KEYS = tuple(STATUS_FIELDS)
 # the keys an event may carry besides "event" and "at"

@@ -12,12 +12,14 @@ cd "$(dirname "$0")/.."
 # tests, openssl for the TLS 1.1 control client, the PACS and the DICOM validator for the
 # relay sinks, shellcheck, nftables and systemd-analyze for the appliance checks, poppler
 # to rasterise the card sheet, cryptsetup and e2fsprogs for the encrypted persistent
-# partition (real LUKS2 headers on image files). image: the QEMU boot test of the appliance (make test-image);
-# make and xz-utils build the stand-in's gpio-sim module (test-image.sh also installs
-# linux-headers-<the stand-in kernel>, whose name follows Debian's kernel ABI).
+# partition (real LUKS2 headers on image files), rauc and squashfs-tools for the update bundle
+# checks and make bundle, curl for the update fetch check. image: the QEMU boot tests of the
+# appliance (make test-image, make test-update); make and xz-utils build the stand-in's
+# gpio-sim module (test-image.sh also installs linux-headers-<the stand-in kernel>, whose
+# name follows Debian's kernel ABI); fdisk and mtools: the A/B disk and its emulated boot firmware.
 declare -A PKG_GROUPS=(
-  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs"
-  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd make xz-utils"
+  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs rauc squashfs-tools curl"
+  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd make xz-utils fdisk mtools"
 )
 
 want=()
