@@ -11,10 +11,13 @@ cd "$(dirname "$0")/.."
 # base: the real broker and its clients, libzbar for pyzbar, strace for the no-disk-write
 # tests, openssl for the TLS 1.1 control client, the PACS and the DICOM validator for the
 # relay sinks, shellcheck, nftables and systemd-analyze for the appliance checks, poppler
-# to rasterise the card sheet, cryptsetup and e2fsprogs for the encrypted persistent
-# partition (real LUKS2 headers on image files). image: the QEMU boot test of the appliance (make test-image).
+# to rasterise the card sheet, cryptsetup, e2fsprogs and dosfstools for the encrypted
+# persistent partition (real LUKS2 headers on image files, a foreign vfat signature), git
+# for the repository checks. Every program a test starts must come from here:
+# tests/unit/test_base_packages.py checks it (its TOOL_PACKAGES table maps each program
+# to its package). image: the QEMU boot test of the appliance (make test-image).
 declare -A PKG_GROUPS=(
-  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs"
+  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs dosfstools git"
   [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd"
 )
 
