@@ -7,6 +7,9 @@ photograph: values are masked to their last four characters unless ``--reveal`` 
 given, and ``--json`` carries the text only with ``--reveal``. Card contents are printed
 sheets, not identifiers, and are always shown.
 
+A PDF (the card sheet ``clinicam cards`` writes by default) is read page by page:
+poppler's ``pdftoppm`` rasterises each page in memory (nothing is written to disk).
+
 Exit status: 0 when every image was read (whatever it held), 2 when a file could not be
 read or the arguments (or the configuration) are wrong.
 """
@@ -14,8 +17,13 @@ read or the arguments (or the configuration) are wrong.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
+import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,7 +44,8 @@ def register(subparsers: Any) -> None:
         description="Decode the barcodes in each image and classify them with the site's "
         "rules. Values are masked unless --reveal is given.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG…)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG…) or PDF card sheets (every page is read)")
     p.add_argument("--reader", choices=("auto", "zxing", "pyzbar"), default="auto",
                    help="barcode engine (default: the station's default, zxing-cpp)")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
@@ -69,15 +78,63 @@ def load_site(path: Path | None) -> tuple[CodeRules, tuple[str, ...]]:
     return CodeRules.from_config(station.codes), tuple(station.reader.formats)
 
 
+PDF_DPI = 150  # card QR modules are ~1 mm: 6 px each at 150 dpi, plenty for both engines
+
+
+class Unreadable(Exception):
+    """A file ``scan`` cannot read; the message says why in a few words."""
+
+
 def read_image(path: Path) -> np.ndarray:
-    """The image as a luminance array; ``OSError`` when it is missing or not an image."""
+    """The image as a luminance array; ``Unreadable`` says why it cannot be."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("L"))
-    except (UnidentifiedImageError, ValueError) as exc:
-        raise OSError("not a readable image") from exc
+    except FileNotFoundError:
+        raise Unreadable("no such file") from None
+    except IsADirectoryError:
+        raise Unreadable("is a directory") from None
+    except PermissionError:
+        raise Unreadable("permission denied") from None
+    except (UnidentifiedImageError, ValueError, OSError) as exc:
+        raise Unreadable("not an image (PNG, JPEG, TIFF… or a PDF card sheet)") from exc
+
+
+def is_pdf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(5) == b"%PDF-"
+    except OSError:
+        return False
+
+
+def read_pdf_pages(path: Path, dpi: int = PDF_DPI) -> Iterator[np.ndarray]:
+    """Each page of a PDF as a luminance array, rasterised by poppler in memory."""
+    from PIL import Image
+
+    if shutil.which("pdftoppm") is None or shutil.which("pdfinfo") is None:
+        raise Unreadable("a PDF needs poppler (apt-get install poppler-utils); or give PNG pages: "
+                         "clinicam cards --out cards.png")
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=False, timeout=60)
+    pages = re.search(r"^Pages:\s+(\d+)", info.stdout, re.M)
+    if info.returncode != 0 or pages is None:
+        raise Unreadable("not a readable PDF")
+    for page in range(1, int(pages.group(1)) + 1):
+        raster = subprocess.run(
+            # Without an output root, pdftoppm writes the page (PGM) to stdout: no file.
+            ["pdftoppm", "-f", str(page), "-l", str(page), "-r", str(dpi), "-gray", str(path)],
+            capture_output=True, check=False, timeout=120,
+        )
+        if raster.returncode != 0:
+            raise Unreadable(f"page {page} of the PDF cannot be rasterised")
+        try:
+            with Image.open(io.BytesIO(raster.stdout)) as img:
+                frame = np.asarray(img.convert("L"))
+        except OSError as exc:
+            raise Unreadable(f"page {page} of the PDF cannot be rasterised") from exc
+        yield frame
 
 
 def describe(code: Code, rules: CodeRules, reveal: bool) -> dict[str, Any]:
@@ -119,18 +176,23 @@ def _line(entry: dict[str, Any]) -> str:
     return head + f"{entry['kind']} {entry['id']} (issuer {entry['issuer']}{enc})"
 
 
-def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool
-              ) -> dict[str, Any]:
-    frame = read_image(path)
-    codes = reader.decode(frame)
-    return {"file": str(path), "codes": [describe(c, rules, reveal) for c in codes]}
+def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool) -> Iterator[dict[str, Any]]:
+    """One result per image: one for a picture, one per page for a PDF."""
+    if is_pdf(path):
+        for page, frame in enumerate(read_pdf_pages(path), start=1):
+            codes = reader.decode(frame)
+            yield {"file": str(path), "page": page, "codes": [describe(c, rules, reveal) for c in codes]}
+        return
+    codes = reader.decode(read_image(path))
+    yield {"file": str(path), "codes": [describe(c, rules, reveal) for c in codes]}
 
 
 def _print(result: dict[str, Any], as_json: bool, reveal: bool, out: TextIO) -> None:
     if as_json:
         out.write(json.dumps(result, ensure_ascii=True) + "\n")
         return
-    out.write(f"{result['file']}: {len(result['codes'])} code(s)\n")
+    page = f" page {result['page']}" if "page" in result else ""
+    out.write(f"{result['file']}{page}: {len(result['codes'])} code(s)\n")
     for entry in result["codes"]:
         out.write(_line(entry) + (f"  text={entry['text']!r}" if reveal else "") + "\n")
 
@@ -149,10 +211,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     for name in args.images:
         path = Path(name)
         try:
-            result = scan_file(path, reader, rules, args.reveal)
-        except OSError:
-            err.write(f"clinicam scan: {path}: cannot read the image\n")
+            for result in scan_file(path, reader, rules, args.reveal):
+                _print(result, args.json, args.reveal, out)
+        except Unreadable as exc:
+            err.write(f"clinicam scan: {path}: {exc}\n")
             status = EXIT_USAGE
-            continue
-        _print(result, args.json, args.reveal, out)
     return status
