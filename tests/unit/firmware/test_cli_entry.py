@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +126,24 @@ def test_a_directory_or_missing_file_where_a_file_belongs(tmp_path: Path, argv: 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the command as another user")
-def test_an_unreadable_config_says_permission_denied(tmp_path: Path) -> None:
-    config = tmp_path / "station.toml"
-    config.write_text("[device]\n")
-    config.chmod(0o600)
-    tmp_path.chmod(0o755)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    result = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *CLINICAM, "scan", "--config",
-         str(config), "x.png"],
-        capture_output=True, text=True, check=False, timeout=60, env=env, cwd="/",
-    )
+def test_an_unreadable_config_says_permission_denied() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="clinicam-cli-"))
+    try:
+        folder.chmod(0o755)  # others may enter the folder, not read the file
+        config = folder / "station.toml"
+        config.write_text("[device]\n")
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *CLINICAM]
+        run = [*as_nobody, "scan", "--config", str(config), str(folder / "x.png")]
+        config.chmod(0o644)  # positive control: readable, the config is fine, only x.png is missing
+        control = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60, cwd="/")
+        assert control.stderr == f"clinicam scan: {folder / 'x.png'}: no such file\n"
+        config.chmod(0o600)
+        result = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(folder)
     no_traceback(result)
     assert result.returncode == 2
-    assert "permission denied" in result.stderr
+    assert result.stderr == f"clinicam scan: {config}: cannot read (permission denied); check its owner and mode\n"
 
 
 def test_ctrl_c_is_a_message_and_status_130(site: Any, tmp_path: Path) -> None:
