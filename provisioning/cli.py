@@ -136,7 +136,8 @@ def _install(sub: Any) -> None:
     p = sub.add_parser("install", help="on the station: check and install its signed identity")
     p.add_argument("--bundle", type=Path, metavar="DIR", help="folder made by 'bundle'")
     p.add_argument("--ca", type=Path, help="site ca.pem (without --bundle)")
-    p.add_argument("--cert", type=Path, help="this station's certificate (without --bundle)")
+    p.add_argument("--cert", type=Path, help="this station's certificate (without --bundle); "
+                   "alone: a renewed certificate over the installed identity")
     p.add_argument("--recipient", type=Path, help="recipient.pub (without --bundle)")
     p.add_argument("--crl", type=Path, help="site crl.pem (optional, without --bundle)")
     p.add_argument("--broker-host", help="broker address (without --bundle)")
@@ -276,11 +277,18 @@ def _cmd_install(args: argparse.Namespace) -> int:
         if any(x is not None for x in (*explicit, args.crl)):
             return _usage("give either --bundle or the files one by one, not both")
         files = identity.InstallFiles.from_bundle(args.bundle)
+    elif args.cert is not None and explicit.count(None) == 3:
+        files = identity.InstallFiles.renewal(args.cert, args.identity_dir, args.crl)  # a renewed certificate
     elif None in explicit:
-        return _usage("give --bundle DIR, or all of --ca, --cert, --recipient and --broker-host")
+        return _usage(
+            "give --bundle DIR, or all of --ca, --cert, --recipient and --broker-host, "
+            "or --cert alone to install a renewed certificate over the installed identity"
+        )
     else:
         files = identity.InstallFiles(args.ca, args.cert, args.recipient, args.broker_host, args.broker_port, args.crl)
     addresses = netallow.normalise(args.allow_address) if args.allow_address else None
+    if addresses is None and args.bundle is None and args.ca is None:
+        addresses = netallow.read(args.identity_dir)  # a renewal keeps the recorded addresses
     addresses = addresses or netallow.addresses_for(files.broker_host)
     owner = _owner(args.owner)
     ident = identity.install(files, args.identity_dir, owner=owner)
@@ -288,6 +296,12 @@ def _cmd_install(args: argparse.Namespace) -> int:
     if owner is not None:
         shutil.chown(allow, owner[0], owner[1])
     print(f"installed identity {ident.device_id} in {ident.dir}")
+    if args.bundle is None and args.ca is None:
+        print(
+            "a running station keeps using its previous certificate until it restarts: "
+            "systemctl restart clinicam-station (it drains pending photos first; restart when "
+            "'clinicam relay status' shows it with 0 pending)"
+        )
     print(f"the station may reach {' '.join(addresses)} (recorded in {allow})")
     return _print(report.describe_identity(ident))
 
