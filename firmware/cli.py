@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -57,6 +58,29 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     return parser, sub
 
 
+_LITERAL = re.compile(r"``([^`]+)``")
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def plain(text: str | None) -> str | None:
+    """Docstring markup (reStructuredText ``literals`` and :roles:`x`) as a terminal shows it."""
+    if not text:
+        return text
+    return _ROLE.sub(r"'\1'", _LITERAL.sub(r"'\1'", text))
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Group modules reuse their docstrings as ``--help`` text: print them without markup."""
+    parser.description, parser.epilog = plain(parser.description), plain(parser.epilog)
+    for action in parser._actions:
+        action.help = plain(action.help) if isinstance(action.help, str) else action.help
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help) if isinstance(choice.help, str) else choice.help
+            for child in set(action.choices.values()):
+                _plain_help(child)
+
+
 def _register(sub: argparse._SubParsersAction, name: str) -> bool:
     module_name, help_text = GROUPS[name]
     try:
@@ -67,6 +91,8 @@ def _register(sub: argparse._SubParsersAction, name: str) -> bool:
         sub.add_parser(name, help=f"{help_text} (not built yet)")
         return False
     module.register(sub)
+    if name in sub.choices:
+        _plain_help(sub.choices[name])
     return True
 
 

@@ -170,3 +170,47 @@ def test_ctrl_c_is_a_message_and_status_130(site: Any, tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "clinicam relay: interrupted"
     no_traceback(subprocess.CompletedProcess([], 130, out, err))
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and subcommand of ``clinicam``, as argv prefixes."""
+    import argparse
+
+    from clinicam.firmware import cli
+
+    parser, sub = cli._parser()
+    for name in cli.GROUPS:
+        cli._register(sub, name)
+
+    def walk(p: argparse.ArgumentParser, path: list[str]) -> list[list[str]]:
+        out = [path]
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    out += walk(child, [*path, name])
+        return out
+
+    return walk(parser, [])
+
+
+def test_no_help_text_shows_restructuredtext_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from clinicam.firmware.cli import main
+
+    paths = command_paths()
+    assert len(paths) > 20 and ["relay", "run"] in paths and ["persist", "erase"] in paths
+    for path in paths:
+        with pytest.raises(SystemExit):
+            main([*path, "--help"])
+        text = capsys.readouterr().out
+        assert text.startswith("usage: clinicam"), path
+        marked = [line for line in text.splitlines() if "`" in line]
+        assert not marked, f"clinicam {' '.join(path)} --help: {marked}"
+    real = clinicam("relay", "--help")  # the installed command, the group whose docstring is its help
+    assert real.returncode == 0 and "'clinicam relay run|status|cmd'" in real.stdout and "`" not in real.stdout
+
+
+def test_plain_turns_markup_into_quotes() -> None:
+    from clinicam.firmware.cli import plain
+
+    assert plain("``clinicam relay run`` and :func:`main`") == "'clinicam relay run' and 'main'"
+    assert plain(None) is None
