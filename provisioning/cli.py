@@ -212,7 +212,13 @@ def _cmd_renew(args: argparse.Namespace) -> int:
 
 
 def _wrote(out: Path, cert: Any, verb: str) -> int:
-    pki.write_public(out, pki.cert_pem(cert))
+    try:
+        pki.write_public(out, pki.cert_pem(cert))
+    except OSError as exc:
+        raise ProvisioningError(
+            f"--out {out}: cannot write ({exc.strerror}); the certificate is in the site's register "
+            f"(ca/issued/{pki.serial_hex(cert.serial_number)}.pem)"
+        ) from None
     cn = pki.common_name(cert.subject, str(out))
     print(
         f"{verb} {cn}: serial {pki.serial_hex(cert.serial_number)}, "
