@@ -17,6 +17,7 @@ package into ``[base]`` in scripts/bootstrap.sh (the failure message says exactl
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import shutil
 import subprocess
@@ -112,6 +113,8 @@ def _program(node: ast.expr, argvs: dict[str, str]) -> str | None:
             return first.value.split("/")[-1]
         if isinstance(first, ast.Starred) and isinstance(first.value, ast.Name):
             return argvs.get(first.value.id)
+        if isinstance(first, ast.Name):  # PROMTOOL = "promtool"; run([PROMTOOL, ...])
+            return argvs.get(first.id)
         return None
     if isinstance(node, ast.Name):
         return argvs.get(node.id)
@@ -121,15 +124,19 @@ def _program(node: ast.expr, argvs: dict[str, str]) -> str | None:
 
 
 def _argv_assignments(tree: ast.AST) -> dict[str, str]:
-    """``name = ["prog", ...]`` anywhere in the module: the argv lists later passed on."""
+    """``name = ["prog", ...]`` and ``NAME = "prog"`` anywhere in the module: argv lists
+    and program names later passed on."""
     argvs: dict[str, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.List | ast.Tuple) and node.value.elts:
-            first = node.value.elts[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str) and _COMMAND.fullmatch(first.value):
-                for target in node.targets:
-                    if isinstance(target, ast.Name):
-                        argvs[target.id] = first.value
+        if not isinstance(node, ast.Assign):
+            continue
+        value = node.value
+        if isinstance(value, ast.List | ast.Tuple) and value.elts:
+            value = value.elts[0]
+        if isinstance(value, ast.Constant) and isinstance(value.value, str) and _COMMAND.fullmatch(value.value):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    argvs[target.id] = value.value
     return argvs
 
 
@@ -176,6 +183,7 @@ def scanned_files() -> Iterator[Path]:
                 yield path
 
 
+@functools.cache
 def uses() -> dict[str, list[str]]:
     """program -> ["file:line", ...] over the tests and the code they run."""
     found: dict[str, list[str]] = {}
@@ -203,8 +211,10 @@ def test_the_scanner_finds_programs_it_must_find() -> None:
         "subprocess.check_output(['/usr/sbin/twiddle', '--all'])\n"
         "shutil.which('grommet')\n"
         "subprocess.run('widget --now', shell=True)\n"
+        "GADGET = 'gadget'\n"
+        "subprocess.Popen([GADGET, 'check'])\n"
     )
-    assert sorted(p for p, _ in programs_started(snippet)) == ["frobnicate", "grommet", "twiddle", "widget"]
+    assert sorted(p for p, _ in programs_started(snippet)) == ["frobnicate", "gadget", "grommet", "twiddle", "widget"]
     assert [p for p, _ in tools_named("# needs mkfs.vfat and pdftoppm.\n")] == ["mkfs.vfat", "pdftoppm"]
 
 
@@ -246,27 +256,28 @@ def test_make_test_installs_the_base_group() -> None:
     assert re.search(r"^bootstrap:\n\t@?scripts/bootstrap\.sh base$", makefile, re.M)
 
 
-def _owner(program: str) -> str | None:
-    """The installed package that ships ``program`` (merged /usr: /sbin and /usr/sbin alike)."""
-    result = subprocess.run(["dpkg-query", "-S", f"bin/{program}"], capture_output=True, text=True, check=False)
+def _owners(programs: list[str]) -> dict[str, str]:
+    """program -> the installed package that ships it, in one dpkg-query (merged /usr:
+    /sbin and /usr/sbin alike; diversions are not owners)."""
+    result = subprocess.run(["dpkg-query", "-S", *(f"bin/{p}" for p in programs)],
+                            capture_output=True, text=True, check=False)
+    owners: dict[str, str] = {}
     for line in result.stdout.splitlines():
         package, _, path = line.partition(": ")
-        if path.endswith(f"bin/{program}") and not package.startswith("diversion"):
-            return package.split(":")[0].split(",")[0]
-    return None
+        name = path.rsplit("/", 1)[-1]
+        if name in programs and path.endswith(f"bin/{name}") and not package.startswith("diversion"):
+            owners.setdefault(name, package.split(":")[0].split(",")[0])
+    return owners
 
 
 @pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="dpkg-query: not a Debian system")
 def test_the_table_names_the_packages_dpkg_knows() -> None:
     """Where a program is installed, the table's package is the one dpkg says owns it."""
-    checked, wrong = 0, []
-    for program, package in {**TOOL_PACKAGES, **SYSTEM_COMMANDS}.items():
-        owner = _owner(program) if shutil.which(program) else None
-        if owner is None:
-            continue
-        checked += 1
-        if owner != package and not package.startswith("python3"):
-            wrong.append(f"{program}: table says {package}, dpkg says {owner}")
+    table = {**TOOL_PACKAGES, **SYSTEM_COMMANDS}
+    owners = _owners(sorted(p for p in table if shutil.which(p)))
+    checked = len(owners)
+    wrong = [f"{p}: table says {table[p]}, dpkg says {owner}" for p, owner in sorted(owners.items())
+             if owner != table[p] and not table[p].startswith("python3")]
     assert checked >= 10, "dpkg-query found almost none of the suite's programs"
     assert not wrong, "; ".join(wrong)
 
