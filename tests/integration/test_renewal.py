@@ -18,6 +18,7 @@ from clinicam.provisioning import pki
 from clinicam.provisioning.brokerproc import Mosquitto
 from clinicam.provisioning.tlsctx import client_context
 from paho.mqtt.enums import CallbackAPIVersion
+from station_kit import FAST_UPLINK, Setup, Watcher
 
 ROOT = Path(__file__).resolve().parents[2]
 CLINICAM = [sys.executable, "-m", "clinicam.firmware.cli"]
@@ -131,3 +132,42 @@ def test_the_broker_accepts_the_renewed_certificate(provisioned: dict[str, Path]
     finally:
         broker.stop()
     assert codes and not codes[0].is_failure
+
+
+@pytest.mark.slow
+def test_a_running_station_presents_the_renewed_certificate_after_its_restart(tmp_path: Path) -> None:
+    """What the README says a running station needs: its TLS identity is loaded once at
+    start, so a reconnect alone keeps the old certificate (its status keeps the old
+    expiry), and a restart (SIGTERM: drain, exit 0) presents the renewed one."""
+    device = "renew-live"
+    idle = [{"wait_s": 600}]
+    with Setup(tmp_path / "kit", device) as kit:
+        assert kit.broker is not None
+        ident = kit.identity_dir(device)
+        old = f"{pki.load_cert(ident / 'device.pem').not_valid_after_utc:%Y-%m-%dT%H:%M:%S}"
+        watcher = Watcher(kit)
+        try:
+            def online_since(n: int) -> list[dict[str, object]]:
+                return [st for st in watcher.statuses(device)[n:] if st.get("state") == "online"]
+
+            station = kit.station(device, idle, uplink=FAST_UPLINK)
+            assert str(watcher.wait(lambda: online_since(0))[-1]["cert_not_after"]).startswith(old)
+            clinicam("provision", "device-key", str(ident), "--device", device)
+            csr, new_pem = str(ident / "device.csr"), str(tmp_path / "new.pem")
+            clinicam("provision", "renew", str(kit.site_dir), csr, "--out", new_pem)
+            clinicam("provision", "install", "--cert", new_pem, "--identity-dir", str(ident))
+            new = f"{pki.load_cert(ident / 'device.pem').not_valid_after_utc:%Y-%m-%dT%H:%M:%S}"
+            assert new != old
+
+            seen = len(watcher.statuses(device))
+            kit.broker.stop()  # a reconnect alone
+            kit.broker.start()
+            assert str(watcher.wait(lambda: online_since(seen))[-1]["cert_not_after"]).startswith(old)
+
+            assert station.terminate() == 0  # systemctl restart: SIGTERM, then a new start
+            seen = len(watcher.statuses(device))
+            station = kit.station(device, idle, uplink=FAST_UPLINK)
+            assert str(watcher.wait(lambda: online_since(seen))[-1]["cert_not_after"]).startswith(new)
+            assert station.terminate() == 0
+        finally:
+            watcher.close()
