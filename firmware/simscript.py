@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clinicam.common.errors import ConfigError
 from clinicam.drivers.scenes import Scene, Symbol
-from clinicam.firmware.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

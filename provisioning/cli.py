@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from clinicam.provisioning import brokerconf, identity, netallow, pki, report
 from clinicam.provisioning.site import Site
 

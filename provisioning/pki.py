@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization

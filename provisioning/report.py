@@ -10,9 +10,9 @@ import datetime as dt
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from clinicam.protocol.recipient import load_recipient_public
 from clinicam.provisioning import pki
 from clinicam.provisioning.identity import DeviceIdentity
-from clinicam.provisioning.recipient import load_recipient_public
 from clinicam.provisioning.site import Record, Site
 from cryptography import x509
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.recipient import KEMS, generate_recipient_key
 from clinicam.provisioning import brokerconf, pki
-from clinicam.provisioning.recipient import KEMS, generate_recipient_key
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 

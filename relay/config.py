@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from clinicam.firmware.errors import ClinicamError, ConfigError
-from clinicam.firmware.tomlconf import (
+from clinicam.common.errors import ClinicamError, ConfigError
+from clinicam.common.tomlconf import (
     absolute_path,
     between,
     checked,
@@ -249,7 +249,7 @@ def _read_problem(path: Path) -> str | None:
 
 
 def _recipient_problem(path: Path) -> str | None:
-    from clinicam.provisioning.recipient import load_recipient_private
+    from clinicam.protocol.recipient import load_recipient_private
 
     problem = _read_problem(path)
     if problem:

@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from clinicam.firmware.errors import (
+from clinicam.common.errors import (
     ConfigError,
     OpenError,
     SinkError,
     SinkUnknownPatient,
     TopicError,
 )
-from clinicam.firmware.manifest import parse_manifest_message, verify_event
-from clinicam.firmware.sealing import OpenedCapture, open_capture
-from clinicam.firmware.topics import Topics
-from clinicam.provisioning.recipient import RecipientPrivateKey
+from clinicam.protocol.manifest import parse_manifest_message, verify_event
+from clinicam.protocol.recipient import RecipientPrivateKey
+from clinicam.protocol.sealing import OpenedCapture, open_capture
+from clinicam.protocol.topics import Topics
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler

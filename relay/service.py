@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from clinicam.firmware.errors import BrokerUnreachable
+from clinicam.common.errors import BrokerUnreachable
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from clinicam.provisioning.brokerproc import free_port
 from clinicam.provisioning.tlsctx import client_context
+from clinicam.tools.brokerproc import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[2]
-CLINICAM = [sys.executable, "-m", "clinicam.firmware.cli"]
+CLINICAM = [sys.executable, "-m", "clinicam.tools.cli"]
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("mosquitto") is None, reason="needs root and mosquitto (to drop to its user)"

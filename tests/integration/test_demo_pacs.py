@@ -15,11 +15,11 @@ import time
 import urllib.request
 
 import pytest
-from clinicam.relay.orthanc import orthanc_available
+from clinicam.tools.orthanc import orthanc_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not orthanc_available(), reason="needs Debian's orthanc")]
 
-DEMO = [sys.executable, "-m", "clinicam.firmware.cli", "demo"]
+DEMO = [sys.executable, "-m", "clinicam.tools.cli", "demo"]
 
 
 def read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float = 300) -> tuple[re.Match[str], str]:

@@ -24,11 +24,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from clinicam.firmware.demo_setup import CLI
 from clinicam.provisioning import identity
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import load_relay_config
 from clinicam.relay.remote import Remote, StationSilent, send_command
+from clinicam.tools.demo_setup import CLI
 from paho.mqtt.enums import CallbackAPIVersion
 from station_kit import FAST_UPLINK, PREFIX, WAIT_S, Setup, Station, ids, opening, press, wait_until
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from clinicam.provisioning import pki
-from clinicam.provisioning.brokerproc import Mosquitto
 from clinicam.provisioning.tlsctx import client_context
+from clinicam.tools.brokerproc import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from station_kit import FAST_UPLINK, Setup, Watcher
 
 ROOT = Path(__file__).resolve().parents[2]
-CLINICAM = [sys.executable, "-m", "clinicam.firmware.cli"]
+CLINICAM = [sys.executable, "-m", "clinicam.tools.cli"]
 DEVICE = "ward3-cart1"
 
 

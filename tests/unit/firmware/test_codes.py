@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from clinicam.common.errors import CodeRejected
 from clinicam.drivers.readers import SYMBOLOGIES, Code
-from clinicam.firmware import gs1
-from clinicam.firmware.bodysites import BODY_SITES
-from clinicam.firmware.codes import (
+from clinicam.firmware.codes.classify import (
     CARD_VALUES,
     CardCode,
     CodeRules,
@@ -14,10 +13,11 @@ from clinicam.firmware.codes import (
     PatientId,
     SiteRule,
     classify,
+    gs1,
     luhn_ok,
     mod11_ok,
 )
-from clinicam.firmware.errors import CodeRejected
+from clinicam.protocol.bodysites import BODY_SITES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,7 +179,7 @@ def test_fuzz_only_code_rejected(text, symbology):
 
 
 def test_body_site_table_is_well_formed():
-    from clinicam.firmware.bodysites import SNOMED_SYSTEM
+    from clinicam.protocol.bodysites import SNOMED_SYSTEM
 
     assert SNOMED_SYSTEM == "http://snomed.info/sct"
     displays = [s.display for s in BODY_SITES.values()]

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.selftest_identity import IdentityReview
+from clinicam.firmware.selftest.identity import IdentityReview
+from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import identity, pki
-from clinicam.provisioning.recipient import generate_recipient_key
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 

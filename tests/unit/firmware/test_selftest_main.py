@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+from clinicam.firmware.capture.memory import HardeningReport
 from clinicam.firmware.config import EXAMPLE, station_config_from
-from clinicam.firmware.memory import HardeningReport
-from clinicam.firmware.selftest import CheckResult, format_line, main, run_checks
-from clinicam.firmware.selftest_broker import check_packet_limit, part_packet_size
+from clinicam.firmware.selftest.broker import check_packet_limit, part_packet_size
+from clinicam.firmware.selftest.main import CheckResult, format_line, main, run_checks
+from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import identity, pki
-from clinicam.provisioning.recipient import generate_recipient_key
 
 ORDER = ["config", "identity", "certificate", "ca", "recipient", "crl", "clock", "aead", "memory",
          "camera", "panel", "broker", "packet-limit"]

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.cli import main
 from clinicam.provisioning import brokerconf
-from clinicam.provisioning.brokerproc import rewrite_conf
+from clinicam.tools.brokerproc import rewrite_conf
+from clinicam.tools.cli import main
 
 
 def _site(tmp_path: Path) -> Path:

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.cli import main
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from clinicam.provisioning import brokerconf, identity, pki
 from clinicam.provisioning.operators import issue_operator, operator_cn
 from clinicam.provisioning.site import Site
+from clinicam.tools.cli import main
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 

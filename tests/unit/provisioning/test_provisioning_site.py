@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.recipient import load_recipient_private, load_recipient_public
 from clinicam.provisioning import identity, pki, report
-from clinicam.provisioning.recipient import load_recipient_private, load_recipient_public
 from clinicam.provisioning.site import Site
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from clinicam.firmware.sealing import SealedCapture, Sealer
+from clinicam.protocol.recipient import RecipientPrivateKey, generate_recipient_key
+from clinicam.protocol.sealing import SealedCapture, Sealer
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import RecipientPrivateKey, generate_recipient_key
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.cli import main
-from clinicam.firmware.errors import ConfigError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import generate_recipient_key
 from clinicam.relay.build import build_core
 from clinicam.relay.cli import format_status
 from clinicam.relay.config import relay_config_from
-from clinicam.relay.directory_sink import DirectorySink
+from clinicam.relay.sinks.directory import DirectorySink
+from clinicam.tools.cli import main
 
 
 def config(tmp_path: Path, **relay: object) -> dict:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import ConfigError
+from clinicam.common.errors import ConfigError
 from clinicam.relay.config import check_files, load_relay_config
 from conftest import UnitSite
 
@@ -134,7 +134,7 @@ def test_relay_run_refuses_an_unreadable_token_and_says_which(open_tmp: Path, fi
         (tmp_path / folder).chmod(0o777)
     result = subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-         sys.executable, "-m", "clinicam.firmware.cli", "relay", "run", "--config", str(config)],
+         sys.executable, "-m", "clinicam.tools.cli", "relay", "run", "--config", str(config)],
         capture_output=True, text=True, check=False, timeout=60, cwd="/",
     )
     assert result.returncode == 1
