@@ -125,6 +125,7 @@ class Station:
             vault=self.vault,
             on_event=UplinkTranslator(self.post, self._observe, self.counts, lambda: self.vault.pending_count),
             wipe=lambda: self.wipe_now("remote"),
+            on_renewed=lambda renewed: self.sealer.use_certificate(renewed.cert_pem),
             host=u.host or None,
             port=u.port,
             topic_prefix=u.topic_prefix,

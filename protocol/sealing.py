@@ -199,6 +199,18 @@ class Sealer:
         self._seq = 0
         self._lock = threading.Lock()
 
+    def use_certificate(self, device_cert_pem: bytes | str) -> None:
+        """Put a renewed certificate of the same key into the captures sealed from now on
+        (a station renews without a restart); refused, and the old one kept, if it does
+        not fit the device key."""
+        previous = self._cert
+        self._cert = device_cert_pem.decode("ascii") if isinstance(device_cert_pem, bytes) else device_cert_pem
+        try:
+            self._check_identity()
+        except ConfigError:
+            self._cert = previous
+            raise
+
     def _check_identity(self) -> None:
         """Refuse a misprovisioned identity now rather than have every capture rejected."""
         if not mf.DEVICE_ID.fullmatch(self.device_id):

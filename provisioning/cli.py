@@ -304,9 +304,8 @@ def _cmd_install(args: argparse.Namespace) -> int:
     print(f"installed identity {ident.device_id} in {ident.dir}")
     if args.bundle is None and args.ca is None:
         print(
-            "a running station keeps using its previous certificate until it restarts: "
-            "systemctl restart clinicam-station (it drains pending photos first; restart when "
-            "'clinicam relay status' shows it with 0 pending)"
+            "a running station takes the renewed certificate by itself: new photos and its status "
+            "within 30 s, the broker connection at its next reconnect (no restart needed)"
         )
     print(f"the station may reach {' '.join(addresses)} (recorded in {allow})")
     return _print(report.describe_identity(ident))

@@ -18,12 +18,14 @@ import json
 import logging
 import queue
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from clinicam.common.errors import ClinicamError
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
 from clinicam.firmware.uplink.events import (
     CaptureRejected,
@@ -36,6 +38,7 @@ from clinicam.firmware.uplink.events import (
     UplinkLost,
     UplinkMisconfigured,
 )
+from clinicam.firmware.uplink.renewal import CertificateWatch
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
@@ -65,8 +68,10 @@ class Uplink:
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 on_renewed: Callable[[Any], None] | None = None) -> None:
         self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
+        self._on_renewed = on_renewed
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
@@ -91,7 +96,9 @@ class Uplink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device,
                              protocol=mqtt.MQTTv5)
         ident = self.identity
-        client.tls_set_context(client_context(ident.ca_path, ident.cert_path, ident.key_path))
+        context = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+        self.certificates = CertificateWatch(ident, context)
+        client.tls_set_context(context)
         client.will_set(f"{self.base}/status", OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine
@@ -222,6 +229,7 @@ class Uplink:
         if now - self._last_expiry < self.expire_every_s:
             return
         self._last_expiry = now
+        self._adopt_renewal()
         expired = self.vault.expire()
         if expired:
             for cid in expired:
@@ -287,6 +295,7 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
+        self._pick_up_renewal()
 
         def lost() -> None:
             self.engine.disconnected()
@@ -297,6 +306,34 @@ class Uplink:
         log.warning("uplink: cannot reach the broker %s:%d (TLS or TCP); retrying with back-off",
                     self.host, self.port)
         self._on_event(UplinkLost("unreachable"))
+        self._pick_up_renewal()
+
+    def _pick_up_renewal(self) -> None:
+        """In paho's thread, before it reconnects: a renewed certificate is presented from now on."""
+        self._adopt_renewal()
+        try:  # nothing may escape into paho's loop
+            self.certificates.update_tls()
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("uplink: renewed certificate not loaded for TLS (%s); restart the station to use it",
+                        type(exc).__name__)
+
+    def _adopt_renewal(self) -> None:
+        """A certificate renewed on disk becomes the station's: status, new captures (any thread)."""
+        try:
+            renewed = self.certificates.check()
+        except (ClinicamError, OSError) as exc:
+            log.warning("uplink: renewed certificate not picked up (%s); restart the station to use it",
+                        type(exc).__name__)
+            return
+        if renewed is None:
+            return
+        self.identity = renewed  # the status's cert_not_after; the key is the same
+        try:
+            if self._on_renewed is not None:
+                self._on_renewed(renewed)  # captures sealed from now on carry it
+        except ClinicamError as exc:
+            log.warning("uplink: renewed certificate not used for sealing (%s)", type(exc).__name__)
+        self._post(self._publish_status)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
