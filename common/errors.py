@@ -85,6 +85,20 @@ class OpenError(ClinicamError):
         super().__init__(message or f"capture rejected: {reason}")
 
 
+class PrePolicyCertificate(OpenError):
+    """A device certificate from before the station profile (``identity``, but *retry*).
+
+    It may well be a real station's: the relay answers ``retry`` so the station keeps
+    the photo (``rejected`` would make it drop it) until the station is renewed with
+    'clinicam provision renew' or the relay sets ``legacy_station_certs_until``.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("identity", message or "station certificate predates the station profile: "
+                         "renew it with 'clinicam provision renew', or set [relay] "
+                         "legacy_station_certs_until for a grace period")
+
+
 class VaultFull(ClinicamError):
     """The RAM vault has no room: refuse the capture, never evict an older one."""
 

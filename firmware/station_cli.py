@@ -112,6 +112,7 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
     _install_signals(station, config, observer)
     if steps is not None:
         _play(steps, station, config, observer)
+        steps = None  # the player holds what is left of the script, and drops it as it plays
     try:
         return station.run()
     finally:

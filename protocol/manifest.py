@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from clinicam.common.errors import ConfigError, OpenError
+from clinicam.common.errors import ConfigError, OpenError, PrePolicyCertificate
+from clinicam.protocol import certprofile
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -260,6 +261,15 @@ def _check_crl(
         raise _refuse_cert("revoked")
 
 
+def _check_profile(cert: x509.Certificate, now: datetime, legacy_until: datetime | None) -> None:
+    """Only a station certificate files photos (DESIGN §3.5, §7; see ``certprofile``)."""
+    kind = certprofile.profile(cert)
+    if kind == "other":
+        raise OpenError("identity", "not a station certificate (operator, relay or service identity)")
+    if kind == "pre-policy" and (legacy_until is None or now >= legacy_until):
+        raise PrePolicyCertificate()
+
+
 def check_device_cert(
     pem: str,
     device: str,
@@ -267,11 +277,19 @@ def check_device_cert(
     *,
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
+    legacy_until: datetime | None = None,
 ) -> x509.Certificate:
-    """The §4 certificate checks; returns the certificate or raises ``certificate``."""
+    """The §4 certificate checks; returns the certificate or raises ``certificate``.
+
+    A certificate of the site that is not a station's is ``identity``; a pre-policy
+    station certificate is accepted only before ``legacy_until``, else it raises
+    ``PrePolicyCertificate`` (also ``identity``, which the relay answers with ``retry``).
+    """
     cert = _load_one_cert(pem)
     _check_issuer(cert, ca_cert)
-    _check_validity(cert, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    _check_profile(cert, now, legacy_until)
+    _check_validity(cert, now)
     _check_eku(cert)
     _check_cn(cert, device)
     key = cert.public_key()

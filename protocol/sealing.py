@@ -365,14 +365,35 @@ def _decrypt(m: Mapping[str, Any], parts: Mapping[int, bytes],
     return part0, bytes(image)
 
 
+# Part 0 of DESIGN §6 is 3 levels deep; sinks walk it recursively, so anything much
+# deeper is refused here rather than crash the relay (json.loads and the sinks recurse).
+MAX_METADATA_DEPTH = 16
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` containers deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
+
+
 def _check_image(part0: bytes, image: bytes) -> dict[str, Any]:
     try:
         metadata = json.loads(part0.decode("utf-8"), object_pairs_hook=mf._no_duplicates)
         info = metadata["image"]
         size, digest = info["size"], info["sha256"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
         raise OpenError("image", "metadata does not parse or lacks image size/sha256") \
             from None
+    if not _depth_within(metadata, MAX_METADATA_DEPTH):
+        raise OpenError("image", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
     if type(metadata) is not dict or type(size) is not int or size != len(image):
         raise OpenError("image", "image size differs from the metadata")
     if digest != hashlib.sha256(image).hexdigest():
@@ -390,12 +411,18 @@ def open_capture(
     recipients: Sequence[RecipientPrivateKey],
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
+    legacy_until: datetime | None = None,
 ) -> OpenedCapture:
-    """Verify and open a capture, in DESIGN §4's order; ``OpenError(reason)`` on the first fault."""
+    """Verify and open a capture, in DESIGN §4's order; ``OpenError(reason)`` on the first fault.
+
+    ``legacy_until``: accept pre-policy station certificates until then (see
+    ``certprofile``); without it they raise ``PrePolicyCertificate``.
+    """
     m, sig = mf.parse_manifest_message(manifest_payload)
     if topic_device != m["device"] or topic_capture_id != m["capture_id"]:
         raise OpenError("identity", "topic device or capture id differs from the manifest")
-    cert = mf.check_device_cert(m["cert"], m["device"], ca_cert, crl=crl, now=now)
+    cert = mf.check_device_cert(m["cert"], m["device"], ca_cert, crl=crl, now=now,
+                                legacy_until=legacy_until)
     mf.verify(mf.canonical(m), sig, cert.public_key())
     key = _recipient_for(m, recipients)
     _check_parts(m, parts)

@@ -78,6 +78,7 @@ def build_core(config: RelayConfig) -> RelayCore:
         ledger=Ledger(state / "ledger.jsonl"),
         board=StatusBoard(Path(rel.status_file)),
         audit=AuditLog(Path(rel.audit_log)),
+        legacy_until=rel.legacy_until,
     )
 
 

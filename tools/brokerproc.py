@@ -30,6 +30,7 @@ from clinicam.provisioning import brokerconf
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+RELOADED = "Reloading config."  # Mosquitto's log line on SIGHUP
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -207,15 +208,25 @@ class Mosquitto:
                 proc.kill()
                 proc.wait(timeout)
 
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads the ACL and the CRL for *new* connections.
+    def reload(self, timeout: float = 10.0) -> None:
+        """Copy the site's current ACL (as an admin does) and SIGHUP; return once reloaded.
 
-        Connections already open stay open (TLS is checked at the handshake): to cut
-        off a revoked station that is connected, restart the broker.
+        Mosquitto re-reads the ACL — for open connections too — and the CRL for *new*
+        connections only: a connected revoked station keeps its TLS session (it loses
+        its ACL rights); to cut it off, restart the broker. The reload is synchronous in
+        the broker's loop, after its "Reloading config." log line: nothing the broker
+        handles after that line sees the old ACL.
         """
         if self._proc is None or self._proc.poll() is not None:
             raise ProvisioningError("mosquitto is not running: start() it first")
+        before = self.log_text().count(RELOADED)
+        self._write_conf()
         self._proc.send_signal(signal.SIGHUP)
+        deadline = self._clock() + timeout
+        while self.log_text().count(RELOADED) <= before:
+            if self._clock() > deadline or not self.running:
+                raise ProvisioningError(f"mosquitto did not reload: see {self.log_path}")
+            time.sleep(0.02)  # polling a child process's log, not a test delay
 
     def kill(self) -> None:
         """SIGKILL: a broker crash, for fault tests."""

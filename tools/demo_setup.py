@@ -124,6 +124,8 @@ class DemoSetup:
             bundle = self.site.bundle(device, self.workdir / "bundles" / device)
             identity.install(identity.InstallFiles.from_bundle(bundle), d)
             shutil.rmtree(bundle, ignore_errors=True)
+            if self.broker is not None and self.broker.running:
+                self.broker.reload()  # the regenerated ACL names the new station
         return d
 
     def start_broker(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clinicam.common.errors import ProvisioningError
 from clinicam.firmware.selftest.result import FAIL, PASS, WARN, CheckResult
+from clinicam.protocol import certprofile
 from clinicam.protocol.recipient import load_recipient_public
 from clinicam.provisioning import identity, pki
 from cryptography import x509
@@ -191,6 +192,10 @@ class IdentityReview:
                                "sign a device.csr made by 'clinicam provision device-key' for this station")
         self.cert, self.device_id = cert, device_id
         left = end - self.now
+        if not certprofile.has_station_policy(cert):
+            return CheckResult(name, WARN, f"{device_id}: issued before the station certificate profile; "
+                               "the relay files its photos only during a grace period",
+                               self.renew_remedy)
         if left < EXPIRY_WARN:
             return CheckResult(name, WARN, f"{device_id}: expires {_day(end)} (in {_days(left)})",
                                self.renew_remedy)

@@ -56,7 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ca = pki.make_ca(ca_key, "all-sinks", now=now)
     recipient = generate_recipient_key("X25519")
     key = pki.new_key()
-    cert = pki.issue(ca_key, ca, key.public_key(), DEVICE, now=now)
+    cert = pki.issue(ca_key, ca, key.public_key(), DEVICE, now=now, station=True)
     sealer = Sealer(DEVICE, key, pki.cert_pem(cert), recipient.public_key(), aead="AES-256-GCM")
     stow_pacs = Orthanc(work / "stow", aet="STOWPACS")
     dimse_pacs = Orthanc(work / "dimse", aet="DIMSEPACS")

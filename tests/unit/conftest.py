@@ -2,7 +2,8 @@
 
 The real site PKI lives in ``clinicam.provisioning``; these tests must not depend on
 it, only on what DESIGN §4 says a device certificate is: issued directly by the site
-CA, ECDSA P-256, EKU clientAuth, one CN equal to the device id.
+CA, ECDSA P-256, EKU clientAuth, one CN equal to the device id, and the station profile
+(``certprofile.STATION_POLICY``) unless a test asks for ``station=False``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from clinicam.protocol import certprofile
 from clinicam.protocol.recipient import RecipientPrivateKey, generate_recipient_key
 from clinicam.protocol.sealing import Sealer
 from cryptography import x509
@@ -65,6 +67,7 @@ def issue(
     not_before: datetime = NOW - timedelta(days=1),
     not_after: datetime = NOW + timedelta(days=365 * 70),
     serial: int | None = None,
+    station: bool = True,
 ) -> Device:
     key = key or ec.generate_private_key(ec.SECP256R1())
     builder = (
@@ -76,6 +79,8 @@ def issue(
     )
     if eku is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    if station:
+        builder = builder.add_extension(certprofile.station_policies(), critical=False)
     cert = builder.sign(ca.key, hashes.SHA256())
     return Device(device_id, key, cert.public_bytes(serialization.Encoding.PEM).decode())
 

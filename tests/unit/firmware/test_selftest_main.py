@@ -29,7 +29,8 @@ def _identity(root: Path) -> Path:
     ca_key, key = pki.new_key(), pki.new_key()
     ca = pki.make_ca(ca_key, "Unit Clinic", now=now)
     pki.write_private(d / identity.KEY, pki.key_pem(key))
-    pki.write_public(d / identity.CERT, pki.cert_pem(pki.issue(ca_key, ca, key.public_key(), "ward3-cart1", now=now)))
+    pki.write_public(d / identity.CERT, pki.cert_pem(pki.issue(ca_key, ca, key.public_key(), "ward3-cart1", now=now,
+                                                                station=True)))
     pki.write_public(d / identity.CA, pki.cert_pem(ca))
     pki.write_public(d / identity.RECIPIENT, generate_recipient_key("X25519").public_pem())
     pki.write_public(d / identity.BROKER, json.dumps({"host": "127.0.0.1", "port": 8883}).encode())

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from clinicam.common.errors import ConfigError, OpenError
+from clinicam.common.errors import ConfigError, OpenError, PrePolicyCertificate
 from clinicam.protocol import manifest as mf
 from clinicam.protocol.recipient import RecipientPrivateKey
 from clinicam.protocol.sealing import SealedCapture, Sealer, open_capture
@@ -278,6 +278,22 @@ def test_metadata_that_does_not_match_the_image(make_sealer: Callable[..., Seale
     assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id)) == "image"
 
 
+def _nested(depth: int, sha: str) -> bytes:
+    """Valid metadata for ``b"jpeg"`` whose ``camera`` value is ``depth`` lists deep."""
+    return (b'{"image":{"size":4,"sha256":"' + sha.encode() + b'"},"camera":'
+            + b"[" * depth + b"]" * depth + b"}")
+
+
+@pytest.mark.parametrize("depth", [17, 900, 100_000])
+def test_deeply_nested_metadata_is_image_not_a_crash(make_sealer: Callable[..., Sealer],
+                                                     opener: Any, depth: int) -> None:
+    """Validly signed, decrypts, image matches: the nesting alone is refused (§6 is 3 deep)."""
+    s = make_sealer()._seal_raw(memoryview(bytearray(b"jpeg")), lambda size, sha: _nested(depth, sha))
+    assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id)) == "image"
+    ok = make_sealer()._seal_raw(memoryview(bytearray(b"jpeg")), lambda size, sha: _nested(8, sha))
+    assert opener(ok.manifest, parts_of(ok), ok.capture_id).image == b"jpeg"  # positive control
+
+
 # -- strict parsing -----------------------------------------------------------------
 
 def _payload_variants(s: SealedCapture) -> list[bytes]:
@@ -322,3 +338,34 @@ def test_reasons_never_carry_phi(sealed: SealedCapture, opener: Any) -> None:
     with pytest.raises(OpenError) as info:
         opener(sealed.manifest, parts, sealed.capture_id)
     assert "CANARY" not in str(info.value) and "CANARY" not in repr(info.value.__cause__)
+
+
+# -- station profile (DESIGN §3.5, §7): only station certificates file photos ---------
+
+@pytest.mark.parametrize("name", ["operator-jane", "relay-1", "broker", "admin-x"])
+def test_service_identity_is_identity_even_with_the_station_policy(
+        make_sealer: Callable[..., Sealer], opener: Any, pki: Any, site_ca: Any, name: str) -> None:
+    for station in (False, True):  # a misissued policy does not make a service a station
+        s = seal_as(make_sealer, pki.issue(site_ca, name, station=station))
+        assert reason(lambda s=s: opener(s.manifest, parts_of(s), s.capture_id,
+                                         topic_device=name)) == "identity"
+
+
+def test_profile_checked_after_the_chain(make_sealer: Callable[..., Sealer], opener: Any,
+                                         pki: Any) -> None:
+    s = seal_as(make_sealer, pki.issue(pki.make_ca("rogue CA"), "operator-jane", station=False))
+    assert reason(lambda: opener(s.manifest, parts_of(s), s.capture_id,
+                                 topic_device="operator-jane")) == "certificate"
+
+
+def test_pre_policy_station_certificate(make_sealer: Callable[..., Sealer], opener: Any,
+                                        pki: Any, site_ca: Any) -> None:
+    s = seal_as(make_sealer, pki.issue(site_ca, DEV, station=False))
+    with pytest.raises(PrePolicyCertificate) as info:
+        opener(s.manifest, parts_of(s), s.capture_id, now=pki.NOW)
+    assert info.value.reason == "identity" and "renew" in str(info.value)
+    grace = pki.NOW + timedelta(days=1)
+    assert opener(s.manifest, parts_of(s), s.capture_id, now=pki.NOW,
+                  legacy_until=grace).image == b"jpeg"
+    with pytest.raises(PrePolicyCertificate):
+        opener(s.manifest, parts_of(s), s.capture_id, now=grace, legacy_until=grace)

@@ -93,7 +93,9 @@ def test_recorded_capture_opens_to_recorded_plaintext(path: Path) -> None:
                                          enumerate(v["parts_hex"])},
         topic_device=v["device_id"], topic_capture_id=v["capture_id"],
         ca_cert=x509.load_pem_x509_certificate(v["ca_cert_pem"].encode()),
-        recipients=[recipient], now=datetime.fromisoformat("2026-11-26T09:30:16+00:00"))
+        recipients=[recipient], now=datetime.fromisoformat("2026-11-26T09:30:16+00:00"),
+        # the vectors' device certificate predates the station profile (certprofile)
+        legacy_until=datetime.fromisoformat("2026-11-27T00:00:00+00:00"))
     assert opened.image.hex() == v["image_hex"]
     assert opened.metadata == json.loads(_part0(v))
     assert (m["boot"], m["seq"], m["created"], m["kem"]) == (v["boot"], v["seq"], v["created"],

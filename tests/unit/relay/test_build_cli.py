@@ -46,6 +46,17 @@ def test_shared_group_leaves_partitioning_to_the_broker(tmp_path: Path) -> None:
     assert core.partition.workers == 1
 
 
+def test_legacy_station_certs_until_is_off_by_default_and_a_utc_date(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    assert build_core(relay_config_from(config(tmp_path))).legacy_until is None
+    core = build_core(relay_config_from(config(tmp_path, legacy_station_certs_until="2027-03-31")))
+    assert core.legacy_until == datetime(2027, 3, 31, tzinfo=UTC)
+    for bad in ("2027-02-30", "31/03/2027", "2027-03-31T00:00"):
+        with pytest.raises(ConfigError, match="legacy_station_certs_until"):
+            relay_config_from(config(tmp_path, legacy_station_certs_until=bad))
+
+
 def test_unreadable_recipient_key_is_config_error(tmp_path: Path) -> None:
     data = config(tmp_path)
     data["identity"]["recipient_keys"] = [str(tmp_path / "missing.key")]
