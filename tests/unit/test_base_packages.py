@@ -68,6 +68,10 @@ SYSTEM_COMMANDS: dict[str, str] = {
     ),
     **dict.fromkeys(["blkid", "fallocate", "findmnt", "setpriv"], "util-linux"),
     **dict.fromkeys(["mount", "umount"], "mount"),
+    **dict.fromkeys(["cut", "dirname", "head", "sha256sum"], "coreutils"),
+    "grep": "grep",
+    "dpkg-query": "dpkg",
+    "apt-get": "apt",
     "sh": "dash",
     "bash": "bash",
     "python": "python3",
@@ -92,6 +96,16 @@ PIP_TOOLS: dict[str, str] = {
 # tests/hardware runs only on a Pi (pytest -m hardware), never in make test.
 SCANNED = ("tests", "firmware", "provisioning", "relay", "drivers", "common", "protocol", "tools")
 SKIPPED = ("tests/hardware",)
+
+# Shell scripts `make test` runs: the bootstrap itself, and the appliance recipe that
+# tests/appliance runs on a scratch root (chroot and systemctl recorded, not run).
+SHELL_SCRIPTS = ("scripts/bootstrap.sh", "image-build/hooks/customize.sh")
+_SH_WORDS = {
+    "if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "until", "case", "esac",
+    "return", "exit", "local", "set", "export", "shift", "unset", "readonly", "declare", "[", "[[", "]]",
+    "]", ":", ".", "printf", "echo", "cd", "pwd", "test", "read", "trap", "eval", "exec", "wait", "true",
+    "false", "command", "type",
+}
 
 _RUNNERS = {"run", "Popen", "call", "check_call", "check_output", "execv", "execvp", "execvpe", "spawnvp"}
 _MODULES = {"subprocess", "os", "shutil"}
@@ -167,6 +181,29 @@ def programs_started(source: str) -> Iterator[tuple[str, int]]:
                 yield program, node.lineno
 
 
+def shell_commands(text: str) -> Iterator[tuple[str, int]]:
+    """(program, line) for the first word of every simple command of a shell script:
+    after ``;``, ``&&``, ``||``, ``|``, ``$(``, ``then``, ``do``; not its own functions,
+    builtins, variable assignments or ``for`` lists."""
+    functions = set(re.findall(r"^\s*([A-Za-z_][\w-]*)\s*\(\)\s*\{", text, re.M))
+    continued = False
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line, was_continued = re.sub(r"(^|\s)#.*$", "", raw), continued
+        continued = raw.rstrip().endswith("\\")
+        if was_continued:
+            continue  # arguments of the previous line's command
+        line = re.sub(r"'[^']*'", " _ ", line)
+        line = re.sub(r'"(?:[^"\\]|\\.)*"', lambda m: m.group(0)[1:-1] if "$(" in m.group(0) else " _ ", line)
+        for segment in re.split(r"\|\||&&|;|\||\$\(|`|\bthen\b|\bdo\b|\belse\b|\{|\(|!", line):
+            words = segment.split()
+            if words and words[0] == "for":
+                continue
+            while words and (re.fullmatch(r"[A-Za-z_]\w*=\S*", words[0]) or words[0] in _SH_WORDS):
+                words = words[1:]
+            if words and _COMMAND.fullmatch(words[0]) and words[0] not in functions:
+                yield words[0], lineno
+
+
 def tools_named(source: str) -> Iterator[tuple[str, int]]:
     """(program, line) for every word of the source that is a program of the table."""
     for lineno, line in enumerate(source.splitlines(), 1):
@@ -195,6 +232,9 @@ def uses() -> dict[str, list[str]]:
             hits += list(tools_named(source))
         for program, lineno in hits:
             found.setdefault(program, []).append(f"{rel}:{lineno}")
+    for script in SHELL_SCRIPTS:
+        for program, lineno in shell_commands((ROOT / script).read_text()):
+            found.setdefault(program, []).append(f"{script}:{lineno}")
     return found
 
 
@@ -216,6 +256,15 @@ def test_the_scanner_finds_programs_it_must_find() -> None:
     )
     assert sorted(p for p, _ in programs_started(snippet)) == ["frobnicate", "gadget", "grommet", "twiddle", "widget"]
     assert [p for p, _ in tools_named("# needs mkfs.vfat and pdftoppm.\n")] == ["mkfs.vfat", "pdftoppm"]
+    script = (
+        "set -eu\n"
+        "say() { printf '%s\\n' \"$*\"; }\n"
+        "X=$(frob --x) && say hi\n"
+        "for p in a b; do gizmo \"$p\" | sort -u; done\n"
+        "if [ -e x ]; then tool-a \\\n    --flag notatool; fi\n"
+    )
+    assert sorted(p for p, _ in shell_commands(script)) == ["frob", "gizmo", "sort", "tool-a"]
+    assert "systemd-sysusers" in found and any("customize.sh" in w for w in found["systemd-sysusers"])
 
 
 def test_every_program_the_suite_runs_is_known() -> None:
