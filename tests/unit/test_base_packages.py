@@ -235,7 +235,7 @@ def uses() -> dict[str, list[str]]:
         hits = list(programs_started(source))
         if rel.startswith("tests/"):
             hits += list(tools_named(source))
-        for program, lineno in hits:
+        for program, lineno in sorted(set(hits), key=lambda h: h[1]):
             found.setdefault(program, []).append(f"{rel}:{lineno}")
     for script in SHELL_SCRIPTS:
         for program, lineno in shell_commands((ROOT / script).read_text()):
