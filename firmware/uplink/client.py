@@ -18,7 +18,6 @@ import json
 import logging
 import queue
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import ClinicamError
+from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
 from clinicam.firmware.uplink.events import (
     CaptureRejected,
@@ -38,7 +38,7 @@ from clinicam.firmware.uplink.events import (
     UplinkLost,
     UplinkMisconfigured,
 )
-from clinicam.firmware.uplink.renewal import CertificateWatch
+from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
@@ -68,10 +68,13 @@ class Uplink:
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None,
+                 rng: random.Random | None = None, renewal: RenewalAgent | None = None,
                  on_renewed: Callable[[Any], None] | None = None) -> None:
         self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
-        self._on_renewed = on_renewed
+        # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
+        self.renewal, self._on_renewed = renewal, on_renewed
+        self._installing = False  # a reconnect with next.pem/next.key is under way
+        self._renew_mid: int | None = None  # the request's PUBACK says whether the ACL allows it
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
@@ -96,9 +99,10 @@ class Uplink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device,
                              protocol=mqtt.MQTTv5)
         ident = self.identity
-        context = client_context(ident.ca_path, ident.cert_path, ident.key_path)
-        self.certificates = CertificateWatch(ident, context)
-        client.tls_set_context(context)
+        # Kept: a renewal loads the new pair into this context before reconnecting.
+        self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+        self.certificates = CertificateWatch(ident, self._ctx)  # a renewal installed by hand
+        client.tls_set_context(self._ctx)
         client.will_set(f"{self.base}/status", OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine
@@ -193,11 +197,14 @@ class Uplink:
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
-        return status_payload(
+        body = status_payload(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
             clock_synced=bool(self._clock_synced()))
+        if self.renewal is not None:
+            body["renewal"] = self.renewal.status()
+        return body
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -215,6 +222,7 @@ class Uplink:
             try:
                 job()
                 self._tick()
+                self._renewal_tick()
                 due = self.engine.tick()
                 timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
             except Exception:  # never let one bad message stop delivery
@@ -229,7 +237,7 @@ class Uplink:
         if now - self._last_expiry < self.expire_every_s:
             return
         self._last_expiry = now
-        self._adopt_renewal()
+        self._adopt_installed()
         expired = self.vault.expire()
         if expired:
             for cid in expired:
@@ -238,6 +246,101 @@ class Uplink:
                 "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
             self._publish_status()
             self._on_event(CapturesExpired(tuple(expired)))
+
+    # -- certificate renewal (delivery thread) -------------------------------------------
+    def _renewal_tick(self) -> None:
+        agent = self.renewal
+        if agent is None or self._installing or not self.engine.connected:
+            return
+        if not agent.due(self.identity.not_after):
+            return
+        payload = agent.request(self.identity)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{self.base}/cert"
+        self._renew_mid = self.client.publish(f"{self.base}/renew", payload, qos=1, properties=props).mid
+        self._publish_status()
+
+    def _renewal_puback(self, code: int) -> None:
+        """The broker refused the request: no registrar rights here (a single-tier site's ACL)."""
+        self._renew_mid = None
+        if code >= 0x80 and self.renewal is not None:
+            log.warning("uplink: the broker refused the renewal request (reason code %d)", code)
+            self.renewal.not_allowed()
+            self._publish_status()
+
+    def _renewal_answer(self, payload: bytes) -> None:
+        agent = self.renewal
+        if agent is None or self._installing:
+            return
+        if agent.answer(payload, self.identity):
+            cert, key = agent.next_files
+            self._reconnect_with(cert, key)
+        self._publish_status()
+
+    def _reconnect_with(self, cert: Any, key: Any) -> None:
+        """Drop the connection and make the next one with ``cert``/``key``."""
+        try:
+            self._ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.warning("uplink: renewed identity unusable (%s); keeping the current one", type(exc).__name__)
+            self._renewal_fallback()
+            return
+        self.client.disconnect()
+        self.client.loop_stop()  # our own disconnect's callback has run by now
+        self._installing = True
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self.client.loop_start()
+
+    def _renewal_connected(self) -> None:
+        assert self.renewal is not None
+        self._installing = False
+        try:
+            self.identity = self.renewal.promote()
+        except Exception:  # never let the install stop delivery on a connection that works
+            log.exception("uplink: the renewed identity could not be installed")
+            self.renewal.install_failed()
+            return
+        self.certificates.adopted(self.identity)
+        if self._on_renewed is not None:
+            self._on_renewed(self.identity)
+        self._publish_json("event", event_payload("cert-renewed", self._wall()))
+
+    def _adopt_installed(self) -> None:
+        """A certificate renewed by hand on disk ('provision install --cert', same key) becomes
+        the station's: new captures and the status at once, TLS at the next reconnect."""
+        if self._installing:
+            return  # a renewal over MQTT is switching identity right now
+        try:
+            renewed = self.certificates.check()
+        except (ClinicamError, OSError) as exc:
+            log.warning("uplink: renewed certificate not picked up (%s); restart the station to use it",
+                        type(exc).__name__)
+            return
+        if renewed is None:
+            return
+        self.identity = renewed  # the status's cert_not_after; the key is the same
+        try:
+            if self._on_renewed is not None:
+                self._on_renewed(renewed)  # captures sealed from now on carry it
+        except ClinicamError as exc:
+            log.warning("uplink: renewed certificate not used for sealing (%s)", type(exc).__name__)
+        self._publish_status()
+
+    def _tls_before_reconnect(self) -> None:
+        """In paho's thread, the one that connects: present a hand-installed renewal next time."""
+        try:
+            self.certificates.update_tls()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.warning("uplink: renewed certificate not loaded for TLS (%s); restart the station to use it",
+                        type(exc).__name__)
+
+    def _renewal_fallback(self) -> None:
+        """The new pair did not connect: back to the current one (paho keeps reconnecting)."""
+        self._installing = False
+        ident = self.identity
+        self._ctx.load_cert_chain(certfile=str(ident.cert_path), keyfile=str(ident.key_path))
+        if self.renewal is not None:
+            self.renewal.install_failed()
 
     def _pump_and_status(self) -> None:
         self.engine.pump()
@@ -279,14 +382,21 @@ class Uplink:
                     properties: Any) -> None:
         if reason_code.is_failure:
             log.warning("uplink: broker refused the connection (%s)", reason_code)
+            if self._installing:
+                self._post(self._renewal_fallback)
             self._on_event(UplinkLost(str(reason_code)))
             return
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
-        client.subscribe([(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)])
+        topics = [(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)]
+        if self.renewal is not None:
+            topics.append((f"{self.base}/cert", 1))
+        client.subscribe(topics)
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
         def connected() -> None:
+            if self._installing:
+                self._renewal_connected()
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
             self._on_event(UplinkConnected(receive_max, max_packet))
@@ -295,9 +405,16 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
-        self._pick_up_renewal()
+        if not self._installing:
+            self._tls_before_reconnect()
+
+        failed = bool(getattr(reason_code, "is_failure", True))
 
         def lost() -> None:
+            # Our own disconnect before reconnecting with the renewed pair is "normal";
+            # a failure while installing means the broker did not take the new pair.
+            if self._installing and failed:
+                self._renewal_fallback()
             self.engine.disconnected()
             self._on_event(UplinkLost(str(reason_code)))
         self._post(lost)
@@ -305,39 +422,18 @@ class Uplink:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("uplink: cannot reach the broker %s:%d (TLS or TCP); retrying with back-off",
                     self.host, self.port)
+        if self._installing:
+            self._post(self._renewal_fallback)
+        else:
+            self._tls_before_reconnect()
         self._on_event(UplinkLost("unreachable"))
-        self._pick_up_renewal()
-
-    def _pick_up_renewal(self) -> None:
-        """In paho's thread, before it reconnects: a renewed certificate is presented from now on."""
-        self._adopt_renewal()
-        try:  # nothing may escape into paho's loop
-            self.certificates.update_tls()
-        except (OSError, ssl.SSLError) as exc:
-            log.warning("uplink: renewed certificate not loaded for TLS (%s); restart the station to use it",
-                        type(exc).__name__)
-
-    def _adopt_renewal(self) -> None:
-        """A certificate renewed on disk becomes the station's: status, new captures (any thread)."""
-        try:
-            renewed = self.certificates.check()
-        except (ClinicamError, OSError) as exc:
-            log.warning("uplink: renewed certificate not picked up (%s); restart the station to use it",
-                        type(exc).__name__)
-            return
-        if renewed is None:
-            return
-        self.identity = renewed  # the status's cert_not_after; the key is the same
-        try:
-            if self._on_renewed is not None:
-                self._on_renewed(renewed)  # captures sealed from now on carry it
-        except ClinicamError as exc:
-            log.warning("uplink: renewed certificate not used for sealing (%s)", type(exc).__name__)
-        self._post(self._publish_status)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
         code = int(getattr(reason_code, "value", reason_code))
+        if mid == self._renew_mid:
+            self._post(lambda: self._renewal_puback(code))
+            return
         self._post(lambda: self.engine.puback(mid, code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -346,6 +442,8 @@ class Uplink:
             self._post(lambda: self.engine.ack(payload))
         elif msg.topic == f"{self.base}/cmd":
             self._command(payload, bool(msg.retain))
+        elif msg.topic == f"{self.base}/cert" and self.renewal is not None:
+            self._post(lambda: self._renewal_answer(payload))
 
     def _command(self, payload: bytes, retained: bool) -> None:
         try:

@@ -122,14 +122,17 @@ def test_the_readme_broker_install_runs_as_the_mosquitto_user(world: Path) -> No
 
 
 def test_control_without_the_chown_the_mosquitto_user_cannot_read_the_key(world: Path) -> None:
-    _, port, commands = site_and_commands(world)
+    _, _, commands = site_and_commands(world)
     for argv in commands[:-1]:
         if argv[0] != "chown":
             subprocess.run(argv, check=True, timeout=60)
     broker = start(commands[-1])
-    listening = wait_listening(broker, port, timeout=5)
-    log = stop(broker)
-    assert not listening
+    try:
+        # Mosquitto opens its socket before it loads the key, so "listening" proves nothing here.
+        code = broker.wait(timeout=20)
+    finally:
+        log = stop(broker)
+    assert code != 0, log
     assert re.search(r"Unable to load server key|Permission denied|Unable to open", log), log
 
 

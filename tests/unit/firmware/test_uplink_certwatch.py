@@ -1,4 +1,4 @@
-"""A certificate renewed on disk is used without a restart (``firmware.uplink.renewal``),
+"""A certificate renewed on disk is used without a restart (``firmware.uplink.certwatch``),
 and the sealer puts it into the captures sealed from then on."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from clinicam.common.errors import ConfigError
-from clinicam.firmware.uplink.renewal import CertificateWatch
+from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning import identity, pki
 from clinicam.provisioning.site import Site
@@ -91,9 +91,9 @@ def test_the_sealer_seals_with_the_renewed_certificate(station: tuple[Site, Path
     assert sealed_cert() == running.cert_pem.decode()
     renew(site, ident, tmp_path)
     new = identity.load_identity(ident)
-    sealer.use_certificate(new.cert_pem)
+    sealer.use_identity(new.key, new.cert_pem)
     assert sealed_cert() == new.cert_pem.decode() != running.cert_pem.decode()
     other = site.issue(pki.new_key().public_key(), "cart-10")
     with pytest.raises(ConfigError, match="does not match the device key"):
-        sealer.use_certificate(pki.cert_pem(other))
+        sealer.use_identity(running.key, pki.cert_pem(other))
     assert sealed_cert() == new.cert_pem.decode()  # the refused one changed nothing
