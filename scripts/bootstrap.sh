@@ -15,10 +15,12 @@ cd "$(dirname "$0")/.."
 # persistent partition (real LUKS2 headers on image files, a foreign vfat signature), git
 # for the repository checks. Every program a test starts must come from here:
 # tests/unit/test_base_packages.py checks it (its TOOL_PACKAGES table maps each program
-# to its package). image: the QEMU boot test of the appliance (make test-image).
+# to its package). image: the QEMU boot test of the appliance (make test-image);
+# make and xz-utils build the stand-in's gpio-sim module (test-image.sh also installs
+# linux-headers-<the stand-in kernel>, whose name follows Debian's kernel ABI).
 declare -A PKG_GROUPS=(
   [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs dosfstools git"
-  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd"
+  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd make xz-utils"
 )
 
 want=()
@@ -58,6 +60,15 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want_stamp" > "$stamp"
+fi
+
+# The picamera2 fixture (tests/picamera2_sim): the version Raspberry Pi OS bookworm ships,
+# without its dependencies (python-prctl, av, OpenEXR... need a Pi or a compiler and are
+# never used by the station); the ones its capture path imports are in the dev extra.
+PICAMERA2=$(sed -n 's/^PICAMERA2_VERSION = "\(.*\)"/picamera2==\1/p' tests/picamera2_sim/__init__.py)
+if [[ "$(.venv/bin/python -m pip show picamera2 2>/dev/null | sed -n 's/^Version: /picamera2==/p')" != "$PICAMERA2" ]]; then
+  echo "bootstrap: installing $PICAMERA2 (no dependencies) for the camera fixture"
+  .venv/bin/python -m pip install -q --no-deps "$PICAMERA2"
 fi
 
 # The FHIR R4 test server lives in its own venv: its dependencies are not ours.

@@ -74,6 +74,7 @@ SYSTEM_COMMANDS: dict[str, str] = {
     **dict.fromkeys(["mount", "umount"], "mount"),
     **dict.fromkeys(["cut", "dirname", "head", "sha256sum"], "coreutils"),
     "grep": "grep",
+    "sed": "sed",
     "dpkg-deb": "dpkg",
     "dpkg-query": "dpkg",
     "apt-get": "apt",
@@ -237,7 +238,13 @@ def uses() -> dict[str, list[str]]:
             hits += list(tools_named(source))
         for program, lineno in sorted(set(hits), key=lambda h: h[1]):
             found.setdefault(program, []).append(f"{rel}:{lineno}")
-    for script in SHELL_SCRIPTS:
+    # A repository script a test starts (["./pre-image.sh", ...]) is no package: what it
+    # runs is, so it is read like the scripts above.
+    scripts = list(SHELL_SCRIPTS)
+    for name in [p for p in found if p.endswith(".sh")]:
+        found.pop(name)
+        scripts += [path.relative_to(ROOT).as_posix() for path in ROOT.rglob(name) if ".venv" not in path.parts]
+    for script in dict.fromkeys(scripts):
         for program, lineno in shell_commands((ROOT / script).read_text()):
             found.setdefault(program, []).append(f"{script}:{lineno}")
     return found
