@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from clinicam.common.errors import ClinicamError, CodeRejected
+from clinicam.drivers.pipeline import PassOutcome, PipelineReader
 from clinicam.drivers.readers import SYMBOLOGIES, Code, CodeReader, make_reader
 from clinicam.firmware.codes.classify import CardCode, CodeRules, OperatorId, PatientId, classify
 
@@ -46,8 +47,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (PNG, JPEG…) or PDF card sheets (every page is read)")
-    p.add_argument("--reader", choices=("auto", "zxing", "pyzbar"), default="auto",
-                   help="barcode engine (default: the station's default, zxing-cpp)")
+    p.add_argument("--reader", "--engine", dest="reader",
+                   choices=("auto", "zxing", "pyzbar", "pipeline"), default="auto",
+                   help="barcode engine: auto (the station's default: the pipeline, "
+                   "zxing-cpp with region passes for hard frames), zxing (one plain call), "
+                   "pyzbar")
+    p.add_argument("-v", "--verbose", dest="passes", action="store_true",
+                   help="with the pipeline engine: each pass and its outcome (why a band "
+                   "does not read); never the decoded text")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--reveal", action="store_true",
                    help="show the full decoded text (test wristbands only)")
@@ -176,15 +183,38 @@ def _line(entry: dict[str, Any]) -> str:
     return head + f"{entry['kind']} {entry['id']} (issuer {entry['issuer']}{enc})"
 
 
-def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool) -> Iterator[dict[str, Any]]:
+def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool,
+              verbose: bool = False) -> Iterator[dict[str, Any]]:
     """One result per image: one for a picture, one per page for a PDF."""
     if is_pdf(path):
         for page, frame in enumerate(read_pdf_pages(path), start=1):
-            codes = reader.decode(frame)
-            yield {"file": str(path), "page": page, "codes": [describe(c, rules, reveal) for c in codes]}
+            yield {"file": str(path), "page": page, **scan_frame(frame, reader, rules, reveal, verbose)}
         return
-    codes = reader.decode(read_image(path))
-    yield {"file": str(path), "codes": [describe(c, rules, reveal) for c in codes]}
+    yield {"file": str(path), **scan_frame(read_image(path), reader, rules, reveal, verbose)}
+
+
+def scan_frame(frame: np.ndarray, reader: CodeReader, rules: CodeRules, reveal: bool,
+               verbose: bool = False) -> dict[str, Any]:
+    passes = None
+    if verbose and isinstance(reader, PipelineReader):
+        reading = reader.read(frame)
+        codes, passes = reading.codes, [_pass(p) for p in reading.passes]
+        passes += [{"name": "unresolved", "ms": 0.0, "outcome": "located, not decoded",
+                    "box": list(r.box)} for r in reading.unresolved]
+        passes += [{"name": "tentative", "ms": 0.0, "outcome":
+                    f"{c.symbology} read once: needs a second frame", "box": None}
+                   for c in reading.tentative]
+    else:
+        codes = reader.decode(frame)
+    result: dict[str, Any] = {"codes": [describe(c, rules, reveal) for c in codes]}
+    if passes is not None:
+        result["passes"] = passes
+    return result
+
+
+def _pass(p: PassOutcome) -> dict[str, Any]:
+    box = list(p.region.box) if p.region else None
+    return {"name": p.name, "ms": round(p.ms, 1), "outcome": p.outcome, "box": box}
 
 
 def _print(result: dict[str, Any], as_json: bool, reveal: bool, out: TextIO) -> None:
@@ -195,6 +225,9 @@ def _print(result: dict[str, Any], as_json: bool, reveal: bool, out: TextIO) -> 
     out.write(f"{result['file']}{page}: {len(result['codes'])} code(s)\n")
     for entry in result["codes"]:
         out.write(_line(entry) + (f"  text={entry['text']!r}" if reveal else "") + "\n")
+    for p in result.get("passes", ()):
+        where = f" at {tuple(p['box'])}" if p["box"] else ""
+        out.write(f"  pass {p['name']}{where}: {p['outcome']} ({p['ms']:.1f} ms)\n")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
@@ -204,6 +237,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         rules, formats = load_site(args.config)
         reader = make_reader(args.reader, formats)
+        if isinstance(reader, PipelineReader):
+            from clinicam.firmware.codes.gs1 import plausible
+
+            reader = PipelineReader(formats, gs1=plausible)
     except (ClinicamError, ValueError) as exc:
         err.write(f"clinicam scan: {exc}\n")
         return EXIT_USAGE
@@ -211,7 +248,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     for name in args.images:
         path = Path(name)
         try:
-            for result in scan_file(path, reader, rules, args.reveal):
+            for result in scan_file(path, reader, rules, args.reveal, args.passes):
                 _print(result, args.json, args.reveal, out)
         except Unreadable as exc:
             err.write(f"clinicam scan: {path}: {exc}\n")
