@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clinicam.common.errors import ConfigError
-from clinicam.relay.config import DEFAULT_PATH, load_relay_config
+from clinicam.relay.config import DEFAULT_PATH, check_files, load_relay_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +78,9 @@ def _register_cmd(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from clinicam.relay.build import build_relay  # imports paho and the sinks only here
 
-    relay = build_relay(load_relay_config(args.config))
+    config = load_relay_config(args.config)
+    check_files(config, source=Path(args.config).name)
+    relay = build_relay(config)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

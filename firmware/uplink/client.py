@@ -25,6 +25,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.clock import Clock, SystemClock
+from clinicam.common.errors import ClinicamError
+from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
 from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.firmware.workflow.events import (
@@ -103,6 +105,7 @@ class Uplink:
         ident = self.identity
         # Kept: a renewal loads the new pair into this context before reconnecting.
         self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+        self.certificates = CertificateWatch(ident, self._ctx)  # a renewal installed by hand
         client.tls_set_context(self._ctx)
         client.will_set(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
@@ -236,6 +239,7 @@ class Uplink:
         if now - self._last_expiry < self.expire_every_s:
             return
         self._last_expiry = now
+        self._adopt_installed()
         expired = self.vault.expire()
         if expired:
             for cid in expired:
@@ -298,9 +302,39 @@ class Uplink:
             log.exception("uplink: the renewed identity could not be installed")
             self.renewal.install_failed()
             return
+        self.certificates.adopted(self.identity)
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
         self._publish_event(event_payload("cert-renewed", self._wall()))
+
+    def _adopt_installed(self) -> None:
+        """A certificate renewed by hand on disk ('provision install --cert', same key) becomes
+        the station's: new captures and the status at once, TLS at the next reconnect."""
+        if self._installing:
+            return  # a renewal over MQTT is switching identity right now
+        try:
+            renewed = self.certificates.check()
+        except (ClinicamError, OSError) as exc:
+            log.warning("uplink: renewed certificate not picked up (%s); restart the station to use it",
+                        type(exc).__name__)
+            return
+        if renewed is None:
+            return
+        self.identity = renewed  # the status's cert_not_after; the key is the same
+        try:
+            if self._on_renewed is not None:
+                self._on_renewed(renewed)  # captures sealed from now on carry it
+        except ClinicamError as exc:
+            log.warning("uplink: renewed certificate not used for sealing (%s)", type(exc).__name__)
+        self._publish_status()
+
+    def _tls_before_reconnect(self) -> None:
+        """In paho's thread, the one that connects: present a hand-installed renewal next time."""
+        try:
+            self.certificates.update_tls()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.warning("uplink: renewed certificate not loaded for TLS (%s); restart the station to use it",
+                        type(exc).__name__)
 
     def _renewal_fallback(self) -> None:
         """The new pair did not connect: back to the current one (paho keeps reconnecting)."""
@@ -376,6 +410,8 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
+        if not self._installing:
+            self._tls_before_reconnect()
 
         failed = bool(getattr(reason_code, "is_failure", True))
 
@@ -393,6 +429,8 @@ class Uplink:
                     self.host, self.port)
         if self._installing:
             self._post(self._renewal_fallback)
+        else:
+            self._tls_before_reconnect()
         self._post_event(UplinkLost("unreachable"))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
