@@ -16,6 +16,8 @@ test: bootstrap lint
 lint: bootstrap
 	$(PY) -m ruff check .
 	$(PY) -m mypy firmware drivers provisioning relay
+	promtool check rules docs/prometheus/clinicam-alerts.yml
+	cd docs/prometheus && promtool test rules clinicam-alerts.test.yml
 
 unit: bootstrap
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -37,6 +37,7 @@ from clinicam.firmware.sealing import OpenedCapture, open_capture
 from clinicam.firmware.topics import Topics
 from clinicam.provisioning.recipient import RecipientPrivateKey
 from clinicam.relay.ledger import Filed, Ledger
+from clinicam.relay.metrics import RelayMetrics
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
 from clinicam.relay.records import AuditLog, StatusBoard
@@ -70,6 +71,7 @@ class RelayCore:
                  topic_prefix: str = "clinicam/v1", partition: Partition | None = None,
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
+                 metrics: RelayMetrics | None = None,
                  now: Callable[[], datetime] | None = None) -> None:
         if not sinks:
             raise ConfigError("the relay needs at least one sink to file captures into")
@@ -82,6 +84,7 @@ class RelayCore:
         self.ledger = ledger if ledger is not None else Ledger()
         self.board = board if board is not None else StatusBoard(None)
         self.audit = audit if audit is not None else AuditLog(None)
+        self.metrics = metrics if metrics is not None else RelayMetrics()
         self._now = now
         self._pending_voids: set[tuple[str, str]] = set()
 
@@ -141,6 +144,7 @@ class RelayCore:
             self.reassembler.discard((device, cid))
             if filed.manifest_sha256 == digest:
                 self.board.count("re-acknowledged")
+                self.metrics.duplicates.inc()
                 return [self._decide(Ack(device, cid, "stored", None, dict(filed.refs)))]
             return [self._reject(device, cid, "duplicate-conflict")]
         m, _ = parse_manifest_message(payload)
@@ -215,6 +219,7 @@ class RelayCore:
         except SinkError as exc:
             return exc.reason
         self.board.count("quarantined")
+        self.metrics.quarantined.inc()
         refs = {s.name: (stored or {}).get(s.name, "quarantined") for s in self.sinks}
         return {**refs, self.quarantine.name: qref}
 
@@ -226,6 +231,7 @@ class RelayCore:
 
     def _decide(self, ack: Ack) -> Ack:
         self.audit.decision(ack.device, ack.capture_id, ack.status, ack.reason)
+        self.metrics.decision(ack.status, ack.reason)
         return ack
 
     # -- status and events -------------------------------------------------------------
@@ -274,3 +280,4 @@ class RelayCore:
             return
         self._pending_voids.discard((device, cid))
         self.audit.decision(device, cid, "voided", None)
+        self.metrics.decision("voided", None)

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ class Relay:
     def __init__(self, *, core: RelayCore, host: str, port: int, ca: Path | str,
                  cert: Path | str, key: Path | str, client_id: str = "relay-1",
                  keepalive_s: int = 30, shared_group: str = "", sweep_s: float = 5.0,
-                 reconnect_min_s: int = 1, reconnect_max_s: int = 30) -> None:
+                 reconnect_min_s: int = 1, reconnect_max_s: int = 30, metrics_listen: str = "",
+                 inventory: Callable[[], Iterable[str]] = list) -> None:
         self.core, self.host, self.port = core, host, port
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
@@ -49,6 +51,18 @@ class Relay:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.metrics_listen = metrics_listen
+        self.metrics_address: tuple[str, int] | None = None
+        self._watch(inventory)
+
+    def _watch(self, inventory: Callable[[], Iterable[str]]) -> None:
+        """Expose what this relay knows to the metrics registry (read at scrape time)."""
+        m, core = self.core.metrics, self.core
+        m.stations(core.board, inventory)
+        m.gauges(relay_reassembly_bytes=lambda: core.reassembler.buffered_bytes,
+                 relay_inbox_depth=self._inbox.qsize,
+                 relay_audit_log_healthy=lambda: float(bool(getattr(core.audit, "healthy", True))),
+                 relay_broker_connected=lambda: float(self.connected.is_set()))
 
     def subscriptions(self) -> list[str]:
         """The topic filters: the whole tree, or ``$share`` when explicitly configured."""
@@ -60,6 +74,8 @@ class Relay:
 
     def start(self, wait_s: float | None = 10.0) -> None:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
+        if self.metrics_listen:
+            self.metrics_address = self.core.metrics.serve(self.metrics_listen)
         self._worker = threading.Thread(target=self._work, name="relay-worker", daemon=True)
         self._worker.start()
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
@@ -78,6 +94,7 @@ class Relay:
             self._worker.join(timeout)
         self.client.disconnect()
         self.client.loop_stop()
+        self.core.metrics.close()
         self.core.board.flush()
 
     # -- worker thread ---------------------------------------------------------------

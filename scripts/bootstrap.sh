@@ -12,9 +12,10 @@ cd "$(dirname "$0")/.."
 # tests, openssl for the TLS 1.1 control client, the PACS and the DICOM validator for the
 # relay sinks, shellcheck, nftables and systemd-analyze for the appliance checks, poppler
 # to rasterise the card sheet, cryptsetup and e2fsprogs for the encrypted persistent
-# partition (real LUKS2 headers on image files). image: the QEMU boot test of the appliance (make test-image).
+# partition (real LUKS2 headers on image files), Prometheus and promtool for the relay's
+# metrics and the example alert rules. image: the QEMU boot test of the appliance (make test-image).
 declare -A PKG_GROUPS=(
-  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs"
+  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs prometheus"
   [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd"
 )
 

@@ -14,6 +14,7 @@ from clinicam.relay.build import build_core
 from clinicam.relay.cli import format_status
 from clinicam.relay.config import relay_config_from
 from clinicam.relay.directory_sink import DirectorySink
+from clinicam.relay.metrics import TimedSink
 
 
 def config(tmp_path: Path, **relay: object) -> dict:
@@ -36,7 +37,8 @@ def config(tmp_path: Path, **relay: object) -> dict:
 def test_build_core_maps_config(tmp_path: Path) -> None:
     core = build_core(relay_config_from(config(tmp_path, worker=1, workers=3, standby_for=[0])))
     assert [s.name for s in core.sinks] == ["archive"]
-    assert isinstance(core.quarantine, DirectorySink) and core.quarantine.name == "hold"
+    assert isinstance(core.quarantine, TimedSink) and core.quarantine.name == "hold"
+    assert isinstance(core.quarantine.inner, DirectorySink)  # timed for the sink latency metric
     assert core.partition.shares == {0, 1} and core.partition.workers == 3
     assert core.reassembler.max_bytes == 512 * 1024 * 1024
 
