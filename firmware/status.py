@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 STATUS_KEYS = ("state", "pending", "pending_bytes", "boot", "fw", "uptime_s",
-               "cert_not_after", "clock_synced")
+               "cert_not_after", "clock_synced", "relay")
 EVENT_KEYS = frozenset({"capture_id", "capture_ids", "session", "reason", "count", "cmd_id"})
 
 
@@ -21,9 +21,14 @@ def utc_stamp(at: float) -> str:
 
 
 def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, fw: str,
-                   uptime_s: float, cert_not_after: str | None, clock_synced: bool) -> dict[str, Any]:
-    """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``)."""
-    return {
+                   uptime_s: float, cert_not_after: str | None, clock_synced: bool,
+                   relay: str | None = None) -> dict[str, Any]:
+    """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``).
+
+    ``relay`` is ``online`` or ``offline``: whether the station sees a relay serving it
+    (relay presence); absent until the station knows.
+    """
+    body = {
         "state": state,
         "pending": pending,
         "pending_bytes": pending_bytes,
@@ -33,6 +38,9 @@ def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, f
         "cert_not_after": cert_not_after,
         "clock_synced": clock_synced,
     }
+    if relay is not None:
+        body["relay"] = relay
+    return body
 
 
 def event_payload(event: str, at: float, **fields: Any) -> dict[str, Any]:

@@ -10,6 +10,14 @@ the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
 only (only v5 reports a denied publish, as a PUBACK reason code).
+
+Relay presence (DESIGN §5): the uplink also reads every relay's retained presence.
+A short while after connecting (``presence_settle_s``, for the retained messages to
+arrive) it knows whether a relay serves this station; with none, it starts no new
+capture, shows ``offline`` and says ``"relay": "offline"`` in its status; when one
+comes back, every pending capture is re-sent at once instead of after its ack
+timeout. A broker whose ACL predates presence refuses the subscription: then the
+uplink behaves as before (it assumes a relay) and says once how to fix the ACL.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from clinicam.firmware.commands import CommandGate, CommandRefused
 from clinicam.firmware.manifest import sign_event
+from clinicam.firmware.presence import PresenceBoard, presence_filter, relay_of
 from clinicam.firmware.status import event_payload, status_payload, utc_stamp
 from clinicam.firmware.uplink_events import (
     CaptureRejected,
@@ -33,6 +42,7 @@ from clinicam.firmware.uplink_events import (
     CaptureStored,
     CommandIgnored,
     CommandReceived,
+    RelayPresenceChanged,
     UplinkConnected,
     UplinkEvent,
     UplinkLost,
@@ -65,12 +75,18 @@ class Uplink:
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, presence_settle_s: float = 2.0) -> None:
         self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
         self.base = f"{topic_prefix}/{self.device}"
+        self.prefix = topic_prefix
+        self.relays = PresenceBoard()
+        self.relay_seen: bool | None = None  # None: not known yet (or the ACL hides presence)
+        self.presence_settle_s = presence_settle_s
+        self._presence_due: float | None = None
+        self._presence_readable = True
         self.keepalive_s = keepalive_s
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
         self._clock, self._wall = clock, wall
@@ -100,6 +116,7 @@ class Uplink:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
@@ -186,11 +203,12 @@ class Uplink:
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
+        relay = None if self.relay_seen is None else ("online" if self.relay_seen else "offline")
         return status_payload(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
-            clock_synced=bool(self._clock_synced()))
+            clock_synced=bool(self._clock_synced()), relay=relay)
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -208,8 +226,11 @@ class Uplink:
             try:
                 job()
                 self._tick()
+                self._presence_settled()
                 due = self.engine.tick()
                 timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
+                if self._presence_due is not None:
+                    timeout = max(0.0, min(timeout, self._presence_due - self._clock()))
             except Exception:  # never let one bad message stop delivery
                 log.exception("uplink: delivery step failed")
 
@@ -230,6 +251,40 @@ class Uplink:
                 "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
             self._publish_status()
             self._on_event(CapturesExpired(tuple(expired)))
+
+    # -- relay presence (delivery thread) ------------------------------------------------
+    def _relay_presence(self, relay_id: str, payload: bytes) -> None:
+        self.relays.update(relay_id, payload)
+        served = self.relays.serves(self.device)
+        if self.relay_seen is not None or served:
+            self._set_relay(served)
+
+    def _presence_settled(self) -> None:
+        """The retained presences had their time to arrive: decide whether a relay is there."""
+        due = self._presence_due
+        if due is None or self._clock() < due:
+            return
+        self._presence_due = None
+        if self.relay_seen is None and self._presence_readable and self.engine.connected:
+            self._set_relay(self.relays.serves(self.device))
+
+    def _set_relay(self, seen: bool) -> None:
+        if seen == self.relay_seen:
+            return
+        before, self.relay_seen = self.relay_seen, seen
+        resent = 0
+        if seen:
+            self.engine.hold(False)
+            resent = len(self.engine.resend_now()) if before is False else 0
+            if before is False:
+                log.info("uplink: a relay serves this station again; re-sending %d pending capture(s) now",
+                         resent)
+        else:
+            log.warning("uplink: connected, but no relay serves this station; captures wait in the vault")
+            self.engine.hold(True)
+        self._publish_status()
+        if before is not None or not seen:
+            self._on_event(RelayPresenceChanged(seen, resent))
 
     def _pump_and_status(self) -> None:
         self.engine.pump()
@@ -275,10 +330,14 @@ class Uplink:
             return
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
-        client.subscribe([(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)])
+        client.subscribe([(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1),
+                          (presence_filter(self.prefix), 1)])
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
         def connected() -> None:
+            self.relays.relays.clear()  # the retained presences come again
+            self.relay_seen, self._presence_due = None, self._clock() + self.presence_settle_s
+            self.engine.hold(False)
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
             self._on_event(UplinkConnected(receive_max, max_packet))
@@ -289,6 +348,7 @@ class Uplink:
         log.info("uplink: disconnected (%s)", reason_code)
 
         def lost() -> None:
+            self.relay_seen, self._presence_due = None, None
             self.engine.disconnected()
             self._on_event(UplinkLost(str(reason_code)))
         self._post(lost)
@@ -298,6 +358,19 @@ class Uplink:
                     self.host, self.port)
         self._on_event(UplinkLost("unreachable"))
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        codes = list(reason_codes)
+        if len(codes) == 3 and codes[2].is_failure:  # ack and cmd, then relay presence
+
+            def unreadable() -> None:
+                if self._presence_readable:
+                    log.warning("uplink: the broker does not let this station read relay presence (%s): "
+                                "regenerate the broker's ACL ('clinicam provision acl') and reload it",
+                                codes[2])
+                self._presence_readable = False
+            self._post(unreadable)
+
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
         code = int(getattr(reason_code, "value", reason_code))
@@ -305,7 +378,10 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
-        if msg.topic == f"{self.base}/ack":
+        relay_id = relay_of(self.prefix, msg.topic)
+        if relay_id is not None:
+            self._post(lambda: self._relay_presence(relay_id, payload))
+        elif msg.topic == f"{self.base}/ack":
             self._post(lambda: self.engine.ack(payload))
         elif msg.topic == f"{self.base}/cmd":
             self._command(payload, bool(msg.retain))

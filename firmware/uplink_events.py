@@ -89,9 +89,22 @@ class CommandIgnored:
     why: str
 
 
+@dataclass(frozen=True)
+class RelayPresenceChanged:
+    """Whether a relay serves this station now (DESIGN §5 relay presence).
+
+    ``False`` while connected to the broker means captures wait in the vault and the
+    station shows ``offline``; ``True`` after that means they are being re-sent now.
+    """
+
+    online: bool
+    resent: int = 0
+
+
 UplinkEvent = (
     UplinkConnected
     | UplinkLost
+    | RelayPresenceChanged
     | CaptureSent
     | CaptureStored
     | CaptureRejected

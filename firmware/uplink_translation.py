@@ -51,6 +51,10 @@ class UplinkTranslator:
         elif isinstance(event, up.UplinkLost):
             self._post(ev.UplinkLost())
             self._observe({"kind": "uplink", "status": "lost"})
+        elif isinstance(event, up.RelayPresenceChanged):  # no relay: the panel shows offline
+            self._post(ev.UplinkConnected() if event.online else ev.UplinkLost())
+            self._observe({"kind": "relay", "status": "online" if event.online else "offline",
+                           "resent": event.resent})
         elif isinstance(event, up.CaptureStored):
             self._counts["stored"] += 1
             self._post(ev.CaptureStored(event.capture_id))

@@ -100,6 +100,9 @@ def render_acl(*, prefix: str = DEFAULT_PREFIX, relays: int = 1, operators: Sequ
         f"pattern read {p}/%u/ack",
         f"pattern read {p}/%u/cmd",
         "",
+        "# Relay presence (ids and numbers only): every client may read it, each relay writes its own.",
+        f"pattern read {p}/relay/+/status",
+        "",
         "# Relay workers read every device's uplink and answer on its ack and cmd topics.",
     ]
     for n in range(1, relays + 1):
@@ -110,6 +113,8 @@ def render_acl(*, prefix: str = DEFAULT_PREFIX, relays: int = 1, operators: Sequ
             f"topic read {p}/+/event",
             f"topic write {p}/+/ack",
             f"topic write {p}/+/cmd",
+            f"topic read {p}/relay/+/status",
+            f"topic write {p}/relay/relay-{n}/status",
             "",
         ]
     names = sorted(set(operators))

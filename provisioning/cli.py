@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     _revoke(sub)
     _reissue(sub)
     _crl(sub)
+    _acl(sub)
     _bundle(sub)
     _install(sub)
     _apply_network(sub)
@@ -122,6 +123,12 @@ def _crl(sub: Any) -> None:
     p = sub.add_parser("crl", help="re-issue the site CRL (broker/crl.pem and crl.pem)")
     p.add_argument("site_dir", metavar="SITE", type=Path)
     p.set_defaults(func=_cmd_crl)
+
+
+def _acl(sub: Any) -> None:
+    p = sub.add_parser("acl", help="regenerate the broker's ACL (broker/acl) from the register and site.json")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.set_defaults(func=_cmd_acl)
 
 
 def _bundle(sub: Any) -> None:
@@ -259,6 +266,12 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
 def _cmd_crl(args: argparse.Namespace) -> int:
     path = Site(args.site_dir).write_crl()
     print(f"CRL re-issued: {path} and broker/crl.pem")
+    return 0
+
+
+def _cmd_acl(args: argparse.Namespace) -> int:
+    path = Site(args.site_dir).write_acl()
+    print(f"ACL regenerated: {path}; copy it to the broker and reload it (systemctl reload mosquitto)")
     return 0
 
 

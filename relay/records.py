@@ -48,6 +48,7 @@ STATUS_KEYS: dict[str, Callable[[object], bool]] = {
     "uptime_s": _is_number,
     "cert_not_after": _match(_STAMP),
     "clock_synced": lambda v: isinstance(v, bool),
+    "relay": lambda v: v in ("online", "offline"),
 }
 
 EVENT_KEYS: dict[str, Callable[[object], bool]] = {

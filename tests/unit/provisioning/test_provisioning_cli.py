@@ -97,6 +97,7 @@ def test_generated_acl_is_design_section_5():
         f"pattern write {p}/%u/event",
         f"pattern read {p}/%u/ack",
         f"pattern read {p}/%u/cmd",
+        f"pattern read {p}/relay/+/status",  # relay presence: everyone reads it
     ]
     relay = [
         f"topic read {p}/+/capture/#",
@@ -104,8 +105,10 @@ def test_generated_acl_is_design_section_5():
         f"topic read {p}/+/event",
         f"topic write {p}/+/ack",
         f"topic write {p}/+/cmd",
+        f"topic read {p}/relay/+/status",
     ]
-    assert acl == [*device, "user relay-1", *relay, "user relay-2", *relay]
+    own = [f"topic write {p}/relay/relay-{n}/status" for n in (1, 2)]  # each relay writes only its own
+    assert acl == [*device, "user relay-1", *relay, own[0], "user relay-2", *relay, own[1]]
 
 
 def test_rewrite_conf_changes_only_paths_listener_and_local_lines(tmp_path: Path):
