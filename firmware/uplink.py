@@ -127,11 +127,12 @@ class Uplink:
         self.client.loop_start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Say ``offline`` (retained), disconnect and stop both threads."""
+        """Say ``offline`` (retained, with what still waits), disconnect and stop both threads."""
         if self._thread is None:
             return
         if self.engine.connected:
-            info = self.client.publish(f"{self.base}/status", OFFLINE, qos=1, retain=True)
+            body = json.dumps({**self.status(), "state": "offline"}, sort_keys=True, separators=(",", ":"))
+            info = self.client.publish(f"{self.base}/status", body.encode(), qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(timeout)
         self.client.disconnect()

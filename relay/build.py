@@ -65,6 +65,8 @@ def build_core(config: RelayConfig) -> RelayCore:
     quarantine = config.quarantine_sink
     state = Path(rel.state_dir)
     metrics = RelayMetrics()
+    board = StatusBoard(Path(rel.status_file))
+    board.load()  # every station seen before a restart stays listed
     return RelayCore(
         ca_cert=pki.load_cert(Path(ident.ca)),
         recipients=recipients,
@@ -78,7 +80,7 @@ def build_core(config: RelayConfig) -> RelayCore:
         reassembler=Reassembler(max_bytes=ra.max_bytes, max_age_s=ra.max_age_s,
                                 max_part_bytes=ra.max_part_bytes, max_parts=ra.max_parts),
         ledger=Ledger(state / "ledger.jsonl"),
-        board=StatusBoard(Path(rel.status_file)),
+        board=board,
         audit=AuditLog(Path(rel.audit_log)),
         metrics=metrics,
     )

@@ -24,6 +24,7 @@ _HEX32 = re.compile(r"[0-9a-f]{32}")
 _WORD = re.compile(r"[a-z0-9-]{1,32}")
 _CMD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
+_WORD_ID = re.compile(r"[a-z0-9-]{3,64}")
 _FW = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
 
 
@@ -83,11 +84,43 @@ class StatusBoard:
         self._lock = threading.Lock()
         self.stations: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, int] = {}
+        # who writes this file and how it is, read at every write (``clinicam relay status``)
+        self.writer: Callable[[], dict[str, Any]] | None = None
+
+    def load(self) -> int:
+        """Take back the stations of a previous run's file (a relay restart forgets none).
+
+        Only the stations, re-checked against the allow-list; counters start again.
+        Returns how many were taken; an unreadable file is left to be overwritten.
+        """
+        if self._path is None:
+            return 0
+        try:
+            old = json.loads(self._path.read_text(encoding="utf-8")).get("stations", {})
+        except (OSError, ValueError, AttributeError):
+            return 0
+        if not isinstance(old, dict):
+            return 0
+        keys = {**STATUS_KEYS, "seen": _match(_STAMP)}
+        with self._lock:
+            for device, entry in old.items():
+                if isinstance(device, str) and _WORD_ID.fullmatch(device) and isinstance(entry, dict):
+                    kept = allowed(entry, keys)
+                    if kept.get("state") == "online":  # not known any more: its next status says
+                        kept["state"] = "unknown"
+                    self.stations.setdefault(device, kept)
+        return len(old)
 
     def station(self, device: str, status: Mapping[str, Any]) -> None:
-        """Record a station's status (only the DESIGN §5 keys, well-formed)."""
+        """Record a station's status (only the DESIGN §5 keys, well-formed).
+
+        A will (``{"state": "offline"}`` alone) changes only the state: what the station
+        last said about its vault stays visible.
+        """
         with self._lock:
             entry = allowed(status, STATUS_KEYS)
+            if set(entry) == {"state"}:
+                entry = {**self.stations.get(device, {}), **entry}
             entry["seen"] = utc_stamp(self._wall())
             self.stations[device] = entry
         self.flush()
@@ -99,6 +132,7 @@ class StatusBoard:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
+                **({"relay": self.writer()} if self.writer else {}),
                 "updated": utc_stamp(self._wall()),
                 "counters": dict(sorted(self.counters.items())),
                 "stations": {d: dict(s) for d, s in sorted(self.stations.items())},

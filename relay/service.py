@@ -74,6 +74,7 @@ class Relay:
         self._duplicate_seen = False  # while settling: another instance wrote our presence topic
         self._yield_until: float | None = None  # yielding to a duplicate until then
         self._sessions = 0  # connections made by this process
+        self._started = utc_stamp(wall())
         self._wall = wall
         self._settled = False
         self._subs: dict[int, str] = {}  # subscribe mid -> "presence" | "stations"
@@ -141,11 +142,12 @@ class Relay:
         self.client.disconnect()
         self.client.loop_stop()
         self.core.metrics.close()
-        self.core.board.flush()
+        self._heartbeat()
 
     # -- worker thread ---------------------------------------------------------------
     def _work(self) -> None:
         next_sweep = time.monotonic() + self.sweep_s
+        self._heartbeat()
         while True:
             wake = min(next_sweep, self._yield_until or next_sweep)
             try:
@@ -164,10 +166,21 @@ class Relay:
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_s
                     acks += self.core.sweep()
+                    self._heartbeat()
                 for ack in acks:
                     self._publish_ack(ack.device, ack.payload())
             except Exception as exc:  # one bad message must never stop the relay
                 log.error("relay: message handling failed (%s)", type(exc).__name__)
+
+    def _heartbeat(self) -> None:
+        """Rewrite the status file: its age tells ``clinicam relay status`` we are alive."""
+        self.core.board.writer = self._writer
+        self.core.board.flush()
+
+    def _writer(self) -> dict[str, Any]:
+        return {"id": self.relay_id, "pid": os.getpid(), "instance": self.arbiter.instance,
+                "running": not self._stopping, "connected": self.connected.is_set(), "active": self.active,
+                "heartbeat_s": self.sweep_s, "started": self._started}
 
     # -- presence (worker thread) -----------------------------------------------------
     def _presence(self, rid: str, payload: bytes) -> None:

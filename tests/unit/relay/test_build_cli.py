@@ -66,13 +66,15 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
         lines.append("[[sinks]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in sink.items()]
     toml.write_text("\n".join(lines) + "\n")
-    assert main(["relay", "status", "--config", str(toml)]) == 1  # no status file yet
+    assert main(["relay", "status", "--config", str(toml)]) == 2  # no status file: no relay here
     status = {"updated": "x", "counters": {"stored": 2},
               "stations": {"station-a": {"state": "online", "pending": 1}}}
     (tmp_path / "s.json").write_text(json.dumps(status))
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(["relay", "status", "--config", str(toml), "--json"]) == 0
-    assert json.loads(out.getvalue()) == status
+    with contextlib.redirect_stdout(out):  # a file that does not name its writer: a warning
+        assert main(["relay", "status", "--config", str(toml), "--json"]) == 1
+    report = json.loads(out.getvalue())
+    assert report.pop("assessment")["exit"] == 1
+    assert report == status
     text = format_status(status)
     assert "station-a" in text and "online" in text and "stored" in text
