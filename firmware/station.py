@@ -30,6 +30,7 @@ from clinicam.firmware.codes import CodeRules
 from clinicam.firmware.config import StationConfig
 from clinicam.firmware.errors import CameraUnavailable, SealError, VaultFull
 from clinicam.firmware.hardware import Hardware
+from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_notice
 from clinicam.firmware.memory import zero
 from clinicam.firmware.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
@@ -79,7 +80,8 @@ class Station:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config, self.identity, self.hw = config, identity, hardware
-        self._observe = observer or (lambda _event: None)
+        self._journal = Journal(observer)  # lifecycle lines for journalctl, then the observer
+        self._observe = self._journal
         self.notifier = notifier or Notifier()
         self._wall, self._clock = wall, clock
         self.events: queue.Queue[Any] = queue.Queue()
@@ -117,6 +119,7 @@ class Station:
         self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
         self._wiped_directly: set[str] = set()
         self._stop = threading.Event()
+        self._cert_checked = clock()
 
     def _make_uplink(self, boot: str) -> Uplink:
         u = self.config.uplink
@@ -195,6 +198,7 @@ class Station:
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
         self.notifier.ready("ready")
         log.info("station %s ready (backend %s)", self.device.id, self.hw.backend)
+        self._check_certificate()
         last_tick = last_chores = self._clock()
         watchdog = watchdog_interval_s()
         while not self._stop.is_set():
@@ -247,6 +251,7 @@ class Station:
                 self.wiper.wipe(action.trigger)
             self._process(ev.WipeCompleted())
         elif isinstance(action, ev.Audit):
+            self._journal.audit(action.as_dict())
             self.uplink.publish_event(**action.as_dict())
         elif isinstance(action, ev.SetStatus):
             self._observe(
@@ -321,7 +326,16 @@ class Station:
 
     # --- housekeeping ------------------------------------------------------------------------
 
+    def _check_certificate(self) -> None:
+        """At start and daily: warn from 30 days before this station's certificate expires."""
+        self._cert_checked = self._clock()
+        notice = certificate_notice(getattr(self.identity, "not_after", None), self._wall())
+        if notice is not None:
+            log.log(*notice)
+
     def _chores(self) -> None:
+        if self._clock() - self._cert_checked >= CERT_CHECK_EVERY_S:
+            self._check_certificate()
         synced = self.hw.clock.synchronised()
         if synced != self.state.clock_synced:
             self._process(ev.ClockSyncChanged(synced))

@@ -58,6 +58,15 @@ log = logging.getLogger(__name__)
 
 OFFLINE = json.dumps({"state": "offline"}).encode()
 
+# what to do about a refusal, by a word of selftest's explanation of the broker's TLS alert
+_REMEDIES = {
+    "expired": "renew this station's certificate ('clinicam provision renew' on the site, then "
+               "'clinicam provision install')",
+    "revoked": "the site revoked this station: provision a new identity (device-key, sign, install)",
+    "CA": "install the certificate this site signed for this station ('clinicam station selftest')",
+    "not authorised": "check the broker's ACL for this station's id",
+}
+
 
 class Uplink:
     """Delivers the vault's sealed captures and keeps the station visible to the relay.
@@ -87,6 +96,9 @@ class Uplink:
         self.presence_settle_s = presence_settle_s
         self._presence_due: float | None = None
         self._presence_readable = True
+        self._connack = False  # a CONNACK arrived on the current connection
+        self._explained = ""  # the refusal last explained in the log
+        self._probing = threading.Lock()
         self.keepalive_s = keepalive_s
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
         self._clock, self._wall = clock, wall
@@ -276,9 +288,10 @@ class Uplink:
         resent = 0
         if seen:
             self.engine.hold(False)
-            resent = len(self.engine.resend_now()) if before is False else 0
             if before is False:
-                log.info("uplink: a relay serves this station again; re-sending %d pending capture(s) now",
+                self.engine.resend_now()
+                resent = self.vault.pending_count
+                log.info("uplink: a relay serves this station again; sending its %d pending capture(s) now",
                          resent)
         else:
             log.warning("uplink: connected, but no relay serves this station; captures wait in the vault")
@@ -325,10 +338,13 @@ class Uplink:
     # -- paho callbacks (network thread: post, never work) ---------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
+        self._connack = True
         if reason_code.is_failure:
-            log.warning("uplink: broker refused the connection (%s)", reason_code)
+            self._explain(f"the broker refused the MQTT connection: {reason_code}",
+                          "check the broker's ACL and log for this station's id (selftest says more)")
             self._on_event(UplinkLost(str(reason_code)))
             return
+        self._explained = ""
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
         client.subscribe([(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1),
@@ -347,12 +363,38 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
+        if not self._connack:  # dropped before any CONNACK: the broker refused our certificate?
+            self._probe_refusal()
+        self._connack = False
 
         def lost() -> None:
             self.relay_seen, self._presence_due = None, None
             self.engine.disconnected()
             self._on_event(UplinkLost(str(reason_code)))
         self._post(lost)
+
+    def _probe_refusal(self) -> None:
+        """Ask the broker why, as selftest does (its TLS alert), on a thread of its own."""
+        if self._probing.acquire(blocking=False):
+            def probe() -> None:
+                try:
+                    from clinicam.firmware.selftest_broker import probe_refusal
+
+                    ident = self.identity
+                    ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+                    why = probe_refusal(self.host, self.port, ctx)
+                    if why:
+                        self._explain(why, _REMEDIES.get(next((k for k in _REMEDIES if k in why), ""),
+                                                         "check the broker's log for this station's connection"))
+                finally:
+                    self._probing.release()
+            threading.Thread(target=probe, name="uplink-probe", daemon=True).start()
+
+    def _explain(self, why: str, remedy: str) -> None:
+        """Say once (until it changes) why the broker will not have this station."""
+        if why != self._explained:
+            self._explained = why
+            log.error("uplink: %s: %s", why, remedy)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("uplink: cannot reach the broker %s:%d (TLS or TCP); retrying with back-off",

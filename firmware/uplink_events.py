@@ -98,7 +98,7 @@ class RelayPresenceChanged:
     """
 
     online: bool
-    resent: int = 0
+    resent: int = 0  # pending captures sent at once when the relay came back
 
 
 UplinkEvent = (
