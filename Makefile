@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Each sets up what it needs first
 # (scripts/bootstrap.sh: apt packages as root, .venv), and does nothing twice.
-.PHONY: demo test bench lint unit integration test-image bootstrap clean
+.PHONY: demo test bench lint unit integration test-image deb bootstrap clean
 
 PY := .venv/bin/python
 
@@ -31,6 +31,9 @@ bench: bootstrap
 test-image: bootstrap
 	@scripts/bootstrap.sh image
 	image-build/test-image.sh
+
+deb: bootstrap
+	scripts/build-deb.sh
 
 clean:
 	rm -rf .venv build *.egg-info bench/results.json
