@@ -107,8 +107,9 @@ def test_the_relay_runs_from_the_package_and_files_a_capture(
     run = root / "run/clinicam-relay"  # systemd's RuntimeDirectory= makes it under the unit
     run.mkdir(parents=True, exist_ok=True)
     os.chown(run, UID, UID)
-    proc = subprocess.Popen([shutil.which("chroot") or "chroot", f"--userspec={UID}:{UID}", str(root), "/usr/bin/clinicam", "relay", "run",
-                             "--config", "/etc/clinicam/relay.toml"], stderr=subprocess.PIPE,
+    command = [shutil.which("chroot") or "chroot", f"--userspec={UID}:{UID}", str(root),
+               "/usr/bin/clinicam", "relay", "run", "--config", "/etc/clinicam/relay.toml"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE,
                             env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})
     assert proc.stderr is not None
     seen, deadline = b"", time.monotonic() + 60
