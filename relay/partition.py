@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clinicam.firmware.presence import device_bucket
+from clinicam.protocol.presence import device_bucket
 
 __all__ = ["Partition", "device_bucket"]
 

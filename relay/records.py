@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clinicam.relay.directory_sink import write_atomically
+from clinicam.relay.sinks.directory import write_atomically
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _WORD = re.compile(r"[a-z0-9-]{1,32}")

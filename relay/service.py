@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from clinicam.firmware.errors import BrokerUnreachable
-from clinicam.firmware.presence import presence_filter, presence_topic, relay_of
-from clinicam.firmware.status import utc_stamp
+from clinicam.common.errors import BrokerUnreachable
+from clinicam.protocol.presence import presence_filter, presence_topic, relay_of
+from clinicam.protocol.status import utc_stamp
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore
 from clinicam.relay.standby import Arbiter

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clinicam.firmware.presence import Presence, PresenceBoard
+from clinicam.protocol.presence import Presence, PresenceBoard
 from clinicam.relay.partition import Partition
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from clinicam.provisioning.brokerproc import LOOPBACK, free_port
+from clinicam.tools.brokerproc import LOOPBACK, free_port
 
 WAIT = 60.0
 

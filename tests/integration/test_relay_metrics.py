@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from clinicam.provisioning.brokerproc import LOOPBACK, free_port
+from clinicam.tools.brokerproc import LOOPBACK, free_port
 from prometheus_server import Prometheus
 from test_delivery_support import (
     RelayProcess,

@@ -13,8 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.cli import main
-from clinicam.firmware.uplink_events import RelayPresenceChanged
+from clinicam.firmware.uplink.events import RelayPresenceChanged
+from clinicam.tools.cli import main
 from test_delivery_support import RelayProcess, eventually, jpeg_like, make_station, relay_toml
 
 

@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterator
 
 import pytest
-from clinicam.firmware.cli import main
+from clinicam.tools.cli import main
 from station_kit import FAST_UPLINK, Setup, ids, opening, press
 
 pytestmark = pytest.mark.slow
