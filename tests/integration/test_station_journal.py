@@ -34,6 +34,7 @@ def test_journal_has_every_lifecycle_event_and_no_identifier(setup: Setup) -> No
     try:
         station.wait(lambda _e: station.signals().count("vault_full") >= 2)
         sealed = station.captures("sealed")
+        assert "offline" in station.signals()  # connected to the broker, but no relay: the panel says so
         setup.ensure_running()
         station.wait_script(timeout=90)
         out = io.StringIO()
