@@ -13,6 +13,7 @@ import io
 from collections.abc import Iterator
 
 import pytest
+from clinicam.provisioning import identity
 from clinicam.tools.cli import main
 from station_kit import FAST_UPLINK, Setup, ids, opening, press
 
@@ -58,3 +59,25 @@ def test_journal_has_every_lifecycle_event_and_no_identifier(setup: Setup) -> No
     for secret in (who.patient_a, who.operator):
         assert secret in repr(steps)  # positive control: the scanned codes carry them
         assert secret not in journal
+
+
+def test_station_warns_at_start_when_its_certificate_expires_within_30_days(setup: Setup) -> None:
+    name = "e2e-journal-short"
+    d = setup.stations_dir / name / "identity"
+    csr = identity.create_device_key(d, name)
+    setup.site.sign(csr.read_bytes(), days=10)  # a certificate that runs out in 10 days
+    bundle = setup.site.bundle(name, setup.workdir / "bundles" / name)
+    identity.install(identity.InstallFiles.from_bundle(bundle), d)
+    setup.ensure_running()
+    assert setup.broker is not None
+    setup.broker.reload()
+    station = setup.station(name, [{"wait_s": 0.5}])
+    try:
+        station.wait_script(timeout=60)
+    finally:
+        assert station.terminate() == 0
+    warned = [ln for ln in station.stderr() if "this station's certificate expires on" in ln]
+    assert len(warned) == 1 and " WARNING " in warned[0] and "(in 10 days)" in warned[0], station.transcript()
+    assert "clinicam provision renew" in warned[0]
+    every = [ln for lines in setup.stderr.values() for ln in lines if "certificate expires on" in ln]
+    assert every == warned  # the station with a year-long certificate (the first test) said nothing
