@@ -53,6 +53,20 @@ class Camera(Protocol):
     def close(self) -> None: ...
 
 
+class StillCropper(Protocol):
+    """Optional camera capability: a luminance crop of the full-resolution still stream.
+
+    ``box`` is a region of the scan frame (x0, y0, x1, y1 in its pixels); the result is
+    the same region at the still's resolution, its scale (still px per scan px) and the
+    frame pixel its top-left corner maps to. The code reader asks for one when the scan
+    frame located a symbol it could not resolve (1 px modules). See README "Reading
+    codes" for what a Pi driver does (one ``capture_request``, crop of the "main" plane).
+    """
+
+    def capture_region(self, box: tuple[int, int, int, int]
+                       ) -> tuple[np.ndarray, float, tuple[int, int]]: ...
+
+
 def _fill(into: bytearray, view: memoryview) -> int:
     """Copy ``view`` into ``into`` (resized) and zero the source."""
     into[:] = view
@@ -384,6 +398,17 @@ class SimulatedCamera:
             view.release()
         w, h = self.still_size
         return StillInfo(size, w, h, "simulated", 10000, 1.0, None)
+
+    def capture_region(self, box: tuple[int, int, int, int]
+                       ) -> tuple[np.ndarray, float, tuple[int, int]]:
+        """``StillCropper``: what is in view rendered at ``still_size``, cropped to ``box``
+        (scan-frame pixels) scaled up; the still is rendered, not a resized scan frame,
+        so a crop really holds detail the scan frame lacks."""
+        scale = self.still_size[0] / self.frame_size[0]
+        pixels = self._image(self.current(), self.still_size)
+        x0, y0, x1, y1 = (max(0, v) for v in box)
+        crop = pixels[int(y0 * scale): int(y1 * scale), int(x0 * scale): int(x1 * scale)]
+        return np.ascontiguousarray(crop), scale, (x0, y0)
 
     def set_marker(self, marker: bytes | bytearray | None) -> None:
         """Plant ``marker`` in the next stills (memory-residue tests); None stops."""

@@ -81,7 +81,7 @@ class CameraSection:
 
 @dataclass(frozen=True)
 class ReaderSection:
-    engine: Literal["auto", "zxing", "pyzbar"] = "auto"
+    engine: Literal["auto", "zxing", "pyzbar", "pipeline"] = "auto"
     formats: tuple[str, ...] = field(
         default=("code128", "gs1-128", "qr", "gs1-qr", "datamatrix", "gs1-datamatrix"),
         metadata=checked(nonempty, _symbologies),

@@ -17,9 +17,11 @@ from clinicam.drivers.camera import Camera, Picamera2Camera, SimulatedCamera
 from clinicam.drivers.hid import HidScanner
 from clinicam.drivers.panel import Panel
 from clinicam.drivers.pins import make_pin_factory
+from clinicam.drivers.pipeline import PipelineReader, StreamReader
 from clinicam.drivers.power import PowerInputs
 from clinicam.drivers.readers import Code, CodeReader, make_reader
 from clinicam.firmware.clock import ClockSource, KernelClock, SimulatedClock
+from clinicam.firmware.codes import gs1
 from clinicam.firmware.config import StationConfig
 
 # Simulated stills are rendered, not sensed: keep them a realistic but quick size.
@@ -122,6 +124,10 @@ def build_hardware(
     settling[0] = False
     camera = build_camera(config)
     reader = make_reader(config.reader.engine, config.reader.formats)
+    if isinstance(reader, PipelineReader):
+        # Next-frame agreement, and a still crop where the camera offers one.
+        reader = StreamReader(PipelineReader(config.reader.formats, gs1=gs1.plausible),
+                              camera if hasattr(camera, "capture_region") else None)
     clock: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
     scanner = None
     if config.reader.hid_device and on_code is not None:

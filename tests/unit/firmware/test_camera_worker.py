@@ -86,3 +86,30 @@ def test_handheld_scanner_codes_take_the_same_path():
     post_classified(Code("ean13", "4006381333931", b"4006381333931", "]E0"), CodeRules(), events.append, 2.0)
     assert events[0] == CodeScanned(PatientId(GSRN, "GS1", None), 1.0)
     assert events[1] == CodeRejectedEvent("unknown")
+
+
+def test_the_station_reader_reads_a_band_turned_45_degrees():
+    """The station's reader (the pipeline on the stream, as build_hardware wires it)
+    reports a band at 45° once; one plain zxing-cpp call per frame never does."""
+    from clinicam.drivers.pipeline import PipelineReader, StreamReader
+    from clinicam.firmware.codes.gs1 import plausible
+
+    band = Scene(symbols=(Symbol(f"(8018){GSRN}", "gs1-128", module_px=2.6, angle=45),))
+    for reader, expect in ((make_reader("zxing"), False),
+                           (StreamReader(PipelineReader(gs1=plausible)), True)):
+        camera = SimulatedCamera(frame_size=(1280, 720), still_size=(1280, 720))
+        events: queue.Queue = queue.Queue()
+        w = CameraWorker(camera, reader, CodeRules(), events.put, clear_after_s=0.5)
+        camera.show(band)
+        w.start()
+        try:
+            if expect:
+                event = next_event(events)
+                assert isinstance(event, CodeScanned)
+                assert event.classified == PatientId(GSRN, "GS1", None)
+                time.sleep(0.5)
+            else:
+                time.sleep(1.5)  # many frames
+            assert events.empty()
+        finally:
+            w.stop()
