@@ -15,7 +15,7 @@ test: bootstrap lint
 
 lint: bootstrap
 	$(PY) -m ruff check .
-	$(PY) -m mypy common protocol drivers provisioning firmware relay tools
+	PY=$(PY) scripts/typecheck.sh
 	promtool check rules docs/prometheus/clinicam-alerts.yml
 	cd docs/prometheus && promtool test rules clinicam-alerts.test.yml
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.uplink.events import CaptureRetryScheduled, CaptureSent, RelayPresenceChanged
+from clinicam.firmware.workflow.events import CaptureRetryScheduled, CaptureSent, RelayPresenceChanged
 from test_delivery_support import (
     RelayProcess,
     audit_decisions,

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.uplink.events import RelayPresenceChanged
+from clinicam.firmware.workflow.events import RelayPresenceChanged
 from clinicam.tools.cli import main
 from test_delivery_support import RelayProcess, eventually, jpeg_like, make_station, relay_toml
 

@@ -22,7 +22,7 @@ def uplink_for(ident: Any, port: int) -> Uplink:
     identity = SimpleNamespace(device_id=ident.name, broker_host="127.0.0.1", broker_port=port,
                                ca_path=ident.ca, cert_path=ident.cert, key_path=ident.key,
                                not_after=cert.not_valid_after_utc, key=None)
-    return Uplink(identity=identity, vault=Vault(), on_event=lambda _e: None, port=port,
+    return Uplink(identity=identity, vault=Vault(), post=lambda _e: None, port=port,
                   reconnect_min_s=1, reconnect_max_s=1)
 
 
