@@ -32,6 +32,7 @@ from clinicam.firmware.capture.wipe import Wiper
 from clinicam.firmware.codes.classify import CodeRules
 from clinicam.firmware.config import StationConfig
 from clinicam.firmware.hardware import HardwareBuilder
+from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_notice
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
@@ -80,7 +81,8 @@ class Station:
         clock: Clock | None = None,
     ) -> None:
         self.config, self.identity = config, identity
-        self._observe = observer or (lambda _event: None)
+        self._journal = Journal(observer)  # lifecycle lines for journalctl, then the observer
+        self._observe = self._journal
         self.notifier = notifier or Notifier()
         self.time = clock or SystemClock()
         self._clock = self.time.monotonic
@@ -125,6 +127,7 @@ class Station:
         self._wiped_directly: set[str] = set()
         self._update_reported: Any = None
         self._stop = threading.Event()
+        self._cert_checked = self._clock()
 
     def _make_uplink(self, boot: str) -> Uplink:
         u = self.config.uplink
@@ -219,6 +222,7 @@ class Station:
         self.notifier.ready(self.status_line(self.state.phase.value))
         log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
         self._report_update()
+        self._check_certificate()
         last_tick = last_chores = self._clock()
         watchdog = watchdog_interval_s()
         while not self._stop.is_set():
@@ -268,6 +272,10 @@ class Station:
                 return ev.WipeRequested("remote")
             if event.cmd == "identify":
                 self._signal(PatternName.READY)
+        elif isinstance(event, ev.RelayPresenceChanged):  # no relay serving us: the panel shows offline
+            self._observe({"kind": "relay", "status": "online" if event.online else "offline",
+                           "resent": event.resent})
+            return ev.UplinkConnected() if event.online else ev.UplinkLost("no-relay")
         elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
             status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
             self._observe({"kind": "uplink", "status": status})
@@ -306,6 +314,7 @@ class Station:
                 self.wiper.wipe(action.trigger)
             self._process(ev.WipeCompleted())
         elif isinstance(action, ev.Audit):
+            self._journal.audit(action.as_dict())
             self.uplink.publish_event(action.event, **dict(action.fields))
         elif isinstance(action, ev.SetStatus):
             self._observe(
@@ -405,7 +414,16 @@ class Station:
 
     # --- housekeeping ------------------------------------------------------------------------
 
+    def _check_certificate(self) -> None:
+        """At start and daily: warn from 30 days before this station's certificate expires."""
+        self._cert_checked = self._clock()
+        notice = certificate_notice(getattr(self.identity, "not_after", None), self.time.utc())
+        if notice is not None:
+            log.log(*notice)
+
     def _chores(self) -> None:
+        if self._clock() - self._cert_checked >= CERT_CHECK_EVERY_S:
+            self._check_certificate()
         synced = self.hw.clock_sync.synchronised()
         if synced != self.state.clock_synced:
             self._process(ev.ClockSyncChanged(synced))

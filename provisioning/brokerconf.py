@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from clinicam.protocol import certprofile, topics
+from clinicam.protocol.presence import presence_filter, presence_topic
 
 DEFAULT_PREFIX = topics.DEFAULT_PREFIX
 DEFAULT_PORT = 8883
@@ -122,7 +123,8 @@ def render_acl(
         "# them to every client, the site's service identities included. Regenerated whenever",
         "# the register changes (sign, renew, revoke): copy it to the broker and reload it.",
         "",
-        "# Stations write their captures, status and events, and read their acks and commands.",
+        "# Stations write their captures, status and events, and read their acks and commands",
+        "# and every relay's presence (ids and numbers only; each relay writes its own).",
     ]
     for name in devices:
         station_write, station_read = t.station_acl(name)
@@ -130,6 +132,7 @@ def render_acl(
             f"user {name}",
             *(f"topic write {topic}" for topic in station_write),
             *(f"topic read {topic}" for topic in station_read),
+            f"topic read {presence_filter(prefix)}",
         ]
         if registrar:
             renew_write, renew_read = t.station_renewal_acl(name)
@@ -151,6 +154,8 @@ def render_acl(
             f"user relay-{n}",
             *(f"topic read {topic}" for topic in relay_read),
             *(f"topic write {topic}" for topic in relay_write),
+            f"topic read {presence_filter(prefix)}",
+            f"topic write {presence_topic(prefix, f'relay-{n}')}",
             "",
         ]
     names = sorted(set(operators))

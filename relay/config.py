@@ -108,6 +108,15 @@ class ReassemblySection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    """The Prometheus endpoint: off unless ``listen`` is set (e.g. ``127.0.0.1:9464``)."""
+
+    listen: str = field(default="", metadata=checked(matches(
+        r"(|(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):\d{1,5})", "HOST:PORT, e.g. 127.0.0.1:9464 (empty: off)")))
+    register: str = field(default="", metadata=OPTIONAL_PATH)  # the site's ca/register.json: inventory
+
+
+@dataclass(frozen=True)
 class DirectorySinkConfig:
     type: Literal["directory"]
     name: str = field(metadata=NAME)
@@ -186,6 +195,7 @@ class RelayConfig:
     broker: BrokerSection = BrokerSection()
     identity: IdentitySection = IdentitySection()
     reassembly: ReassemblySection = ReassemblySection()
+    metrics: MetricsSection = MetricsSection()
     sinks: tuple[SinkConfig, ...] = field(default=(), metadata=variants("type", SINK_TYPES))
 
     def __post_init__(self) -> None:

@@ -51,6 +51,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "prometheus": "prometheus",
     "promtool": "prometheus",
     "rauc": "rauc",
+    "mmdebstrap": "mmdebstrap",
     "pdftoppm": "poppler-utils",
     "shellcheck": "shellcheck",
     "strace": "strace",
