@@ -21,7 +21,8 @@ from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import Reassembler
-from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.audit import AuditLog
+from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink
 from cryptography import x509

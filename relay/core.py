@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,11 +40,26 @@ from clinicam.provisioning.recipient import RecipientPrivateKey
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
-from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.audit import AuditLog
+from clinicam.relay.records import StatusBoard
 from clinicam.relay.sinks import Sink
 from cryptography import x509
 
 log = logging.getLogger(__name__)
+
+# How many refused captures (parts dropped for want of room) are remembered so that
+# their manifest, not each part, gets the one ``retry``/``too-large`` answer.
+REFUSED_MEMORY = 4096
+
+
+def _top_devices(devices: list[str], n: int = 3) -> str:
+    """``"a (12), b (3)"``: who caused a batch of drops, for one summary log line."""
+    counts: dict[str, int] = {}
+    for d in devices:
+        counts[d] = counts.get(d, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{d} ({c})" for d, c in top)
+
 
 @dataclass(frozen=True)
 class Ack:
@@ -84,10 +100,16 @@ class RelayCore:
         self.audit = audit if audit is not None else AuditLog(None)
         self._now = now
         self._pending_voids: set[tuple[str, str]] = set()
+        self._said_retained: set[str] = set()
+        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- dispatch -------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes) -> list[Ack]:
-        """Act on one message; return the acks to publish (possibly none)."""
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Ack]:
+        """Act on one message; return the acks to publish (possibly none).
+
+        A *retained* capture part, manifest or event is a replay the broker hands every
+        new subscriber (DESIGN §5): it is counted and ignored, and said once per kind.
+        """
         try:
             parsed = self.topics.parse(topic)
         except TopicError:
@@ -98,6 +120,9 @@ class RelayCore:
             return []
         device, cid = parsed.device, parsed.capture_id
         if not self.partition.owns(device):
+            return []
+        if retained and parsed.kind != "status":
+            self._ignore_retained(parsed.kind)
             return []
         if cid is None:
             self._station_message(device, parsed.kind, payload)
@@ -110,31 +135,64 @@ class RelayCore:
         except OpenError as exc:
             return [self._reject(device, cid, exc.reason)]
         except CapacityExceeded:
-            log.warning("capture %s/%s: reassembly buffer full, dropped", device, cid)
+            # No log line and no ack per refused part (a flood would fill the log and the
+            # flooder's ack queue): the capture is remembered and its manifest answers
+            # ``retry``/``too-large`` once; its station re-sends it later.
+            self.board.count("refused-buffer-full")
+            if parsed.part is not None:
+                self._remember_refused((device, cid))
+                return []
             return [self._decide(Ack(device, cid, "retry", "too-large"))]
         return self._file(done) if done is not None else []
 
     def sweep(self) -> list[Ack]:
         """Give up on stale incomplete captures (asking for a re-send) and retry voids."""
         acks = []
-        for dropped in self.reassembler.sweep():
-            self.board.count("dropped-incomplete")
-            log.warning("capture %s/%s: incomplete after %.0f s, dropped", dropped.device,
-                        dropped.capture_id, self.reassembler.max_age_s)
+        timed_out, evicted = self.reassembler.sweep(), self.reassembler.take_evicted()
+        for dropped, reason in [*((d, "incomplete-timeout") for d in timed_out),
+                                *((d, "too-large") for d in evicted)]:
             if dropped.had_manifest:
                 acks.append(self._decide(
-                    Ack(dropped.device, dropped.capture_id, "retry", "incomplete-timeout")))
+                    Ack(dropped.device, dropped.capture_id, "retry", reason)))
+        self.board.count("dropped-incomplete", len(timed_out))
+        self.board.count("dropped-evicted", len(evicted))
+        if timed_out or evicted:  # one line per sweep, however many (DESIGN §5 fairness)
+            log.warning("reassembly: dropped %d incomplete capture(s) after %.0f s and evicted "
+                        "%d for other stations; most from %s", len(timed_out),
+                        self.reassembler.max_age_s, len(evicted),
+                        _top_devices([d.device for d in (*timed_out, *evicted)]))
         for device, cid in sorted(self._pending_voids):
             self._void_in_sinks(device, cid)
+        self.audit.retry()
+        self.board.health("audit", self.audit.health())
         return acks
+
+    def _ignore_retained(self, kind: str) -> None:
+        self.board.count(f"ignored-retained-{kind}")
+        if kind not in self._said_retained:
+            self._said_retained.add(kind)
+            log.warning("ignoring retained %s messages: they are broker replays, not new "
+                        "(counted as ignored-retained-%s; said once)", kind, kind)
 
     # -- captures -----------------------------------------------------------------------
     def _part(self, device: str, cid: str, index: int, payload: bytes) -> Complete | None:
         if self.ledger.get(device, cid) is not None:
             return None  # already filed: the manifest that follows gets the same refs
+        if (device, cid) in self._refused:
+            self.board.count("refused-buffer-full")
+            return None  # a part of a capture already refused: its manifest answers
         return self.reassembler.add_part(device, cid, index, payload)
 
+    def _remember_refused(self, key: tuple[str, str]) -> None:
+        self._refused[key] = None
+        self._refused.move_to_end(key)
+        while len(self._refused) > REFUSED_MEMORY:
+            self._refused.popitem(last=False)
+
     def _manifest(self, device: str, cid: str, payload: bytes) -> list[Ack]:
+        if self._refused.pop((device, cid), False) is None:
+            self.reassembler.discard((device, cid))
+            return [self._decide(Ack(device, cid, "retry", "too-large"))]
         digest = hashlib.sha256(payload).hexdigest()
         filed = self.ledger.get(device, cid)
         if filed is not None:
@@ -144,8 +202,8 @@ class RelayCore:
                 return [self._decide(Ack(device, cid, "stored", None, dict(filed.refs)))]
             return [self._reject(device, cid, "duplicate-conflict")]
         m, _ = parse_manifest_message(payload)
-        if m["size"] > self.reassembler.max_bytes:
-            raise OpenError("too-large", "capture larger than the reassembly buffer")
+        if m["size"] > self.reassembler.max_station_bytes:
+            raise OpenError("too-large", "capture larger than a station's reassembly budget")
         done = self.reassembler.add_manifest(device, cid, payload, m["parts"])
         return self._file(done) if done is not None else []
 

@@ -14,7 +14,7 @@ from clinicam.relay.core import Ack, RelayCore
 from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.partition import Partition, device_bucket
 from clinicam.relay.reassembly import Reassembler
-from clinicam.relay.records import AuditLog
+from clinicam.relay.audit import AuditLog
 
 P = "clinicam/v1"
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.ledger import Filed, Ledger
-from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.records import StatusBoard
 
 CANARY = "PATIENT-CANARY-7731"
 
@@ -13,6 +14,7 @@ def test_status_board_keeps_only_design_keys(tmp_path: Path) -> None:
     board = StatusBoard(tmp_path / "status.json", wall=lambda: 0.0)
     board.station("station-a", {"state": "online", "pending": 2, "fw": "0.1.0",
                                 "note": CANARY, "boot": CANARY, "clock_synced": True})
+    board.flush()
     text = (tmp_path / "status.json").read_text()
     data = json.loads(text)
     assert data["stations"]["station-a"] == {
