@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class _Bucket:
     """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
 
-    __slots__ = ("tokens", "at")
+    __slots__ = ("at", "tokens")
 
     def __init__(self, burst: float, now: float) -> None:
         self.tokens, self.at = burst, now

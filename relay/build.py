@@ -15,13 +15,13 @@ from typing import Any
 from clinicam.firmware.errors import ConfigError
 from clinicam.provisioning import pki
 from clinicam.provisioning.recipient import load_recipient_private
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.config import RelayConfig
 from clinicam.relay.core import RelayCore
 from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import Reassembler
-from clinicam.relay.audit import AuditLog
 from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink

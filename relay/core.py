@@ -37,10 +37,10 @@ from clinicam.firmware.manifest import parse_manifest_message, verify_event
 from clinicam.firmware.sealing import OpenedCapture, open_capture
 from clinicam.firmware.topics import Topics
 from clinicam.provisioning.recipient import RecipientPrivateKey
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
-from clinicam.relay.audit import AuditLog
 from clinicam.relay.records import StatusBoard
 from clinicam.relay.sinks import Sink
 from cryptography import x509

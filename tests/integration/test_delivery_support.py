@@ -27,11 +27,11 @@ from clinicam.firmware.vault import Vault
 from clinicam.firmware.wipe import Wiper
 from clinicam.provisioning.identity import load_identity
 from clinicam.provisioning.recipient import load_recipient_private
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
 from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
-from clinicam.relay.audit import AuditLog
 from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink

@@ -10,11 +10,11 @@ import pytest
 from clinicam.firmware.errors import SinkError, SinkUnknownPatient
 from clinicam.firmware.manifest import sign_event
 from clinicam.firmware.sealing import SealedCapture
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import Ack, RelayCore
 from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.partition import Partition, device_bucket
 from clinicam.relay.reassembly import Reassembler
-from clinicam.relay.audit import AuditLog
 
 P = "clinicam/v1"
 
