@@ -18,6 +18,9 @@ DEFAULT_CONF_DIR = "/etc/mosquitto/clinicam"
 # 128 KiB: a default 122880-byte part plus its 16-byte tag, topic and properties fits,
 # and the broker advertises it in CONNACK so stations cut parts to fit (DESIGN §5).
 MAX_PACKET_SIZE = 131072
+# What the broker queues for one client that is away or slow (the relay's session).
+MAX_QUEUED_MESSAGES = 10000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 # Keys whose value is a file path: the test and demo launchers rewrite exactly these.
 PATH_KEYS: tuple[str, ...] = ("cafile", "certfile", "keyfile", "crlfile", "acl_file")
@@ -51,8 +54,21 @@ persistence false
 acl_file {path["acl_file"]}
 # Largest MQTT packet accepted, advertised to MQTT 5 clients in CONNACK.
 max_packet_size {MAX_PACKET_SIZE}
-# Station status is a retained message.
+# Station status is a retained message. Mosquitto's acl_file cannot refuse the retain
+# flag on some topics only; the relay ignores retained captures and events instead.
 retain_available true
+# Bounded broker memory and fairness (issue 13). In flight to each client: at most 20
+# unacknowledged QoS 1 messages (the relay acks as it reads; its own inbox is fair).
+max_inflight_messages 20
+# Queued per client beyond those in flight: the relay's persistent session keeps station
+# events while the relay is away. Past either bound the broker drops new messages for
+# that client; stations re-send captures until acknowledged.
+max_queued_messages {MAX_QUEUED_MESSAGES}
+max_queued_bytes {MAX_QUEUED_BYTES}
+# A session not resumed within two days is discarded (the relay asks for one day).
+persistent_client_expiration 2d
+# message_size_limit is not set: max_packet_size bounds every message already, and
+# MQTT 5 clients learn it at CONNACK.
 # Small messages (acks, commands) should not wait for Nagle.
 set_tcp_nodelay true
 # Log connections (client ids are station names, never PHI) but not payloads.

@@ -19,6 +19,7 @@ from clinicam.relay.audit import AuditLog
 from clinicam.relay.config import RelayConfig
 from clinicam.relay.core import RelayCore
 from clinicam.relay.directory_sink import DirectorySink
+from clinicam.relay.inbox import FairInbox
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import Reassembler
@@ -57,7 +58,7 @@ def _crl(path: str) -> x509.CertificateRevocationList | None:
 
 def build_core(config: RelayConfig) -> RelayCore:
     """The relay's decisions, wired from configuration."""
-    ident, rel, ra = config.identity, config.relay, config.reassembly
+    ident, rel, ra, au = config.identity, config.relay, config.reassembly, config.audit
     try:
         recipients = [load_recipient_private(Path(p).read_bytes()) for p in ident.recipient_keys]
     except OSError as exc:
@@ -75,10 +76,13 @@ def build_core(config: RelayConfig) -> RelayCore:
         partition=Partition() if rel.shared_group else Partition(rel.worker, rel.workers,
                                                                   tuple(rel.standby_for)),
         reassembler=Reassembler(max_bytes=ra.max_bytes, max_age_s=ra.max_age_s,
-                                max_part_bytes=ra.max_part_bytes, max_parts=ra.max_parts),
+                                max_part_bytes=ra.max_part_bytes, max_parts=ra.max_parts,
+                                max_station_bytes=ra.max_station_bytes),
         ledger=Ledger(state / "ledger.jsonl"),
         board=StatusBoard(Path(rel.status_file)),
-        audit=AuditLog(Path(rel.audit_log)),
+        audit=AuditLog(Path(rel.audit_log), rate_per_s=au.rate_per_s, burst=au.burst,
+                       max_pending=au.max_pending_lines, rotate_bytes=au.rotate_bytes,
+                       rotate_age_s=au.rotate_days * 86400, keep=au.keep),
     )
 
 
@@ -88,6 +92,9 @@ def build_relay(config: RelayConfig) -> Relay:
     Path(config.relay.state_dir).mkdir(parents=True, exist_ok=True)
     cert = pki.load_cert(Path(ident.cert))
     client_id = pki.common_name(cert.subject, ident.cert)
-    return Relay(core=build_core(config), host=config.broker.host, port=config.broker.port,
+    rel, core = config.relay, build_core(config)
+    inbox = FairInbox(core.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
+    return Relay(core=core, host=config.broker.host, port=config.broker.port,
                  ca=ident.ca, cert=ident.cert, key=ident.key, client_id=client_id,
-                 keepalive_s=config.broker.keepalive_s, shared_group=config.relay.shared_group)
+                 keepalive_s=config.broker.keepalive_s, shared_group=rel.shared_group,
+                 session_expiry_s=rel.session_expiry_s, inbox=inbox)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,11 +52,8 @@ log = logging.getLogger(__name__)
 REFUSED_MEMORY = 4096
 
 
-def _top_devices(devices: list[str], n: int = 3) -> str:
+def top_counts(counts: Mapping[str, int], n: int = 3) -> str:
     """``"a (12), b (3)"``: who caused a batch of drops, for one summary log line."""
-    counts: dict[str, int] = {}
-    for d in devices:
-        counts[d] = counts.get(d, 0) + 1
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{d} ({c})" for d, c in top)
 
@@ -160,7 +157,7 @@ class RelayCore:
             log.warning("reassembly: dropped %d incomplete capture(s) after %.0f s and evicted "
                         "%d for other stations; most from %s", len(timed_out),
                         self.reassembler.max_age_s, len(evicted),
-                        _top_devices([d.device for d in (*timed_out, *evicted)]))
+                        top_counts(Counter(d.device for d in (*timed_out, *evicted))))
         for device, cid in sorted(self._pending_voids):
             self._void_in_sinks(device, cid)
         self.audit.retry()

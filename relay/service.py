@@ -7,12 +7,18 @@ stale incomplete captures. Subscriptions cover the whole prefix and ``RelayCore`
 keeps only its partition's stations (DESIGN §5); ``shared_group`` switches to
 ``$share/<group>/…`` and is only correct behind a broker that keeps one publisher on
 one worker (EMQX ``hash_clientid``/``sticky``), never with Mosquitto's round-robin.
+
+The queue between the two threads is a ``FairInbox`` (bounded, round-robin across
+stations, status coalesced): one station's flood never starves another (DESIGN §5).
+The session is persistent (``clean_start`` false, ``session_expiry_s``): while the
+relay is away the broker queues what stations publish — up to its own
+``max_queued_messages``/``max_queued_bytes`` — so a wipe report sent by a station that
+then stops still reaches the audit log when the relay returns.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -21,8 +27,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from clinicam.firmware.errors import BrokerUnreachable
 from clinicam.provisioning.tlsctx import client_context
-from clinicam.relay.core import RelayCore
+from clinicam.relay.core import RelayCore, top_counts
+from clinicam.relay.inbox import FairInbox
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +42,13 @@ class Relay:
     def __init__(self, *, core: RelayCore, host: str, port: int, ca: Path | str,
                  cert: Path | str, key: Path | str, client_id: str = "relay-1",
                  keepalive_s: int = 30, shared_group: str = "", sweep_s: float = 5.0,
-                 reconnect_min_s: int = 1, reconnect_max_s: int = 30) -> None:
+                 reconnect_min_s: int = 1, reconnect_max_s: int = 30,
+                 session_expiry_s: int = 86400, inbox: FairInbox | None = None) -> None:
         self.core, self.host, self.port = core, host, port
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
-        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self.session_expiry_s = session_expiry_s
+        self.inbox = inbox if inbox is not None else FairInbox(core.prefix)
         self.connected = threading.Event()
         self._stopping = False
         self._worker: threading.Thread | None = None
@@ -62,7 +73,10 @@ class Relay:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
         self._worker = threading.Thread(target=self._work, name="relay-worker", daemon=True)
         self._worker.start()
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s,
+                                  clean_start=self.session_expiry_s == 0, properties=props)
         self.client.loop_start()
         if wait_s is not None and not self.connected.wait(wait_s):
             self.stop()
@@ -73,7 +87,7 @@ class Relay:
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the message in hand, then disconnect."""
         self._stopping = True
-        self._inbox.put(None)
+        self.inbox.close()
         if self._worker is not None:
             self._worker.join(timeout)
         self.client.disconnect()
@@ -83,22 +97,32 @@ class Relay:
     # -- worker thread ---------------------------------------------------------------
     def _work(self) -> None:
         next_sweep = time.monotonic() + self.sweep_s
-        while True:
+        while not self._stopping:
+            msg = self.inbox.get(timeout=max(0.0, next_sweep - time.monotonic()))
             try:
-                item = self._inbox.get(timeout=max(0.0, next_sweep - time.monotonic()))
-            except queue.Empty:
-                item = ("", b"")
-            if item is None:
-                return
-            try:
-                acks = self.core.handle(*item) if item[0] else []
+                acks = self.core.handle(msg.topic, msg.payload, msg.retained) if msg else []
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_s
                     acks += self.core.sweep()
+                    self._report_inbox()
                 for ack in acks:
                     self._publish_ack(ack.device, ack.payload())
+                self.core.board.flush_due()
             except Exception as exc:  # one bad message must never stop the relay
                 log.error("relay: message handling failed (%s)", type(exc).__name__)
+
+    def _report_inbox(self) -> None:
+        """One line per sweep for what the inbox dropped, and the counters."""
+        dropped = self.inbox.take_dropped()
+        total = sum(dropped.values())
+        self.core.board.count("inbox-dropped", total)
+        self.core.board.health("inbox", {"ok": True, "bytes": self.inbox.nbytes,
+                                         "peak_bytes": self.inbox.peak_bytes,
+                                         "limit_bytes": self.inbox.total_bytes})
+        if total:
+            log.warning("relay: inbox full for %d station(s): dropped %d message(s), most from "
+                        "%s (they re-send)", len(dropped), total,
+                        top_counts(dropped))
 
     def _publish_ack(self, device: str, payload: bytes) -> None:
         info = self.client.publish(f"{self.core.prefix}{device}/ack", payload, qos=1)
@@ -132,4 +156,4 @@ class Relay:
             log.warning("relay: disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put((msg.topic, bytes(msg.payload)))
+        self.inbox.put(msg.topic, bytes(msg.payload), bool(msg.retain))
