@@ -15,7 +15,7 @@ the DESIGN §5 keys). Three rules, each from a measured failure (issue 13):
   counted per device and written as an ``audit-lines-dropped`` line on recovery.
 - **Rate-limited per device.** A token bucket per device (``rate_per_s``, ``burst``);
   lines over it are counted and summarised as one ``audit-suppressed`` line per device
-  when its bucket has room again (or at the next sweep).
+  at the next sweep (``retry()``).
 
 Rotation: when the file reaches ``rotate_bytes`` or its first line is older than
 ``rotate_age_s``, it is renamed ``audit.jsonl.<UTC stamp>`` and a new one started;
@@ -99,11 +99,25 @@ class AuditLog:
             entry["capture_id"] = capture_id
         self._add(device, entry)
 
+    def suppressed(self, device: str, count: int) -> None:
+        """``count`` events of ``device`` were refused before reaching us (its rate limit)."""
+        if count:
+            with self._lock:
+                self._suppressed[device] = self._suppressed.get(device, 0) + count
+                self.suppressed_total += count
+
     def retry(self) -> None:
         """Summarise suppressed lines and write what is kept (called by each sweep)."""
         with self._lock:
-            for device in list(self._suppressed):
-                self._summarise_suppressed(device)
+            suppressed, self._suppressed = self._suppressed, {}
+            for device, count in sorted(suppressed.items()):
+                self._keep(device, {"source": "relay", "device": device,
+                                    "decision": "audit-suppressed", "reason": "rate-limit",
+                                    "count": count})
+            if suppressed:  # one line per sweep, however many stations
+                log.warning("audit: %d line(s) over the per-station rate limit were not logged "
+                            "(%d station(s); summarised in the log)", sum(suppressed.values()),
+                            len(suppressed))
             self._flush(force=True)
 
     def health(self) -> dict[str, Any]:
@@ -129,16 +143,8 @@ class AuditLog:
                 self._suppressed[device] = self._suppressed.get(device, 0) + 1
                 self.suppressed_total += 1
                 return
-            if device in self._suppressed:
-                self._summarise_suppressed(device)
             self._keep(device, entry)
             self._flush(force=False)
-
-    def _summarise_suppressed(self, device: str) -> None:
-        count = self._suppressed.pop(device)
-        self._keep(device, {"source": "relay", "device": device, "decision": "audit-suppressed",
-                            "reason": "rate-limit", "count": count})
-        log.warning("audit: %d line(s) from %s over its rate limit were not logged", count, device)
 
     def _keep(self, device: str, entry: dict[str, Any]) -> None:
         entry = {"logged": utc_stamp(self._wall()), **entry}

@@ -9,6 +9,9 @@ station delay every other station's capture by seconds to minutes (issue 13), so
   of each other station, however many the flooder sent;
 - a station's **status is coalesced**: only its latest status waits (a status flood
   costs one slot, not one queue entry per message);
+- a station's **events are rate-limited** here, before any parsing (a token bucket per
+  station, ``event_rate_per_s``/``event_burst``): the excess is counted per station
+  (``take_dropped_events``) and the audit log records the count, never the events;
 - the inbox is bounded **per station** (``station_bytes``, ``station_messages``) and
   **in total** (``total_bytes``); every message counts its payload and topic plus a
   fixed overhead, so zero-byte messages are bounded too. A station over its own bound
@@ -50,6 +53,7 @@ class FairInbox:
 
     def __init__(self, prefix: str, *, station_bytes: int = 32 * 1024 * 1024,
                  station_messages: int = 4096, total_bytes: int = 128 * 1024 * 1024,
+                 event_rate_per_s: float = 50.0, event_burst: float = 500.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.station_bytes, self.station_messages = station_bytes, station_messages
@@ -64,6 +68,9 @@ class FairInbox:
         self._total = 0
         self._closed = False
         self._dropped: dict[str, int] = {}
+        self.event_rate_per_s, self.event_burst = event_rate_per_s, event_burst
+        self._event_tokens: dict[str, tuple[float, float]] = {}  # device -> (tokens, at)
+        self._dropped_events: dict[str, int] = {}
         self.peak_bytes = 0
 
     # -- paho's side: never blocks ---------------------------------------------------------
@@ -72,6 +79,9 @@ class FairInbox:
         msg = Message(topic, payload, retained)
         device, leaf = self._station(topic)
         with self._cond:
+            if leaf == "event" and not self._event_token(device):
+                self._dropped_events[device] = self._dropped_events.get(device, 0) + 1
+                return False
             if leaf == "status":
                 old = self._status.pop(device, None)
                 if old is not None:
@@ -94,6 +104,16 @@ class FairInbox:
             evicted = self._queues[hog].pop()  # its newest: the flooder waits
             self._charge(hog, -evicted.cost)
             self._count_drop(hog)
+        return True
+
+    def _event_token(self, device: str) -> bool:
+        now = self._clock()
+        tokens, at = self._event_tokens.get(device, (self.event_burst, now))
+        tokens = min(self.event_burst, tokens + (now - at) * self.event_rate_per_s)
+        if tokens < 1.0:
+            self._event_tokens[device] = (tokens, now)
+            return False
+        self._event_tokens[device] = (tokens - 1.0, now)
         return True
 
     def _add(self, device: str, msg: Message, status: bool) -> None:
@@ -152,6 +172,12 @@ class FairInbox:
         """Messages dropped per station since the last call."""
         with self._cond:
             dropped, self._dropped = self._dropped, {}
+            return dropped
+
+    def take_dropped_events(self) -> dict[str, int]:
+        """Events over their station's rate, per station, since the last call."""
+        with self._cond:
+            dropped, self._dropped_events = self._dropped_events, {}
             return dropped
 
     @property

@@ -103,8 +103,8 @@ class Relay:
                 acks = self.core.handle(msg.topic, msg.payload, msg.retained) if msg else []
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_s
-                    acks += self.core.sweep()
                     self._report_inbox()
+                    acks += self.core.sweep()
                 for ack in acks:
                     self._publish_ack(ack.device, ack.payload())
                 self.core.board.flush_due()
@@ -113,6 +113,9 @@ class Relay:
 
     def _report_inbox(self) -> None:
         """One line per sweep for what the inbox dropped, and the counters."""
+        for device, n in self.inbox.take_dropped_events().items():
+            self.core.audit.suppressed(device, n)
+            self.core.board.count("events-rate-limited", n)
         dropped = self.inbox.take_dropped()
         total = sum(dropped.values())
         self.core.board.count("inbox-dropped", total)

@@ -139,7 +139,8 @@ def archived(root: Path) -> dict[str, list[str]]:
 
 
 def relay_toml(site: Any, port: int, state: Path, archive: Path, *, n: int, worker: int,
-               workers: int) -> Path:
+               workers: int, relay_extra: str = "", tail: str = "") -> Path:
+    """A relay.toml; ``relay_extra`` adds lines to ``[relay]``, ``tail`` whole sections."""
     ident = site.relay(n)
     text = f"""
 [relay]
@@ -148,6 +149,7 @@ workers = {workers}
 state_dir = "{state}"
 status_file = "{state}/status.json"
 audit_log = "{state}/audit.jsonl"
+{relay_extra}
 
 [broker]
 host = "127.0.0.1"
@@ -163,6 +165,7 @@ recipient_keys = ["{site.recipient_key_path}"]
 type = "directory"
 name = "archive"
 path = "{archive}"
+{tail}
 """
     state.mkdir(parents=True, exist_ok=True)
     path = state / "relay.toml"

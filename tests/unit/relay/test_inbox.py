@@ -63,3 +63,13 @@ def test_close_wakes_the_worker() -> None:
     inbox = FairInbox(P)
     inbox.close()
     assert inbox.get(timeout=5) is None
+
+
+def test_events_over_a_stations_rate_are_counted_not_queued() -> None:
+    t = [0.0]
+    inbox = FairInbox(P, event_rate_per_s=10, event_burst=50, clock=lambda: t[0])
+    taken = sum(inbox.put(f"{P}/noisy/event", b"{}") for _ in range(1000))
+    assert taken == 50 and inbox.take_dropped_events() == {"noisy": 950}
+    assert inbox.put(f"{P}/quiet/event", b"{}")  # another station's bucket is its own
+    t[0] += 1.0
+    assert sum(inbox.put(f"{P}/noisy/event", b"{}") for _ in range(100)) == 10
