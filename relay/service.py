@@ -8,6 +8,10 @@ keeps only its partition's stations (DESIGN §5); ``shared_group`` switches to
 ``$share/<group>/…`` and is only correct behind a broker that keeps one publisher on
 one worker (EMQX ``hash_clientid``/``sticky``), never with Mosquitto's round-robin.
 
+Retained capture parts and events are replays, not news: the relay subscribes to them
+with Retain Handling 2 (the broker sends none at subscribe time) and ``RelayCore``
+ignores any that still arrive flagged retained.
+
 The queue between the two threads is a ``FairInbox`` (bounded, round-robin across
 stations, status coalesced): one station's flood never starves another (DESIGN §5).
 The session is persistent (``clean_start`` false, ``session_expiry_s``): while the
@@ -32,6 +36,7 @@ from clinicam.relay.inbox import FairInbox
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,13 @@ class Relay:
         if self.shared_group:
             filters = [f"$share/{self.shared_group}/{f}" for f in filters]
         return filters
+
+    @staticmethod
+    def _options(topic_filter: str) -> SubscribeOptions:
+        """QoS 1; captures and events without the broker's retained replays (MQTT 5
+        Retain Handling 2), statuses with them (the latest status is the point)."""
+        replay = topic_filter.endswith("/status")
+        return SubscribeOptions(qos=1, retainHandling=0 if replay else 2)
 
     def start(self, wait_s: float | None = 10.0) -> None:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
@@ -139,7 +151,7 @@ class Relay:
         if reason_code.is_failure:
             log.error("relay: broker refused the connection (%s)", reason_code)
             return
-        client.subscribe([(f, 1) for f in self.subscriptions()])
+        client.subscribe([(f, self._options(f)) for f in self.subscriptions()])
         log.info("relay: connected to %s:%d", self.host, self.port)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
