@@ -154,9 +154,9 @@ class RelayCore:
         self.board.count("dropped-incomplete", len(timed_out))
         self.board.count("dropped-evicted", len(evicted))
         if timed_out or evicted:  # one line per sweep, however many (DESIGN §5 fairness)
-            log.warning("reassembly: dropped %d incomplete capture(s) after %.0f s and evicted "
-                        "%d for other stations; most from %s", len(timed_out),
-                        self.reassembler.max_age_s, len(evicted),
+            log.warning("reassembly: dropped %d incomplete capture(s) (too old, or parts lost "
+                        "before their manifest) and evicted %d for other stations; most from %s",
+                        len(timed_out), len(evicted),
                         top_counts(Counter(d.device for d in (*timed_out, *evicted))))
         for device, cid in sorted(self._pending_voids):
             self._void_in_sinks(device, cid)

@@ -40,6 +40,7 @@ class CapacityExceeded(Exception):
 @dataclass
 class _Pending:
     first_seen: float
+    manifest_at: float | None = None
     parts: dict[int, bytes] = field(default_factory=dict)
     manifest: bytes | None = None
     expected: int | None = None
@@ -81,10 +82,12 @@ class Reassembler:
         max_part_bytes: int = 1024 * 1024,
         max_parts: int = 1024,
         max_station_bytes: int | None = None,
+        manifest_grace_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_station_bytes = min(max_bytes, max_station_bytes or max_bytes)
+        self.manifest_grace_s = manifest_grace_s
         self.max_age_s = max_age_s
         self.max_part_bytes = max_part_bytes
         self.max_parts = max_parts
@@ -145,6 +148,8 @@ class Reassembler:
         old = len(pending.manifest) if pending.manifest is not None else -PART_OVERHEAD
         self._reserve(key, pending, len(payload) - old)
         pending.manifest, pending.expected = payload, parts
+        if pending.manifest_at is None:
+            pending.manifest_at = self._clock()
         return self._complete(key, pending)
 
     def discard(self, key: Key) -> None:
@@ -164,9 +169,17 @@ class Reassembler:
         return evicted
 
     def sweep(self) -> list[Dropped]:
-        """Drop and return the incomplete captures older than ``max_age_s``."""
+        """Drop and return the incomplete captures older than ``max_age_s``, and those
+        whose manifest came more than ``manifest_grace_s`` ago with parts still missing.
+
+        A station publishes a capture's parts before its manifest on one connection, so
+        parts still missing well after the manifest were lost on the way (the broker or
+        the inbox dropped them under a flood): answering ``retry`` then lets the station
+        re-send at once instead of after its ack timeout (60 s by default).
+        """
         now = self._clock()
-        old = [k for k, p in self._pending.items() if now - p.first_seen > self.max_age_s]
+        old = [k for k, p in self._pending.items() if now - p.first_seen > self.max_age_s
+               or (p.manifest_at is not None and now - p.manifest_at > self.manifest_grace_s)]
         dropped = []
         for key in old:
             dropped.append(Dropped(key[0], key[1], self._pending[key].manifest is not None))

@@ -122,3 +122,17 @@ def test_age_bound_drops_and_counts() -> None:
     dropped = r.sweep()
     assert [(d.device, d.had_manifest) for d in dropped] == [("station-a", True)]
     assert r.dropped_timeout == 1 and len(r) == 1
+
+
+def test_manifest_with_parts_missing_past_the_grace_is_dropped_early() -> None:
+    clock = Clock()
+    r = Reassembler(max_age_s=300, manifest_grace_s=15, clock=clock)
+    r.add_part("station-a", CID, 0, b"a")
+    r.add_manifest("station-a", CID, b"m", parts=3)  # part 1 and 2 were lost on the way
+    r.add_part("station-b", CID, 0, b"b")  # no manifest yet: waits for max_age_s
+    clock.t += 10
+    assert r.sweep() == []
+    clock.t += 6
+    (dropped,) = r.sweep()
+    assert (dropped.device, dropped.had_manifest) == ("station-a", True)
+    assert len(r) == 1
