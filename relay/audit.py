@@ -37,26 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clinicam.relay.ratelimit import Buckets
 from clinicam.relay.records import EVENT_KEYS, allowed, utc_stamp
 
 log = logging.getLogger(__name__)
-
-
-class _Bucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
-
-    __slots__ = ("at", "tokens")
-
-    def __init__(self, burst: float, now: float) -> None:
-        self.tokens, self.at = burst, now
-
-    def take(self, rate: float, burst: float, now: float) -> bool:
-        self.tokens = min(burst, self.tokens + (now - self.at) * rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class AuditLog:
@@ -77,7 +61,7 @@ class AuditLog:
         self._pending: dict[str, deque[tuple[int, bytes]]] = {}
         self._npending = 0
         self._seq = itertools.count()
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets = Buckets(rate_per_s, burst, clock)
         self._suppressed: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
         self._fault: str | None = None
@@ -135,11 +119,7 @@ class AuditLog:
     # -- keeping lines -------------------------------------------------------------------
     def _add(self, device: str, entry: dict[str, Any]) -> None:
         with self._lock:
-            now = self._clock()
-            bucket = self._buckets.get(device)
-            if bucket is None:
-                bucket = self._buckets[device] = _Bucket(self.burst, now)
-            if not bucket.take(self.rate_per_s, self.burst, now):
+            if not self._buckets.take(device):
                 self._suppressed[device] = self._suppressed.get(device, 0) + 1
                 self.suppressed_total += 1
                 return

@@ -40,6 +40,7 @@ from clinicam.provisioning.recipient import RecipientPrivateKey
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
+from clinicam.relay.ratelimit import Buckets
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
 from clinicam.relay.records import StatusBoard
 from clinicam.relay.sinks import Sink
@@ -99,6 +100,8 @@ class RelayCore:
         self._pending_voids: set[tuple[str, str]] = set()
         self._said_retained: set[str] = set()
         self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._log_budget = Buckets(rate=1.0, burst=20.0)  # rejection log lines per station
+        self._unlogged: dict[str, int] = {}
 
     # -- dispatch -------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Ack]:
@@ -158,6 +161,10 @@ class RelayCore:
                         "before their manifest) and evicted %d for other stations; most from %s",
                         len(timed_out), len(evicted),
                         top_counts(Counter(d.device for d in (*timed_out, *evicted))))
+        if self._unlogged:
+            unlogged, self._unlogged = self._unlogged, {}
+            log.warning("%d more rejection(s) not logged one by one; most from %s "
+                        "(counted as rejected-<reason>)", sum(unlogged.values()), top_counts(unlogged))
         for device, cid in sorted(self._pending_voids):
             self._void_in_sinks(device, cid)
         self.audit.retry()
@@ -276,7 +283,10 @@ class RelayCore:
     def _reject(self, device: str, cid: str, reason: str) -> Ack:
         self.reassembler.discard((device, cid))
         self.board.count(f"rejected-{reason}")
-        log.warning("capture %s/%s rejected: %s", device, cid, reason)
+        if self._log_budget.take(device):
+            log.warning("capture %s/%s rejected: %s", device, cid, reason)
+        else:  # a station sending junk in a loop: summarised by the next sweep
+            self._unlogged[device] = self._unlogged.get(device, 0) + 1
         return self._decide(Ack(device, cid, "rejected", reason))
 
     def _decide(self, ack: Ack) -> Ack:

@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from clinicam.relay.ratelimit import Buckets
+
 # Python's own cost of one queued message beyond its payload and topic (the tuple,
 # two bytes objects, the deque slot), with a margin.
 MESSAGE_OVERHEAD = 256
@@ -68,8 +70,7 @@ class FairInbox:
         self._total = 0
         self._closed = False
         self._dropped: dict[str, int] = {}
-        self.event_rate_per_s, self.event_burst = event_rate_per_s, event_burst
-        self._event_tokens: dict[str, tuple[float, float]] = {}  # device -> (tokens, at)
+        self._events = Buckets(event_rate_per_s, event_burst, clock)
         self._dropped_events: dict[str, int] = {}
         self.peak_bytes = 0
 
@@ -79,7 +80,7 @@ class FairInbox:
         msg = Message(topic, payload, retained)
         device, leaf = self._station(topic)
         with self._cond:
-            if leaf == "event" and not self._event_token(device):
+            if leaf == "event" and not self._events.take(device):
                 self._dropped_events[device] = self._dropped_events.get(device, 0) + 1
                 return False
             if leaf == "status":
@@ -104,16 +105,6 @@ class FairInbox:
             evicted = self._queues[hog].pop()  # its newest: the flooder waits
             self._charge(hog, -evicted.cost)
             self._count_drop(hog)
-        return True
-
-    def _event_token(self, device: str) -> bool:
-        now = self._clock()
-        tokens, at = self._event_tokens.get(device, (self.event_burst, now))
-        tokens = min(self.event_burst, tokens + (now - at) * self.event_rate_per_s)
-        if tokens < 1.0:
-            self._event_tokens[device] = (tokens, now)
-            return False
-        self._event_tokens[device] = (tokens - 1.0, now)
         return True
 
     def _add(self, device: str, msg: Message, status: bool) -> None:

@@ -33,6 +33,7 @@ from clinicam.firmware.errors import BrokerUnreachable
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore, top_counts
 from clinicam.relay.inbox import FairInbox
+from clinicam.relay.ratelimit import Buckets
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -54,6 +55,8 @@ class Relay:
         self.shared_group = shared_group
         self.session_expiry_s = session_expiry_s
         self.inbox = inbox if inbox is not None else FairInbox(core.prefix)
+        self._ack_budget = Buckets(rate=100.0, burst=1000.0)  # acks per station
+        self.acks_withheld: dict[str, int] = {}
         self.connected = threading.Event()
         self._stopping = False
         self._worker: threading.Thread | None = None
@@ -128,6 +131,11 @@ class Relay:
         for device, n in self.inbox.take_dropped_events().items():
             self.core.audit.suppressed(device, n)
             self.core.board.count("events-rate-limited", n)
+        withheld, self.acks_withheld = self.acks_withheld, {}
+        if withheld:
+            self.core.board.count("acks-withheld", sum(withheld.values()))
+            log.warning("relay: withheld %d ack(s) over the per-station rate; most to %s",
+                        sum(withheld.values()), top_counts(withheld))
         dropped = self.inbox.take_dropped()
         total = sum(dropped.values())
         self.core.board.count("inbox-dropped", total)
@@ -140,6 +148,12 @@ class Relay:
                         top_counts(dropped))
 
     def _publish_ack(self, device: str, payload: bytes) -> None:
+        if not self._ack_budget.take(device):
+            # paho queues what the broker has not taken in RAM: a station that makes the
+            # relay answer junk in a loop must not grow it. Withheld acks are re-earned:
+            # the station re-sends on its ack timeout and the ledger answers the same.
+            self.acks_withheld[device] = self.acks_withheld.get(device, 0) + 1
+            return
         info = self.client.publish(f"{self.core.prefix}{device}/ack", payload, qos=1)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # the station re-sends on its ack timeout; the ledger re-acks it then

@@ -132,3 +132,21 @@ def test_wipe_report_of_a_sigterm_station_reaches_the_audit_log_after_the_relay_
     wait_until(lambda: bool(wiped()), what="the wipe report in the audit log")
     (report,) = wiped()
     assert (report["reason"], report["count"], sorted(report["capture_ids"])) == ("sigterm", 2, sorted(sealed))
+
+
+def test_status_file_counters_are_current_without_any_station_status(
+        site: Any, broker: Any, tmp_path: Path) -> None:
+    """Issue 13 §4: the relay rewrites ``status.json`` on its own (no station talks here)."""
+    board = StatusBoard(tmp_path / "status.json", min_interval_s=0.2, refresh_s=1.0)
+    core = make_core(site, tmp_path, board=board)
+    relay = start_relay(site, broker.port, core)
+    try:
+        status = tmp_path / "status.json"
+        eventually(status.exists)
+        first = json.loads(status.read_text())["updated"]
+        eventually(lambda: json.loads(status.read_text())["updated"] != first)  # refreshed
+        core.board.count("stored", 7)  # a counter changes; no station message follows
+        eventually(lambda: json.loads(status.read_text())["counters"].get("stored") == 7)
+        assert json.loads(status.read_text())["stations"] == {}
+    finally:
+        relay.stop()
