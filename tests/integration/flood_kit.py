@@ -53,6 +53,11 @@ def _zero(device: str, i: int) -> tuple[str, bytes, bool]:
     return f"{P}/{device}/capture/{i:032x}/part/{i % 7}", b"", False
 
 
+def _rejected(device: str, i: int) -> tuple[str, bytes, bool]:
+    """Parts no capture may have (index past ``max_parts``): each one is a rejection."""
+    return f"{P}/{device}/capture/{i:032x}/part/{100_000 + i % 7}", b"", False
+
+
 def _status(device: str, i: int) -> tuple[str, bytes, bool]:
     body = {"state": "online", "pending": i, "pending_bytes": 0, "uptime_s": i}
     return f"{P}/{device}/status", json.dumps(body).encode(), True
@@ -67,6 +72,7 @@ def _event(device: str, i: int) -> tuple[str, bytes, bool]:
 FLOODS: dict[str, tuple[Maker, int]] = {
     "incomplete": (_incomplete, 120),  # 12 MB of parts without a manifest: > every budget
     "zero-byte": (_zero, 30_000),
+    "rejected": (_rejected, 20_000),  # every part answered: the acks and log lines are bounded
     "status": (_status, 20_000),
     "event": (_event, 20_000),
 }

@@ -2,7 +2,7 @@
 
 A ``clinicam relay run`` process with small configured bounds, the real broker and two
 stations with real certificates: ``station-b`` floods (incomplete captures filling the
-budget, zero-byte parts, its retained status, events) and ``station-a``, the control,
+budget, zero-byte parts, parts the relay must reject, its retained status, events) and ``station-a``, the control,
 delivers two captures through the real uplink while the flood runs. Each run shows:
 the control's captures are stored within 30 s; the relay's peak memory grew by no more
 than its configured bounds (inbox + reassembly) plus interpreter slack; the flood did
@@ -46,6 +46,8 @@ def _flooded(kind: str, counters: dict[str, int], sent: int) -> bool:
     """What the relay's counters show the flood cost it (the flood did hit the bounds)."""
     if kind in ("incomplete", "zero-byte"):
         return counters.get("refused-buffer-full", 0) + counters.get("inbox-dropped", 0) > 0
+    if kind == "rejected":
+        return counters.get("rejected-parts", 0) > 0 and counters.get("acks-withheld", 0) > 0
     if kind == "status":
         return 0 < counters.get("status-received", 0) < sent  # coalesced
     return True  # events: the audit log's suppression line shows it (checked below)
