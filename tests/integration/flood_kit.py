@@ -70,7 +70,7 @@ def _event(device: str, i: int) -> tuple[str, bytes, bool]:
 
 # name -> (message maker, messages to send before the control starts)
 FLOODS: dict[str, tuple[Maker, int]] = {
-    "incomplete": (_incomplete, 120),  # 12 MB of parts without a manifest: > every budget
+    "incomplete": (_incomplete, 250),  # 25 MB of parts without a manifest: > every budget
     "zero-byte": (_zero, 30_000),
     "rejected": (_rejected, 20_000),  # every part answered: the acks and log lines are bounded
     "status": (_status, 20_000),
