@@ -11,7 +11,8 @@ from typing import Any
 
 STATUS_KEYS = ("state", "pending", "pending_bytes", "boot", "fw", "uptime_s",
                "cert_not_after", "clock_synced")
-EVENT_KEYS = frozenset({"capture_id", "capture_ids", "session", "reason", "count", "cmd_id"})
+EVENT_KEYS = frozenset({"capture_id", "capture_ids", "session", "reason", "count", "cmd_id",
+                        "event_id"})
 
 
 def utc_stamp(at: float) -> str:

@@ -5,7 +5,9 @@ receives onto an internal queue (the one exception is the remote ``wipe``, which
 the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 ``DeliveryEngine`` and does all publishing. The station hears about outcomes through
 ``on_event`` (frozen events from ``firmware.uplink_events``), which should only
-``queue.put``.
+``queue.put``. Audit events stay in an ``EventOutbox`` until the relay acknowledges
+them (``firmware.event_acks``) and are re-sent on reconnect and every
+``event_resend_s`` (DESIGN §5 "Audit events are delivered").
 
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
@@ -25,6 +27,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.firmware.commands import CommandGate, CommandRefused
+from clinicam.firmware.event_acks import parse_event_ack
+from clinicam.firmware.event_outbox import EventOutbox
 from clinicam.firmware.manifest import sign_event
 from clinicam.firmware.status import event_payload, status_payload, utc_stamp
 from clinicam.firmware.uplink_events import (
@@ -65,7 +69,7 @@ class Uplink:
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, event_resend_s: float = 30.0) -> None:
         self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
@@ -79,6 +83,7 @@ class Uplink:
         self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._gate = CommandGate()
+        self.outbox = EventOutbox(resend_s=event_resend_s, clock=clock, rng=rng)
         self.engine = DeliveryEngine(
             vault=vault, device=self.device, publish=self._publish, emit=self._emit,
             topic_prefix=topic_prefix, max_inflight=max_inflight, ack_timeout_s=ack_timeout_s,
@@ -139,12 +144,13 @@ class Uplink:
         if report is not None:
             ids = list(report.capture_ids)
             body = event_payload("wiped", self._wall(), capture_ids=ids, count=len(ids),
-                                 reason=getattr(report, "trigger", None) or None)
+                                 reason=getattr(report, "trigger", None) or None,
+                                 event_id=self.outbox.new_id())
 
         def forget() -> None:
             self.engine.reset()
             if body is not None:
-                self._publish_json("event", body)
+                self._publish_event(body)
             self._publish_status()
         self._post(forget)
 
@@ -172,14 +178,14 @@ class Uplink:
     # -- what the station may call -------------------------------------------------------
     def publish_event(self, event: str, **fields: Any) -> None:
         """Queue an audit event (DESIGN §5 keys only) for ``P/D/event``."""
-        body = event_payload(event, self._wall(), **fields)
-        self._post(lambda: self._publish_json("event", body))
+        body = event_payload(event, self._wall(), event_id=self.outbox.new_id(), **fields)
+        self._post(lambda: self._publish_event(body))
 
     def send_void(self, capture_id: str) -> None:
         """Ask the relay to mark a delivered capture entered-in-error (signed event)."""
-        body = sign_event({"event": "void", "at": utc_stamp(self._wall()),
-                           "capture_id": capture_id}, self.identity.key)
-        self._post(lambda: self._publish_json("event", body))
+        body = sign_event({"event": "void", "at": utc_stamp(self._wall()), "capture_id": capture_id,
+                           "event_id": self.outbox.new_id()}, self.identity.key)
+        self._post(lambda: self._publish_event(body))
 
     def status(self) -> dict[str, Any]:
         """The retained status this station publishes."""
@@ -209,7 +215,8 @@ class Uplink:
                 job()
                 self._tick()
                 due = self.engine.tick()
-                timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
+                timeout = min(x for x in (due, self.outbox.next_due_in(), self.expire_every_s)
+                              if x is not None)
             except Exception:  # never let one bad message stop delivery
                 log.exception("uplink: delivery step failed")
 
@@ -217,7 +224,11 @@ class Uplink:
         pass  # a deadline passed: the engine's tick below handles it
 
     def _tick(self) -> None:
-        """After every job: let captures past the vault's TTL go, and say so (DESIGN §3.6)."""
+        """After every job: re-send events the relay has not logged yet, and let captures
+        past the vault's TTL go, and say so (DESIGN §3.6)."""
+        if self.engine.connected:
+            for body in self.outbox.due():
+                self._publish_json("event", body)
         now = self._clock()
         if now - self._last_expiry < self.expire_every_s:
             return
@@ -226,8 +237,9 @@ class Uplink:
         if expired:
             for cid in expired:
                 self.engine.forget(cid)
-            self._publish_json("event", event_payload(
-                "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
+            self._publish_event(event_payload(
+                "expired", self._wall(), capture_ids=list(expired), count=len(expired),
+                event_id=self.outbox.new_id()))
             self._publish_status()
             self._on_event(CapturesExpired(tuple(expired)))
 
@@ -250,6 +262,10 @@ class Uplink:
         payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         self.client.publish(f"{self.base}/{leaf}", payload, qos=1, retain=retain)
 
+    def _publish_event(self, body: dict[str, Any]) -> None:
+        """An audit event, kept in the outbox until the relay logs it (DESIGN §5)."""
+        self._publish_json("event", self.outbox.keep(body))
+
     def _publish_status(self) -> None:
         if self.engine.connected:
             self._publish_json("status", self.status(), retain=True)
@@ -257,11 +273,13 @@ class Uplink:
     def _emit(self, event: UplinkEvent) -> None:
         """Engine outcomes: tell the relay (audit, status) and the station."""
         if isinstance(event, CaptureRejected):
-            self._publish_json("event", event_payload(
-                "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason))
+            self._publish_event(event_payload(
+                "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason,
+                event_id=self.outbox.new_id()))
         if isinstance(event, UplinkMisconfigured):
-            self._publish_json("event", event_payload(
-                "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason))
+            self._publish_event(event_payload(
+                "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason,
+                event_id=self.outbox.new_id()))
         if isinstance(event, CaptureStored | CaptureRejected | UplinkMisconfigured):
             self._publish_status()
         self._on_event(event)
@@ -281,6 +299,8 @@ class Uplink:
         def connected() -> None:
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
+            for body in self.outbox.due(everything=True):
+                self._publish_json("event", body)
             self._on_event(UplinkConnected(receive_max, max_packet))
         self._post(connected)
 
@@ -306,7 +326,11 @@ class Uplink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
         if msg.topic == f"{self.base}/ack":
-            self._post(lambda: self.engine.ack(payload))
+            event_id = parse_event_ack(payload)
+            if event_id is not None:
+                self._post(lambda: self.outbox.acked(event_id) and None)
+            else:
+                self._post(lambda: self.engine.ack(payload))
         elif msg.topic == f"{self.base}/cmd":
             self._command(payload, bool(msg.retain))
 
@@ -323,10 +347,10 @@ class Uplink:
             ids = list(getattr(report, "capture_ids", []) or [])
             fields.update(capture_ids=ids, count=len(ids))
             self.wiped()
-        body = event_payload(command.cmd, self._wall(), **fields)
+        body = event_payload(command.cmd, self._wall(), event_id=self.outbox.new_id(), **fields)
 
         def answer() -> None:
-            self._publish_json("event", body)
+            self._publish_event(body)
             self._publish_status()
         self._post(answer)
         self._on_event(CommandReceived(command.cmd, command.id))

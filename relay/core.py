@@ -33,6 +33,7 @@ from clinicam.firmware.errors import (
     SinkUnknownPatient,
     TopicError,
 )
+from clinicam.firmware.event_acks import EVENT_ID, event_ack_payload
 from clinicam.firmware.manifest import parse_manifest_message, verify_event
 from clinicam.firmware.sealing import OpenedCapture, open_capture
 from clinicam.firmware.topics import Topics
@@ -75,6 +76,23 @@ class Ack:
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class EventAck:
+    """The relay logged a station's audit event: ``{"event_id", "status": "logged"}`` on
+    ``P/<device>/ack`` (``firmware.event_acks``), so the station forgets it."""
+
+    device: str
+    event_id: str
+
+    def payload(self) -> bytes:
+        return event_ack_payload(self.event_id)
+
+
+# How many recent event ids per station are remembered, so that an event arriving twice
+# (queued by the broker for the relay's session and re-sent by the station) is logged once.
+SEEN_EVENTS = 256
+
+
 class RelayCore:
     """Everything the relay decides, for the stations of its partition."""
 
@@ -102,9 +120,10 @@ class RelayCore:
         self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._log_budget = Buckets(rate=1.0, burst=20.0)  # rejection log lines per station
         self._unlogged: dict[str, int] = {}
+        self._seen_events: dict[str, OrderedDict[str, None]] = {}
 
     # -- dispatch -------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Ack]:
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> list[Ack | EventAck]:
         """Act on one message; return the acks to publish (possibly none).
 
         A *retained* capture part, manifest or event is a replay the broker hands every
@@ -125,13 +144,12 @@ class RelayCore:
             self._ignore_retained(parsed.kind)
             return []
         if cid is None:
-            self._station_message(device, parsed.kind, payload)
-            return []
+            return self._station_message(device, parsed.kind, payload)
         try:
             if parsed.part is not None:
                 done = self._part(device, cid, parsed.part, payload)
             else:
-                return self._manifest(device, cid, payload)
+                return [*self._manifest(device, cid, payload)]
         except OpenError as exc:
             return [self._reject(device, cid, exc.reason)]
         except CapacityExceeded:
@@ -143,11 +161,11 @@ class RelayCore:
                 self._remember_refused((device, cid))
                 return []
             return [self._decide(Ack(device, cid, "retry", "too-large"))]
-        return self._file(done) if done is not None else []
+        return [*self._file(done)] if done is not None else []
 
-    def sweep(self) -> list[Ack]:
+    def sweep(self) -> list[Ack | EventAck]:
         """Give up on stale incomplete captures (asking for a re-send) and retry voids."""
-        acks = []
+        acks: list[Ack | EventAck] = []
         timed_out, evicted = self.reassembler.sweep(), self.reassembler.take_evicted()
         for dropped, reason in [*((d, "incomplete-timeout") for d in timed_out),
                                 *((d, "too-large") for d in evicted)]:
@@ -294,21 +312,38 @@ class RelayCore:
         return ack
 
     # -- status and events -------------------------------------------------------------
-    def _station_message(self, device: str, leaf: str, payload: bytes) -> None:
+    def _station_message(self, device: str, leaf: str, payload: bytes) -> list[Ack | EventAck]:
         try:
             obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             obj = None
         if not isinstance(obj, dict):
             self.board.count("malformed-station-message")
-            log.warning("station %s: malformed %s message (%d bytes)", device, leaf, len(payload))
-            return
+            if self._log_budget.take(device):
+                log.warning("station %s: malformed %s message (%d bytes)", device, leaf, len(payload))
+            return []
         if leaf == "status":
             self.board.station(device, obj)
-            return
+            return []
+        event_id = obj.get("event_id")
+        if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
+            event_id = None
+        elif not self._first_sighting(device, event_id):
+            self.board.count("events-repeated")
+            return [EventAck(device, event_id)]  # logged already: just confirm again
         self.audit.station_event(device, obj)
         if obj.get("event") == "void":
             self._void(device, obj)
+        return [EventAck(device, event_id)] if event_id else []
+
+    def _first_sighting(self, device: str, event_id: str) -> bool:
+        seen = self._seen_events.setdefault(device, OrderedDict())
+        if event_id in seen:
+            return False
+        seen[event_id] = None
+        if len(seen) > SEEN_EVENTS:
+            seen.popitem(last=False)
+        return True
 
     def _void(self, device: str, event: Mapping[str, Any]) -> None:
         cid = event.get("capture_id")

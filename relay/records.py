@@ -59,6 +59,7 @@ EVENT_KEYS: dict[str, Callable[[object], bool]] = {
     "reason": _match(_WORD),
     "count": _is_int,
     "cmd_id": _match(_CMD_ID),
+    "event_id": _match(re.compile(r"[0-9a-f]{16}")),
 }
 
 

@@ -150,3 +150,27 @@ def test_status_file_counters_are_current_without_any_station_status(
         assert json.loads(status.read_text())["stations"] == {}
     finally:
         relay.stop()
+
+
+def test_station_keeps_an_event_until_the_relay_logs_it_across_a_broker_restart(
+        site: Any, broker: Any, tmp_path: Path) -> None:
+    """The broker forgets the relay's session when it restarts (no persistence): the
+    station's outbox re-sends the event until the relay acknowledges it, logged once."""
+    core = make_core(site, tmp_path)
+    start_relay(site, broker.port, core).stop()  # the relay had a session, then went away
+    station = make_station(site, "station-a", broker.port, event_resend_s=0.5)
+    try:
+        station.wait_for(lambda seen: any(type(e).__name__ == "UplinkConnected" for e in seen))
+        station.uplink.publish_event("session-opened", session="0" * 32)
+        eventually(lambda: len(station.uplink.outbox) == 1)
+        broker.stop()
+        broker.start()  # the relay's queued copy is gone with the broker's memory
+        relay = start_relay(site, broker.port, core)
+        try:
+            eventually(lambda: len(station.uplink.outbox) == 0)  # acknowledged
+        finally:
+            relay.stop()
+    finally:
+        station.uplink.stop()
+    opened = [x for x in core.audit.lines if x.get("event") == "session-opened"]
+    assert len(opened) == 1 and opened[0]["device"] == "station-a"

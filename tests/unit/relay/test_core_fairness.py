@@ -61,3 +61,23 @@ def test_evicted_and_timed_out_captures_answer_retry_in_one_log_line(
     evicted = core.board.counters["dropped-evicted"]
     assert evicted >= 1  # the flooder's oldest, as many as the control's part needed
     assert core.board.counters["dropped-incomplete"] == 50 - evicted + 1  # the rest + control
+
+
+def test_events_with_an_id_are_acknowledged_and_logged_once(unit_site: Any, tmp_path: Path) -> None:
+    import json
+
+    from clinicam.firmware.event_acks import parse_event_ack
+    from clinicam.relay.core import EventAck
+
+    core = _core(unit_site, tmp_path, Reassembler())
+    event = {"event": "wiped", "at": "2026-01-01T00:00:00.000Z", "count": 0, "event_id": "0123456789abcdef"}
+    topic = f"{P}/station-a/event"
+    for _ in range(3):  # the broker's queued copy and the station's re-sends
+        (ack,) = core.handle(topic, json.dumps(event).encode())
+        assert ack == EventAck("station-a", "0123456789abcdef")
+        assert parse_event_ack(ack.payload()) == "0123456789abcdef"
+    assert [x.get("event_id") for x in core.audit.lines] == ["0123456789abcdef"]
+    assert core.board.counters["events-repeated"] == 2
+    legacy = {k: v for k, v in event.items() if k != "event_id"}  # a station without ids
+    assert core.handle(topic, json.dumps(legacy).encode()) == []
+    assert len(core.audit.lines) == 2
