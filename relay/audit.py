@@ -13,9 +13,10 @@ the DESIGN §5 keys). Three rules, each from a measured failure (issue 13):
   When that bound is reached the *oldest line of the device holding the most* is
   dropped, so one station's noise never pushes out another's events; every drop is
   counted per device and written as an ``audit-lines-dropped`` line on recovery.
-- **Rate-limited per device.** A token bucket per device (``rate_per_s``, ``burst``);
-  lines over it are counted and summarised as one ``audit-suppressed`` line per device
-  at the next sweep (``retry()``).
+- **Rate-limited per device.** A token bucket per device (``rate_per_s``, ``burst``)
+  over station events and decisions, except a capture's first ``stored`` and a
+  ``voided`` (``decision(..., limited=False)``); lines over it are counted and
+  summarised as one ``audit-suppressed`` line per device at the next sweep (``retry()``).
 
 Rotation: when the file reaches ``rotate_bytes`` or its first line is older than
 ``rotate_age_s``, it is renamed ``audit.jsonl.<UTC stamp>`` and a new one started;
@@ -70,18 +71,22 @@ class AuditLog:
         self.faults = 0
         self.suppressed_total = 0
         self.dropped_total = 0
-        self._born: float | None = self._firstutc_stamp()
+        self._born: float | None = self._file_started()
 
     # -- what the relay records ----------------------------------------------------------
     def station_event(self, device: str, event: Mapping[str, Any]) -> None:
         self._add(device, {"source": "station", "device": device, **allowed(event, EVENT_KEYS)})
 
-    def decision(self, device: str, capture_id: str | None, status: str, reason: str | None) -> None:
+    def decision(self, device: str, capture_id: str | None, status: str, reason: str | None, *,
+                 limited: bool = True) -> None:
+        """A relay decision. ``limited=False`` for a capture filed (or voided) for the first
+        time: it needed a validly signed capture that every sink took, so such lines come
+        no faster than the relay really files, and a photo in the record keeps its line."""
         entry: dict[str, Any] = {"source": "relay", "device": device, "decision": status,
                                  "reason": reason}
         if capture_id is not None:
             entry["capture_id"] = capture_id
-        self._add(device, entry)
+        self._add(device, entry, limited=limited)
 
     def suppressed(self, device: str, count: int) -> None:
         """``count`` events of ``device`` were refused before reaching us (its rate limit)."""
@@ -117,9 +122,9 @@ class AuditLog:
         return self._fault is None
 
     # -- keeping lines -------------------------------------------------------------------
-    def _add(self, device: str, entry: dict[str, Any]) -> None:
+    def _add(self, device: str, entry: dict[str, Any], limited: bool = True) -> None:
         with self._lock:
-            if not self._buckets.take(device):
+            if limited and not self._buckets.take(device):
                 self._suppressed[device] = self._suppressed.get(device, 0) + 1
                 self.suppressed_total += 1
                 return
@@ -222,7 +227,7 @@ class AuditLog:
             for stale in rotated[:-self.keep]:
                 stale.unlink(missing_ok=True)
 
-    def _firstutc_stamp(self) -> float | None:
+    def _file_started(self) -> float | None:
         """When the current file was started: its first line's ``logged`` time."""
         if self._path is None:
             return None

@@ -248,7 +248,7 @@ class RelayCore:
         digest = hashlib.sha256(done.manifest).hexdigest()
         self.ledger.record(Filed(device, cid, digest, refs, str(opened.manifest["cert"])))
         self.board.count("stored")
-        return [self._decide(Ack(device, cid, "stored", None, refs))]
+        return [self._decide(Ack(device, cid, "stored", None, refs), limited=False)]
 
     def _store(self, opened: OpenedCapture) -> dict[str, str] | str:
         """Every sink's reference, or the reason code of the first failure.
@@ -307,8 +307,8 @@ class RelayCore:
             self._unlogged[device] = self._unlogged.get(device, 0) + 1
         return self._decide(Ack(device, cid, "rejected", reason))
 
-    def _decide(self, ack: Ack) -> Ack:
-        self.audit.decision(ack.device, ack.capture_id, ack.status, ack.reason)
+    def _decide(self, ack: Ack, limited: bool = True) -> Ack:
+        self.audit.decision(ack.device, ack.capture_id, ack.status, ack.reason, limited=limited)
         return ack
 
     # -- status and events -------------------------------------------------------------
@@ -373,4 +373,4 @@ class RelayCore:
             log.warning("capture %s: void failed in a sink (%s); will retry", cid, exc.reason)
             return
         self._pending_voids.discard((device, cid))
-        self.audit.decision(device, cid, "voided", None)
+        self.audit.decision(device, cid, "voided", None, limited=False)

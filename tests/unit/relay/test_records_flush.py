@@ -120,3 +120,13 @@ def test_rotation_by_size_and_by_age_keeps_the_newest(tmp_path: Path) -> None:
     audit.decision("station-a", CID, "stored", None)
     assert set(tmp_path.glob("audit.jsonl.*")) != before
     assert [x["capture_id"] for x in _read(path)] == [CID]
+
+
+def test_first_stored_decisions_are_never_rate_limited(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "audit.jsonl", clock=Clock(), rate_per_s=1, burst=5)
+    for i in range(50):
+        audit.decision("station-a", f"{i:032x}", "stored", None, limited=False)
+        audit.decision("station-a", f"{i:032x}", "rejected", "parts")
+    lines = _read(tmp_path / "audit.jsonl")
+    assert sum(x["decision"] == "stored" for x in lines) == 50
+    assert sum(x["decision"] == "rejected" for x in lines) == 5
