@@ -19,7 +19,7 @@ DEFAULT_CONF_DIR = "/etc/mosquitto/clinicam"
 # and the broker advertises it in CONNACK so stations cut parts to fit (DESIGN §5).
 MAX_PACKET_SIZE = 131072
 # What the broker queues for one client that is away or slow (the relay's session).
-MAX_QUEUED_MESSAGES = 1000
+MAX_QUEUED_MESSAGES = 10000
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 # Keys whose value is a file path: the test and demo launchers rewrite exactly these.
@@ -57,13 +57,15 @@ max_packet_size {MAX_PACKET_SIZE}
 # Station status is a retained message. Mosquitto's acl_file cannot refuse the retain
 # flag on some topics only; the relay ignores retained captures and events instead.
 retain_available true
-# Bounded broker memory and fairness (issue 13). In flight to each client: at most 20
-# unacknowledged QoS 1 messages: enough that the relay reads at full speed (with 20, a
-# flooding station got the broker to drop other stations' messages for the relay).
+# Bounded broker memory and fairness (issue 13). In flight to each client: at most 100
+# unacknowledged QoS 1 messages, so the relay reads at full speed (with Mosquitto's 20,
+# a flooding station made the broker drop other stations' messages for the relay).
 max_inflight_messages 100
-# Queued per client beyond those in flight: the relay's persistent session keeps station
-# events while the relay is away. Past either bound the broker drops new messages for
-# that client; stations re-send captures until acknowledged.
+# Queued per client beyond those in flight, whichever bound comes first: a flood waits
+# here instead of pushing out other stations' messages, and the relay's persistent
+# session keeps station events while the relay is away. Past either bound the broker
+# drops new messages for that client; stations re-send captures and events until
+# acknowledged.
 max_queued_messages {MAX_QUEUED_MESSAGES}
 max_queued_bytes {MAX_QUEUED_BYTES}
 # A session not resumed within two days is discarded (the relay asks for one day).

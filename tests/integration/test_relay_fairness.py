@@ -77,7 +77,7 @@ def test_control_station_is_stored_within_30_s_while_another_floods(
         control.uplink.stop()
     print(f"\n{kind}: control {latency:.2f} s, flood sent {flood.sent}, relay +{(peak - before) / 2**20:.1f} MiB")
     drops = Path(broker.log_path).read_text(errors="replace").count("being dropped")
-    print(f"broker drop lines {drops}")
+    print(f"broker drop lines {drops}; relay counters {relay_status(state).get('counters')}")
     assert latency < CONTROL_WITHIN_S
     assert peak - before <= MEMORY_BOUND, f"relay grew {(peak - before) / 2**20:.0f} MiB"
     eventually(lambda: _flooded(kind, relay_status(state).get("counters", {}), flood.sent))
