@@ -8,14 +8,14 @@ bootstrap:
 	@scripts/bootstrap.sh base
 
 demo: bootstrap
-	@$(PY) -m clinicam.firmware.cli demo $(DEMO_ARGS)
+	@$(PY) -m clinicam.tools.cli demo $(DEMO_ARGS)
 
 test: bootstrap lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(PY) -m ruff check .
-	$(PY) -m mypy firmware drivers provisioning relay
+	$(PY) -m mypy common protocol drivers provisioning firmware relay tools
 
 unit: bootstrap
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -25,17 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.uplink import Uplink
-from clinicam.firmware.uplink_events import CaptureStored
-from clinicam.firmware.vault import Vault
+from clinicam.firmware.capture.vault import Vault
+from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.protocol.recipient import load_recipient_private
+from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning import identity
-from clinicam.provisioning.brokerproc import LOOPBACK, Mosquitto, free_port
-from clinicam.provisioning.recipient import load_recipient_private
 from clinicam.provisioning.site import Site
 from clinicam.relay.core import RelayCore
-from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.service import Relay
+from clinicam.relay.sinks.directory import DirectorySink
+from clinicam.tools.brokerproc import LOOPBACK, Mosquitto, free_port
 from cryptography import x509
 from harness import Context, Figure, Stats
 
@@ -83,7 +83,7 @@ class Bench:
             f'[identity]\ncert = "{cert}"\nkey = "{key}"\nca = "{self.root}/site/ca.pem"\n'
             f'recipient_keys = ["{self.root}/site/relay/recipient.key"]\n'
             f'[[sinks]]\ntype = "directory"\nname = "archive"\npath = "{out}"\n')
-        proc = subprocess.Popen([sys.executable, "-m", "clinicam.firmware.cli", "relay", "run",
+        proc = subprocess.Popen([sys.executable, "-m", "clinicam.tools.cli", "relay", "run",
                                  "--config", str(conf)], stderr=subprocess.PIPE)
         assert proc.stderr is not None
         for line in proc.stderr:

@@ -25,10 +25,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from bench_delivery import Bench
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.uplink import Uplink
-from clinicam.firmware.uplink_events import CaptureStored
-from clinicam.firmware.vault import Vault
+from clinicam.firmware.capture.vault import Vault
+from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning.brokerproc import LOOPBACK
 from clinicam.provisioning.tlsctx import client_context
 from harness import Context, Figure, Stats

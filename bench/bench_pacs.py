@@ -14,11 +14,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from clinicam.relay import dicom
-from clinicam.relay.dicomweb_sink import DicomWebSink
-from clinicam.relay.dimse_sink import DimseSink
-from clinicam.relay.httpclient import Auth
-from clinicam.relay.orthanc import Orthanc, orthanc_available
+from clinicam.relay.sinks import dicom
+from clinicam.relay.sinks.dicomweb import DicomWebSink
+from clinicam.relay.sinks.dimse import DimseSink
+from clinicam.relay.sinks.httpclient import Auth
+from clinicam.tools.orthanc import Orthanc, orthanc_available
 from harness import Context, Figure, measure
 from PIL import Image
 

@@ -26,12 +26,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from clinicam.firmware.errors import VaultFull
-from clinicam.firmware.memory import Buffers
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.vault import Vault
-from clinicam.firmware.wipe import Wiper
-from clinicam.provisioning.recipient import generate_recipient_key
+from clinicam.common.errors import VaultFull
+from clinicam.common.zeroize import Buffers
+from clinicam.firmware.capture.vault import Vault
+from clinicam.firmware.capture.wipe import Wiper
+from clinicam.protocol.recipient import generate_recipient_key
+from clinicam.protocol.sealing import Sealer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -201,7 +201,7 @@ RSS_CHILD = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 from bench_sealing import make_sealer
-from clinicam.firmware.vault import Vault
+from clinicam.firmware.capture.vault import Vault
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 from bench_sealing import make_sealer
-from clinicam.firmware.codes import PatientId
-from clinicam.firmware.demo_setup import CLI, DemoSetup
-from clinicam.firmware.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
-from clinicam.firmware.vault import Vault
+from clinicam.firmware.capture.vault import Vault
+from clinicam.firmware.codes.classify import PatientId
+from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
+from clinicam.tools.demo_setup import CLI, DemoSetup
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from harness import Context, Figure, Stats, measure
 from PIL import Image

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from clinicam.provisioning import identity
-from clinicam.provisioning.brokerproc import LOOPBACK, Mosquitto, free_port
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
+from clinicam.tools.brokerproc import LOOPBACK, Mosquitto, free_port
 from harness import Context, Figure, measure
 from paho.mqtt.enums import CallbackAPIVersion
 

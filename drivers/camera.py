@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
+from clinicam.common.errors import CameraUnavailable
 from clinicam.drivers.scenes import Scene
-from clinicam.firmware.errors import CameraUnavailable
 from PIL import Image
 
 MAX_SIM_PIXELS = 12_000_000

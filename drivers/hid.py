@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from clinicam.common.errors import ReaderUnavailable
 from clinicam.drivers.readers import Code
-from clinicam.firmware.errors import ReaderUnavailable
 
 log = logging.getLogger(__name__)
 

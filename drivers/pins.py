@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinicam.firmware.errors import HardwareError
+from clinicam.common.errors import HardwareError
 
 
 def make_pin_factory(backend: str) -> Any:

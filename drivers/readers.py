@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from clinicam.firmware.errors import ReaderUnavailable
+from clinicam.common.errors import ReaderUnavailable
 
 SYMBOLOGIES: tuple[str, ...] = (
     "code128",

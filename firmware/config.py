@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from clinicam.firmware.tomlconf import (
+from clinicam.common.tomlconf import (
     absolute_path,
     between,
     checked,

@@ -27,12 +27,13 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clinicam.common.errors import ConfigError
 from clinicam.drivers.scenes import Scene, Symbol
-from clinicam.firmware.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,10 @@ class ScriptPlayer:
         observe: Callable[[dict[str, Any]], None],
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.steps, self.camera, self.factory = list(steps), camera, pin_factory
+        # Played steps are dropped: the simulated world must not keep the codes it showed
+        # (synthetic wristbands) in the station's memory, or a residue scan of the
+        # station process could not tell the station's leftovers from the script's.
+        self.steps, self.camera, self.factory = deque(steps), camera, pin_factory
         self.clock_source, self.config, self.counts = clock_source, config, counts
         self._observe, self._sleep = observe, sleep
         self.done = threading.Event()
@@ -93,8 +97,10 @@ class ScriptPlayer:
 
     def _run(self) -> None:
         try:
-            for i, s in enumerate(self.steps, start=1):
-                self._step(i, s)
+            i = 0
+            while self.steps:
+                i += 1
+                self._step(i, self.steps.popleft())
         except Exception as exc:
             self.error = f"step failed: {type(exc).__name__}"
             log.error("simulation script stopped: %s", self.error)

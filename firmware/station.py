@@ -24,22 +24,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from clinicam.firmware import events as ev
-from clinicam.firmware.camera_worker import CameraWorker, post_classified
-from clinicam.firmware.codes import CodeRules
+from clinicam.common.errors import CameraUnavailable, SealError, VaultFull
+from clinicam.common.zeroize import zero
+from clinicam.firmware.capture.camera_worker import CameraWorker, post_classified
+from clinicam.firmware.capture.vault import Vault, WipeReport
+from clinicam.firmware.capture.wipe import Wiper
+from clinicam.firmware.codes.classify import CodeRules
 from clinicam.firmware.config import StationConfig
-from clinicam.firmware.errors import CameraUnavailable, SealError, VaultFull
 from clinicam.firmware.hardware import Hardware
-from clinicam.firmware.memory import zero
-from clinicam.firmware.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.session import WorkflowPolicy, initial_state
-from clinicam.firmware.uplink import Uplink
-from clinicam.firmware.uplink_translation import FaultReported, Identify, UplinkTranslator
-from clinicam.firmware.vault import Vault, WipeReport
-from clinicam.firmware.wipe import Wiper
-from clinicam.firmware.workflow import step
+from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.translation import FaultReported, Identify, UplinkTranslator
+from clinicam.firmware.workflow import events as ev
+from clinicam.firmware.workflow.machine import step
+from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
+from clinicam.firmware.workflow.session import WorkflowPolicy, initial_state
+from clinicam.protocol.sealing import Sealer
 
 log = logging.getLogger(__name__)
 

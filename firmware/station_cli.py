@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clinicam.common.errors import ConfigError
 from clinicam.firmware.config import DEFAULT_PATH, StationConfig, load_station_config
-from clinicam.firmware.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from clinicam.firmware import selftest
+    from clinicam.firmware.selftest import main as selftest
 
     return selftest.main(str(args.config), network=not args.no_network)
 
@@ -72,7 +72,7 @@ class JsonLines:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from clinicam.firmware.memory import harden_process
+    from clinicam.firmware.capture.memory import harden_process
 
     config = load_station_config(args.config)
     # First thing, before any key or image exists in this process (DESIGN §3.3).
@@ -89,7 +89,7 @@ UNPROVISIONED_POLL_S = 5.0
 
 def run_station(config: StationConfig, *, observer: Any = None, script: Path | None = None) -> int:
     """Build the station, install the signal wipe, run until stopped."""
-    from clinicam.firmware.errors import ProvisioningError
+    from clinicam.common.errors import ProvisioningError
     from clinicam.firmware.hardware import build_hardware
     from clinicam.firmware.simscript import load_script
     from clinicam.firmware.station import Station
@@ -112,6 +112,7 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
     _install_signals(station, config, observer)
     if steps is not None:
         _play(steps, station, config, observer)
+        steps = None  # the player holds what is left of the script, and drops it as it plays
     try:
         return station.run()
     finally:
@@ -128,7 +129,7 @@ def wait_unprovisioned(config: StationConfig, error: Exception, observer: Any = 
     """
     import signal
 
-    from clinicam.firmware.errors import ClinicamError
+    from clinicam.common.errors import ClinicamError
     from clinicam.firmware.hardware import build_hardware
     from clinicam.firmware.sdnotify import Notifier
     from clinicam.provisioning.identity import load_identity
@@ -164,7 +165,7 @@ def wait_unprovisioned(config: StationConfig, error: Exception, observer: Any = 
 
 
 def _install_signals(station: Any, config: StationConfig, observer: Any) -> None:
-    from clinicam.firmware.wipe import SignalWipe, report_line
+    from clinicam.firmware.capture.wipe import SignalWipe, report_line
 
     def announce(report: Any) -> None:
         log.warning("%s", report_line(report))

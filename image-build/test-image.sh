@@ -186,8 +186,8 @@ make_persistent() {
 [hardware]
 backend = "sim"
 TOML
-    if "$PY" -m clinicam.firmware.cli provision --help >/dev/null 2>&1; then
-        local c=("$PY" -m clinicam.firmware.cli provision)
+    if "$PY" -m clinicam.tools.cli provision --help >/dev/null 2>&1; then
+        local c=("$PY" -m clinicam.tools.cli provision)
         "${c[@]}" site-init --site standin --broker-host 10.0.2.2 --relays 1 "$WORK/site" >/dev/null
         "${c[@]}" device-key --device standin-01 "$p/etc/identity" >/dev/null
         "${c[@]}" sign --out "$WORK/site/standin-01.pem" "$WORK/site" "$p/etc/identity/device.csr" >/dev/null

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from clinicam.provisioning import brokerconf, identity, netallow, pki, report
 from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, sign, renew, operator, revoke, reissue, crl,\nbundle, show --site.
+On the site's admin machine: site-init, sign, renew, operator, revoke, reissue, crl,\nacl, bundle, show --site.
 On a station: device-key, install, apply-network (root, run by the unit), show.
 Private keys are written with mode 0600 and never printed."""
 
@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     _revoke(sub)
     _reissue(sub)
     _crl(sub)
+    _acl(sub)
     _bundle(sub)
     _install(sub)
     _apply_network(sub)
@@ -116,6 +117,12 @@ def _reissue(sub: Any) -> None:
     p.add_argument("service", metavar="broker|relay-N")
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
     p.set_defaults(func=_cmd_reissue)
+
+
+def _acl(sub: Any) -> None:
+    p = sub.add_parser("acl", help="regenerate broker/acl from the register (after upgrading an existing site)")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.set_defaults(func=_cmd_acl)
 
 
 def _crl(sub: Any) -> None:
@@ -201,7 +208,22 @@ def _cmd_device_key(args: argparse.Namespace) -> int:
 def _cmd_sign(args: argparse.Namespace) -> int:
     site = Site(args.site_dir)
     cert = site.sign(_read(args.csr), where=str(args.csr), days=args.days)
-    return _wrote(args.out, cert, "signed")
+    _wrote(args.out, cert, "signed")
+    print(_acl_advice(site, "now lets this station publish"))
+    return 0
+
+
+def _acl_advice(site: Site, what: str) -> str:
+    return (f"  {site.broker_dir / 'acl'} {what}: copy it to the broker's acl_file and reload the broker "
+            "(systemctl reload mosquitto, or kill -HUP its pid); until then the broker refuses its messages")
+
+
+def _cmd_acl(args: argparse.Namespace) -> int:
+    site = Site(args.site_dir)
+    path = site.write_acl()
+    print(f"ACL regenerated from the register: {path} (one block per valid station, relay and operator)")
+    print("  copy it to the broker's acl_file and reload the broker (systemctl reload mosquitto, or kill -HUP its pid)")
+    return 0
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
@@ -240,8 +262,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     hit = site.revoke(args.target)
     for rec in hit:
         print(f"revoked {rec.id} serial {rec.serial}")
-    if any(rec.kind == "operator" for rec in hit):
-        print(f"ACL rewritten without the revoked operator: copy {site.broker_dir / 'acl'} to the broker too")
+    print(f"ACL rewritten without {', '.join(sorted({rec.id for rec in hit}))}: "
+          f"copy {site.broker_dir / 'acl'} to the broker too")
     print(
         f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and RESTART it "
         "(a reload refuses new connections but keeps a revoked station's open one); "

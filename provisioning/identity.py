@@ -17,9 +17,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.recipient import RecipientPublicKey, load_recipient_public
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import RecipientPublicKey, load_recipient_public
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from clinicam.provisioning import pki
 from clinicam.provisioning.brokerconf import OPERATOR_PREFIX
 from clinicam.provisioning.site import Site

@@ -21,7 +21,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol import certprofile
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ID_PATTERN = re.compile(r"[a-z0-9-]{3,64}")
-RESERVED_PREFIXES: tuple[str, ...] = ("relay", "broker", "admin", "operator")
+RESERVED_PREFIXES: tuple[str, ...] = certprofile.RESERVED_PREFIXES
 DEFAULT_DAYS = 397
 CA_DAYS = 3650
 # Backdating absorbs small clock differences between the site and a freshly booted station.
@@ -283,8 +284,15 @@ def issue(
     now: dt.datetime,
     days: int = DEFAULT_DAYS,
     server_hosts: Sequence[str] = (),
+    station: bool = False,
 ) -> x509.Certificate:
-    """An end-entity certificate: clientAuth, or serverAuth with SANs when ``server_hosts``."""
+    """An end-entity certificate: clientAuth, or serverAuth with SANs when ``server_hosts``.
+
+    ``station`` adds the station certificate policy (``certprofile.STATION_POLICY``):
+    only station signing sets it, and only such a certificate files photos.
+    """
+    if station and (server_hosts or certprofile.is_reserved(cn)):
+        raise ProvisioningError(f"{cn!r} cannot be a station: service names and server certificates never are")
     if days < 1:
         raise ProvisioningError("certificate validity must be at least 1 day")
     if now + dt.timedelta(days=days) > ca.not_valid_after_utc:
@@ -309,6 +317,8 @@ def issue(
     )
     if server_hosts:
         builder = builder.add_extension(_san(server_hosts), critical=False)
+    if station:
+        builder = builder.add_extension(certprofile.station_policies(), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 
 

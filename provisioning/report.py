@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from clinicam.protocol.recipient import load_recipient_public
 from clinicam.provisioning import pki
 from clinicam.provisioning.identity import DeviceIdentity
-from clinicam.provisioning.recipient import load_recipient_public
 from clinicam.provisioning.site import Record, Site
 from cryptography import x509
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.recipient import KEMS, generate_recipient_key
 from clinicam.provisioning import brokerconf, pki
-from clinicam.provisioning.recipient import KEMS, generate_recipient_key
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -258,9 +258,13 @@ class Site:
         kind: str = "device",
         ca_key: pki.PrivateKey | None = None,
     ) -> x509.Certificate:
-        """Issue and register a clientAuth certificate; no checks beyond the id's form."""
+        """Issue and register a clientAuth certificate; no checks beyond the id's form.
+
+        Only ``kind="device"`` (``sign``, ``renew``) gets the station profile.
+        """
         pki.check_id(cn, allow_reserved=kind != "device")
-        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now or pki.utcnow(), days=days)
+        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now or pki.utcnow(), days=days,
+                         station=kind == "device")
         self._record(cert, kind)
         return cert
 
@@ -276,7 +280,9 @@ class Site:
                 f"{ident!r} already has a valid certificate: use 'clinicam provision renew' for "
                 "the same station, or 'revoke' it first if it is being replaced"
             )
-        return self.issue(_csr_key(csr), ident, now=now, days=days)
+        cert = self.issue(_csr_key(csr), ident, now=now, days=days)
+        self.write_acl(now=now)  # the broker grants station rights per registered station
+        return cert
 
     def renew(
         self, csr_pem: bytes, *, where: str = "CSR", days: int = pki.DEFAULT_DAYS, now: dt.datetime | None = None
@@ -296,7 +302,9 @@ class Site:
             raise ProvisioningError(
                 f"{ident!r} expired more than 30 days ago: sign it again with 'clinicam provision sign'"
             )
-        return self.issue(_csr_key(csr), ident, now=now, days=days)
+        cert = self.issue(_csr_key(csr), ident, now=now, days=days)
+        self.write_acl(now=now)  # an id whose last certificate had lapsed is back in it
+        return cert
 
     def revoke(self, target: str, *, now: dt.datetime | None = None) -> list[Record]:
         """Revoke every unrevoked certificate of an id, or one by serial; rewrite the CRLs."""
@@ -314,15 +322,16 @@ class Site:
             r.revoked_at = now.isoformat()
         self._save(records)
         self.write_crl(now=now)
-        if any(r.kind == "operator" for r in hit):
-            self.write_acl(now=now)  # the CRL shuts the certificate out; the ACL drops its rights too
+        self.write_acl(now=now)  # the CRL shuts the certificate out; the ACL drops its rights too
         return hit
 
     def write_acl(self, *, now: dt.datetime | None = None) -> Path:
-        """Regenerate ``broker/acl``: site.json's relays and the operators valid ``now``."""
+        """Regenerate ``broker/acl``: site.json's relays, the stations and operators valid ``now``."""
         now = now or pki.utcnow()
-        ops = [r.id for r in self.records() if r.kind == "operator" and r.valid_at(now)]
-        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops)
+        valid = [r for r in self.records() if r.valid_at(now)]
+        ops = [r.id for r in valid if r.kind == "operator"]
+        stations = [r.id for r in valid if r.kind == "device"]
+        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops, stations=stations)
         pki.write_public(self.broker_dir / "acl", acl.encode())
         return self.broker_dir / "acl"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 
 
 def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:

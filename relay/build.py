@@ -12,13 +12,12 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.errors import ConfigError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import load_recipient_private
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.config import RelayConfig
 from clinicam.relay.core import RelayCore
-from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.inbox import FairInbox
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
@@ -26,12 +25,13 @@ from clinicam.relay.reassembly import Reassembler
 from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink
+from clinicam.relay.sinks.directory import DirectorySink
 from cryptography import x509
 
 SINK_MODULES = {
-    "dicomweb": "clinicam.relay.dicomweb_sink",
-    "dimse": "clinicam.relay.dimse_sink",
-    "fhir": "clinicam.relay.fhir_sink",
+    "dicomweb": "clinicam.relay.sinks.dicomweb",
+    "dimse": "clinicam.relay.sinks.dimse",
+    "fhir": "clinicam.relay.sinks.fhir",
 }
 
 
@@ -83,6 +83,7 @@ def build_core(config: RelayConfig) -> RelayCore:
         audit=AuditLog(Path(rel.audit_log), rate_per_s=au.rate_per_s, burst=au.burst,
                        max_pending=au.max_pending_lines, rotate_bytes=au.rotate_bytes,
                        rotate_age_s=au.rotate_days * 86400, keep=au.keep),
+        legacy_until=rel.legacy_until,
     )
 
 

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.errors import ConfigError
+from clinicam.common.errors import ConfigError
 from clinicam.relay.config import DEFAULT_PATH, load_relay_config
 
 
@@ -42,7 +42,7 @@ EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
 
 
 def _register_cmd(sub: argparse._SubParsersAction) -> None:
-    from clinicam.firmware.commands import COMMANDS
+    from clinicam.protocol.commands import COMMANDS
 
     cmd = sub.add_parser("cmd", help="send a station identify, wipe or ping and wait for its answer",
                          description="Send one remote command (DESIGN §5) with an operator identity (--cert, --key; "
@@ -111,9 +111,9 @@ def format_status(data: dict[str, Any]) -> str:
 
 
 def cmd_cmd(args: argparse.Namespace) -> int:
-    from clinicam.firmware.commands import MAX_LIFETIME_S
-    from clinicam.firmware.errors import UplinkError
-    from clinicam.firmware.topics import DEVICE_ID
+    from clinicam.common.errors import UplinkError
+    from clinicam.protocol.commands import MAX_LIFETIME_S
+    from clinicam.protocol.topics import DEVICE_ID
     from clinicam.relay import remote  # imports paho only here
 
     def refuse(message: str) -> int:

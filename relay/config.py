@@ -10,10 +10,11 @@ of tables whose ``type`` picks the kind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from clinicam.firmware.tomlconf import (
+from clinicam.common.tomlconf import (
     absolute_path,
     between,
     checked,
@@ -50,10 +51,26 @@ class RelaySection:
     session_expiry_s: int = field(default=86400, metadata=checked(between(0, 30 * 86400)))
     inbox_bytes: int = field(default=128 * 1024 * 1024, metadata=checked(between(1024 * 1024, 16 * 1024**3)))
     inbox_station_bytes: int = field(default=32 * 1024 * 1024, metadata=checked(between(256 * 1024, 16 * 1024**3)))
+    # Grace period for station certificates issued before the station profile
+    # (clinicam.protocol.certprofile): "YYYY-MM-DD" (UTC midnight), "" = none.
+    legacy_station_certs_until: str = field(
+        default="", metadata=checked(matches(r"(\d{4}-\d{2}-\d{2})?", "a date YYYY-MM-DD, or empty"))
+    )
+
+    @property
+    def legacy_until(self) -> datetime | None:
+        """``legacy_station_certs_until`` as an aware UTC datetime, or None."""
+        text = self.legacy_station_certs_until
+        return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
 
     def __post_init__(self) -> None:
         if self.inbox_station_bytes > self.inbox_bytes:
             raise ValueError(f"inbox_station_bytes: must not exceed inbox_bytes ({self.inbox_bytes})")
+        try:
+            self.legacy_until  # noqa: B018 - validates the date now, at load time
+        except ValueError:
+            raise ValueError(f"legacy_station_certs_until: {self.legacy_station_certs_until!r} is not a "
+                             "calendar date (YYYY-MM-DD)") from None
         if self.worker >= self.workers:
             raise ValueError(f"worker: must be below workers ({self.workers}), got {self.worker}")
         bad = [w for w in self.standby_for if not 0 <= w < self.workers]

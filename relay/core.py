@@ -26,18 +26,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from clinicam.firmware.errors import (
+from clinicam.common.errors import (
     ConfigError,
     OpenError,
+    PrePolicyCertificate,
     SinkError,
     SinkUnknownPatient,
     TopicError,
 )
-from clinicam.firmware.event_acks import EVENT_ID, event_ack_payload
-from clinicam.firmware.manifest import parse_manifest_message, verify_event
-from clinicam.firmware.sealing import OpenedCapture, open_capture
-from clinicam.firmware.topics import Topics
-from clinicam.provisioning.recipient import RecipientPrivateKey
+from clinicam.protocol import certprofile
+from clinicam.protocol.event_acks import EVENT_ID, event_ack_payload
+from clinicam.protocol.manifest import parse_manifest_message, verify_event
+from clinicam.protocol.recipient import RecipientPrivateKey
+from clinicam.protocol.sealing import OpenedCapture, open_capture
+from clinicam.protocol.topics import Topics
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
@@ -79,7 +81,7 @@ class Ack:
 @dataclass(frozen=True)
 class EventAck:
     """The relay logged a station's audit event: ``{"event_id", "status": "logged"}`` on
-    ``P/<device>/ack`` (``firmware.event_acks``), so the station forgets it."""
+    ``P/<device>/ack`` (``protocol.event_acks``), so the station forgets it."""
 
     device: str
     event_id: str
@@ -102,7 +104,8 @@ class RelayCore:
                  topic_prefix: str = "clinicam/v1", partition: Partition | None = None,
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
-                 now: Callable[[], datetime] | None = None) -> None:
+                 now: Callable[[], datetime] | None = None,
+                 legacy_until: datetime | None = None) -> None:
         if not sinks:
             raise ConfigError("the relay needs at least one sink to file captures into")
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
@@ -115,6 +118,10 @@ class RelayCore:
         self.board = board if board is not None else StatusBoard(None)
         self.audit = audit if audit is not None else AuditLog(None)
         self._now = now
+        # Pre-policy station certificates are stations until then (certprofile).
+        self.legacy_until = legacy_until
+        self._pre_policy_seen: set[str] = set()
+        self._refused_seen: set[tuple[str, str]] = set()
         self._pending_voids: set[tuple[str, str]] = set()
         self._said_retained: set[str] = set()
         self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -145,6 +152,8 @@ class RelayCore:
             return []
         if cid is None:
             return self._station_message(device, parsed.kind, payload)
+        if certprofile.is_reserved(device):
+            return self._not_a_station(device, cid, parsed.part is None)
         try:
             if parsed.part is not None:
                 done = self._part(device, cid, parsed.part, payload)
@@ -162,6 +171,13 @@ class RelayCore:
                 return []
             return [self._decide(Ack(device, cid, "retry", "too-large"))]
         return [*self._file(done)] if done is not None else []
+
+    def _not_a_station(self, device: str, cid: str, manifest: bool) -> list[Ack | EventAck]:
+        """A capture on a service identity's topic: never reassembled, never filed."""
+        if not manifest:
+            self.board.count("refused-non-station")
+            return []
+        return [self._reject(device, cid, "identity")]
 
     def sweep(self) -> list[Ack | EventAck]:
         """Give up on stale incomplete captures (asking for a re-send) and retry voids."""
@@ -235,7 +251,19 @@ class RelayCore:
             opened = open_capture(done.manifest, done.parts, topic_device=device,
                                   topic_capture_id=cid, ca_cert=self.ca_cert,
                                   recipients=self.recipients, crl=self.crl,
-                                  now=self._now() if self._now else None)
+                                  now=self._now() if self._now else None,
+                                  legacy_until=self.legacy_until)
+        except PrePolicyCertificate:
+            # Probably a real station not yet renewed: never 'rejected' (it would drop
+            # the photo), never filed either. The admin renews it or sets the grace period.
+            self.reassembler.discard((device, cid))
+            self.board.count("refused-pre-policy-certificate")
+            if device not in self._pre_policy_seen:  # once per station: it re-sends with back-off
+                self._pre_policy_seen.add(device)
+                log.error("station %s: its certificate predates the station profile; renew it "
+                          "('clinicam provision renew') or set [relay] legacy_station_certs_until — "
+                          "its captures are answered retry/identity until then", device)
+            return [self._decide(Ack(device, cid, "retry", "identity"))]
         except OpenError as exc:
             return [self._reject(device, cid, exc.reason)]
         except ConfigError:
@@ -313,6 +341,16 @@ class RelayCore:
 
     # -- status and events -------------------------------------------------------------
     def _station_message(self, device: str, leaf: str, payload: bytes) -> list[Ack | EventAck]:
+        if certprofile.is_reserved(device):
+            # Status and events are not signed: the broker's ACL ties the topic to the
+            # publisher's CN, and a service identity (operator-*, relay-*) is never a
+            # station — so it is neither listed nor audited as one (DESIGN §3.5).
+            self.board.count("refused-non-station")
+            if (device, leaf) not in self._refused_seen:  # once: a flood must not flood the log
+                self._refused_seen.add((device, leaf))
+                log.warning("refused %s message on a service identity's topic (%s): not a station",
+                            leaf, device)
+            return []
         try:
             obj = json.loads(payload)
         except (ValueError, UnicodeDecodeError, RecursionError):

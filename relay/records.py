@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _WORD = re.compile(r"[a-z0-9-]{1,32}")
 _CMD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -172,3 +173,12 @@ def _replace(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def __getattr__(name: str) -> Any:
+    """``AuditLog`` lives in ``clinicam.relay.audit`` now; old imports keep working."""
+    if name == "AuditLog":
+        from clinicam.relay.audit import AuditLog
+
+        return AuditLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

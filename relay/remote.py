@@ -5,7 +5,7 @@ identity (``clinicam provision operator``, CN ``operator-NAME``): the broker's A
 write ``P/+/cmd`` and read ``P/+/event`` and ``P/+/status``, and nothing else. A relay
 certificate would also do, but it may write ``P/+/ack`` (a forged "stored" ack makes a
 station drop an undelivered photo) and read every capture: least privilege says
-operator. The payload comes from ``clinicam.firmware.commands.command_payload``,
+operator. The payload comes from ``clinicam.protocol.commands.command_payload``,
 next to the station's parser, so what we send is exactly what the station accepts.
 
 Order matters: subscribe to ``P/D/event`` (and the retained ``P/D/status``) *before*
@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from clinicam.firmware.commands import MAX_LIFETIME_S, command_payload
-from clinicam.firmware.errors import BrokerUnreachable, ClinicamError, UplinkError
-from clinicam.firmware.status import utc_stamp
-from clinicam.firmware.topics import Topics
+from clinicam.common.errors import BrokerUnreachable, ClinicamError, UplinkError
+from clinicam.protocol.commands import MAX_LIFETIME_S, command_payload
+from clinicam.protocol.status import utc_stamp
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import RelayConfig

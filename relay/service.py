@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from clinicam.firmware.errors import BrokerUnreachable
+from clinicam.common.errors import BrokerUnreachable
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore, top_counts
 from clinicam.relay.inbox import FairInbox

@@ -13,7 +13,7 @@ Fixtures
 
 ``broker`` (function)
     A real ``mosquitto`` started from a copy of the site's generated
-    ``broker/mosquitto.conf`` (see ``clinicam.provisioning.brokerproc``), on the
+    ``broker/mosquitto.conf`` (see ``clinicam.tools.brokerproc``), on the
     loopback port fixed in ``site.json`` (picked below the ephemeral range, so no other
     socket takes it between tests) so installed identities (``broker.json``)
     reach it unchanged. A fresh broker per test (~50 ms): no retained message,
@@ -57,11 +57,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from clinicam.firmware.cli import main as clinicam_main
 from clinicam.provisioning import identity, pki
-from clinicam.provisioning.brokerproc import LOOPBACK, Mosquitto, free_port
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
+from clinicam.tools.brokerproc import LOOPBACK, Mosquitto, free_port
+from clinicam.tools.cli import main as clinicam_main
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 

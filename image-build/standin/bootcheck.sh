@@ -49,7 +49,7 @@ check_station_ready() {
 check_station_memory() {
     [ $station_mode = pending ] && return
     # mlockall under LimitMEMLOCK, PR_SET_DUMPABLE 0, RLIMIT_CORE 0 inside the sandbox:
-    # the station's own start-up line (clinicam.firmware.memory) says whether it worked.
+    # the station's own start-up line (clinicam.firmware.capture.memory) says whether it worked.
     line=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'memory .*hardened' || true)
     case $line in
         *"memory hardened"*) report station-memory PASS "$line" ;;
@@ -85,7 +85,7 @@ check_station_stop() {
     # and wiping, rather than being killed by SIGTERM or SIGKILL.
     check station-stop "result=$(unit_prop $STATION Result) code=$code status=$status" \
         test "$(unit_prop $STATION Result)/$code/$status" = success/1/0
-    # The station's own wipe report line (clinicam.firmware.wipe.report_line): ids and
+    # The station's own wipe report line (clinicam.firmware.capture.wipe.report_line): ids and
     # counts only, never PHI.
     wiped=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'wiped trigger=' || true)
     check station-wiped "${wiped:-no wipe report in the journal}" test -n "$wiped"

@@ -98,7 +98,7 @@ def test_station_memory_never_leaves_ram() -> None:
 
 def test_station_runs_with_the_allocator_settings_the_residue_tests_proved() -> None:
     """tests/security measured that only memory.STATION_ENV leaves no patient id behind."""
-    from clinicam.firmware.memory import allocator_problems
+    from clinicam.firmware.capture.memory import allocator_problems
 
     env = dict(e.split("=", 1) for e in " ".join(station()["Service.Environment"]).split())
     assert allocator_problems(env) == []
@@ -173,7 +173,7 @@ def test_persist_unit_unlocks_before_the_mount_and_outside_the_sandbox() -> None
     assert "var-lib-clinicam.mount" in unit["Unit.Before"]
     assert unit["Unit.Requires"] == [r"dev-disk-by\x2dlabel-clinicam.device"]
     # The key file the CLI defaults to is on the mount the unit requires.
-    from clinicam.provisioning.persist_keys import DEFAULT_KEY_FILE
+    from clinicam.provisioning.persist.keys import DEFAULT_KEY_FILE
 
     assert DEFAULT_KEY_FILE.is_relative_to(Path(unit["Unit.RequiresMountsFor"][0]))
     assert unit["Service.PrivateNetwork"] == ["yes"] and unit["Service.LimitCORE"] == ["0"]

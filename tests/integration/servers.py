@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.errors import SinkError
-from clinicam.relay.orthanc import Orthanc, free_port
+from clinicam.common.errors import SinkError
 from clinicam.relay.sinks import Sink
+from clinicam.tools.orthanc import Orthanc, free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

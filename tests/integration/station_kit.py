@@ -36,12 +36,12 @@ from types import ModuleType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from clinicam.firmware.demo_setup import DemoSetup
-from clinicam.firmware.gs1 import gs1_check_digit
-from clinicam.firmware.memory import STATION_ENV
-from clinicam.firmware.scenario import DemoIds, card, gs1_128, show, ward_round
+from clinicam.firmware.capture.memory import STATION_ENV
+from clinicam.firmware.codes.gs1 import gs1_check_digit
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
+from clinicam.tools.demo_setup import DemoSetup
+from clinicam.tools.scenario import DemoIds, card, gs1_128, show, ward_round
 from paho.mqtt.enums import CallbackAPIVersion
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.errors import SinkError
-from clinicam.firmware.uplink_events import CaptureRetryScheduled, CaptureStored
-from clinicam.relay.directory_sink import DirectorySink
+from clinicam.common.errors import SinkError
+from clinicam.firmware.uplink.events import CaptureRetryScheduled, CaptureStored
+from clinicam.relay.sinks.directory import DirectorySink
 from test_delivery_support import (
     Station,
     archived,

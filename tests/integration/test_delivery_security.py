@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.manifest import manifest_message
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.status import utc_stamp
-from clinicam.firmware.uplink_events import (
+from clinicam.firmware.uplink.events import (
     CommandIgnored,
     CommandReceived,
     UplinkMisconfigured,
 )
+from clinicam.protocol.manifest import manifest_message
+from clinicam.protocol.sealing import Sealer
+from clinicam.protocol.status import utc_stamp
 from clinicam.provisioning.identity import load_identity
 from clinicam.relay.reassembly import Reassembler
 from test_delivery_support import (
@@ -215,8 +215,8 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
 
 def test_undelivered_past_ttl_expires_with_audit_event(
         site: Any, broker: Any, mqtt_client: Any) -> None:
-    from clinicam.firmware.uplink_events import CapturesExpired
-    from clinicam.firmware.vault import Vault
+    from clinicam.firmware.capture.vault import Vault
+    from clinicam.firmware.uplink.events import CapturesExpired
 
     class Clock:
         t = 1000.0

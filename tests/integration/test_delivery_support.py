@@ -20,21 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.uplink import Uplink
-from clinicam.firmware.uplink_events import CaptureStored
-from clinicam.firmware.vault import Vault
-from clinicam.firmware.wipe import Wiper
+from clinicam.firmware.capture.vault import Vault
+from clinicam.firmware.capture.wipe import Wiper
+from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.protocol.recipient import load_recipient_private
+from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning.identity import load_identity
-from clinicam.provisioning.recipient import load_recipient_private
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
-from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink
+from clinicam.relay.sinks.directory import DirectorySink
 from cryptography import x509
 
 WAIT = 60.0  # an upper bound on waiting for the real thing, never a delay that must pass
@@ -198,7 +198,7 @@ class RelayProcess:
 
 def spawn_relay(config: Path) -> subprocess.Popen[bytes]:
     """``clinicam relay run`` in a child; returns once it says it is running."""
-    proc = subprocess.Popen([sys.executable, "-m", "clinicam.firmware.cli", "relay", "run",
+    proc = subprocess.Popen([sys.executable, "-m", "clinicam.tools.cli", "relay", "run",
                              "--config", str(config)], stderr=subprocess.PIPE)
     assert proc.stderr is not None
     deadline, seen = time.monotonic() + WAIT, b""

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.manifest import sign_event
-from clinicam.firmware.sealing import SealedCapture, Sealer
+from clinicam.protocol.manifest import sign_event
+from clinicam.protocol.recipient import generate_recipient_key
+from clinicam.protocol.sealing import SealedCapture, Sealer
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import generate_recipient_key
-from clinicam.relay import dicom
 from clinicam.relay.core import Ack, RelayCore
-from clinicam.relay.dicomweb_sink import DicomWebSink
-from clinicam.relay.dimse_sink import DimseSink
-from clinicam.relay.directory_sink import DirectorySink
-from clinicam.relay.fhir_sink import CAPTURE_SYSTEM, FhirSink
-from clinicam.relay.httpclient import Auth
-from clinicam.relay.orthanc import Orthanc, orthanc_available
+from clinicam.relay.sinks import dicom
+from clinicam.relay.sinks.dicomweb import DicomWebSink
+from clinicam.relay.sinks.dimse import DimseSink
+from clinicam.relay.sinks.directory import DirectorySink
+from clinicam.relay.sinks.fhir import CAPTURE_SYSTEM, FhirSink
+from clinicam.relay.sinks.httpclient import Auth
+from clinicam.tools.orthanc import Orthanc, orthanc_available
 from servers import FhirServer, capture, sekmet_bin
 
 pytestmark = pytest.mark.skipif(
@@ -56,7 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ca = pki.make_ca(ca_key, "all-sinks", now=now)
     recipient = generate_recipient_key("X25519")
     key = pki.new_key()
-    cert = pki.issue(ca_key, ca, key.public_key(), DEVICE, now=now)
+    cert = pki.issue(ca_key, ca, key.public_key(), DEVICE, now=now, station=True)
     sealer = Sealer(DEVICE, key, pki.cert_pem(cert), recipient.public_key(), aead="AES-256-GCM")
     stow_pacs = Orthanc(work / "stow", aet="STOWPACS")
     dimse_pacs = Orthanc(work / "dimse", aet="DIMSEPACS")

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import SinkError, SinkUnknownPatient
-from clinicam.relay.fhir_sink import CAPTURE_SYSTEM, FhirSink, document_reference
-from clinicam.relay.httpclient import Auth
+from clinicam.common.errors import SinkError, SinkUnknownPatient
+from clinicam.relay.sinks.fhir import CAPTURE_SYSTEM, FhirSink, document_reference
+from clinicam.relay.sinks.httpclient import Auth
 from servers import FhirServer, capture, make_tls, sekmet_bin
 
 pytestmark = pytest.mark.skipif(

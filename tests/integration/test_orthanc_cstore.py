@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from clinicam.firmware.errors import ConfigError, SinkError
-from clinicam.relay import dicom
-from clinicam.relay.dimse_sink import DimseSink
-from clinicam.relay.orthanc import Orthanc, orthanc_available
+from clinicam.common.errors import ConfigError, SinkError
+from clinicam.relay.sinks import dicom
+from clinicam.relay.sinks.dimse import DimseSink
+from clinicam.tools.orthanc import Orthanc, orthanc_available
 from pydicom.encaps import generate_frames
 from servers import capture, check_pacs_down_then_up, make_tls
 

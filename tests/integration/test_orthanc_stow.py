@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from clinicam.firmware.errors import SinkError
-from clinicam.relay import dicom
-from clinicam.relay.dicomweb_sink import DicomWebSink
-from clinicam.relay.httpclient import Auth
-from clinicam.relay.orthanc import Orthanc, orthanc_available
+from clinicam.common.errors import SinkError
+from clinicam.relay.sinks import dicom
+from clinicam.relay.sinks.dicomweb import DicomWebSink
+from clinicam.relay.sinks.httpclient import Auth
+from clinicam.tools.orthanc import Orthanc, orthanc_available
 from pydicom.encaps import generate_frames
 from servers import capture, check_pacs_down_then_up
 

@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import StorageError
-from clinicam.provisioning import persist, persist_erase
-from clinicam.provisioning.persist import Layout, State
-from clinicam.provisioning.persist_keys import FileKey
+from clinicam.common.errors import StorageError
+from clinicam.provisioning.persist import erase as persist_erase
+from clinicam.provisioning.persist import partition as persist
+from clinicam.provisioning.persist.keys import FileKey
+from clinicam.provisioning.persist.partition import Layout, State
 
 TOML = b'backend = "sim-persist-marker"\n'
 PEM = b"-----BEGIN PRIVATE KEY-----\nsynthetic-test-key\n-----END PRIVATE KEY-----\n"
@@ -181,7 +182,7 @@ def test_status_reads_no_secret(tmp_path: Path) -> None:
 
 
 def test_cli_erase_without_yes_explains_and_changes_nothing(tmp_path: Path) -> None:
-    from clinicam.firmware.cli import main
+    from clinicam.tools.cli import main
 
     file_key = FileKey(tmp_path / "persist.key")
     key = file_key.create()
@@ -191,7 +192,7 @@ def test_cli_erase_without_yes_explains_and_changes_nothing(tmp_path: Path) -> N
 
 
 def test_cli_status_then_erase_prints_the_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from clinicam.firmware.cli import main
+    from clinicam.tools.cli import main
 
     file_key = FileKey(tmp_path / "persist.key")
     image = luks_partition(tmp_path, file_key.create())

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clinicam.firmware.cli import main
+from clinicam.tools.cli import main
 from test_delivery_support import RelayProcess, eventually, jpeg_like, make_station, relay_toml
 
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from clinicam.firmware.demo_setup import CLI
 from clinicam.provisioning import identity
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import load_relay_config
 from clinicam.relay.remote import Remote, StationSilent, send_command
+from clinicam.tools.demo_setup import CLI
 from paho.mqtt.enums import CallbackAPIVersion
 from station_kit import FAST_UPLINK, PREFIX, WAIT_S, Setup, Station, ids, opening, press, wait_until
 
@@ -240,8 +240,9 @@ def test_a_running_relay_keeps_its_session_while_the_operator_sends(setup: Opera
     assert setup.relay is not None and setup.relay.poll() is None
 
 
-def test_the_operator_may_not_acknowledge_nor_read_captures(setup: OperatorSetup) -> None:
-    """A forged "stored" ack would make a station drop an undelivered photo. The station's
+def test_the_operator_may_not_acknowledge_nor_read_nor_write_captures(setup: OperatorSetup) -> None:
+    """A forged "stored" ack would make a station drop an undelivered photo; a capture
+    written by an operator would file a photo for any patient it chose. The station's
     own identity (the only one that may read its ack topic) listens; ``relay-2``'s ack
     and capture reception are the positive controls. Synthetic payloads, no station runs."""
     setup.stop_relay()  # nobody else consumes the synthetic capture
@@ -267,6 +268,10 @@ def test_the_operator_may_not_acknowledge_nor_read_captures(setup: OperatorSetup
         wait_until(lambda: bool(relay.received(capture)), what="the capture at relay-2")
         assert not operator.publish(f"{PREFIX}/{device}/cmd", b"{}").is_failure  # a later marker ...
         assert operator.publish(f"{PREFIX}/{device}/capture/x/0", b"x").is_failure  # ... and no capture write
+        # Nor in its own tree, which the old 'pattern write P/%u/capture/#' granted every CN:
+        for own in ("capture/c0ffee/part/0", "capture/c0ffee/manifest", "status", "event"):
+            assert operator.publish(f"{PREFIX}/{OPERATOR}/{own}", b"{}").value == 0x87, own  # Not authorized
+        assert not station.publish(f"{PREFIX}/{device}/status", b"{}").is_failure  # the station may
         assert operator.messages == []
     finally:
         for c in (operator, relay, station):

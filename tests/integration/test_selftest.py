@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from clinicam.firmware.config import station_config_from
-from clinicam.firmware.selftest import main
-from clinicam.firmware.selftest_broker import check_broker, part_packet_size
-from clinicam.firmware.selftest_identity import IdentityReview
-from clinicam.firmware.topics import MAX_PART, Topics
+from clinicam.firmware.selftest.broker import check_broker, part_packet_size
+from clinicam.firmware.selftest.identity import IdentityReview
+from clinicam.firmware.selftest.main import main
+from clinicam.protocol.topics import MAX_PART, Topics
 from clinicam.provisioning import identity, pki
-from clinicam.provisioning.brokerproc import LOOPBACK, free_port
+from clinicam.tools.brokerproc import LOOPBACK, free_port
 
 
 def _station_dir(site, tmp_path: Path, *, key: Path | None = None, cert: Path | None = None) -> Path:

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from clinicam.firmware.errors import OpenError
-from clinicam.firmware.manifest import verify_event
-from clinicam.firmware.scenario import card, show
+from clinicam.common.errors import OpenError
+from clinicam.protocol.manifest import verify_event
 from clinicam.provisioning import identity
+from clinicam.tools.scenario import card, show
 from cryptography import x509
 from station_kit import FAST_UPLINK, Setup, Station, Watcher, ids, opening, press, wait_until
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.demo import DEVICE, demo_ids
+from clinicam.tools.demo import DEVICE, demo_ids
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     workdir = tmp_path_factory.mktemp("e2e-demo")
     proc = subprocess.run(
-        [sys.executable, "-m", "clinicam.firmware.cli", "demo", "--json", "--workdir", str(workdir)],
+        [sys.executable, "-m", "clinicam.tools.cli", "demo", "--json", "--workdir", str(workdir)],
         capture_output=True, text=True, timeout=300,
     )
     return proc, workdir

@@ -1,6 +1,6 @@
 """The demo's ward round as data (issue 6, "Must show" 1).
 
-A real station process on simulated hardware plays ``clinicam.firmware.scenario.
+A real station process on simulated hardware plays ``clinicam.tools.scenario.
 ward_round`` (badge, wristband, cards, three photos, a second wristband, two photos,
 END, a photo with nobody bound) through a real broker into a real relay; the tests
 read what the relay filed. The same run is traced for the strace/PHI tests
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clinicam.firmware.scenario import card, show, site_code
+from clinicam.tools.scenario import card, show, site_code
 from station_kit import RoundRecord, Setup, ids, opening, press, traced_ward_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")]

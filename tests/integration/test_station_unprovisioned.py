@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.demo_setup import CLI, DemoSetup, to_toml
 from clinicam.firmware.station_cli import EX_TEMPFAIL
+from clinicam.tools.demo_setup import CLI, DemoSetup, to_toml
 
 pytestmark = pytest.mark.slow
 

@@ -26,11 +26,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from clinicam.firmware.memory import harden_process, is_zero, zero
-from clinicam.firmware.sealing import Sealer
-from clinicam.firmware.vault import Vault, WipeReport
-from clinicam.firmware.wipe import SignalWipe, Wiper, report_line
-from clinicam.provisioning.recipient import generate_recipient_key
+from clinicam.common.zeroize import is_zero, zero
+from clinicam.firmware.capture.memory import harden_process
+from clinicam.firmware.capture.vault import Vault, WipeReport
+from clinicam.firmware.capture.wipe import SignalWipe, Wiper, report_line
+from clinicam.protocol.recipient import generate_recipient_key
+from clinicam.protocol.sealing import Sealer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.memory import STATION_ENV
+from clinicam.firmware.capture.memory import STATION_ENV
 from procmem import scan
 from station_child import expected
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.memory import STATION_ENV
+from clinicam.firmware.capture.memory import STATION_ENV
 from strace_parse import TRACE, disk_writes
 
 CHILD = Path(__file__).with_name("station_child.py")

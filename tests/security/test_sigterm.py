@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clinicam.firmware.memory import STATION_ENV
+from clinicam.firmware.capture.memory import STATION_ENV
 from station_child import expected
 
 CHILD = Path(__file__).with_name("station_child.py")

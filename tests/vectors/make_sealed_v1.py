@@ -17,8 +17,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from clinicam.firmware.sealing import Sealer
-from clinicam.provisioning.recipient import generate_recipient_key
+from clinicam.protocol.recipient import generate_recipient_key
+from clinicam.protocol.sealing import Sealer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -8,10 +8,10 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from clinicam.common.errors import CameraUnavailable
 from clinicam.drivers.camera import Picamera2Camera, SimulatedCamera, with_comment
 from clinicam.drivers.readers import ZxingReader
 from clinicam.drivers.scenes import Scene, Symbol
-from clinicam.firmware.errors import CameraUnavailable
 from PIL import Image
 
 WRISTBAND = Scene((Symbol("(8018)796123456789012343", "gs1-128", 5.0),), seed=1)

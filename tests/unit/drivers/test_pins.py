@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
+from clinicam.common.errors import HardwareError
 from clinicam.drivers.pins import make_pin_factory
-from clinicam.firmware.errors import HardwareError
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from clinicam.common.errors import ReaderUnavailable
 from clinicam.drivers.hid import HidScanner, KeystrokeDecoder, parse_scan
 from clinicam.drivers.readers import (
     Code,
@@ -14,7 +15,6 @@ from clinicam.drivers.readers import (
     make_reader,
 )
 from clinicam.drivers.scenes import Scene, Symbol
-from clinicam.firmware.errors import ReaderUnavailable
 from evdev import InputEvent, ecodes
 
 GSRN = "796123456789012343"

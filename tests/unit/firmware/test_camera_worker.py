@@ -13,10 +13,10 @@ import pytest
 from clinicam.drivers.camera import SimulatedCamera
 from clinicam.drivers.readers import Code, make_reader
 from clinicam.drivers.scenes import Scene, Symbol
-from clinicam.firmware.camera_worker import CameraWorker, post_classified
-from clinicam.firmware.codes import CardCode, CodeRules, PatientId
-from clinicam.firmware.events import CodeRejectedEvent, CodeScanned
-from clinicam.firmware.gs1 import gs1_check_digit
+from clinicam.firmware.capture.camera_worker import CameraWorker, post_classified
+from clinicam.firmware.codes.classify import CardCode, CodeRules, PatientId
+from clinicam.firmware.codes.gs1 import gs1_check_digit
+from clinicam.firmware.workflow.events import CodeRejectedEvent, CodeScanned
 
 GSRN = "79999990000042424"
 GSRN += gs1_check_digit(GSRN)

@@ -7,9 +7,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from clinicam.common.errors import ConfigError
 from clinicam.firmware.config import EXAMPLE as STATION_EXAMPLE
 from clinicam.firmware.config import load_station_config, station_config_from
-from clinicam.firmware.errors import ConfigError
 from clinicam.relay.config import EXAMPLE as RELAY_EXAMPLE
 from clinicam.relay.config import load_relay_config, relay_config_from
 

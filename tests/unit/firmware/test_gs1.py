@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from clinicam.firmware import gs1
-from clinicam.firmware.errors import CodeRejected
+from clinicam.common.errors import CodeRejected
+from clinicam.firmware.codes import gs1
 
 
 def gsrn(body17: str) -> str:

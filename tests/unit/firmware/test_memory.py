@@ -12,16 +12,11 @@ import sys
 from typing import Any
 
 import pytest
-from clinicam.firmware import memory
-from clinicam.firmware.errors import ClinicamError, MemoryHardeningError
-from clinicam.firmware.memory import (
-    STATION_ENV,
-    allocator_problems,
-    dont_dump,
-    harden_process,
-    is_zero,
-    zero,
-)
+from clinicam.common import zeroize
+from clinicam.common.errors import ClinicamError, MemoryHardeningError
+from clinicam.common.zeroize import dont_dump, is_zero, zero
+from clinicam.firmware.capture import memory
+from clinicam.firmware.capture.memory import STATION_ENV, allocator_problems, harden_process
 
 
 def test_zero_bytearray_mmap_and_view_slices() -> None:
@@ -95,7 +90,7 @@ def test_allocator_problems() -> None:
 
 HARDEN = """
 import json, resource
-from clinicam.firmware.memory import harden_process, is_dumpable, locked_kib
+from clinicam.firmware.capture.memory import harden_process, is_dumpable, locked_kib
 before = is_dumpable()
 r = harden_process(require=True)
 blob = bytearray(8 << 20)  # MCL_FUTURE: touched later, locked too
@@ -136,7 +131,7 @@ def fake_process(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(memory.resource, "setrlimit", lambda *a: limits.append(a))
 
     def install(libc: FakeLibc) -> list[Any]:
-        monkeypatch.setattr(memory, "_libc", libc)
+        monkeypatch.setattr(zeroize, "_libc", libc)
         return limits
     return install
 
@@ -161,7 +156,7 @@ def test_optional_hardening_failure_warns_and_reports(fake_process: Any,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     libc = FakeLibc(mlockall=-1, prctl=-1)
     fake_process(libc)
-    with caplog.at_level(logging.WARNING, logger="clinicam.firmware.memory"):
+    with caplog.at_level(logging.WARNING, logger="clinicam.firmware.capture.memory"):
         report = harden_process(require=False)
     assert not report.ok and not report.mlocked and not report.non_dumpable and report.no_core
     assert len(report.failures) == 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from clinicam.firmware import memory
+from clinicam.firmware.capture import memory
+from clinicam.firmware.capture.memory import HardeningReport
 from clinicam.firmware.clock import SimulatedClock
 from clinicam.firmware.config import station_config_from
-from clinicam.firmware.memory import HardeningReport
-from clinicam.firmware.selftest_device import (
+from clinicam.firmware.selftest.device import (
     check_aead,
     check_camera,
     check_clock,

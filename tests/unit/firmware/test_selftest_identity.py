@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.selftest_identity import IdentityReview
+from clinicam.firmware.selftest.identity import IdentityReview
+from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import identity, pki
-from clinicam.provisioning.recipient import generate_recipient_key
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
@@ -22,13 +22,16 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 class Ident:
     """An identity directory in ``tmp_path`` with its CA key kept for the test."""
 
-    def __init__(self, root: Path, *, device: str = "ward3-cart1", days: int = 397, server: bool = False) -> None:
+    def __init__(self, root: Path, *, device: str = "ward3-cart1", days: int = 397, server: bool = False,
+                 station: bool | None = None) -> None:
         self.dir = root / "identity"
         self.ca_key, self.key = pki.new_key(), pki.new_key()
         self.ca = pki.make_ca(self.ca_key, "Unit Clinic", now=NOW - dt.timedelta(days=30))
         hosts = ["broker.example"] if server else []
+        if station is None:
+            station = not server and not device.startswith(pki.RESERVED_PREFIXES)
         self.cert = pki.issue(self.ca_key, self.ca, self.key.public_key(), device, now=NOW, days=days,
-                              server_hosts=hosts)
+                              server_hosts=hosts, station=station)
         self.dir.mkdir(mode=0o700, parents=True)
         pki.write_private(self.dir / identity.KEY, pki.key_pem(self.key))
         pki.write_public(self.dir / identity.CERT, pki.cert_pem(self.cert))
@@ -174,3 +177,10 @@ def test_any_device_id_reads_an_expired_certificate(ident):
     assert review.check_certificate().status == "FAIL"
     assert review.device_id is None
     assert review.any_device_id() == "ward3-cart1"
+
+
+def test_pre_policy_certificate_warns_to_renew(tmp_path):
+    r = Ident(tmp_path, station=False).review().check_certificate()
+    assert (r.status, r.detail) == ("WARN", "ward3-cart1: issued before the station certificate profile; "
+                                            "the relay files its photos only during a grace period")
+    assert "renew" in r.remedy

@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+from clinicam.firmware.capture.memory import HardeningReport
 from clinicam.firmware.config import EXAMPLE, station_config_from
-from clinicam.firmware.memory import HardeningReport
-from clinicam.firmware.selftest import CheckResult, format_line, main, run_checks
-from clinicam.firmware.selftest_broker import check_packet_limit, part_packet_size
+from clinicam.firmware.selftest.broker import check_packet_limit, part_packet_size
+from clinicam.firmware.selftest.main import CheckResult, format_line, main, run_checks
+from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import identity, pki
-from clinicam.provisioning.recipient import generate_recipient_key
 
 ORDER = ["config", "identity", "certificate", "ca", "recipient", "crl", "clock", "aead", "memory",
          "camera", "panel", "broker", "packet-limit"]
@@ -29,7 +29,8 @@ def _identity(root: Path) -> Path:
     ca_key, key = pki.new_key(), pki.new_key()
     ca = pki.make_ca(ca_key, "Unit Clinic", now=now)
     pki.write_private(d / identity.KEY, pki.key_pem(key))
-    pki.write_public(d / identity.CERT, pki.cert_pem(pki.issue(ca_key, ca, key.public_key(), "ward3-cart1", now=now)))
+    pki.write_public(d / identity.CERT, pki.cert_pem(pki.issue(ca_key, ca, key.public_key(), "ward3-cart1", now=now,
+                                                                station=True)))
     pki.write_public(d / identity.CA, pki.cert_pem(ca))
     pki.write_public(d / identity.RECIPIENT, generate_recipient_key("X25519").public_pem())
     pki.write_public(d / identity.BROKER, json.dumps({"host": "127.0.0.1", "port": 8883}).encode())

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from clinicam.firmware.commands import CommandGate, CommandRefused
-from clinicam.firmware.status import event_payload, utc_stamp
+from clinicam.protocol.commands import CommandGate, CommandRefused
+from clinicam.protocol.status import event_payload, utc_stamp
 
 NOW = 1_800_000_000.0
 

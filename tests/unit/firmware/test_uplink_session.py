@@ -6,16 +6,16 @@ import json
 import random
 
 import pytest
-from clinicam.firmware.sealing import SealedCapture
-from clinicam.firmware.uplink_events import (
+from clinicam.firmware.capture.vault import Vault
+from clinicam.firmware.uplink.delivery import DeliveryEngine, parse_ack, publish_packet_size
+from clinicam.firmware.uplink.events import (
     CaptureRejected,
     CaptureRetryScheduled,
     CaptureSent,
     CaptureStored,
     UplinkMisconfigured,
 )
-from clinicam.firmware.uplink_session import DeliveryEngine, parse_ack, publish_packet_size
-from clinicam.firmware.vault import Vault
+from clinicam.protocol.sealing import SealedCapture
 
 P = "clinicam/v1/station-a"
 

@@ -6,10 +6,10 @@ import ctypes
 import threading
 
 import pytest
-from clinicam.firmware.errors import VaultFull
-from clinicam.firmware.memory import is_zero
-from clinicam.firmware.sealing import SealedCapture
-from clinicam.firmware.vault import Vault
+from clinicam.common.errors import VaultFull
+from clinicam.common.zeroize import is_zero
+from clinicam.firmware.capture.vault import Vault
+from clinicam.protocol.sealing import SealedCapture
 
 
 class Clock:

@@ -8,10 +8,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from clinicam.firmware.memory import is_zero
-from clinicam.firmware.sealing import SealedCapture
-from clinicam.firmware.vault import Vault, WipeReport
-from clinicam.firmware.wipe import SignalWipe, Wiper, report_line
+from clinicam.common.zeroize import is_zero
+from clinicam.firmware.capture.vault import Vault, WipeReport
+from clinicam.firmware.capture.wipe import SignalWipe, Wiper, report_line
+from clinicam.protocol.sealing import SealedCapture
 
 
 def capture(n: int) -> SealedCapture:

@@ -1,6 +1,6 @@
 """The workflow rules of DESIGN §6, one scenario per rule, through the pure ``step``.
 
-Cards are built by the real card parser (``clinicam.firmware.codes.parse_card``) from
+Cards are built by the real card parser (``clinicam.firmware.codes.classify.parse_card``) from
 their printed payloads, so a card the sheet prints is a card the workflow understands.
 """
 
@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from clinicam.common.errors import ConfigError
 from clinicam.drivers.patterns import PATTERNS
-from clinicam.firmware.codes import CardCode, OperatorId, PatientId, parse_card
+from clinicam.firmware.codes.classify import CardCode, OperatorId, PatientId, parse_card
 from clinicam.firmware.config import station_config_from
-from clinicam.firmware.errors import ConfigError
-from clinicam.firmware.events import (
+from clinicam.firmware.workflow.events import (
     Action,
     Audit,
     BatteryCritical,
@@ -45,14 +45,14 @@ from clinicam.firmware.events import (
     WipeCompleted,
     WipeRequested,
 )
-from clinicam.firmware.session import (
+from clinicam.firmware.workflow.machine import step
+from clinicam.firmware.workflow.session import (
     Phase,
     StationState,
     WorkflowPolicy,
     initial_state,
     session_id,
 )
-from clinicam.firmware.workflow import step
 
 SEED = bytes(range(32))
 ALICE = PatientId("CANARY-PAT-0001", "GS1", None)
@@ -111,8 +111,8 @@ def takes(actions: Iterable[Action]) -> list[TakeCapture]:
 
 
 def test_every_signal_the_workflow_uses_is_in_the_panel_table() -> None:
-    import clinicam.firmware.workflow as wf
-    import clinicam.firmware.workflow_captures as wf_captures
+    import clinicam.firmware.workflow.captures as wf_captures
+    import clinicam.firmware.workflow.machine as wf
 
     source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in (wf, wf_captures))
     used = set(re.findall(r'Signal\("([a-z_]+)"\)', source))

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from clinicam.drivers.patterns import PATTERNS
-from clinicam.firmware.codes import CARD_VALUES, CardCode, OperatorId, PatientId, parse_card
-from clinicam.firmware.events import (
+from clinicam.firmware.codes.classify import CARD_VALUES, CardCode, OperatorId, PatientId, parse_card
+from clinicam.firmware.workflow.events import (
     Action,
     Audit,
     BatteryCritical,
@@ -41,8 +41,8 @@ from clinicam.firmware.events import (
     WipeCompleted,
     WipeRequested,
 )
-from clinicam.firmware.session import Phase, WorkflowPolicy, initial_state
-from clinicam.firmware.workflow import step
+from clinicam.firmware.workflow.machine import step
+from clinicam.firmware.workflow.session import Phase, WorkflowPolicy, initial_state
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from clinicam.provisioning import netallow
 
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.cli import main
 from clinicam.provisioning import brokerconf
-from clinicam.provisioning.brokerproc import rewrite_conf
+from clinicam.tools.brokerproc import rewrite_conf
+from clinicam.tools.cli import main
 
 
 def _site(tmp_path: Path) -> Path:
@@ -89,15 +89,20 @@ def test_generated_conf_has_the_security_settings(tmp_path: Path):
 
 
 def test_generated_acl_is_design_section_5():
-    acl = [ln for ln in brokerconf.render_acl(relays=2).splitlines() if ln and ln[0] != "#"]
+    acl = [ln for ln in brokerconf.render_acl(relays=2, stations=["cart-2", "cart-1"]).splitlines()
+           if ln and ln[0] != "#"]
     p = "clinicam/v1"
-    device = [
-        f"pattern write {p}/%u/capture/#",
-        f"pattern write {p}/%u/status",
-        f"pattern write {p}/%u/event",
-        f"pattern read {p}/%u/ack",
-        f"pattern read {p}/%u/cmd",
-    ]
+
+    def station(name: str) -> list[str]:
+        return [
+            f"user {name}",
+            f"topic write {p}/{name}/capture/#",
+            f"topic write {p}/{name}/status",
+            f"topic write {p}/{name}/event",
+            f"topic read {p}/{name}/ack",
+            f"topic read {p}/{name}/cmd",
+        ]
+
     relay = [
         f"topic read {p}/+/capture/#",
         f"topic read {p}/+/status",
@@ -105,7 +110,14 @@ def test_generated_acl_is_design_section_5():
         f"topic write {p}/+/ack",
         f"topic write {p}/+/cmd",
     ]
-    assert acl == [*device, "user relay-1", *relay, "user relay-2", *relay]
+    assert acl == [*station("cart-1"), *station("cart-2"), "user relay-1", *relay, "user relay-2", *relay]
+    assert not any(ln.startswith("pattern") for ln in acl)  # patterns apply to operators and relays too
+
+
+@pytest.mark.parametrize("name", ["operator-jane", "relay-1", "broker", "admin-x"])
+def test_acl_refuses_a_service_identity_as_a_station(name: str):
+    with pytest.raises(ValueError, match="never a station"):
+        brokerconf.render_acl(stations=[name])
 
 
 def test_rewrite_conf_changes_only_paths_listener_and_local_lines(tmp_path: Path):

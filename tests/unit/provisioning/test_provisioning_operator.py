@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.cli import main
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
 from clinicam.provisioning import brokerconf, identity, pki
 from clinicam.provisioning.operators import issue_operator, operator_cn
 from clinicam.provisioning.site import Site
+from clinicam.tools.cli import main
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -106,13 +106,16 @@ def test_second_valid_certificate_refused_until_revoked_and_revoke_drops_it_from
     assert rights_of((fresh.broker_dir / "acl").read_text(), "operator-it-jane") == OPERATOR_RIGHTS
 
 
-def test_revoking_a_station_leaves_the_acl_untouched(fresh: Site, tmp_path: Path) -> None:
+def test_signing_adds_a_station_and_revoking_drops_it_operators_untouched(fresh: Site, tmp_path: Path) -> None:
     issue_operator(fresh, "it-jane", tmp_path / "a", now=NOW)
     d = tmp_path / "st"
     fresh.sign(identity.create_device_key(d, "cart-1").read_bytes(), now=NOW)
-    before = (fresh.broker_dir / "acl").read_bytes()
+    acl = (fresh.broker_dir / "acl").read_text()
+    assert "topic write clinicam/v1/cart-1/capture/#" in rights_of(acl, "cart-1")
     fresh.revoke("cart-1", now=NOW)
-    assert (fresh.broker_dir / "acl").read_bytes() == before
+    acl = (fresh.broker_dir / "acl").read_text()
+    assert rights_of(acl, "cart-1") == [] and "cart-1" not in acl
+    assert rights_of(acl, "operator-it-jane") == OPERATOR_RIGHTS
 
 
 def test_an_expired_operator_is_left_out_when_the_acl_is_regenerated(fresh: Site, tmp_path: Path) -> None:
@@ -162,3 +165,20 @@ def test_cli_operator_needs_name_and_out(fresh: Site) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["provision", "operator", str(fresh.path), "--name", "x"])
     assert exc.value.code == 2
+
+
+def test_cli_sign_says_to_reload_the_acl_and_acl_regenerates_it(
+        fresh: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csr = identity.create_device_key(tmp_path / "st", "cart-9")
+    assert main(["provision", "sign", str(fresh.path), str(csr), "--out", str(tmp_path / "c.pem")]) == 0
+    said = capsys.readouterr().out
+    assert "signed cart-9" in said and str(fresh.broker_dir / "acl") in said and "reload" in said
+    acl = fresh.broker_dir / "acl"
+    assert "topic write clinicam/v1/cart-9/capture/#" in rights_of(acl.read_text(), "cart-9")
+    # an existing site's old ACL (pattern rules) is replaced by 'provision acl'
+    acl.write_text("pattern write clinicam/v1/%u/capture/#\n")
+    assert main(["provision", "acl", str(fresh.path)]) == 0
+    assert "reload" in capsys.readouterr().out
+    text = acl.read_text()
+    assert not any(ln.startswith("pattern") for ln in rules(text))
+    assert "user cart-9" in rules(text) and "user relay-1" in rules(text)

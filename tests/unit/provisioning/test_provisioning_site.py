@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import ProvisioningError
+from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.recipient import load_recipient_private, load_recipient_public
 from clinicam.provisioning import identity, pki, report
-from clinicam.provisioning.recipient import load_recipient_private, load_recipient_public
 from clinicam.provisioning.site import Site
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -233,3 +233,21 @@ def test_reissue_broker_and_relay(fresh: Site):
     for bad in ("relay-3", "station-a", "relay-x"):
         with pytest.raises(ProvisioningError, match="not a service of this site"):
             fresh.reissue(bad, now=later)
+
+
+def test_only_station_signing_sets_the_station_profile(tmp_path: Path, fresh: Site):
+    from clinicam.protocol import certprofile
+    from clinicam.provisioning.operators import issue_operator
+
+    d = _station(tmp_path, fresh, "station-p")
+    csr = (d / "device.csr").read_bytes()
+    signed = pki.load_cert(d / identity.CERT)
+    renewed = fresh.renew(csr, now=NOW + timedelta(days=300))
+    assert [certprofile.profile(c) for c in (signed, renewed)] == ["station", "station"]
+    op = issue_operator(fresh, "jane", tmp_path / "op", now=NOW)
+    services = [pki.load_cert(op.cert), pki.load_cert(fresh.relay_files(1)[0]),
+                pki.load_cert(fresh.broker_dir / "broker.pem")]
+    assert [certprofile.has_station_policy(c) for c in services] == [False, False, False]
+    assert [certprofile.profile(c) for c in services] == ["other", "other", "other"]
+    with pytest.raises(ProvisioningError, match="cannot be a station"):
+        pki.issue(fresh.ca_key(), fresh.ca, pki.new_key().public_key(), "operator-x", now=NOW, station=True)

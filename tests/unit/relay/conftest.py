@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from clinicam.firmware.sealing import SealedCapture, Sealer
+from clinicam.protocol.recipient import RecipientPrivateKey, generate_recipient_key
+from clinicam.protocol.sealing import SealedCapture, Sealer
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import RecipientPrivateKey, generate_recipient_key
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -37,9 +37,12 @@ def unit_site() -> UnitSite:
     ca = pki.make_ca(ca_key, "unit-test", now=now)
     recipient = generate_recipient_key("X25519")
     keys, sealers = {}, {}
-    for device in ("station-a", "station-b"):
+    # station-a/-b: station profile (site sign); operator-x, relay-9: site-signed service
+    # identities; station-old: a station certificate from before the profile existed.
+    for device in ("station-a", "station-b", "operator-x", "relay-9", "station-old"):
         key = pki.new_key()
-        cert = pki.issue(ca_key, ca, key.public_key(), device, now=now)
+        station = device in ("station-a", "station-b")
+        cert = pki.issue(ca_key, ca, key.public_key(), device, now=now, station=station)
         keys[device] = key
         sealers[device] = Sealer(device, key, pki.cert_pem(cert), recipient.public_key(),
                                  chunk_size=1000, aead="AES-256-GCM")

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.cli import main
-from clinicam.firmware.errors import ConfigError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import pki
-from clinicam.provisioning.recipient import generate_recipient_key
 from clinicam.relay.build import build_core
 from clinicam.relay.cli import format_status
 from clinicam.relay.config import relay_config_from
-from clinicam.relay.directory_sink import DirectorySink
+from clinicam.relay.sinks.directory import DirectorySink
+from clinicam.tools.cli import main
 
 
 def config(tmp_path: Path, **relay: object) -> dict:
@@ -44,6 +44,17 @@ def test_build_core_maps_config(tmp_path: Path) -> None:
 def test_shared_group_leaves_partitioning_to_the_broker(tmp_path: Path) -> None:
     core = build_core(relay_config_from(config(tmp_path, workers=2, shared_group="relays")))
     assert core.partition.workers == 1
+
+
+def test_legacy_station_certs_until_is_off_by_default_and_a_utc_date(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    assert build_core(relay_config_from(config(tmp_path))).legacy_until is None
+    core = build_core(relay_config_from(config(tmp_path, legacy_station_certs_until="2027-03-31")))
+    assert core.legacy_until == datetime(2027, 3, 31, tzinfo=UTC)
+    for bad in ("2027-02-30", "31/03/2027", "2027-03-31T00:00"):
+        with pytest.raises(ConfigError, match="legacy_station_certs_until"):
+            relay_config_from(config(tmp_path, legacy_station_certs_until=bad))
 
 
 def test_unreadable_recipient_key_is_config_error(tmp_path: Path) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.errors import SinkError, SinkUnknownPatient
-from clinicam.firmware.manifest import sign_event
-from clinicam.firmware.sealing import SealedCapture
+from clinicam.common.errors import SinkError, SinkUnknownPatient
+from clinicam.protocol.manifest import sign_event
+from clinicam.protocol.sealing import SealedCapture
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import Ack, RelayCore
-from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.partition import Partition, device_bucket
 from clinicam.relay.reassembly import Reassembler
+from clinicam.relay.sinks.directory import DirectorySink
 
 P = "clinicam/v1"
 

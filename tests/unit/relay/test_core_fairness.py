@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import Ack, RelayCore
-from clinicam.relay.directory_sink import DirectorySink
 from clinicam.relay.reassembly import CAPTURE_OVERHEAD, PART_OVERHEAD, Reassembler
+from clinicam.relay.sinks.directory import DirectorySink
 
 P = "clinicam/v1"
 
@@ -66,7 +66,7 @@ def test_evicted_and_timed_out_captures_answer_retry_in_one_log_line(
 def test_events_with_an_id_are_acknowledged_and_logged_once(unit_site: Any, tmp_path: Path) -> None:
     import json
 
-    from clinicam.firmware.event_acks import parse_event_ack
+    from clinicam.protocol.event_acks import parse_event_ack
     from clinicam.relay.core import EventAck
 
     core = _core(unit_site, tmp_path, Reassembler())

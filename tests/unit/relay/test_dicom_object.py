@@ -13,8 +13,8 @@ from typing import Any
 
 import pydicom
 import pytest
-from clinicam.firmware.errors import SinkError
-from clinicam.relay import dicom
+from clinicam.common.errors import SinkError
+from clinicam.relay.sinks import dicom
 from PIL import Image
 from pydicom.encaps import generate_frames
 

@@ -8,10 +8,10 @@ import json
 from typing import Any
 
 import pytest
-from clinicam.firmware.errors import SinkError
-from clinicam.relay import dicom
-from clinicam.relay.dicomweb_sink import DicomWebSink
-from clinicam.relay.httpclient import Response
+from clinicam.common.errors import SinkError
+from clinicam.relay.sinks import dicom
+from clinicam.relay.sinks.dicomweb import DicomWebSink
+from clinicam.relay.sinks.httpclient import Response
 from test_dicom_object import Capture
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.errors import SinkError
-from clinicam.relay.directory_sink import DirectorySink
+from clinicam.common.errors import SinkError
+from clinicam.relay.sinks.directory import DirectorySink
 
 CID = "0123456789abcdef" * 2
 

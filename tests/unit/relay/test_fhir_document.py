@@ -8,14 +8,14 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from clinicam.firmware.errors import ConfigError, SinkError
-from clinicam.relay import dicom
+from clinicam.common.errors import ConfigError, SinkError
 from clinicam.relay.config import DicomWebSinkConfig, DimseSinkConfig, FhirSinkConfig
-from clinicam.relay.dicomweb_sink import from_config as dicomweb_from_config
-from clinicam.relay.dimse_sink import from_config as dimse_from_config
-from clinicam.relay.fhir_sink import CAPTURE_SYSTEM, document_reference, token
-from clinicam.relay.fhir_sink import from_config as fhir_from_config
-from clinicam.relay.httpclient import Auth, HttpClient, reason_for_status
+from clinicam.relay.sinks import dicom
+from clinicam.relay.sinks.dicomweb import from_config as dicomweb_from_config
+from clinicam.relay.sinks.dimse import from_config as dimse_from_config
+from clinicam.relay.sinks.fhir import CAPTURE_SYSTEM, document_reference, token
+from clinicam.relay.sinks.fhir import from_config as fhir_from_config
+from clinicam.relay.sinks.httpclient import Auth, HttpClient, reason_for_status
 from test_dicom_object import Capture, metadata
 
 

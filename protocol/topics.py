@@ -1,0 +1,126 @@
+"""Topic names of DESIGN §5, built and parsed in one place for the station and the relay.
+
+Topics carry only the device id, the capture id and a part index: never anything
+about a patient (DESIGN §3.1). Builders refuse values that would make another topic
+(a ``/``, a wildcard) and the parser refuses anything that is not exactly one of the
+§5 shapes, so a relay never acts on a topic it half understands.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from clinicam.common.errors import TopicError
+
+DEFAULT_PREFIX = "clinicam/v1"
+DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
+CAPTURE_ID = re.compile(r"[0-9a-f]{32}")
+_INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
+MAX_PART = 2**32 - 1  # the AAD carries i as uint32
+DEVICE_TOPICS = ("ack", "status", "event", "cmd")
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    """One topic, understood: ``kind`` is ``part``, ``manifest``, ``ack``, ``status``,
+    ``event`` or ``cmd``; ``capture_id`` and ``part`` are set only where they belong."""
+
+    device: str
+    kind: str
+    capture_id: str | None = None
+    part: int | None = None
+
+
+def _device(device: str) -> str:
+    if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
+        raise TopicError("device id must match [a-z0-9-]{3,64}")
+    return device
+
+
+def _capture(capture_id: str) -> str:
+    if not isinstance(capture_id, str) or not CAPTURE_ID.fullmatch(capture_id):
+        raise TopicError("capture id must be 32 lowercase hex characters")
+    return capture_id
+
+
+def _part(i: int) -> int:
+    if type(i) is not int or not 0 <= i <= MAX_PART:
+        raise TopicError(f"part index must be an integer from 0 to {MAX_PART}")
+    return i
+
+
+def check_prefix(prefix: str) -> str:
+    """A prefix is one or more plain levels: no wildcard, no empty level, no ``$``."""
+    levels = prefix.split("/")
+    if (not prefix or prefix.startswith("$") or "\0" in prefix
+            or any(not lv or "+" in lv or "#" in lv for lv in levels)):
+        raise TopicError("topic prefix must be plain levels like 'clinicam/v1' "
+                         "(no '+', '#', leading '$' or empty level)")
+    return prefix
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Builders and the parser for one prefix ``P`` (default ``clinicam/v1``)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
+    def part(self, device: str, capture_id: str, i: int) -> str:
+        """``P/D/capture/<capture_id>/part/<i>``"""
+        return f"{self.prefix}/{_device(device)}/capture/{_capture(capture_id)}/part/{_part(i)}"
+
+    def manifest(self, device: str, capture_id: str) -> str:
+        """``P/D/capture/<capture_id>/manifest``"""
+        return f"{self.prefix}/{_device(device)}/capture/{_capture(capture_id)}/manifest"
+
+    def ack(self, device: str) -> str:
+        """``P/D/ack`` (relay → station)."""
+        return f"{self.prefix}/{_device(device)}/ack"
+
+    def status(self, device: str) -> str:
+        """``P/D/status`` (retained; the will)."""
+        return f"{self.prefix}/{_device(device)}/status"
+
+    def event(self, device: str) -> str:
+        """``P/D/event`` (audit events without PHI)."""
+        return f"{self.prefix}/{_device(device)}/event"
+
+    def cmd(self, device: str) -> str:
+        """``P/D/cmd`` (relay → station)."""
+        return f"{self.prefix}/{_device(device)}/cmd"
+
+    def station_subscriptions(self, device: str) -> list[str]:
+        """What a station subscribes to: its own ack and cmd topics."""
+        return [self.ack(device), self.cmd(device)]
+
+    def relay_subscriptions(self) -> list[str]:
+        """What a relay worker subscribes to (partitioning happens after, by device)."""
+        return [f"{self.prefix}/+/capture/#", f"{self.prefix}/+/status",
+                f"{self.prefix}/+/event"]
+
+    def device_acl(self) -> tuple[list[str], list[str]]:
+        """Mosquitto ``pattern`` topics for devices: (write, read), ``%u`` = the CN."""
+        p = self.prefix
+        return ([f"{p}/%u/capture/#", f"{p}/%u/status", f"{p}/%u/event"],
+                [f"{p}/%u/ack", f"{p}/%u/cmd"])
+
+    def parse(self, topic: str) -> ParsedTopic:
+        """Understand a topic of §5 under this prefix, or raise ``TopicError``."""
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            raise TopicError("topic is not under the configured prefix")
+        levels = topic[len(head):].split("/")
+        device = _device(levels[0])
+        if len(levels) == 2 and levels[1] in DEVICE_TOPICS:
+            return ParsedTopic(device, levels[1])
+        if len(levels) == 4 and levels[1] == "capture" and levels[3] == "manifest":
+            return ParsedTopic(device, "manifest", _capture(levels[2]))
+        if len(levels) == 5 and levels[1] == "capture" and levels[3] == "part":
+            if not _INDEX.fullmatch(levels[4]):
+                raise TopicError("part index must be decimal without leading zeros")
+            return ParsedTopic(device, "part", _capture(levels[2]), _part(int(levels[4])))
+        raise TopicError("topic is not one of the shapes of DESIGN §5")
