@@ -64,13 +64,13 @@ retain_available true
 # a flooding station made the broker drop other stations' messages for the relay).
 max_inflight_messages 100
 # Queued per client beyond those in flight, whichever bound comes first: a flood waits
-# here instead of pushing out other stations' messages, and the relay's persistent
-# session keeps station events while the relay is away. Past either bound the broker
+# here instead of pushing out other stations' messages (and a relay with a persistent
+# session finds station events here when it returns). Past either bound the broker
 # drops new messages for that client; stations re-send captures and events until
 # acknowledged.
 max_queued_messages {MAX_QUEUED_MESSAGES}
 max_queued_bytes {MAX_QUEUED_BYTES}
-# A session not resumed within two days is discarded (the relay asks for one day).
+# A persistent session not resumed within two days is discarded.
 persistent_client_expiration 2d
 # message_size_limit is not set: max_packet_size bounds every message already, and
 # MQTT 5 clients learn it at CONNACK.

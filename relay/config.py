@@ -47,8 +47,10 @@ class RelaySection:
     state_dir: str = field(default="/var/lib/clinicam-relay", metadata=PATH)
     status_file: str = field(default="/run/clinicam-relay/status.json", metadata=PATH)
     audit_log: str = field(default="/var/lib/clinicam-relay/audit.jsonl", metadata=PATH)
-    # a persistent broker session: the broker queues events while the relay is away
-    session_expiry_s: int = field(default=86400, metadata=checked(between(0, 30 * 86400)))
+    # A persistent broker session (the broker queues events while the relay is away).
+    # Off by default: Mosquitto 2.0.11 segfaults on a reload (SIGHUP) after a persistent
+    # client that was away at an earlier reload has come back (docs/interfaces.md).
+    session_expiry_s: int = field(default=0, metadata=checked(between(0, 30 * 86400)))
     inbox_bytes: int = field(default=128 * 1024 * 1024, metadata=checked(between(1024 * 1024, 16 * 1024**3)))
     inbox_station_bytes: int = field(default=32 * 1024 * 1024, metadata=checked(between(256 * 1024, 16 * 1024**3)))
     # Grace period for station certificates issued before the station profile

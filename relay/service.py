@@ -14,10 +14,12 @@ ignores any that still arrive flagged retained.
 
 The queue between the two threads is a ``FairInbox`` (bounded, round-robin across
 stations, status coalesced): one station's flood never starves another (DESIGN §5).
-The session is persistent (``clean_start`` false, ``session_expiry_s``): while the
-relay is away the broker queues what stations publish — up to its own
+With ``session_expiry_s`` > 0 the session is persistent (``clean_start`` false): while
+the relay is away the broker queues what stations publish — up to its own
 ``max_queued_messages``/``max_queued_bytes`` — so a wipe report sent by a station that
-then stops still reaches the audit log when the relay returns.
+then stops still reaches the audit log when the relay returns. Off by default: Mosquitto
+2.0.11 crashes on a reload once a persistent client that was away at an earlier reload
+has come back.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Relay:
                  cert: Path | str, key: Path | str, client_id: str = "relay-1",
                  keepalive_s: int = 30, shared_group: str = "", sweep_s: float = 5.0,
                  reconnect_min_s: int = 1, reconnect_max_s: int = 30,
-                 session_expiry_s: int = 86400, inbox: FairInbox | None = None) -> None:
+                 session_expiry_s: int = 0, inbox: FairInbox | None = None) -> None:
         self.core, self.host, self.port = core, host, port
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group

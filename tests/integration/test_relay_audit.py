@@ -6,8 +6,10 @@
 - Retained capture parts and events are broker replays: the relay ignores them (and
   says so once), while the same event published normally is audited.
 - A station's wipe report published while no relay is connected reaches the audit log
-  once the relay returns: the relay's persistent session makes the broker keep it, even
-  though the station process (SIGTERM: drain, wipe, report, exit) is long gone.
+  once the relay returns: with ``session_expiry_s`` set, the relay's persistent session
+  makes the broker keep it, even though the station process (SIGTERM: drain, wipe,
+  report, exit) is long gone. (Off by default: see docs/interfaces.md on Mosquitto 2.0.11.)
+- A station keeps an event until the relay acknowledges it, across a broker restart.
 """
 
 from __future__ import annotations
@@ -99,9 +101,18 @@ def test_core_ignores_retained_captures_and_events_that_still_arrive(
 # -- the wipe report of a stopped station, while the relay is away ----------------------
 
 
+class SessionSetup(Setup):
+    """The relay with a persistent broker session (``[relay] session_expiry_s``)."""
+
+    def relay_config(self) -> Path:
+        path = super().relay_config()
+        path.write_text(path.read_text().replace("[relay]\n", "[relay]\nsession_expiry_s = 86400\n", 1))
+        return path
+
+
 @pytest.fixture
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    with Setup(tmp_path_factory.mktemp("audit-away"), "audit-away") as s:
+    with SessionSetup(tmp_path_factory.mktemp("audit-away"), "audit-away") as s:
         yield s
 
 
