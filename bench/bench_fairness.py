@@ -29,8 +29,8 @@ from clinicam.firmware.capture.vault import Vault
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.uplink.events import CaptureStored
 from clinicam.protocol.sealing import Sealer
-from clinicam.provisioning.brokerproc import LOOPBACK
 from clinicam.provisioning.tlsctx import client_context
+from clinicam.tools.brokerproc import LOOPBACK
 from harness import Context, Figure, Stats
 from paho.mqtt.enums import CallbackAPIVersion
 
