@@ -340,7 +340,8 @@ def test_with_a_clock_two_hours_behind_the_command_arrives_expired_and_is_ignore
                    what="the station's log of the refusal")
         answer = send_command(target, "cmd-clock", "ping", new_id=lambda: "clock-now-2")
         assert answer.event is not None and (answer.event["event"], answer.event["cmd_id"]) == ("ping", "clock-now-2")
-        assert commands(station) == [("ping", "clock-now-2")]
+        # the station's own event line may trail its MQTT answer: wait for it (bounded)
+        wait_until(lambda: commands(station) == [("ping", "clock-now-2")], what="the station's command event")
     finally:
         assert station.terminate() == 0
 
