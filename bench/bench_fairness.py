@@ -92,7 +92,7 @@ def _relay(bench: Bench, out: Path) -> subprocess.Popen[bytes]:
         f'[identity]\ncert = "{cert}"\nkey = "{key}"\nca = "{bench.root}/site/ca.pem"\n'
         f'recipient_keys = ["{bench.root}/site/relay/recipient.key"]\n'
         f'[[sinks]]\ntype = "directory"\nname = "archive"\npath = "{out}"\n{RELAY_TAIL}')
-    proc = subprocess.Popen([sys.executable, "-m", "clinicam.firmware.cli", "relay", "run",
+    proc = subprocess.Popen([sys.executable, "-m", "clinicam.tools.cli", "relay", "run",
                              "--config", str(conf)], stderr=subprocess.PIPE)
     assert proc.stderr is not None
     for line in proc.stderr:
