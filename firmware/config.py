@@ -126,6 +126,21 @@ class UplinkSection:
 
 
 @dataclass(frozen=True)
+class RenewalSection:
+    """Certificate renewal over MQTT (issue 17): from ``margin_days`` before expiry."""
+
+    enabled: bool = True
+    margin_days: float = field(default=60.0, metadata=checked(between(0, 3650)))
+    retry_min_s: float = field(default=60.0, metadata=checked(between(1, 86400)))
+    retry_max_s: float = field(default=21600.0, metadata=checked(between(1, 604800)))
+    answer_timeout_s: float = field(default=120.0, metadata=checked(between(1, 3600)))
+
+    def __post_init__(self) -> None:
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s: must not exceed retry_max_s")
+
+
+@dataclass(frozen=True)
 class SealingSection:
     aead: Literal["auto", "AES-256-GCM", "CHACHA20-POLY1305"] = "auto"
     chunk_size: int = field(default=122880, metadata=checked(between(1024, 16 * 1024 * 1024)))
@@ -194,6 +209,7 @@ class StationConfig:
     power: PowerSection = PowerSection()
     identity: IdentitySection = IdentitySection()
     uplink: UplinkSection = UplinkSection()
+    renewal: RenewalSection = RenewalSection()
     sealing: SealingSection = SealingSection()
     vault: VaultSection = VaultSection()
     workflow: WorkflowSection = WorkflowSection()

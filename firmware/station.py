@@ -34,6 +34,7 @@ from clinicam.firmware.config import StationConfig
 from clinicam.firmware.hardware import Hardware
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
 from clinicam.firmware.uplink.translation import FaultReported, Identify, UplinkTranslator
 from clinicam.firmware.workflow import events as ev
 from clinicam.firmware.workflow.machine import step
@@ -139,7 +140,21 @@ class Station:
             firmware_version=self.version,
             clock_synced=self.hw.clock.synchronised,
             clock=self._clock,
+            renewal=self._renewal_agent(),
+            on_renewed=self._renewed,
         )
+
+    def _renewal_agent(self) -> RenewalAgent | None:
+        r = self.config.renewal
+        if not r.enabled:
+            return None
+        policy = RenewalPolicy(True, r.margin_days, r.retry_min_s, r.retry_max_s, r.answer_timeout_s)
+        return RenewalAgent(self.identity.dir, self.identity.device_id, policy, wall=self._wall)
+
+    def _renewed(self, new: Any) -> None:
+        """The uplink installed a renewed certificate: sign captures with it from now on."""
+        self.identity = new
+        self.sealer.use_identity(new.key, new.cert_pem)
 
     # --- what other threads may call -----------------------------------------------------
 

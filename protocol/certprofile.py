@@ -17,7 +17,7 @@ profile), and TLS ignores it. The OID is under ``2.25`` (ITU-T X.667: an arc fro
 UUID, no registration needed), so it can never collide with a hospital's own OIDs.
 
 Names still count, as a second rule: ids starting with ``relay``, ``broker``,
-``admin`` or ``operator`` belong to the site's own services and are never stations,
+``admin``, ``operator`` or ``registrar`` belong to the site's own services and are never stations,
 whatever the certificate says.
 
 Certificates issued before this profile existed (*pre-policy*) carry no policy. They
@@ -39,7 +39,7 @@ from cryptography.x509.oid import NameOID
 CLINICAM_ARC = "2.25.28980578989282729064482540288060406930"
 STATION_POLICY = x509.ObjectIdentifier(f"{CLINICAM_ARC}.1.1")
 
-RESERVED_PREFIXES: tuple[str, ...] = ("relay", "broker", "admin", "operator")
+RESERVED_PREFIXES: tuple[str, ...] = ("relay", "broker", "admin", "operator", "registrar")
 
 Profile = Literal["station", "pre-policy", "other"]
 

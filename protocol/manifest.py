@@ -17,12 +17,12 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from clinicam.common.errors import ConfigError, OpenError, PrePolicyCertificate
-from clinicam.protocol import certprofile
+from clinicam.common.errors import OpenError, PrePolicyCertificate
+from clinicam.protocol import certprofile, chain
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -222,11 +222,11 @@ def _load_one_cert(pem: str) -> x509.Certificate:
         raise _refuse_cert("unreadable PEM") from None
 
 
-def _check_issuer(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
+def _check_issuer(cert: x509.Certificate, store: chain.TrustStore, now: datetime) -> None:
     try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        raise _refuse_cert("not issued by the site CA") from None
+        store.path(cert, now)
+    except chain.ChainError as exc:
+        raise _refuse_cert(str(exc)) from None
 
 
 def _check_validity(cert: x509.Certificate, now: datetime) -> None:
@@ -249,16 +249,14 @@ def _check_cn(cert: x509.Certificate, device: str) -> None:
         raise _refuse_cert("subject must have exactly one CN equal to the manifest's device")
 
 
-def _check_crl(
-    cert: x509.Certificate, ca_cert: x509.Certificate, crl: x509.CertificateRevocationList
-) -> None:
-    # A CRL the CA did not sign is a relay configuration fault, not the station's:
-    # answering "rejected" would lose the capture, so it is a ConfigError instead.
-    ca_key: Any = ca_cert.public_key()
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_key):
-        raise ConfigError("the configured CRL is not signed by the site CA: fix crl.pem")
-    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-        raise _refuse_cert("revoked")
+def _check_revocation(cert: x509.Certificate, store: chain.TrustStore, now: datetime) -> None:
+    # A CRL set that lacks the issuer's CRL is a relay configuration fault, not the
+    # station's: answering "rejected" would lose the capture, so TrustStore raises
+    # ConfigError for it instead.
+    try:
+        store.verify(cert, now)
+    except chain.ChainError as exc:
+        raise _refuse_cert(str(exc)) from None
 
 
 def _check_profile(cert: x509.Certificate, now: datetime, legacy_until: datetime | None) -> None:
@@ -278,6 +276,8 @@ def check_device_cert(
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
     legacy_until: datetime | None = None,
+    chain_certs: Sequence[x509.Certificate] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> x509.Certificate:
     """The §4 certificate checks; returns the certificate or raises ``certificate``.
 
@@ -286,8 +286,11 @@ def check_device_cert(
     ``PrePolicyCertificate`` (also ``identity``, which the relay answers with ``retry``).
     """
     cert = _load_one_cert(pem)
-    _check_issuer(cert, ca_cert)
     now = now or datetime.now(UTC)
+    # Two-tier sites: the relay holds the issuing CA(s) (``chain_certs``), DESIGN §4.
+    all_crls = [*crls, *([crl] if crl is not None else [])]
+    store = chain.TrustStore([ca_cert], tuple(chain_certs), tuple(all_crls))
+    _check_issuer(cert, store, now)
     _check_profile(cert, now, legacy_until)
     _check_validity(cert, now)
     _check_eku(cert)
@@ -295,6 +298,6 @@ def check_device_cert(
     key = cert.public_key()
     if not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
         raise _refuse_cert("device key must be ECDSA P-256")
-    if crl is not None:
-        _check_crl(cert, ca_cert, crl)
+    if all_crls:
+        _check_revocation(cert, store, now)
     return cert

@@ -199,6 +199,18 @@ class Sealer:
         self._seq = 0
         self._lock = threading.Lock()
 
+    def use_identity(self, device_key: ec.EllipticCurvePrivateKey, device_cert_pem: bytes | str) -> None:
+        """Sign from now on with a renewed key and certificate (issue 17); same device id."""
+        cert = device_cert_pem.decode("ascii") if isinstance(device_cert_pem, bytes) else device_cert_pem
+        with self._lock:
+            old = self._key, self._cert
+            self._key, self._cert = device_key, cert
+            try:
+                self._check_identity()
+            except ConfigError:
+                self._key, self._cert = old
+                raise
+
     def _check_identity(self) -> None:
         """Refuse a misprovisioned identity now rather than have every capture rejected."""
         if not mf.DEVICE_ID.fullmatch(self.device_id):
@@ -249,8 +261,9 @@ class Sealer:
                 del part0
                 wrapped = self.recipient.suite().encrypt(key, self._wrap,
                                                          info=KEY_INFO + capture_id)
-                m = self._manifest(capture_id.hex(), seq, wrapped, parts, hashes)
-                message = mf.manifest_message(m, self._key)
+                with self._lock:  # the certificate and the key that signs must be one pair
+                    m = self._manifest(capture_id.hex(), seq, wrapped, parts, hashes)
+                    message = mf.manifest_message(m, self._key)
             except BaseException:
                 self._buffers.release(storage)
                 raise
@@ -400,6 +413,8 @@ def open_capture(
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
     legacy_until: datetime | None = None,
+    chain: Sequence[x509.Certificate] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> OpenedCapture:
     """Verify and open a capture, in DESIGN §4's order; ``OpenError(reason)`` on the first fault.
 
@@ -410,7 +425,7 @@ def open_capture(
     if topic_device != m["device"] or topic_capture_id != m["capture_id"]:
         raise OpenError("identity", "topic device or capture id differs from the manifest")
     cert = mf.check_device_cert(m["cert"], m["device"], ca_cert, crl=crl, now=now,
-                                legacy_until=legacy_until)
+                                legacy_until=legacy_until, chain_certs=chain, crls=crls)
     mf.verify(mf.canonical(m), sig, cert.public_key())
     key = _recipient_for(m, recipients)
     _check_parts(m, parts)

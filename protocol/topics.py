@@ -18,7 +18,8 @@ DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
 CAPTURE_ID = re.compile(r"[0-9a-f]{32}")
 _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
 MAX_PART = 2**32 - 1  # the AAD carries i as uint32
-DEVICE_TOPICS = ("ack", "status", "event", "cmd")
+DEVICE_TOPICS = ("ack", "status", "event", "cmd", "renew", "cert")
+REGISTRAR = "registrar"  # the registrar's identity (CN), issue 17
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,18 @@ class Topics:
     def cmd(self, device: str) -> str:
         """``P/D/cmd`` (relay → station)."""
         return f"{self.prefix}/{_device(device)}/cmd"
+
+    def renew(self, device: str) -> str:
+        """``P/D/renew`` (station → registrar): a certificate renewal request."""
+        return f"{self.prefix}/{_device(device)}/renew"
+
+    def cert(self, device: str) -> str:
+        """``P/D/cert`` (registrar → station): the renewal's answer."""
+        return f"{self.prefix}/{_device(device)}/cert"
+
+    def registrar_subscriptions(self) -> list[str]:
+        """What the registrar subscribes to: every station's renewal requests."""
+        return [f"{self.prefix}/+/renew"]
 
     def station_subscriptions(self, device: str) -> list[str]:
         """What a station subscribes to: its own ack and cmd topics."""

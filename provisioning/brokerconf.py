@@ -103,7 +103,8 @@ OPERATOR_PREFIX = "operator-"
 
 
 def render_acl(
-    *, prefix: str = DEFAULT_PREFIX, relays: int = 1, operators: Sequence[str] = (), stations: Sequence[str] = ()
+    *, prefix: str = DEFAULT_PREFIX, relays: int = 1, operators: Sequence[str] = (), stations: Sequence[str] = (),
+    registrar: bool = False,
 ) -> str:
     """The ACL of DESIGN §5: each station in its own tree, relay workers across all trees.
 
@@ -122,6 +123,10 @@ def render_acl(
     What an ACL cannot express: it sees a CN, not a certificate profile, so a non-station
     certificate that carries a station's name gets that station's rights here; the
     relay's check of the station certificate policy stands behind it.
+
+    ``registrar`` (two-tier sites): each station may also request a renewal on
+    ``P/D/renew`` and read the answer on ``P/D/cert``; the ``registrar`` identity reads
+    every ``renew`` and writes every ``cert`` topic, and nothing else.
     """
     p = prefix
     devices = sorted(set(stations))
@@ -144,6 +149,16 @@ def render_acl(
             f"topic write {p}/{name}/event",
             f"topic read {p}/{name}/ack",
             f"topic read {p}/{name}/cmd",
+        ]
+        if registrar:
+            lines += [f"topic write {p}/{name}/renew", f"topic read {p}/{name}/cert"]
+        lines += [""]
+    if registrar:
+        lines += [
+            "# The registrar (two-tier sites) reads renewal requests and answers them, nothing else.",
+            "user registrar",
+            f"topic read {p}/+/renew",
+            f"topic write {p}/+/cert",
             "",
         ]
     lines += ["# Relay workers read every station's uplink and answer on its ack and cmd topics."]

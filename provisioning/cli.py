@@ -7,7 +7,9 @@ bad usage exits 2. Private keys are written 0600 and never printed.
 from __future__ import annotations
 
 import argparse
+import getpass
 import grp
+import os
 import pwd
 import shutil
 import sys
@@ -20,7 +22,10 @@ from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, sign, renew, operator, revoke, reissue, crl,\nacl, bundle, show --site.
+On the site's admin machine: site-init, two-tier, import-renewals, sign, renew, operator,
+revoke, reissue, crl, acl, bundle, show --site.
+A root key protected by a passphrase (site-init --ca-passphrase-file) is read from the
+file named by CLINICAM_CA_PASSPHRASE_FILE, or asked for on a terminal when signing needs it.
 On a station: device-key, install, apply-network (root, run by the unit), show.
 Private keys are written with mode 0600 and never printed."""
 
@@ -35,6 +40,8 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="provision_command", metavar="SUBCOMMAND")
     _site_init(sub)
+    _two_tier(sub)
+    _import_renewals(sub)
     _device_key(sub)
     _sign(sub, "sign", "sign a station's CSR for a new device id", _cmd_sign)
     _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
@@ -76,7 +83,34 @@ def _site_init(sub: Any) -> None:
         default=brokerconf.DEFAULT_CONF_DIR,
         help="where the broker/ folder will be installed on the broker host",
     )
+    p.add_argument("--tiers", type=int, choices=[1, 2], default=1,
+                   help="2: an offline root and an online issuing CA for station certificates (registrar)")
+    p.add_argument("--ca-passphrase-file", type=Path, metavar="FILE",
+                   help="protect the root key with the passphrase in FILE (first line)")
+    p.add_argument("--ask-ca-passphrase", action="store_true",
+                   help="protect the root key with a passphrase typed at the terminal")
     p.set_defaults(func=_cmd_site_init)
+
+
+def _import_renewals(sub: Any) -> None:
+    p = sub.add_parser("import-renewals", help="record the registrar's renewals in the register (before revoke)")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("journal", metavar="JOURNAL", type=Path, help="the registrar's journal.jsonl from the relay host")
+    p.set_defaults(func=_cmd_import_renewals)
+
+
+def _cmd_import_renewals(args: argparse.Namespace) -> int:
+    added = _open(args.site_dir).import_renewals(args.journal)
+    for rec in added:
+        print(f"recorded {rec.id} serial {rec.serial}, valid until {rec.not_after[:10]}")
+    print(f"{len(added)} renewal(s) recorded; 'revoke ID' now covers them")
+    return 0
+
+
+def _two_tier(sub: Any) -> None:
+    p = sub.add_parser("two-tier", help="migrate a single-tier site: add the issuing CA for station certificates")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.set_defaults(func=_cmd_two_tier)
 
 
 def _device_key(sub: Any) -> None:
@@ -112,9 +146,9 @@ def _revoke(sub: Any) -> None:
 
 
 def _reissue(sub: Any) -> None:
-    p = sub.add_parser("reissue", help="new key and certificate for the broker or a relay worker")
+    p = sub.add_parser("reissue", help="new key and certificate for the broker, a relay worker or the registrar")
     p.add_argument("site_dir", metavar="SITE", type=Path)
-    p.add_argument("service", metavar="broker|relay-N")
+    p.add_argument("service", metavar="broker|relay-N|registrar")
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
     p.set_defaults(func=_cmd_reissue)
 
@@ -180,6 +214,45 @@ def _show(sub: Any) -> None:
 # -- commands ---------------------------------------------------------------------------
 
 
+def _read_passphrase(path: Path) -> bytes:
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ProvisioningError(f"passphrase file {path} cannot be read ({exc.strerror}): check the path") from exc
+    if not lines or not lines[0]:
+        raise ProvisioningError(f"passphrase file {path} is empty: put the passphrase on its first line")
+    return lines[0]
+
+
+def _ask_passphrase() -> bytes:
+    """The root key's passphrase: from CLINICAM_CA_PASSPHRASE_FILE, else the terminal."""
+    named = os.environ.get("CLINICAM_CA_PASSPHRASE_FILE")
+    if named:
+        return _read_passphrase(Path(named))
+    if not sys.stdin.isatty():
+        raise ProvisioningError(
+            "the site's root key is protected by a passphrase: set CLINICAM_CA_PASSPHRASE_FILE "
+            "or run this on a terminal"
+        )
+    return getpass.getpass("root key passphrase: ").encode()
+
+
+def _new_passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.ca_passphrase_file is not None:
+        return _read_passphrase(args.ca_passphrase_file)
+    if not args.ask_ca_passphrase:
+        return None
+    first = getpass.getpass("new root key passphrase: ").encode()
+    if len(first) < 8 or first != getpass.getpass("again: ").encode():
+        raise ProvisioningError("the passphrases differ or are shorter than 8 characters: run site-init again")
+    return first
+
+
+def _open(path: Path) -> Site:
+    """The site, asking for the root key's passphrase only if signing needs it."""
+    return Site(path, ask_passphrase=_ask_passphrase)
+
+
 def _cmd_site_init(args: argparse.Namespace) -> int:
     site = Site.create(
         args.site_dir,
@@ -189,6 +262,8 @@ def _cmd_site_init(args: argparse.Namespace) -> int:
         relays=args.relays,
         kem=args.kem,
         conf_dir=args.broker_conf_dir,
+        tiers=args.tiers,
+        passphrase=_new_passphrase(args),
     )
     print(f"site {site.name!r} created in {site.path}")
     print(f"  CA sha256 {pki.fingerprint(site.ca)}")
@@ -196,6 +271,23 @@ def _cmd_site_init(args: argparse.Namespace) -> int:
         f"  keep {site.path / 'ca'} offline; install {site.broker_dir} on the broker host "
         f"(into {args.broker_conf_dir}) and {site.relay_dir} on the relay host"
     )
+    if site.issuing is not None:
+        print(f"  two tiers: {site.registrar_dir} (the issuing CA) goes to the relay host too; "
+              f"relays set [identity] chain = {site.chain_pem.name}")
+    return 0
+
+
+def _cmd_two_tier(args: argparse.Namespace) -> int:
+    site = _open(args.site_dir)
+    issuing = site.two_tier()
+    print(f"two tiers: issuing CA {pki.common_name(issuing.subject, 'chain.pem')!r}, "
+          f"valid until {issuing.not_valid_after_utc:%Y-%m-%d}")
+    print(f"  root re-issued for one CA level below it (same key and name): {site.ca_pem}")
+    print(f"  1. copy {site.broker_dir} (ca.pem now holds root and issuing CA, crl.pem both CRLs) "
+          "to the broker and restart it")
+    print(f"  2. on the relay host: copy {site.chain_pem} and {site.crl_pem}, set [identity] chain; "
+          f"copy {site.registrar_dir} there (mode 0700)")
+    print("  3. station certificates signed so far stay valid; new ones and renewals come from the issuing CA")
     return 0
 
 
@@ -206,9 +298,9 @@ def _cmd_device_key(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    site = Site(args.site_dir)
+    site = _open(args.site_dir)
     cert = site.sign(_read(args.csr), where=str(args.csr), days=args.days)
-    _wrote(args.out, cert, "signed")
+    _wrote(args.out, cert, "signed", site)
     print(_acl_advice(site, "now lets this station publish"))
     return 0
 
@@ -219,7 +311,7 @@ def _acl_advice(site: Site, what: str) -> str:
 
 
 def _cmd_acl(args: argparse.Namespace) -> int:
-    site = Site(args.site_dir)
+    site = _open(args.site_dir)
     path = site.write_acl()
     print(f"ACL regenerated from the register: {path} (one block per valid station, relay and operator)")
     print("  copy it to the broker's acl_file and reload the broker (systemctl reload mosquitto, or kill -HUP its pid)")
@@ -227,13 +319,15 @@ def _cmd_acl(args: argparse.Namespace) -> int:
 
 
 def _cmd_renew(args: argparse.Namespace) -> int:
-    site = Site(args.site_dir)
+    site = _open(args.site_dir)
     cert = site.renew(_read(args.csr), where=str(args.csr), days=args.days)
-    return _wrote(args.out, cert, "renewed")
+    return _wrote(args.out, cert, "renewed", site)
 
 
-def _wrote(out: Path, cert: Any, verb: str) -> int:
-    pki.write_public(out, pki.cert_pem(cert))
+def _wrote(out: Path, cert: Any, verb: str, site: Site) -> int:
+    # Two tiers: a chain file, the certificate then its issuing CA (what the station presents).
+    chain = pki.cert_pem(site.issuing) if site.issuing is not None and cert.issuer == site.issuing.subject else b""
+    pki.write_public(out, pki.cert_pem(cert) + chain)
     cn = pki.common_name(cert.subject, str(out))
     print(
         f"{verb} {cn}: serial {pki.serial_hex(cert.serial_number)}, "
@@ -245,7 +339,7 @@ def _wrote(out: Path, cert: Any, verb: str) -> int:
 def _cmd_operator(args: argparse.Namespace) -> int:
     from clinicam.provisioning.operators import issue_operator
 
-    op = issue_operator(Site(args.site_dir), args.name, args.out, days=args.days)
+    op = issue_operator(_open(args.site_dir), args.name, args.out, days=args.days)
     print(f"issued {op.cn}: serial {op.serial}, valid until {op.not_after:%Y-%m-%d}")
     print(f"  key {op.key} (mode 0600, give it to that person only), certificate {op.cert}, CA {op.ca}")
     print(
@@ -258,7 +352,10 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    site = Site(args.site_dir)
+    site = _open(args.site_dir)
+    if site.issuing is not None:
+        print("two tiers: certificates the registrar renewed are revoked by id only once recorded here "
+              "('clinicam provision import-renewals SITE journal.jsonl' first)")
     hit = site.revoke(args.target)
     for rec in hit:
         print(f"revoked {rec.id} serial {rec.serial}")
@@ -273,19 +370,19 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_reissue(args: argparse.Namespace) -> int:
-    path = Site(args.site_dir).reissue(args.service, days=args.days)
+    path = _open(args.site_dir).reissue(args.service, days=args.days)
     print(f"re-issued {args.service}: {path} and its key; install them and restart the service")
     return 0
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
-    path = Site(args.site_dir).write_crl()
+    path = _open(args.site_dir).write_crl()
     print(f"CRL re-issued: {path} and broker/crl.pem")
     return 0
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    out = Site(args.site_dir).bundle(args.device, args.out)
+    out = _open(args.site_dir).bundle(args.device, args.out)
     print(
         f"bundle for {args.device} in {out}: copy it to the station and run 'clinicam provision install --bundle {out}'"
     )

@@ -3,6 +3,8 @@
 The identity directory (``[identity] dir``, default ``/etc/clinicam/identity``) holds
 ``device.key`` (0600, never leaves the station), ``device.pem``, ``ca.pem``,
 ``recipient.pub``, ``broker.json`` (``{"host", "port"}``) and optionally ``crl.pem``.
+On a two-tier site ``device.pem`` is a chain file (the certificate, then its issuing CA,
+which TLS sends to the broker) and ``crl.pem`` holds the root's and the issuing CA's CRLs.
 ``install`` checks everything before writing anything, so a station never ends up
 with a certificate that does not fit its key or its site.
 """
@@ -17,7 +19,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinicam.common.errors import ProvisioningError
+from clinicam.common.errors import ConfigError, ProvisioningError
+from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import RecipientPublicKey, load_recipient_public
 from clinicam.provisioning import pki
 from cryptography import x509
@@ -49,7 +52,8 @@ class DeviceIdentity:
     recipient: RecipientPublicKey
     broker_host: str
     broker_port: int
-    crl: x509.CertificateRevocationList | None = None
+    crl: x509.CertificateRevocationList | None = None  # the device certificate's issuer's
+    chain: tuple[x509.Certificate, ...] = ()  # issuing CA(s) after the leaf in device.pem
 
     @property
     def key_path(self) -> Path:
@@ -126,12 +130,12 @@ def install(
     ca_pem = _read(files.ca)
     cert_pem = _read(files.cert)
     ca = pki.parse_cert(ca_pem, str(files.ca))
-    cert = pki.parse_cert(cert_pem, str(files.cert))
-    _check_cert(cert, key, ca, str(files.cert), now)
+    cert, chain = _leaf_and_chain(cert_pem, str(files.cert))
+    _check_cert(cert, key, ca, str(files.cert), now, chain)
     load_recipient_public(_read(files.recipient))
     crl_pem = _read(files.crl) if files.crl else None
     if crl_pem is not None:
-        _parse_crl(crl_pem, ca, str(files.crl))
+        _parse_crl(crl_pem, ca, str(files.crl), chain)
     _ensure_dir(identity_dir)
     os.chmod(identity_dir / KEY, 0o600)
     pki.write_public(identity_dir / CA, ca_pem)
@@ -160,16 +164,40 @@ def _read(path: Path) -> bytes:
         ) from exc
 
 
+def _leaf_and_chain(data: bytes, where: str) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+    """``device.pem``: the station's certificate, then (two tiers) its issuing CA."""
+    try:
+        certs = trust.load_certs(data, where)
+    except ConfigError as exc:
+        raise ProvisioningError(f"{exc}: use the bundle from 'clinicam provision bundle'") from exc
+    return certs[0], tuple(certs[1:])
+
+
+def leaf_pem(data: bytes) -> bytes:
+    """The first certificate of a chain file (the manifest's ``cert`` is the leaf alone)."""
+    blocks = trust.pem_blocks(data, "CERTIFICATE")
+    return blocks[0] if blocks else data
+
+
 def _check_cert(
-    cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, where: str, now: dt.datetime | None
+    cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, where: str, now: dt.datetime | None,
+    chain: tuple[x509.Certificate, ...] = (),
 ) -> str:
-    """Check key match, issuer, EKU and (when ``now`` is given) validity; return the CN."""
+    """Check key match, issuer (directly or via the issuing CA in ``chain``), EKU and
+    (when ``now`` is given) validity; return the CN."""
     if not pki.same_key(cert, key):
         raise ProvisioningError(
             f"{where} does not match this station's device.key: it was signed for another "
             "station or another key; sign this station's device.csr"
         )
-    pki.verify_issued(cert, ca, where)
+    try:
+        trust.TrustStore([ca], chain).path(cert, now)
+    except trust.ChainError as exc:
+        why = "" if str(exc) == trust.NOT_ISSUED else f" ({exc})"
+        raise ProvisioningError(
+            f"{where} was not issued by this site's CA (ca.pem){why}: use the certificate the "
+            "site signed for this station (with its issuing CA), or the matching ca.pem"
+        ) from exc
     if now is not None:
         pki.check_validity(cert, where, now)
     if not pki.has_client_auth(cert):
@@ -177,14 +205,23 @@ def _check_cert(
     return pki.check_id(pki.common_name(cert.subject, where))
 
 
-def _parse_crl(data: bytes, ca: x509.Certificate, where: str) -> x509.CertificateRevocationList:
+def _parse_crl(
+    data: bytes, ca: x509.Certificate, where: str, chain: tuple[x509.Certificate, ...] = (),
+    issuer: x509.Name | None = None,
+) -> x509.CertificateRevocationList | None:
+    """Check every CRL of ``crl.pem`` (signed by the root or the issuing CA); return the
+    one of ``issuer`` (default: the root)."""
     try:
-        crl = x509.load_pem_x509_crl(data)
-    except ValueError as exc:
+        crls = trust.load_crls(data, where)
+    except ConfigError as exc:
         raise ProvisioningError(f"{where} is not a PEM CRL: copy the site's crl.pem again") from exc
-    if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-        raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
-    return crl
+    signers = {c.subject: c for c in (ca, *chain)}
+    for crl in crls:
+        signer = signers.get(crl.issuer)
+        if signer is None or not crl.is_signature_valid(signer.public_key()):
+            raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
+    wanted = issuer or ca.subject
+    return next((c for c in crls if c.issuer == wanted), None)
 
 
 def _broker_json(path: Path, remedy: str) -> tuple[str, int]:
@@ -207,6 +244,7 @@ def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
     ``selftest``; the broker refuses it anyway.
     """
     directory = Path(directory)
+    finish_renewal(directory)
     remedy = f"install the station's bundle with 'clinicam provision install --identity-dir {directory}'"
     key_path = directory / KEY
     key = pki.load_key(key_path, "make it with 'clinicam provision device-key' and have it signed")
@@ -214,13 +252,37 @@ def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
         raise ProvisioningError(f"{key_path} is readable by others: run 'chmod 600 {key_path}'")
     ca_pem, cert_pem = _must(directory / CA, remedy), _must(directory / CERT, remedy)
     ca = pki.parse_cert(ca_pem, str(directory / CA), remedy)
-    cert = pki.parse_cert(cert_pem, str(directory / CERT), remedy)
-    device_id = _check_cert(cert, key, ca, str(directory / CERT), None)
+    cert, chain = _leaf_and_chain(cert_pem, str(directory / CERT))
+    device_id = _check_cert(cert, key, ca, str(directory / CERT), None, chain)
     recipient = load_recipient_public(_must(directory / RECIPIENT, remedy))
     host, port = _broker_json(directory / BROKER, remedy)
     crl_path = directory / CRL
-    crl = _parse_crl(crl_path.read_bytes(), ca, str(crl_path)) if crl_path.exists() else None
-    return DeviceIdentity(directory, device_id, key, cert, cert_pem, ca, ca_pem, recipient, host, port, crl)
+    crl = _parse_crl(crl_path.read_bytes(), ca, str(crl_path), chain, cert.issuer) if crl_path.exists() else None
+    return DeviceIdentity(directory, device_id, key, cert, leaf_pem(cert_pem), ca, ca_pem, recipient, host, port,
+                          crl, chain)
+
+
+def finish_renewal(directory: Path) -> bool:
+    """Complete a renewal's install cut short between its two renames (issue 17).
+
+    The renewal replaces ``device.pem`` first, then ``device.key`` with ``next.key``. A
+    ``device.pem`` that matches ``next.key`` and not ``device.key`` means the second
+    rename did not happen: do it now. Anything else is left as it is (a ``next.*``
+    pair that never connected is never preferred over the current one).
+    """
+    nxt, cert_path, key_path = directory / "next.key", directory / CERT, directory / KEY
+    if not (nxt.exists() and cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = pki.parse_cert(cert_path.read_bytes(), str(cert_path))
+        new, old = pki.load_key(nxt), pki.load_key(key_path)
+    except (OSError, ProvisioningError):
+        return False
+    if pki.same_key(cert, old) or not pki.same_key(cert, new):
+        return False
+    os.replace(nxt, key_path)
+    (directory / "next.json").unlink(missing_ok=True)
+    return True
 
 
 def _must(path: Path, remedy: str) -> bytes:

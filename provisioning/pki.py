@@ -33,6 +33,7 @@ ID_PATTERN = re.compile(r"[a-z0-9-]{3,64}")
 RESERVED_PREFIXES: tuple[str, ...] = certprofile.RESERVED_PREFIXES
 DEFAULT_DAYS = 397
 CA_DAYS = 3650
+ISSUING_DAYS = 1826  # five years: long enough to outlast many renewals, well inside the root
 # Backdating absorbs small clock differences between the site and a freshly booted station.
 BACKDATE = dt.timedelta(minutes=5)
 
@@ -68,13 +69,20 @@ def new_key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def key_pem(key: PrivateKey) -> bytes:
-    """Unencrypted PKCS#8 PEM: the file's 0600 mode and the device's disk are its guard."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+def key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; unencrypted unless ``passphrase`` (the offline root's key may have one).
+
+    A station's or service's key is unencrypted: the file's 0600 mode and the device's
+    encrypted partition are its guard, and a service cannot type a passphrase at boot.
+    """
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def is_encrypted_pem(data: bytes) -> bool:
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -132,11 +140,21 @@ def _read(path: Path, what: str, remedy: str) -> bytes:
         raise ProvisioningError(f"{what} {path} cannot be read ({exc.strerror}): {remedy}") from exc
 
 
-def load_key(path: Path, remedy: str = "check the path") -> PrivateKey:
+def load_key(path: Path, remedy: str = "check the path", passphrase: bytes | None = None) -> PrivateKey:
+    """Load an EC P-256 key; ``passphrase`` only for an encrypted one (the root's)."""
     data = _read(path, "private key", remedy)
+    if is_encrypted_pem(data) and not passphrase:
+        raise ProvisioningError(
+            f"private key {path} is protected by a passphrase: give it with --ca-passphrase-file "
+            "or CLINICAM_CA_PASSPHRASE_FILE, or run on a terminal to be asked"
+        )
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+        key = serialization.load_pem_private_key(data, password=passphrase if is_encrypted_pem(data) else None)
+    except ValueError as exc:
+        if is_encrypted_pem(data):
+            raise ProvisioningError(f"private key {path}: wrong passphrase (or a damaged file): try again") from exc
+        raise ProvisioningError(f"private key {path} is not an unencrypted PEM key: {remedy}") from exc
+    except TypeError as exc:
         raise ProvisioningError(f"private key {path} is not an unencrypted PEM key: {remedy}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise ProvisioningError(f"private key {path} is not EC P-256: {remedy}")
@@ -247,9 +265,14 @@ def _usage(*, ca: bool) -> x509.KeyUsage:
     )
 
 
-def make_ca(key: PrivateKey, site: str, *, now: dt.datetime, days: int = CA_DAYS) -> x509.Certificate:
-    """Self-signed site CA, path length 0: it signs end entities and nothing else."""
-    name = _name(f"clinicam CA {site}", site)
+def make_ca(
+    key: PrivateKey, site: str, *, now: dt.datetime, days: int = CA_DAYS, path_length: int = 0,
+    name: x509.Name | None = None, not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Self-signed site root. Path length 0 (single tier): it signs end entities only;
+    1 (two tiers): also one issuing CA level. ``name``/``not_after`` re-issue an
+    existing root with the same key (what ``two-tier`` migration does)."""
+    name = name or _name(f"clinicam CA {site}", site)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -257,11 +280,35 @@ def make_ca(key: PrivateKey, site: str, *, now: dt.datetime, days: int = CA_DAYS
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .not_valid_after(not_after or now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
+    )
+
+
+def make_issuing_ca(
+    root_key: PrivateKey, root: x509.Certificate, key: PrivateKey, site: str, number: int, *,
+    now: dt.datetime, days: int = ISSUING_DAYS,
+) -> x509.Certificate:
+    """The online issuing CA (two-tier sites): signed by the root, path length 0, never
+    outliving the root. It signs station certificates and its own CRL only."""
+    not_after = min(now + dt.timedelta(days=days), root.not_valid_after_utc)
+    root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"clinicam issuing CA {site} {number}", site))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False)
+        .sign(root_key, hashes.SHA256())
     )
 
 
@@ -285,11 +332,13 @@ def issue(
     days: int = DEFAULT_DAYS,
     server_hosts: Sequence[str] = (),
     station: bool = False,
+    lifetime: dt.timedelta | None = None,
 ) -> x509.Certificate:
     """An end-entity certificate: clientAuth, or serverAuth with SANs when ``server_hosts``.
 
     ``station`` adds the station certificate policy (``certprofile.STATION_POLICY``):
     only station signing sets it, and only such a certificate files photos.
+    ``lifetime`` replaces ``days`` for certificates of minutes (the registrar's kick).
     """
     if station and (server_hosts or certprofile.is_reserved(cn)):
         raise ProvisioningError(f"{cn!r} cannot be a station: service names and server certificates never are")
@@ -309,7 +358,7 @@ def issue(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(now + (lifetime or dt.timedelta(days=days)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)

@@ -6,6 +6,11 @@ Layout (DESIGN §7) keeps apart what must stay apart::
     SITE/ca/ca.key  register.json  issued/   the CA: keep offline
     SITE/broker/                             the broker's key, cert, config, ACL, CRL
     SITE/relay/                              relay workers' keys and the recipient key
+    SITE/chain.pem  SITE/registrar/          two tiers: the issuing CA (docs/interfaces.md)
+
+A two-tier site (``"tiers": 2`` in site.json) signs station certificates with an
+issuing CA whose key lives in ``registrar/`` (copied to the relay host, like
+``relay/``); the root in ``ca/`` signs the issuing CA and the site's services only.
 
 The register holds ids, serials, dates and fingerprints only: station names are not
 PHI, and nothing about patients ever reaches the site PKI.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from clinicam.common.errors import ProvisioningError
 from clinicam.protocol.recipient import KEMS, generate_recipient_key
 from clinicam.provisioning import brokerconf, pki
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 RENEW_GRACE = dt.timedelta(days=30)
@@ -42,16 +48,17 @@ class Record:
     """One issued certificate in ``ca/register.json``."""
 
     id: str
-    kind: str  # ca | broker | relay | operator | device | test
+    kind: str  # ca | issuing | broker | relay | registrar | operator | device | test
     serial: str  # lowercase hex
     not_before: str
     not_after: str
     fingerprint: str
     key: str  # SHA-256 of the SubjectPublicKeyInfo
     revoked_at: str | None = None
+    issuer: str = "root"  # root | issuing (two-tier sites' station certificates)
 
     @classmethod
-    def of(cls, cert: x509.Certificate, kind: str) -> Record:
+    def of(cls, cert: x509.Certificate, kind: str, issuer: str = "root") -> Record:
         return cls(
             id=pki.common_name(cert.subject, "certificate"),
             kind=kind,
@@ -60,6 +67,7 @@ class Record:
             not_after=cert.not_valid_after_utc.isoformat(),
             fingerprint=pki.fingerprint(cert),
             key=pki.spki_sha256(_ec_public(cert)),
+            issuer=issuer,
         )
 
     @property
@@ -85,8 +93,13 @@ def _mkdir(path: Path, mode: int) -> Path:
 class Site:
     """An opened site directory. Signing needs ``ca/ca.key``; reading does not."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, passphrase: bytes | None = None, ask_passphrase: Callable[[], bytes] | None = None
+    ) -> None:
         self.path = Path(path)
+        # Of the root key, when site-init protected it; asked for only when signing needs it.
+        self.passphrase = passphrase
+        self.ask_passphrase = ask_passphrase
         remedy = "is this a site made by 'clinicam provision site-init'?"
         info = self._json(self.path / "site.json", remedy)
         try:
@@ -96,9 +109,11 @@ class Site:
             self.prefix: str = info["topic_prefix"]
             self.kem: str = info["kem"]
             self.relays: int = int(info["relays"])
+            self.tiers: int = int(info.get("tiers", 1))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProvisioningError(f"{self.path / 'site.json'} lacks a field: {remedy}") from exc
         self.ca = pki.load_cert(self.ca_pem)
+        self.issuing: x509.Certificate | None = pki.load_cert(self.chain_pem) if self.tiers == 2 else None
 
     # -- paths --------------------------------------------------------------------------
 
@@ -109,6 +124,15 @@ class Site:
     @property
     def crl_pem(self) -> Path:
         return self.path / "crl.pem"
+
+    @property
+    def chain_pem(self) -> Path:
+        """The issuing CA certificate (two-tier sites): public, for the broker and relays."""
+        return self.path / "chain.pem"
+
+    @property
+    def registrar_dir(self) -> Path:
+        return self.path / "registrar"
 
     @property
     def broker_dir(self) -> Path:
@@ -141,16 +165,24 @@ class Site:
         prefix: str = brokerconf.DEFAULT_PREFIX,
         conf_dir: str = brokerconf.DEFAULT_CONF_DIR,
         now: dt.datetime | None = None,
+        tiers: int = 1,
+        passphrase: bytes | None = None,
     ) -> Site:
-        """Make a new site: CA, broker files, relay identities, recipient key, empty CRL."""
+        """Make a new site: CA, broker files, relay identities, recipient key, empty CRL.
+
+        ``tiers=2`` adds the issuing CA (as ``two_tier`` does for an existing site);
+        ``passphrase`` encrypts the root key.
+        """
         now = now or pki.utcnow()
         path = Path(path)
         _check_new_site(path, name, hosts, port, relays)
         kem = normalise_kem(kem)
+        if tiers not in (1, 2):
+            raise ProvisioningError("--tiers must be 1 (one site CA) or 2 (offline root and issuing CA)")
         _mkdir(path, 0o755)
         ca_key = pki.new_key()
-        ca = pki.make_ca(ca_key, name, now=now)
-        pki.write_private(_mkdir(path / "ca", 0o700) / "ca.key", pki.key_pem(ca_key))
+        ca = pki.make_ca(ca_key, name, now=now, path_length=tiers - 1)
+        pki.write_private(_mkdir(path / "ca", 0o700) / "ca.key", pki.key_pem(ca_key, passphrase))
         pki.write_public(path / "ca.pem", pki.cert_pem(ca))
         _write_json(path / "ca" / "register.json", {"site": name, "certificates": [asdict(Record.of(ca, "ca"))]})
         recipient = generate_recipient_key(kem)
@@ -163,13 +195,68 @@ class Site:
             "relays": relays,
         }
         _write_json(path / "site.json", info, mode=0o644)
-        site = cls(path)
+        site = cls(path, passphrase=passphrase)
         site._create_broker(ca_key, conf_dir, now)
         site._create_relays(ca_key, now)
         pki.write_private(site.relay_dir / "recipient.key", recipient.private_pem())
         pki.write_public(site.relay_dir / "recipient.pub", recipient.public_pem())
         site.write_crl(now=now, ca_key=ca_key)
+        if tiers == 2:
+            site._add_issuing_ca(ca_key, now)
         return site
+
+    # -- two tiers ----------------------------------------------------------------------
+
+    def two_tier(self, *, now: dt.datetime | None = None) -> x509.Certificate:
+        """Migrate a single-tier site: re-issue the root for one CA level below it and make
+        the issuing CA. Returns the issuing CA certificate.
+
+        The root keeps its key, name and end date, so everything it signed still
+        verifies; only its path length changes from 0 to 1 (OpenSSL, hence the broker,
+        enforces it). Station certificates issued so far stay valid until they renew.
+        """
+        now = now or pki.utcnow()
+        if self.tiers == 2:
+            raise ProvisioningError(f"{self.path} already has two tiers (site.json \"tiers\": 2): nothing to do")
+        ca_key = self.ca_key()
+        root = pki.make_ca(ca_key, self.name, now=now, path_length=1, name=self.ca.subject,
+                           not_after=self.ca.not_valid_after_utc)
+        pki.write_public(self.ca_pem, pki.cert_pem(root))
+        self.ca = root
+        self._save([*self.records(), Record.of(root, "ca")])
+        return self._add_issuing_ca(ca_key, now)
+
+    def _add_issuing_ca(self, ca_key: pki.PrivateKey, now: dt.datetime) -> x509.Certificate:
+        key = pki.new_key()
+        issuing = pki.make_issuing_ca(ca_key, self.ca, key, self.name, 1, now=now)
+        pki.write_private(_mkdir(self.registrar_dir, 0o700) / "issuing.key", pki.key_pem(key))
+        pki.write_public(self.registrar_dir / "issuing.pem", pki.cert_pem(issuing))
+        pki.write_public(self.chain_pem, pki.cert_pem(issuing))
+        self._record(issuing, "issuing")
+        info = self._json(self.path / "site.json", "restore it from the site's backup")
+        info["tiers"] = 2
+        _write_json(self.path / "site.json", info, mode=0o644)
+        self.tiers, self.issuing = 2, issuing
+        pki.write_public(self.broker_dir / "ca.pem", pki.cert_pem(self.ca) + pki.cert_pem(issuing))
+        self.write_crl(now=now, ca_key=ca_key)
+        self._issue_registrar(ca_key, now, pki.DEFAULT_DAYS)
+        pki.write_public(self.registrar_dir / "ca.pem", pki.cert_pem(self.ca))
+        self.write_acl(now=now)
+        return issuing
+
+    def _issue_registrar(self, ca_key: pki.PrivateKey, now: dt.datetime, days: int) -> Path:
+        """The registrar's own MQTT identity (CN ``registrar``), from the root like every service."""
+        key = pki.new_key()
+        cert = self.issue(key.public_key(), "registrar", now=now, days=days, kind="registrar", ca_key=ca_key)
+        pki.write_private(self.registrar_dir / "registrar.key", pki.key_pem(key))
+        pki.write_public(self.registrar_dir / "registrar.pem", pki.cert_pem(cert))
+        return self.registrar_dir / "registrar.pem"
+
+    def issuing_key(self) -> pki.PrivateKey:
+        return pki.load_key(
+            self.registrar_dir / "issuing.key",
+            "station signing on a two-tier site needs registrar/issuing.key: run this where it is",
+        )
 
     def _create_broker(self, ca_key: pki.PrivateKey, conf_dir: str, now: dt.datetime) -> None:
         d = _mkdir(self.broker_dir, 0o700)
@@ -209,10 +296,13 @@ class Site:
         if name == "broker":
             self._issue_broker(self.ca_key(), now, days)
             return self.broker_dir / "broker.pem"
+        if name == "registrar" and self.issuing is not None:
+            return self._issue_registrar(self.ca_key(), now, days)
         number = name.removeprefix("relay-")
         if not number.isdigit() or not 1 <= int(number) <= self.relays:
             raise ProvisioningError(
-                f"{name!r} is not a service of this site: use 'broker' or relay-1 … relay-{self.relays}"
+                f"{name!r} is not a service of this site: use 'broker', 'registrar' (two tiers) "
+                f"or relay-1 … relay-{self.relays}"
             )
         self._issue_relay(int(number), self.ca_key(), now, days)
         return self.relay_files(int(number))[0]
@@ -230,8 +320,8 @@ class Site:
     def _save(self, records: list[Record]) -> None:
         _write_json(self.register_path, {"site": self.name, "certificates": [asdict(r) for r in records]})
 
-    def _record(self, cert: x509.Certificate, kind: str) -> None:
-        self._save([*self.records(), Record.of(cert, kind)])
+    def _record(self, cert: x509.Certificate, kind: str, issuer: str = "root") -> None:
+        self._save([*self.records(), Record.of(cert, kind, issuer)])
         pki.write_public(self.path / "ca" / "issued" / f"{pki.serial_hex(cert.serial_number)}.pem", pki.cert_pem(cert))
 
     def valid_records(self, ident: str, now: dt.datetime) -> list[Record]:
@@ -243,9 +333,13 @@ class Site:
     # -- signing ------------------------------------------------------------------------
 
     def ca_key(self) -> pki.PrivateKey:
+        path = self.path / "ca" / "ca.key"
+        if self.passphrase is None and self.ask_passphrase is not None and _encrypted(path):
+            self.passphrase = self.ask_passphrase()
         return pki.load_key(
-            self.path / "ca" / "ca.key",
+            path,
             "signing needs the site CA key: run this where the offline ca/ folder is mounted",
+            self.passphrase,
         )
 
     def issue(
@@ -263,7 +357,13 @@ class Site:
         Only ``kind="device"`` (``sign``, ``renew``) gets the station profile.
         """
         pki.check_id(cn, allow_reserved=kind != "device")
-        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now or pki.utcnow(), days=days,
+        now = now or pki.utcnow()
+        if kind == "device" and self.issuing is not None:
+            # Two tiers: stations come from the issuing CA, never the root.
+            cert = pki.issue(self.issuing_key(), self.issuing, public_key, cn, now=now, days=days, station=True)
+            self._record(cert, kind, issuer="issuing")
+            return cert
+        cert = pki.issue(ca_key or self.ca_key(), self.ca, public_key, cn, now=now, days=days,
                          station=kind == "device")
         self._record(cert, kind)
         return cert
@@ -321,9 +421,41 @@ class Site:
         for r in hit:
             r.revoked_at = now.isoformat()
         self._save(records)
-        self.write_crl(now=now)
+        # Re-sign only the CRLs whose issuer revoked something: a station revoked on a
+        # two-tier site needs the issuing key, not the offline root.
+        self.write_crl(now=now, issuers={r.issuer for r in hit})
         self.write_acl(now=now)  # the CRL shuts the certificate out; the ACL drops its rights too
         return hit
+
+    def import_renewals(self, journal: Path, *, now: dt.datetime | None = None) -> list[Record]:
+        """Add the certificates the registrar issued (its journal) to the register.
+
+        Renewals happen on the relay host; the register on the admin machine must know
+        their serials, or ``revoke ID`` would leave a renewed certificate valid. Each is
+        checked (issued by this site's issuing CA, a station id) before it is recorded;
+        ones already recorded are skipped, so importing twice is harmless.
+        """
+        if self.issuing is None:
+            raise ProvisioningError("this site has one tier: there is no registrar journal to import")
+        known = {r.serial for r in self.records()}
+        added: list[Record] = []
+        for n, cert in enumerate(_journal_certs(journal), 1):
+            where = f"{journal} line {n}"
+            try:
+                cert.verify_directly_issued_by(self.issuing)
+            except (ValueError, TypeError, InvalidSignature) as exc:
+                raise ProvisioningError(f"{where}: not issued by this site's issuing CA: is it this site's "
+                                        "journal?") from exc
+            pki.check_id(pki.common_name(cert.subject, where))
+            serial = pki.serial_hex(cert.serial_number)
+            if serial in known:
+                continue
+            self._record(cert, "device", issuer="issuing")
+            known.add(serial)
+            added.append(Record.of(cert, "device", "issuing"))
+        if added:
+            self.write_acl(now=now)
+        return added
 
     def write_acl(self, *, now: dt.datetime | None = None) -> Path:
         """Regenerate ``broker/acl``: site.json's relays, the stations and operators valid ``now``."""
@@ -331,21 +463,39 @@ class Site:
         valid = [r for r in self.records() if r.valid_at(now)]
         ops = [r.id for r in valid if r.kind == "operator"]
         stations = [r.id for r in valid if r.kind == "device"]
-        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops, stations=stations)
+        acl = brokerconf.render_acl(prefix=self.prefix, relays=self.relays, operators=ops, stations=stations,
+                                    registrar=self.tiers == 2)
         pki.write_public(self.broker_dir / "acl", acl.encode())
         return self.broker_dir / "acl"
 
-    def write_crl(self, *, now: dt.datetime | None = None, ca_key: pki.PrivateKey | None = None) -> Path:
+    def write_crl(
+        self, *, now: dt.datetime | None = None, ca_key: pki.PrivateKey | None = None,
+        issuers: set[str] | None = None,
+    ) -> Path:
         """Write ``crl.pem`` for relays and ``broker/crl.pem`` for the broker.
+
+        On a two-tier site both hold the root's CRL followed by the issuing CA's
+        (Mosquitto's ``crlfile`` loads every CRL of the file, and OpenSSL checks a leaf
+        against its own issuer's CRL). ``issuers`` re-signs only those CRLs (``root``,
+        ``issuing``); the others are kept as last signed.
 
         The CRL lives as long as the CA: it is pushed to the broker and relays, never
         fetched, so a short ``nextUpdate`` would add no freshness, only a day when a
         forgotten refresh locks every station out.
         """
         now = now or pki.utcnow()
-        revoked = [(int(r.serial, 16), dt.datetime.fromisoformat(r.revoked_at)) for r in self.records() if r.revoked_at]
-        days = max(1, (self.ca.not_valid_after_utc - now).days)
-        pem = pki.crl_pem(pki.make_crl(ca_key or self.ca_key(), self.ca, revoked, now=now, days=days))
+        issuers = {"root", "issuing"} if issuers is None else issuers
+        parts = {"root": self.path / "ca" / "crl-root.pem", "issuing": self.registrar_dir / "crl-issuing.pem"}
+        signers = {"root": self.ca, "issuing": self.issuing}
+        for which, cert in signers.items():
+            if cert is None or which not in issuers:
+                continue
+            revoked = [(int(r.serial, 16), dt.datetime.fromisoformat(r.revoked_at)) for r in self.records()
+                       if r.revoked_at and r.issuer == which]
+            days = max(1, (cert.not_valid_after_utc - now).days)
+            key = (ca_key or self.ca_key()) if which == "root" else self.issuing_key()
+            pki.write_public(parts[which], pki.crl_pem(pki.make_crl(key, cert, revoked, now=now, days=days)))
+        pem = b"".join(parts[w].read_bytes() for w, c in signers.items() if c is not None)
         pki.write_public(self.crl_pem, pem)
         pki.write_public(self.broker_dir / "crl.pem", pem)
         return self.crl_pem
@@ -361,7 +511,9 @@ class Site:
             raise ProvisioningError(f"{device!r} has no valid certificate: sign its CSR first")
         newest = max(valid, key=lambda r: r.not_after)
         out = Path(out)
-        pki.write_public(out / "device.pem", pki.cert_pem(self.certificate(newest)))
+        chain = pki.cert_pem(self.issuing) if newest.issuer == "issuing" and self.issuing else b""
+        # A chain file: the certificate, then its issuing CA (sent in the TLS handshake).
+        pki.write_public(out / "device.pem", pki.cert_pem(self.certificate(newest)) + chain)
         pki.write_public(out / "ca.pem", self.ca_pem.read_bytes())
         pki.write_public(out / "crl.pem", self.crl_pem.read_bytes())
         pki.write_public(out / "recipient.pub", (self.relay_dir / "recipient.pub").read_bytes())
@@ -381,6 +533,30 @@ class Site:
             raise ProvisioningError(f"{path} is missing: {remedy}") from None
         except (OSError, ValueError) as exc:
             raise ProvisioningError(f"{path} is unreadable or not JSON: {remedy}") from exc
+
+
+def _journal_certs(journal: Path) -> list[x509.Certificate]:
+    """The issued certificates (leaf of each ``cert`` chain) of a registrar journal."""
+    try:
+        lines = journal.read_text().splitlines()
+    except OSError as exc:
+        raise ProvisioningError(f"{journal} cannot be read: copy the registrar's journal from the relay host") from exc
+    certs = []
+    for n, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line) if line.strip() else {}
+        except ValueError as exc:
+            raise ProvisioningError(f"{journal} line {n} is not JSON: is this the registrar's journal?") from exc
+        if isinstance(entry, dict) and entry.get("outcome") == "issued" and isinstance(entry.get("cert"), str):
+            certs.append(pki.parse_cert(entry["cert"].encode(), f"{journal} line {n}"))
+    return certs
+
+
+def _encrypted(path: Path) -> bool:
+    try:
+        return pki.is_encrypted_pem(path.read_bytes())
+    except OSError:
+        return False  # load_key says what is wrong with it
 
 
 def _serial_of(target: str) -> int | None:

@@ -9,10 +9,13 @@ relay does not need pydicom.
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from clinicam.common.errors import ConfigError
+from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
 from clinicam.relay.audit import AuditLog
@@ -27,6 +30,8 @@ from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink
 from clinicam.relay.sinks.directory import DirectorySink
 from cryptography import x509
+
+log = logging.getLogger(__name__)
 
 SINK_MODULES = {
     "dicomweb": "clinicam.relay.sinks.dicomweb",
@@ -47,13 +52,60 @@ def build_sink(cfg: Any) -> Sink:
     return sink
 
 
-def _crl(path: str) -> x509.CertificateRevocationList | None:
+class WatchedCrls(Sequence[x509.CertificateRevocationList]):
+    """Every CRL of ``[identity] crl``, re-read whenever the file changes.
+
+    A new ``crl.pem`` put in place (atomically, as ``clinicam provision`` writes it) takes
+    effect for the next capture: a revoked station is refused from then on, without a
+    relay restart. A file that has become unreadable keeps the last good CRLs and says so.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: int | None = None
+        self._crls: list[x509.CertificateRevocationList] = []
+        self._refresh()
+        if not self._crls:
+            raise ConfigError(f"[identity] crl: {path} is not a readable PEM CRL")
+
+    def _refresh(self) -> list[x509.CertificateRevocationList]:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+            if stamp != self._stamp:
+                self._crls = trust.load_crls(self.path.read_bytes(), f"[identity] crl: {self.path}")
+                self._stamp = stamp
+        except (OSError, ConfigError):
+            if self._stamp is not None:
+                log.warning("relay: %s unreadable; keeping the CRLs loaded before", self.path)
+        return self._crls
+
+    def __len__(self) -> int:
+        return len(self._refresh())
+
+    def __iter__(self) -> Iterator[x509.CertificateRevocationList]:
+        return iter(self._refresh())
+
+    @overload
+    def __getitem__(self, i: int) -> x509.CertificateRevocationList: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[x509.CertificateRevocationList]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        return self._refresh()[i]
+
+
+def _crls(path: str) -> Sequence[x509.CertificateRevocationList]:
+    """Every CRL of ``[identity] crl`` (a two-tier site's holds the root's and the issuing CA's)."""
+    return WatchedCrls(Path(path)) if path else []
+
+
+def _chain(path: str) -> list[x509.Certificate]:
+    """``[identity] chain``: the issuing CA certificate(s) of a two-tier site (``chain.pem``)."""
     if not path:
-        return None
+        return []
     try:
-        return x509.load_pem_x509_crl(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"[identity] crl: {path} is not a readable PEM CRL") from exc
+        return trust.load_certs(Path(path).read_bytes(), f"[identity] chain: {path}")
+    except OSError as exc:
+        raise ConfigError(f"[identity] chain: {path} cannot be read: copy the site's chain.pem") from exc
 
 
 def build_core(config: RelayConfig) -> RelayCore:
@@ -68,7 +120,8 @@ def build_core(config: RelayConfig) -> RelayCore:
     return RelayCore(
         ca_cert=pki.load_cert(Path(ident.ca)),
         recipients=recipients,
-        crl=_crl(ident.crl),
+        crls=_crls(ident.crl),
+        chain=_chain(ident.chain),
         sinks=[build_sink(s) for s in config.store_sinks],
         quarantine=build_sink(quarantine) if quarantine is not None else None,
         topic_prefix=rel.topic_prefix,

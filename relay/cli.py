@@ -36,6 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print the status file as JSON")
     status.set_defaults(func=cmd_status)
     _register_cmd(sub)
+    from clinicam.relay.registrar.config import DEFAULT_PATH as REGISTRAR_PATH
+
+    reg = sub.add_parser("registrar", help="renew station certificates over MQTT (two-tier sites)")
+    reg.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"default {REGISTRAR_PATH}")
+    reg.set_defaults(func=cmd_registrar)
+    kick = sub.add_parser("kick", help="cut a revoked station's open connection (after the broker reloaded its CRL)")
+    kick.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"registrar config; default {REGISTRAR_PATH}")
+    kick.add_argument("station", help="the revoked station's device id")
+    kick.set_defaults(func=cmd_kick)
 
 
 EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
@@ -80,6 +89,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registrar(args: argparse.Namespace) -> int:
+    from clinicam.relay.registrar.config import load_registrar_config
+    from clinicam.relay.registrar.service import Registrar, build_core  # imports paho only here
+
+    config = load_registrar_config(args.config)
+    registrar = Registrar(config, build_core(config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    registrar.start()
+    print("clinicam registrar: running", file=sys.stderr)
+    stop.wait()
+    registrar.stop()
+    return 0
+
+
+def cmd_kick(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import pki
+    from clinicam.relay.registrar.config import load_registrar_config
+    from clinicam.relay.registrar.kick import kick  # imports paho only here
+
+    config = load_registrar_config(args.config)
+    iss = config.issuing
+    ok = kick(args.station, host=config.broker.host, port=config.broker.port, ca=Path(config.identity.ca),
+              issuing_cert=pki.load_cert(Path(iss.cert)), issuing_key=pki.load_key(Path(iss.key)))
+    if not ok:
+        print(f"clinicam relay kick: the broker did not let the takeover in for {args.station}", file=sys.stderr)
+        return EXIT_BROKER
+    print(f"{args.station}: open connection taken over and closed; with the broker's CRL reloaded it cannot "
+          "reconnect")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_relay_config(args.config)
     path = Path(config.relay.status_file)
@@ -98,9 +140,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def format_status(data: dict[str, Any]) -> str:
     """A table of stations, then the relay's counters."""
-    cols = ("state", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "seen")
+    cols = ("state", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "renewal", "seen")
     lines = [f"{'station':24} " + " ".join(f"{c:>14}" for c in cols)]
     for device, st in sorted(data.get("stations", {}).items()):
+        st = {**st, "renewal": _renewal_cell(st.get("renewal"))}
         lines.append(f"{device:24} " + " ".join(f"{st.get(c, '-')!s:>14}" for c in cols))
     counters = data.get("counters", {})
     if counters:
@@ -108,6 +151,14 @@ def format_status(data: dict[str, Any]) -> str:
         lines += [f"{name:32} {value}" for name, value in sorted(counters.items())]
     lines.append(f"(updated {data.get('updated', '?')})")
     return "\n".join(lines)
+
+
+def _renewal_cell(renewal: Any) -> str:
+    """``installed``, ``failed:revoked``…: the station's last certificate renewal (issue 17)."""
+    if not isinstance(renewal, dict):
+        return "-"
+    state, reason = renewal.get("state", "-"), renewal.get("reason")
+    return f"{state}:{reason}" if reason else str(state)
 
 
 def cmd_cmd(args: argparse.Namespace) -> int:

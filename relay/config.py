@@ -93,6 +93,8 @@ class IdentitySection:
     key: str = field(default="/etc/clinicam/relay/relay-1.key", metadata=PATH)
     ca: str = field(default="/etc/clinicam/relay/ca.pem", metadata=PATH)
     crl: str = field(default="", metadata=OPTIONAL_PATH)
+    # Two-tier sites: the issuing CA certificate(s) station certificates chain through.
+    chain: str = field(default="", metadata=OPTIONAL_PATH)
     recipient_keys: tuple[str, ...] = ("/etc/clinicam/relay/recipient.key",)
 
     def __post_init__(self) -> None:

@@ -105,10 +105,16 @@ class RelayCore:
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
                  now: Callable[[], datetime] | None = None,
-                 legacy_until: datetime | None = None) -> None:
+                 legacy_until: datetime | None = None,
+                 chain: Sequence[x509.Certificate] = (),
+                 crls: Sequence[x509.CertificateRevocationList] = ()) -> None:
         if not sinks:
             raise ConfigError("the relay needs at least one sink to file captures into")
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
+        # Two-tier sites: the issuing CA(s) and every CRL of crl.pem (root's and issuing CA's).
+        # ``crls`` may be a live view (build.WatchedCrls): a CRL replaced on disk applies to
+        # the next capture, without a restart.
+        self.chain, self.crls = tuple(chain), crls
         self.sinks, self.quarantine = list(sinks), quarantine
         self.topics = Topics(topic_prefix)
         self.prefix = topic_prefix + "/"
@@ -251,6 +257,7 @@ class RelayCore:
             opened = open_capture(done.manifest, done.parts, topic_device=device,
                                   topic_capture_id=cid, ca_cert=self.ca_cert,
                                   recipients=self.recipients, crl=self.crl,
+                                  chain=self.chain, crls=self.crls,
                                   now=self._now() if self._now else None,
                                   legacy_until=self.legacy_until)
         except PrePolicyCertificate:

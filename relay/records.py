@@ -49,7 +49,16 @@ STATUS_KEYS: dict[str, Callable[[object], bool]] = {
     "uptime_s": _is_number,
     "cert_not_after": _match(_STAMP),
     "clock_synced": lambda v: isinstance(v, bool),
+    "renewal": lambda v: _is_renewal(v),
 }
+
+
+def _is_renewal(v: object) -> bool:
+    """The station's certificate renewal state (issue 17): ``{"state", "at", "reason"}``."""
+    if not isinstance(v, dict) or set(v) != {"state", "at", "reason"}:
+        return False
+    return (_match(_WORD)(v["state"]) and (v["at"] is None or _match(_STAMP)(v["at"]))
+            and (v["reason"] is None or _match(_WORD)(v["reason"])))
 
 EVENT_KEYS: dict[str, Callable[[object], bool]] = {
     "event": _match(_WORD),

@@ -14,14 +14,15 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from clinicam.common.errors import ProvisioningError
+from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.firmware.selftest.result import FAIL, PASS, WARN, CheckResult
 from clinicam.protocol import certprofile
+from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import load_recipient_public
 from clinicam.provisioning import identity, pki
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 REQUIRED = (identity.KEY, identity.CERT, identity.CA, identity.RECIPIENT, identity.BROKER)
@@ -55,6 +56,8 @@ class IdentityReview:
         self.device_id: str | None = None
         self.broker: tuple[str, int] | None = None
         self.broker_problem = ""
+        self.chain: tuple[x509.Certificate, ...] = ()  # issuing CA(s) after the leaf in device.pem
+        self.path: list[x509.Certificate] = []  # the verified chain above the leaf
 
     @property
     def install_remedy(self) -> str:
@@ -151,7 +154,11 @@ class IdentityReview:
             return CheckResult(name, FAIL, f"{identity.CERT} is missing", self.install_remedy)
         self.key = pki.load_key(self.dir / identity.KEY,
                                 f"make it with 'clinicam provision device-key {self.dir} --device ID'")
-        cert = pki.load_cert(cert_path, self.install_remedy)
+        try:
+            certs = trust.load_certs(cert_path.read_bytes(), str(cert_path))
+        except (ConfigError, OSError):
+            return CheckResult(name, FAIL, f"{identity.CERT} holds no readable PEM certificate", self.install_remedy)
+        cert, self.chain = certs[0], tuple(certs[1:])
         if not pki.same_key(cert, self.key):
             return CheckResult(name, FAIL, f"{identity.CERT} does not belong to {identity.KEY}",
                                "install the certificate signed from this station's device.csr")
@@ -163,14 +170,16 @@ class IdentityReview:
             return CheckResult(name, FAIL, f"cannot check the chain: {identity.CA} is missing or unreadable",
                                self.install_remedy)
         try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):  # other issuer name, key or signature
+            self.path = trust.TrustStore([ca], self.chain).path(cert, self.now)
+        except trust.ChainError as exc:  # other issuer name, key or signature; a bad issuing CA
+            why = "" if str(exc) == trust.NOT_ISSUED else f"{exc}; "
             return CheckResult(name, FAIL,
-                               f"not issued by the site CA in {identity.CA} (issuer: {_cn(cert.issuer)!r}, "
-                               f"site CA: {_cn(ca.subject)!r})",
-                               "install the certificate this site signed for this station, "
-                               f"or the site's {identity.CA}")
+                               f"not issued by the site CA in {identity.CA} ({why}issuer: "
+                               f"{_cn(cert.issuer)!r}, site CA: {_cn(ca.subject)!r})",
+                               "install the certificate this site signed for this station (with its "
+                               f"issuing CA, from 'clinicam provision bundle'), or the site's {identity.CA}")
         return self._judge_certificate(cert)
+
 
     def _judge_certificate(self, cert: x509.Certificate) -> CheckResult:
         name = "certificate"
@@ -199,7 +208,8 @@ class IdentityReview:
         if left < EXPIRY_WARN:
             return CheckResult(name, WARN, f"{device_id}: expires {_day(end)} (in {_days(left)})",
                                self.renew_remedy)
-        return CheckResult(name, PASS, f"{device_id}, issued by {_cn(cert.issuer)!r}, "
+        under = f" under root {_cn(self.path[-1].subject)!r}" if len(self.path) > 1 else ""
+        return CheckResult(name, PASS, f"{device_id}, issued by {_cn(cert.issuer)!r}{under}, "
                            f"valid until {_day(end)} ({_days(left)})")
 
     def check_ca(self) -> CheckResult:
@@ -241,14 +251,19 @@ class IdentityReview:
         if not path.exists():
             return CheckResult("crl", PASS, "none installed (optional: the broker enforces revocation)")
         try:
-            crl = x509.load_pem_x509_crl(path.read_bytes())
-        except ValueError:
+            crls = trust.load_crls(path.read_bytes(), str(path))
+        except ConfigError:
             return CheckResult("crl", FAIL, f"{identity.CRL} is not a PEM CRL", "copy the site's crl.pem again")
         ca = self._load_ca()
-        if ca is None or crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-            return CheckResult("crl", FAIL, f"{identity.CRL} is not signed by the site CA in {identity.CA}",
-                               "copy the site's crl.pem again")
-        return self._judge_crl(crl)
+        signers = {c.subject: c for c in (ca, *self.chain)} if ca is not None else {}
+        for crl in crls:
+            signer = signers.get(crl.issuer)
+            if signer is None or not crl.is_signature_valid(signer.public_key()):
+                return CheckResult("crl", FAIL, f"{identity.CRL} is not signed by the site CA in {identity.CA}",
+                                   "copy the site's crl.pem again")
+        cert = self.cert or self._cert_if_any()
+        issuer = cert.issuer if cert is not None else crls[0].issuer
+        return self._judge_crl(next((c for c in crls if c.issuer == issuer), crls[0]))
 
     def _judge_crl(self, crl: x509.CertificateRevocationList) -> CheckResult:
         cert = self.cert or self._cert_if_any()
@@ -280,3 +295,34 @@ class IdentityReview:
             return pki.check_id(pki.common_name(cert.subject, identity.CERT)) if cert else None
         except ProvisioningError:
             return None
+
+
+def check_renewal(section: Any, review: IdentityReview, now: dt.datetime) -> CheckResult:
+    """The renewal margin, when this certificate renews, and the last outcome (issue 17)."""
+    cert = review.cert
+    if not section.enabled:
+        until = f" before {_day(cert.not_valid_after_utc)}" if cert is not None else ""
+        return CheckResult("renewal", WARN, f"automatic renewal is off: renew by hand{until}",
+                           "set [renewal] enabled = true on a two-tier site (registrar)")
+    if cert is None:
+        return CheckResult("renewal", WARN, "no valid certificate to renew", review.install_remedy)
+    start = cert.not_valid_after_utc - dt.timedelta(days=section.margin_days)
+    when = "due now" if now >= start else f"from {_day(start)}"
+    last = _last_renewal(review.dir)
+    text = f"margin {section.margin_days:g} days, renews {when}; last: {last.get('state', 'never')}"
+    if last.get("at"):
+        text += f" {str(last['at'])[:10]}"
+    if last.get("reason"):
+        text += f" ({last['reason']})"
+    if last.get("state") == "failed":
+        return CheckResult("renewal", WARN, text, "check the registrar on the relay host "
+                           "('clinicam relay registrar') and its journal")
+    return CheckResult("renewal", PASS, text)
+
+
+def _last_renewal(directory: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((directory / "renewal.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -68,6 +68,7 @@ def run_checks(
         ("memory", lambda: selftest_device.check_memory(config, memory_probe)),
         ("camera", lambda: selftest_device.check_camera(config)),
         ("panel", lambda: selftest_device.check_panel(config)),
+        ("renewal", lambda: selftest_identity.check_renewal(config.renewal, review, now)),
     ]
     results += [_guarded(name, check) for name, check in local]
     if not network:

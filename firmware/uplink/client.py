@@ -39,6 +39,7 @@ from clinicam.firmware.uplink.events import (
     UplinkMisconfigured,
 )
 from clinicam.firmware.uplink.outbox import EventOutbox
+from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.event_acks import parse_event_ack
 from clinicam.protocol.manifest import sign_event
@@ -69,8 +70,14 @@ class Uplink:
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, event_resend_s: float = 30.0) -> None:
+                 rng: random.Random | None = None, renewal: RenewalAgent | None = None,
+                 on_renewed: Callable[[Any], None] | None = None,
+                 event_resend_s: float = 30.0) -> None:
         self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
+        # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
+        self.renewal, self._on_renewed = renewal, on_renewed
+        self._installing = False  # a reconnect with next.pem/next.key is under way
+        self._renew_mid: int | None = None  # the request's PUBACK says whether the ACL allows it
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
@@ -96,7 +103,9 @@ class Uplink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device,
                              protocol=mqtt.MQTTv5)
         ident = self.identity
-        client.tls_set_context(client_context(ident.ca_path, ident.cert_path, ident.key_path))
+        # Kept: a renewal loads the new pair into this context before reconnecting.
+        self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+        client.tls_set_context(self._ctx)
         client.will_set(f"{self.base}/status", OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine
@@ -192,11 +201,14 @@ class Uplink:
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
-        return status_payload(
+        body = status_payload(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
             clock_synced=bool(self._clock_synced()))
+        if self.renewal is not None:
+            body["renewal"] = self.renewal.status()
+        return body
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -214,6 +226,7 @@ class Uplink:
             try:
                 job()
                 self._tick()
+                self._renewal_tick()
                 due = self.engine.tick()
                 timeout = min(x for x in (due, self.outbox.next_due_in(), self.expire_every_s)
                               if x is not None)
@@ -242,6 +255,71 @@ class Uplink:
                 event_id=self.outbox.new_id()))
             self._publish_status()
             self._on_event(CapturesExpired(tuple(expired)))
+
+    # -- certificate renewal (delivery thread) -------------------------------------------
+    def _renewal_tick(self) -> None:
+        agent = self.renewal
+        if agent is None or self._installing or not self.engine.connected:
+            return
+        if not agent.due(self.identity.not_after):
+            return
+        payload = agent.request(self.identity)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{self.base}/cert"
+        self._renew_mid = self.client.publish(f"{self.base}/renew", payload, qos=1, properties=props).mid
+        self._publish_status()
+
+    def _renewal_puback(self, code: int) -> None:
+        """The broker refused the request: no registrar rights here (a single-tier site's ACL)."""
+        self._renew_mid = None
+        if code >= 0x80 and self.renewal is not None:
+            log.warning("uplink: the broker refused the renewal request (reason code %d)", code)
+            self.renewal.not_allowed()
+            self._publish_status()
+
+    def _renewal_answer(self, payload: bytes) -> None:
+        agent = self.renewal
+        if agent is None or self._installing:
+            return
+        if agent.answer(payload, self.identity):
+            cert, key = agent.next_files
+            self._reconnect_with(cert, key)
+        self._publish_status()
+
+    def _reconnect_with(self, cert: Any, key: Any) -> None:
+        """Drop the connection and make the next one with ``cert``/``key``."""
+        try:
+            self._ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.warning("uplink: renewed identity unusable (%s); keeping the current one", type(exc).__name__)
+            self._renewal_fallback()
+            return
+        self.client.disconnect()
+        self.client.loop_stop()  # our own disconnect's callback has run by now
+        self._installing = True
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self.client.loop_start()
+
+    def _renewal_connected(self) -> None:
+        assert self.renewal is not None
+        self._installing = False
+        try:
+            self.identity = self.renewal.promote()
+        except Exception:  # never let the install stop delivery on a connection that works
+            log.exception("uplink: the renewed identity could not be installed")
+            self.renewal.install_failed()
+            return
+        if self._on_renewed is not None:
+            self._on_renewed(self.identity)
+        self._publish_json("event", event_payload("cert-renewed", self._wall()))
+
+    def _renewal_fallback(self) -> None:
+        """The new pair did not connect: back to the current one (paho keeps reconnecting)."""
+        self._installing = False
+        ident = self.identity
+        self._ctx.load_cert_chain(certfile=str(ident.cert_path), keyfile=str(ident.key_path))
+        if self.renewal is not None:
+            self.renewal.install_failed()
 
     def _pump_and_status(self) -> None:
         self.engine.pump()
@@ -289,14 +367,21 @@ class Uplink:
                     properties: Any) -> None:
         if reason_code.is_failure:
             log.warning("uplink: broker refused the connection (%s)", reason_code)
+            if self._installing:
+                self._post(self._renewal_fallback)
             self._on_event(UplinkLost(str(reason_code)))
             return
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
-        client.subscribe([(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)])
+        topics = [(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)]
+        if self.renewal is not None:
+            topics.append((f"{self.base}/cert", 1))
+        client.subscribe(topics)
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
         def connected() -> None:
+            if self._installing:
+                self._renewal_connected()
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
             for body in self.outbox.due(everything=True):
@@ -308,7 +393,13 @@ class Uplink:
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
 
+        failed = bool(getattr(reason_code, "is_failure", True))
+
         def lost() -> None:
+            # Our own disconnect before reconnecting with the renewed pair is "normal";
+            # a failure while installing means the broker did not take the new pair.
+            if self._installing and failed:
+                self._renewal_fallback()
             self.engine.disconnected()
             self._on_event(UplinkLost(str(reason_code)))
         self._post(lost)
@@ -316,11 +407,16 @@ class Uplink:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("uplink: cannot reach the broker %s:%d (TLS or TCP); retrying with back-off",
                     self.host, self.port)
+        if self._installing:
+            self._post(self._renewal_fallback)
         self._on_event(UplinkLost("unreachable"))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
         code = int(getattr(reason_code, "value", reason_code))
+        if mid == self._renew_mid:
+            self._post(lambda: self._renewal_puback(code))
+            return
         self._post(lambda: self.engine.puback(mid, code))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -333,6 +429,8 @@ class Uplink:
                 self._post(lambda: self.engine.ack(payload))
         elif msg.topic == f"{self.base}/cmd":
             self._command(payload, bool(msg.retain))
+        elif msg.topic == f"{self.base}/cert" and self.renewal is not None:
+            self._post(lambda: self._renewal_answer(payload))
 
     def _command(self, payload: bytes, retained: bool) -> None:
         try:

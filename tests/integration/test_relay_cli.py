@@ -34,7 +34,7 @@ def test_relay_run_files_captures_and_status_shows_stations(
     st = data["stations"]["station-a"]
     assert st["state"] == "offline"  # the clean stop says so (retained)
     assert set(st) <= {"state", "pending", "pending_bytes", "boot", "fw", "uptime_s",
-                       "cert_not_after", "clock_synced", "seen"}
+                       "cert_not_after", "clock_synced", "renewal", "seen"}
     assert data["counters"]["stored"] == 1
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

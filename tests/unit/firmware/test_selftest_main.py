@@ -18,7 +18,7 @@ from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.provisioning import identity, pki
 
 ORDER = ["config", "identity", "certificate", "ca", "recipient", "crl", "clock", "aead", "memory",
-         "camera", "panel", "broker", "packet-limit"]
+         "camera", "panel", "renewal", "broker", "packet-limit"]
 HARDENED = HardeningReport(True, True, True)
 
 
@@ -56,7 +56,7 @@ def test_offline_run_of_a_good_station_passes_in_order(tmp_path):
     assert rc == 0, lines
     assert [line.split()[1] for line in lines[:-1]] == ORDER
     assert lines[0] == f"PASS config        loaded from {tmp_path / 'station.toml'}"
-    assert lines[-1] == "selftest: 13 checks, 0 FAIL, 2 WARN"  # broker and packet-limit skipped
+    assert lines[-1] == "selftest: 14 checks, 0 FAIL, 2 WARN"  # broker and packet-limit skipped
     assert not any(line.startswith("FAIL") for line in lines)
 
 

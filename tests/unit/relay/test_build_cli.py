@@ -85,3 +85,5 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
     assert json.loads(out.getvalue()) == status
     text = format_status(status)
     assert "station-a" in text and "online" in text and "stored" in text
+    status["stations"]["station-a"]["renewal"] = {"state": "failed", "at": None, "reason": "revoked"}
+    assert "failed:revoked" in format_status(status)
