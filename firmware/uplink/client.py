@@ -311,7 +311,7 @@ class Uplink:
             return
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
-        self._publish_json("event", event_payload("cert-renewed", self._wall()))
+        self._publish_event(event_payload("cert-renewed", self._wall(), event_id=self.outbox.new_id()))
 
     def _renewal_fallback(self) -> None:
         """The new pair did not connect: back to the current one (paho keeps reconnecting)."""
