@@ -50,6 +50,9 @@ class DeviceSection:
 class HardwareSection:
     backend: Literal["pi", "sim"] = "pi"
     sim_images: str = field(default="", metadata=checked(absolute_path))
+    # "" follows backend; "sim" with backend "pi": real GPIO, simulated camera (a bench
+    # rig without a camera, and the CI boot test, whose VM has GPIO but no camera).
+    camera: Literal["", "pi", "sim"] = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,19 @@ class CameraSection:
     jpeg_quality: int = field(default=90, metadata=checked(between(1, 100)))
     autofocus: bool = True
     tuning_file: str = field(default="", metadata=checked(absolute_path))
+
+    def __post_init__(self) -> None:
+        # picamera2 aligns odd sizes down (1281x721 becomes 1280x720) and refuses a lores
+        # stream larger than main with a bare RuntimeError: both are refused here instead.
+        for key in ("still_width", "still_height", "lores_width", "lores_height"):
+            if getattr(self, key) % 2:
+                raise ValueError(f"{key}: must be even (the camera aligns odd sizes down), "
+                                 f"got {getattr(self, key)}")
+        if self.lores_width > self.still_width or self.lores_height > self.still_height:
+            raise ValueError(
+                f"lores_width x lores_height ({self.lores_width}x{self.lores_height}) may not "
+                f"exceed still_width x still_height ({self.still_width}x{self.still_height})"
+            )
 
 
 @dataclass(frozen=True)

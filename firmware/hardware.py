@@ -54,7 +54,7 @@ class Hardware:
 
 def build_camera(config: StationConfig) -> Camera:
     cam = config.camera
-    if config.hardware.backend == "sim":
+    if (config.hardware.camera or config.hardware.backend) == "sim":
         folder = Path(config.hardware.sim_images) if config.hardware.sim_images else None
         return SimulatedCamera(
             frame_size=(cam.lores_width, cam.lores_height),

@@ -73,6 +73,13 @@ def test_example_documents_every_station_key():
         ("[uplink]\nreconnect_min_s = 50\nreconnect_max_s = 10", "reconnect_min_s: must not exceed reconnect_max_s"),
         ("[cards]\nbody_sites = ['arm']", "[cards] body_sites: must be SNOMED CT codes"),
         ("[sealing]\nchunk_size = 10", "[sealing] chunk_size: must be 1024..16777216, got 10"),
+        ("[camera]\nlores_width = 1281",
+         "[camera] lores_width: must be even (the camera aligns odd sizes down), got 1281"),
+        ("[camera]\nlores_height = 721", "[camera] lores_height: must be even"),
+        ("[camera]\nstill_width = 1279", "[camera] still_width: must be even"),
+        ("[camera]\nstill_width = 1024\nstill_height = 768\nlores_width = 1280",
+         "[camera] lores_width x lores_height (1280x720) may not exceed still_width x still_height (1024x768)"),
+        ("[hardware]\ncamera = 'usb'", "[hardware] camera: must be one of '' | 'pi' | 'sim', got 'usb'"),
     ],
 )
 def test_station_bad_values_name_file_key_and_problem(text, message):
