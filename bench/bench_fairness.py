@@ -49,7 +49,7 @@ class Control:
         self.vault = Vault(max_captures=100, max_bytes=2**28)
         self.sealer = Sealer(ident.device_id, ident.key, ident.cert_pem, ident.recipient)
         self.events: queue.Queue[Any] = queue.Queue()
-        self.uplink = Uplink(identity=ident, vault=self.vault, on_event=self.events.put, port=port,
+        self.uplink = Uplink(identity=ident, vault=self.vault, post=self.events.put, port=port,
                              ack_timeout_s=5.0, retry_min_s=0.5, retry_max_s=2.0)
         self.uplink.start()
 

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -48,9 +48,36 @@ class StillInfo:
 
 
 class Camera(Protocol):
-    def scan_frames(self) -> Iterator[np.ndarray]: ...  # luminance planes, forever
+    def scan_frames(self) -> Generator[np.ndarray, None, None]: ...  # luminance planes, forever
     def capture_jpeg(self, into: bytearray) -> StillInfo: ...
     def close(self) -> None: ...
+
+
+class StillCropper(Protocol):
+    """Optional camera capability: a luminance crop of the full-resolution still stream.
+
+    ``box`` is a region of the scan frame (x0, y0, x1, y1 in its pixels); the result is
+    the same region at the still's resolution, its scale (still px per scan px) and the
+    frame pixel its top-left corner maps to. The code reader asks for one when the scan
+    frame located a symbol it could not resolve (1 px modules). See README "Reading
+    codes" for what a Pi driver does (one ``capture_request``, crop of the "main" plane).
+    """
+
+    def capture_region(self, box: tuple[int, int, int, int]
+                       ) -> tuple[np.ndarray, float, tuple[int, int]]: ...
+
+
+def _luminance(pixels: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of a 3-channel crop as uint8 (a luminance plane passes through).
+
+    picamera2's still "main" plane is BGR888, which it stores as [R, G, B] per pixel;
+    for reading bars the weights matter far less than the resolution.
+    """
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(pixels)
+    rgb = pixels[..., :3].astype(np.float32)
+    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.ascontiguousarray(np.clip(luma + 0.5, 0, 255).astype(np.uint8))
 
 
 def _fill(into: bytearray, view: memoryview) -> int:
@@ -98,6 +125,10 @@ class Picamera2Camera:
     are freed to the allocator (which the unit's ``MALLOC_PERTURB_`` overwrites on
     free). The raw 12 MP frame stays in a dma-buf that the next capture reuses.
     """
+
+    # A still crop pauses scanning for one mode switch: at most one every 2 s keeps
+    # the scan stream running at least ~80 % of the time.
+    region_interval_s = 2.0
 
     def __init__(
         self,
@@ -165,7 +196,7 @@ class Picamera2Camera:
             ) from exc
         return Picamera2
 
-    def scan_frames(self) -> Iterator[np.ndarray]:
+    def scan_frames(self) -> Generator[np.ndarray, None, None]:
         """The scan stream's Y plane, frame after frame."""
         width, height = self.scan_size
         while not self._closed.is_set():
@@ -194,10 +225,7 @@ class Picamera2Camera:
                 meta = request.get_metadata()
             finally:
                 request.release()
-                self._cam.configure(self._scan_config)
-                self._cam.start()
-                if self._af:
-                    self._cam.set_controls({"AfMode": AF_MODE_CONTINUOUS})
+                self._restart_scan()
         view = buf.getbuffer()
         try:
             size = _fill(into, view)
@@ -209,6 +237,38 @@ class Picamera2Camera:
         return StillInfo(size, self._still[0], self._still[1], self.model,
                          _int(meta.get("ExposureTime")), _float(meta.get("AnalogueGain")),
                          _float(meta.get("LensPosition")))
+
+    def capture_region(self, box: tuple[int, int, int, int]
+                       ) -> tuple[np.ndarray, float, tuple[int, int]]:
+        """``StillCropper``: one frame of the still mode, cut to ``box`` (scan pixels).
+
+        The same mode switch as a capture (``switch_mode_capture_request_and_stop``),
+        but only the crop of the "main" plane is converted to luminance and kept; the
+        request is released at once. It costs one mode switch (about 0.4 s in the
+        bench's simulation, more on a Pi), so the code reader asks for it at most once
+        per ``region_interval_s`` and only for a region it located but could not resolve.
+        """
+        scale = self._still[0] / self.scan_size[0]
+        x0, y0, x1, y1 = (max(0, int(v)) for v in box)
+        with self._lock:
+            request = self._waiting(
+                lambda: self._cam.switch_mode_capture_request_and_stop(self._still_config,
+                                                                       wait=self._capture_timeout),
+                "no still")
+            try:
+                rgb = request.make_array("main")
+                crop = rgb[int(y0 * scale): int(y1 * scale), int(x0 * scale): int(x1 * scale)]
+                luma = _luminance(crop)
+            finally:
+                request.release()
+                self._restart_scan()
+        return luma, scale, (x0, y0)
+
+    def _restart_scan(self) -> None:
+        self._cam.configure(self._scan_config)
+        self._cam.start()
+        if self._af:
+            self._cam.set_controls({"AfMode": AF_MODE_CONTINUOUS})
 
     def _waiting(self, call: Callable[[], Any], what: str) -> Any:
         """Run a picamera2 call that waits on the camera; a timeout is CameraUnavailable."""
@@ -361,7 +421,7 @@ class SimulatedCamera:
             self._cache[key] = _render(shown, size)
         return self._cache[key]
 
-    def scan_frames(self) -> Iterator[np.ndarray]:
+    def scan_frames(self) -> Generator[np.ndarray, None, None]:
         while True:
             yield self._image(self.current(), self.frame_size)
             self._sleep(1.0 / self._fps)
@@ -384,6 +444,17 @@ class SimulatedCamera:
             view.release()
         w, h = self.still_size
         return StillInfo(size, w, h, "simulated", 10000, 1.0, None)
+
+    def capture_region(self, box: tuple[int, int, int, int]
+                       ) -> tuple[np.ndarray, float, tuple[int, int]]:
+        """``StillCropper``: what is in view rendered at ``still_size``, cropped to ``box``
+        (scan-frame pixels) scaled up; the still is rendered, not a resized scan frame,
+        so a crop really holds detail the scan frame lacks."""
+        scale = self.still_size[0] / self.frame_size[0]
+        pixels = self._image(self.current(), self.still_size)
+        x0, y0, x1, y1 = (max(0, v) for v in box)
+        crop = pixels[int(y0 * scale): int(y1 * scale), int(x0 * scale): int(x1 * scale)]
+        return np.ascontiguousarray(crop), scale, (x0, y0)
 
     def set_marker(self, marker: bytes | bytearray | None) -> None:
         """Plant ``marker`` in the next stills (memory-residue tests); None stops."""

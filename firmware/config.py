@@ -23,6 +23,7 @@ from clinicam.common.tomlconf import (
     nonempty,
     regex,
 )
+from clinicam.protocol.topics import DEFAULT_PREFIX
 
 DEFAULT_PATH = Path("/etc/clinicam/station.toml")
 EXAMPLE = Path(__file__).with_name("station.example.toml")
@@ -81,7 +82,7 @@ class CameraSection:
 
 @dataclass(frozen=True)
 class ReaderSection:
-    engine: Literal["auto", "zxing", "pyzbar"] = "auto"
+    engine: Literal["auto", "zxing", "pyzbar", "pipeline"] = "auto"
     formats: tuple[str, ...] = field(
         default=("code128", "gs1-128", "qr", "gs1-qr", "datamatrix", "gs1-datamatrix"),
         metadata=checked(nonempty, _symbologies),
@@ -124,7 +125,7 @@ class UplinkSection:
     host: str = ""  # empty: the broker host recorded at install (identity dir broker.json)
     port: int | None = field(default=None, metadata=checked(between(1, 65535)))
     topic_prefix: str = field(
-        default="clinicam/v1", metadata=checked(matches(r"[A-Za-z0-9_./-]{1,64}", "a topic prefix without wildcards"))
+        default=DEFAULT_PREFIX, metadata=checked(matches(r"[A-Za-z0-9_./-]{1,64}", "a topic prefix without wildcards"))
     )
     keepalive_s: int = field(default=30, metadata=checked(between(5, 600)))
     ack_timeout_s: float = field(default=60.0, metadata=checked(between(1, 3600)))

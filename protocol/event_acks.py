@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import dataclass
 
 EVENT_ID = re.compile(r"[0-9a-f]{16}")
 LOGGED = "logged"
@@ -40,3 +41,14 @@ def parse_event_ack(payload: bytes) -> str | None:
         return None
     event_id = obj.get("event_id")
     return event_id if isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) else None
+
+
+@dataclass(frozen=True)
+class EventAck:
+    """The relay logged ``device``'s event ``event_id``: published on ``P/<device>/ack``."""
+
+    device: str
+    event_id: str
+
+    def payload(self) -> bytes:
+        return event_ack_payload(self.event_id)

@@ -1,6 +1,6 @@
 """The relay's audit log: append-only JSON lines that never block delivery (DESIGN §5).
 
-Station events and the relay's decisions, without PHI (``records.allowed`` keeps only
+Station events and the relay's decisions, without PHI (``protocol.status.read_event`` keeps only
 the DESIGN §5 keys). Three rules, each from a measured failure (issue 13):
 
 - **Writing never fails the caller.** A log that cannot be written (a full disk, a
@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.status import read_event, utc_stamp
 from clinicam.relay.ratelimit import Buckets
-from clinicam.relay.records import EVENT_KEYS, allowed, utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class AuditLog:
 
     # -- what the relay records ----------------------------------------------------------
     def station_event(self, device: str, event: Mapping[str, Any]) -> None:
-        self._add(device, {"source": "station", "device": device, **allowed(event, EVENT_KEYS)})
+        self._add(device, {"source": "station", "device": device, **read_event(event)})
 
     def decision(self, device: str, capture_id: str | None, status: str, reason: str | None, *,
                  limited: bool = True) -> None:

@@ -73,11 +73,7 @@ class Relay:
 
     def subscriptions(self) -> list[str]:
         """The topic filters: the whole tree, or ``$share`` when explicitly configured."""
-        base = self.core.prefix
-        filters = [f"{base}+/capture/#", f"{base}+/status", f"{base}+/event"]
-        if self.shared_group:
-            filters = [f"$share/{self.shared_group}/{f}" for f in filters]
-        return filters
+        return self.core.topics.relay_subscriptions(self.shared_group or None)
 
     @staticmethod
     def _options(topic_filter: str) -> SubscribeOptions:
@@ -156,7 +152,7 @@ class Relay:
             # the station re-sends on its ack timeout and the ledger answers the same.
             self.acks_withheld[device] = self.acks_withheld.get(device, 0) + 1
             return
-        info = self.client.publish(f"{self.core.prefix}{device}/ack", payload, qos=1)
+        info = self.client.publish(self.core.topics.ack(device), payload, qos=1)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # the station re-sends on its ack timeout; the ledger re-acks it then
             log.warning("relay: ack to %s not sent now (paho rc %s)", device, info.rc)

@@ -4,10 +4,11 @@ Two threads, neither of them the workflow's: paho's network loop only *posts* wh
 receives onto an internal queue (the one exception is the remote ``wipe``, which runs
 the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 ``DeliveryEngine`` and does all publishing. The station hears about outcomes through
-``on_event`` (frozen events from ``firmware.uplink_events``), which should only
-``queue.put``. Audit events stay in an ``EventOutbox`` until the relay acknowledges
-them (``protocol.event_acks``) and are re-sent on reconnect and every
-``event_resend_s`` (DESIGN §5 "Audit events are delivered").
+``post``: the workflow's own events (``clinicam.firmware.workflow.events``, the
+``UplinkEvent`` part of ``Event``), put straight onto the station's queue. Audit
+events stay in an ``EventOutbox`` until the relay acknowledges them
+(``protocol.event_acks``) and are re-sent on reconnect and every ``event_resend_s``
+(DESIGN §5 "Audit events are delivered").
 
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
@@ -26,24 +27,27 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from clinicam.common.clock import Clock, SystemClock
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
-from clinicam.firmware.uplink.events import (
+from clinicam.firmware.uplink.outbox import EventOutbox
+from clinicam.firmware.uplink.renewal import RenewalAgent
+from clinicam.firmware.workflow.events import (
     CaptureRejected,
     CapturesExpired,
     CaptureStored,
     CommandIgnored,
     CommandReceived,
+    FaultReported,
     UplinkConnected,
     UplinkEvent,
     UplinkLost,
-    UplinkMisconfigured,
 )
-from clinicam.firmware.uplink.outbox import EventOutbox
-from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.event_acks import parse_event_ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
+from clinicam.provisioning.identity import StationIdentity
 from clinicam.provisioning.tlsctx import client_context
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -61,19 +65,19 @@ class Uplink:
     one wipe path (``clinicam.firmware.capture.wipe``), called for a live remote ``wipe``.
     """
 
-    def __init__(self, *, identity: Any, vault: VaultLike, on_event: Callable[[UplinkEvent], None],
+    def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
                  wipe: Callable[[], Any] | None = None, host: str | None = None,
-                 port: int | None = None, topic_prefix: str = "clinicam/v1",
+                 port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
                  retry_min_s: float = 2.0, retry_max_s: float = 300.0,
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 clock: Clock | None = None,
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
                  on_renewed: Callable[[Any], None] | None = None,
                  event_resend_s: float = 30.0) -> None:
-        self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
+        self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
         self.renewal, self._on_renewed = renewal, on_renewed
         self._installing = False  # a reconnect with next.pem/next.key is under way
@@ -81,20 +85,21 @@ class Uplink:
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
-        self.base = f"{topic_prefix}/{self.device}"
+        self.topics = Topics(topic_prefix)
         self.keepalive_s = keepalive_s
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
-        self._clock, self._wall = clock, wall
-        self._started = clock()
+        time_source = clock or SystemClock()
+        self._clock, self._wall = time_source.monotonic, time_source.wall
+        self._started = self._clock()
         self.expire_every_s = 30.0
         self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._gate = CommandGate()
-        self.outbox = EventOutbox(resend_s=event_resend_s, clock=clock, rng=rng)
+        self.outbox = EventOutbox(resend_s=event_resend_s, clock=self._clock, rng=rng)
         self.engine = DeliveryEngine(
             vault=vault, device=self.device, publish=self._publish, emit=self._emit,
             topic_prefix=topic_prefix, max_inflight=max_inflight, ack_timeout_s=ack_timeout_s,
-            retry_min_s=retry_min_s, retry_max_s=retry_max_s, clock=clock, rng=rng)
+            retry_min_s=retry_min_s, retry_max_s=retry_max_s, clock=self._clock, rng=rng)
         self.client = self._make_client(reconnect_min_s, reconnect_max_s)
         self._thread: threading.Thread | None = None
 
@@ -106,7 +111,7 @@ class Uplink:
         # Kept: a renewal loads the new pair into this context before reconnecting.
         self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
         client.tls_set_context(self._ctx)
-        client.will_set(f"{self.base}/status", OFFLINE, qos=1, retain=True)
+        client.will_set(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine
         client.on_connect = self._on_connect
@@ -128,7 +133,7 @@ class Uplink:
         if self._thread is None:
             return
         if self.engine.connected:
-            info = self.client.publish(f"{self.base}/status", OFFLINE, qos=1, retain=True)
+            info = self.client.publish(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(timeout)
         self.client.disconnect()
@@ -152,9 +157,9 @@ class Uplink:
         body = None
         if report is not None:
             ids = list(report.capture_ids)
-            body = event_payload("wiped", self._wall(), capture_ids=ids, count=len(ids),
-                                 reason=getattr(report, "trigger", None) or None,
-                                 event_id=self.outbox.new_id())
+            body = event_payload("wiped", self._wall(), event_id=self.outbox.new_id(),
+                                 capture_ids=ids, count=len(ids),
+                                 reason=getattr(report, "trigger", None) or None)
 
         def forget() -> None:
             self.engine.reset()
@@ -201,14 +206,12 @@ class Uplink:
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
-        body = status_payload(
+        return status_payload(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
-            clock_synced=bool(self._clock_synced()))
-        if self.renewal is not None:
-            body["renewal"] = self.renewal.status()
-        return body
+            clock_synced=bool(self._clock_synced()),
+            renewal=self.renewal.status() if self.renewal is not None else None)
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -240,8 +243,7 @@ class Uplink:
         """After every job: re-send events the relay has not logged yet, and let captures
         past the vault's TTL go, and say so (DESIGN §3.6)."""
         if self.engine.connected:
-            for body in self.outbox.due():
-                self._publish_json("event", body)
+            self._resend_events()
         now = self._clock()
         if now - self._last_expiry < self.expire_every_s:
             return
@@ -254,7 +256,7 @@ class Uplink:
                 "expired", self._wall(), capture_ids=list(expired), count=len(expired),
                 event_id=self.outbox.new_id()))
             self._publish_status()
-            self._on_event(CapturesExpired(tuple(expired)))
+            self._post_event(CapturesExpired(tuple(expired)))
 
     # -- certificate renewal (delivery thread) -------------------------------------------
     def _renewal_tick(self) -> None:
@@ -265,8 +267,8 @@ class Uplink:
             return
         payload = agent.request(self.identity)
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = f"{self.base}/cert"
-        self._renew_mid = self.client.publish(f"{self.base}/renew", payload, qos=1, properties=props).mid
+        props.ResponseTopic = self.topics.cert(self.device)
+        self._renew_mid = self.client.publish(self.topics.renew(self.device), payload, qos=1, properties=props).mid
         self._publish_status()
 
     def _renewal_puback(self, code: int) -> None:
@@ -336,17 +338,21 @@ class Uplink:
             raise ConnectionError(f"publish not possible now (paho rc {info.rc})")
         return info.mid
 
-    def _publish_json(self, leaf: str, body: dict[str, Any], retain: bool = False) -> None:
+    def _publish_json(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
         payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        self.client.publish(f"{self.base}/{leaf}", payload, qos=1, retain=retain)
+        self.client.publish(topic, payload, qos=1, retain=retain)
 
     def _publish_event(self, body: dict[str, Any]) -> None:
         """An audit event, kept in the outbox until the relay logs it (DESIGN §5)."""
-        self._publish_json("event", self.outbox.keep(body))
+        self._publish_json(self.topics.event(self.device), self.outbox.keep(body))
+
+    def _resend_events(self, everything: bool = False) -> None:
+        for body in self.outbox.due(everything=everything):
+            self._publish_json(self.topics.event(self.device), body)
 
     def _publish_status(self) -> None:
         if self.engine.connected:
-            self._publish_json("status", self.status(), retain=True)
+            self._publish_json(self.topics.status(self.device), self.status(), retain=True)
 
     def _emit(self, event: UplinkEvent) -> None:
         """Engine outcomes: tell the relay (audit, status) and the station."""
@@ -354,13 +360,13 @@ class Uplink:
             self._publish_event(event_payload(
                 "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason,
                 event_id=self.outbox.new_id()))
-        if isinstance(event, UplinkMisconfigured):
+        if isinstance(event, FaultReported):
             self._publish_event(event_payload(
                 "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason,
                 event_id=self.outbox.new_id()))
-        if isinstance(event, CaptureStored | CaptureRejected | UplinkMisconfigured):
+        if isinstance(event, CaptureStored | CaptureRejected | FaultReported):
             self._publish_status()
-        self._on_event(event)
+        self._post_event(event)
 
     # -- paho callbacks (network thread: post, never work) ---------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -369,14 +375,14 @@ class Uplink:
             log.warning("uplink: broker refused the connection (%s)", reason_code)
             if self._installing:
                 self._post(self._renewal_fallback)
-            self._on_event(UplinkLost(str(reason_code)))
+            self._post_event(UplinkLost(str(reason_code)))
             return
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
-        topics = [(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)]
+        topics = self.topics.station_subscriptions(self.device)
         if self.renewal is not None:
-            topics.append((f"{self.base}/cert", 1))
-        client.subscribe(topics)
+            topics.append(self.topics.cert(self.device))
+        client.subscribe([(t, 1) for t in topics])
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
         def connected() -> None:
@@ -384,9 +390,8 @@ class Uplink:
                 self._renewal_connected()
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
-            for body in self.outbox.due(everything=True):
-                self._publish_json("event", body)
-            self._on_event(UplinkConnected(receive_max, max_packet))
+            self._resend_events(everything=True)
+            self._post_event(UplinkConnected(receive_max, max_packet))
         self._post(connected)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -401,7 +406,7 @@ class Uplink:
             if self._installing and failed:
                 self._renewal_fallback()
             self.engine.disconnected()
-            self._on_event(UplinkLost(str(reason_code)))
+            self._post_event(UplinkLost(str(reason_code)))
         self._post(lost)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -409,7 +414,7 @@ class Uplink:
                     self.host, self.port)
         if self._installing:
             self._post(self._renewal_fallback)
-        self._on_event(UplinkLost("unreachable"))
+        self._post_event(UplinkLost("unreachable"))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
@@ -421,15 +426,15 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
-        if msg.topic == f"{self.base}/ack":
+        if msg.topic == self.topics.ack(self.device):
             event_id = parse_event_ack(payload)
             if event_id is not None:
                 self._post(lambda: self.outbox.acked(event_id) and None)
             else:
                 self._post(lambda: self.engine.ack(payload))
-        elif msg.topic == f"{self.base}/cmd":
+        elif msg.topic == self.topics.cmd(self.device):
             self._command(payload, bool(msg.retain))
-        elif msg.topic == f"{self.base}/cert" and self.renewal is not None:
+        elif msg.topic == self.topics.cert(self.device) and self.renewal is not None:
             self._post(lambda: self._renewal_answer(payload))
 
     def _command(self, payload: bytes, retained: bool) -> None:
@@ -437,7 +442,7 @@ class Uplink:
             command = self._gate.admit(payload, retained=retained, now=self._wall())
         except CommandRefused as exc:
             log.warning("uplink: command ignored (%s)", exc.why)
-            self._on_event(CommandIgnored(exc.why))
+            self._post_event(CommandIgnored(exc.why))
             return
         fields: dict[str, Any] = {"cmd_id": command.id}
         if command.cmd == "wipe" and self._wipe is not None:
@@ -451,4 +456,4 @@ class Uplink:
             self._publish_event(body)
             self._publish_status()
         self._post(answer)
-        self._on_event(CommandReceived(command.cmd, command.id))
+        self._post_event(CommandReceived(command.cmd, command.id))

@@ -136,3 +136,24 @@ def test_control_switch_and_capture_request_breaks_the_allocator(picamera2_sim):
         # Its broken bookkeeping would raise again from __del__ at garbage collection.
         allocator.mapped_buffers.clear()
         allocator.open_fds = []
+
+
+def test_still_crop_through_picamera2(picamera2_sim):
+    # The reader's still crop (StillCropper) through real picamera2: one still-mode
+    # frame, cut to the region at the still's scale, luminance only, back to scanning.
+    picamera2_sim.scene.image = WRISTBAND.render(2304, 1296)
+    cam = Picamera2Camera((4608, 2592), (1280, 720))
+    try:
+        frame = next(cam.scan_frames())
+        crop, scale, origin = cam.capture_region((320, 180, 960, 540))
+        assert scale == pytest.approx(3.6) and origin == (320, 180)
+        assert crop.dtype == np.uint8 and crop.ndim == 2
+        assert crop.shape == (int(540 * 3.6) - int(180 * 3.6), int(960 * 3.6) - int(320 * 3.6))
+        # The crop holds the same scene as the scan frame's region, at 3.6x the pixels.
+        small = np.asarray(Image.fromarray(crop).resize((640, 360), Image.BILINEAR), dtype=np.float32)
+        region = frame[180:540, 320:960].astype(np.float32)
+        assert np.corrcoef(small.ravel(), region.ravel())[0, 1] > 0.8
+        assert next(cam.scan_frames()).shape == (720, 1280)  # scanning again
+        assert picamera2_sim.configures == 3  # scan, still, scan again
+    finally:
+        cam.close()

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 from clinicam.drivers.panel import PATTERNS, Panel, describe_patterns, frame_at
-from clinicam.drivers.patterns import COLOURS
+from clinicam.drivers.patterns import COLOURS, PatternName
 
 RGB = (22, 23, 24)
 NAMES = ("ready operator_bound patient_bound patient_switched captured delivered rejected_code "
@@ -38,6 +38,8 @@ def buzz(factory):
 
 def test_the_table_is_complete_and_distinct():
     assert set(PATTERNS) == set(NAMES.split())
+    # the names the workflow may ask for (mypy checks its Signal(PatternName.…)) are the table's rows
+    assert list(PATTERNS) == [p.value for p in PatternName]
     shapes = [(p.intro, p.loop, p.rest) for p in PATTERNS.values()]
     assert len(set(shapes)) == len(shapes)
     for p in PATTERNS.values():

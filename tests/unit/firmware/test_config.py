@@ -10,6 +10,7 @@ import pytest
 from clinicam.common.errors import ConfigError
 from clinicam.firmware.config import EXAMPLE as STATION_EXAMPLE
 from clinicam.firmware.config import load_station_config, station_config_from
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.relay.config import EXAMPLE as RELAY_EXAMPLE
 from clinicam.relay.config import load_relay_config, relay_config_from
 
@@ -25,7 +26,7 @@ def relay(text: str):
 def test_station_example_loads_with_documented_defaults():
     config = load_station_config(STATION_EXAMPLE)
     assert config == station("")  # the example shows exactly the defaults
-    assert config.uplink.topic_prefix == "clinicam/v1"
+    assert config.uplink.topic_prefix == DEFAULT_PREFIX
     assert config.sealing.chunk_size == 122880
     assert config.workflow.session_idle_s == 120.0
     assert config.workflow.require_clock_sync is True
