@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from bench_delivery import Bench
 from clinicam.firmware.capture.vault import Vault
 from clinicam.firmware.uplink.client import Uplink
-from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.tools.brokerproc import LOOPBACK
