@@ -147,7 +147,7 @@ def build_relay(config: RelayConfig) -> Relay:
     cert = pki.load_cert(Path(ident.cert))
     client_id = pki.common_name(cert.subject, ident.cert)
     rel, core = config.relay, build_core(config)
-    inbox = FairInbox(core.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
+    inbox = FairInbox(core.topics.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
     return Relay(core=core, host=config.broker.host, port=config.broker.port,
                  ca=ident.ca, cert=ident.cert, key=ident.key, client_id=client_id,
                  keepalive_s=config.broker.keepalive_s, shared_group=rel.shared_group,

@@ -56,7 +56,7 @@ class Relay:
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
         self.session_expiry_s = session_expiry_s
-        self.inbox = inbox if inbox is not None else FairInbox(core.prefix)
+        self.inbox = inbox if inbox is not None else FairInbox(core.topics.prefix)
         self._ack_budget = Buckets(rate=100.0, burst=1000.0)  # acks per station
         self.acks_withheld: dict[str, int] = {}
         self.connected = threading.Event()
