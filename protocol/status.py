@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from clinicam.protocol.event_acks import EVENT_ID
 from clinicam.protocol.ids import HEX32
 
 _WORD = re.compile(r"[a-z0-9-]{1,32}")
@@ -65,6 +66,7 @@ EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "count": _is_int,
     "cmd_id": _match(_CMD_ID),
     "fw": _match(_FW),  # updated / update-failed: the version concerned
+    "event_id": _match(EVENT_ID),  # the relay acknowledges it (protocol.event_acks)
 }
 STATUS_KEYS = tuple(STATUS_FIELDS)
 # the keys an event may carry besides "event" and "at"

@@ -21,6 +21,9 @@ DEFAULT_CONF_DIR = "/etc/mosquitto/clinicam"
 # 128 KiB: a default 122880-byte part plus its 16-byte tag, topic and properties fits,
 # and the broker advertises it in CONNACK so stations cut parts to fit (DESIGN §5).
 MAX_PACKET_SIZE = 131072
+# What the broker queues for one client that is away or slow (the relay's session).
+MAX_QUEUED_MESSAGES = 10000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 # Keys whose value is a file path: the test and demo launchers rewrite exactly these.
 PATH_KEYS: tuple[str, ...] = ("cafile", "certfile", "keyfile", "crlfile", "acl_file")
@@ -55,8 +58,24 @@ persistence false
 acl_file {path["acl_file"]}
 # Largest MQTT packet accepted, advertised to MQTT 5 clients in CONNACK.
 max_packet_size {MAX_PACKET_SIZE}
-# Station status is a retained message.
+# Station status is a retained message. Mosquitto's acl_file cannot refuse the retain
+# flag on some topics only; the relay ignores retained captures and events instead.
 retain_available true
+# Bounded broker memory and fairness (issue 13). In flight to each client: at most 100
+# unacknowledged QoS 1 messages, so the relay reads at full speed (with Mosquitto's 20,
+# a flooding station made the broker drop other stations' messages for the relay).
+max_inflight_messages 100
+# Queued per client beyond those in flight, whichever bound comes first: a flood waits
+# here instead of pushing out other stations' messages (and a relay with a persistent
+# session finds station events here when it returns). Past either bound the broker
+# drops new messages for that client; stations re-send captures and events until
+# acknowledged.
+max_queued_messages {MAX_QUEUED_MESSAGES}
+max_queued_bytes {MAX_QUEUED_BYTES}
+# A persistent session not resumed within two days is discarded.
+persistent_client_expiration 2d
+# message_size_limit is not set: max_packet_size bounds every message already, and
+# MQTT 5 clients learn it at CONNACK.
 # Small messages (acks, commands) should not wait for Nagle.
 set_tcp_nodelay true
 # Log connections (client ids are station names, never PHI) but not payloads.

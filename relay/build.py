@@ -18,13 +18,15 @@ from clinicam.common.errors import ConfigError
 from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.config import RelayConfig
 from clinicam.relay.core import RelayCore
+from clinicam.relay.inbox import FairInbox
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.metrics import RelayMetrics, TimedSink, provisioned_stations
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import Reassembler
-from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink
 from clinicam.relay.sinks.directory import DirectorySink
@@ -109,7 +111,7 @@ def _chain(path: str) -> list[x509.Certificate]:
 
 def build_core(config: RelayConfig) -> RelayCore:
     """The relay's decisions, wired from configuration."""
-    ident, rel, ra = config.identity, config.relay, config.reassembly
+    ident, rel, ra, au = config.identity, config.relay, config.reassembly, config.audit
     try:
         recipients = [load_recipient_private(Path(p).read_bytes()) for p in ident.recipient_keys]
     except OSError as exc:
@@ -131,10 +133,13 @@ def build_core(config: RelayConfig) -> RelayCore:
         partition=Partition() if rel.shared_group else Partition(rel.worker, rel.workers,
                                                                   tuple(rel.standby_for)),
         reassembler=Reassembler(max_bytes=ra.max_bytes, max_age_s=ra.max_age_s,
-                                max_part_bytes=ra.max_part_bytes, max_parts=ra.max_parts),
+                                max_part_bytes=ra.max_part_bytes, max_parts=ra.max_parts,
+                                max_station_bytes=ra.max_station_bytes),
         ledger=Ledger(state / "ledger.jsonl"),
         board=board,
-        audit=AuditLog(Path(rel.audit_log)),
+        audit=AuditLog(Path(rel.audit_log), rate_per_s=au.rate_per_s, burst=au.burst,
+                       max_pending=au.max_pending_lines, rotate_bytes=au.rotate_bytes,
+                       rotate_age_s=au.rotate_days * 86400, keep=au.keep),
         metrics=metrics,
         legacy_until=rel.legacy_until,
     )
@@ -146,10 +151,12 @@ def build_relay(config: RelayConfig) -> Relay:
     Path(config.relay.state_dir).mkdir(parents=True, exist_ok=True)
     cert = pki.load_cert(Path(ident.cert))
     client_id = pki.common_name(cert.subject, ident.cert)
-    core = build_core(config)
+    rel, core = config.relay, build_core(config)
     register = config.metrics.register
+    inbox = FairInbox(core.topics.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
     return Relay(core=core, host=config.broker.host, port=config.broker.port,
                  ca=ident.ca, cert=ident.cert, key=ident.key, client_id=client_id,
-                 keepalive_s=config.broker.keepalive_s, shared_group=config.relay.shared_group,
+                 keepalive_s=config.broker.keepalive_s, shared_group=rel.shared_group,
                  metrics_listen=config.metrics.listen,
-                 inventory=(lambda: provisioned_stations(register)) if register else list)
+                 inventory=(lambda: provisioned_stations(register)) if register else list,
+                 session_expiry_s=rel.session_expiry_s, inbox=inbox)

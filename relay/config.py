@@ -52,6 +52,12 @@ class RelaySection:
     state_dir: str = field(default="/var/lib/clinicam-relay", metadata=PATH)
     status_file: str = field(default="/run/clinicam-relay/status.json", metadata=PATH)
     audit_log: str = field(default="/var/lib/clinicam-relay/audit.jsonl", metadata=PATH)
+    # A persistent broker session (the broker queues events while the relay is away).
+    # Off by default: Mosquitto 2.0.11 segfaults on a reload (SIGHUP) after a persistent
+    # client that was away at an earlier reload has come back (docs/interfaces.md).
+    session_expiry_s: int = field(default=0, metadata=checked(between(0, 30 * 86400)))
+    inbox_bytes: int = field(default=128 * 1024 * 1024, metadata=checked(between(1024 * 1024, 16 * 1024**3)))
+    inbox_station_bytes: int = field(default=32 * 1024 * 1024, metadata=checked(between(256 * 1024, 16 * 1024**3)))
     # Grace period for station certificates issued before the station profile
     # (clinicam.protocol.certprofile): "YYYY-MM-DD" (UTC midnight), "" = none.
     legacy_station_certs_until: str = field(
@@ -65,6 +71,8 @@ class RelaySection:
         return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
 
     def __post_init__(self) -> None:
+        if self.inbox_station_bytes > self.inbox_bytes:
+            raise ValueError(f"inbox_station_bytes: must not exceed inbox_bytes ({self.inbox_bytes})")
         try:
             self.legacy_until  # noqa: B018 - validates the date now, at load time
         except ValueError:
@@ -105,6 +113,21 @@ class ReassemblySection:
     max_age_s: float = field(default=300.0, metadata=checked(between(1, 86400)))
     max_parts: int = field(default=1024, metadata=checked(between(2, 100000)))
     max_part_bytes: int = field(default=16 * 1024 * 1024 + 16, metadata=checked(between(1024, 256 * 1024 * 1024)))
+    max_station_bytes: int = field(default=128 * 1024 * 1024, metadata=checked(between(1024 * 1024, 16 * 1024**3)))
+
+    def __post_init__(self) -> None:
+        if self.max_station_bytes > self.max_bytes:
+            raise ValueError(f"max_station_bytes: must not exceed max_bytes ({self.max_bytes})")
+
+
+@dataclass(frozen=True)
+class AuditSection:
+    rotate_bytes: int = field(default=64 * 1024 * 1024, metadata=checked(between(64 * 1024, 64 * 1024**3)))
+    rotate_days: float = field(default=7.0, metadata=checked(between(0.01, 3660)))
+    keep: int = field(default=30, metadata=checked(between(0, 100000)))
+    rate_per_s: float = field(default=20.0, metadata=checked(between(0.1, 100000)))
+    burst: int = field(default=200, metadata=checked(between(1, 1000000)))
+    max_pending_lines: int = field(default=20000, metadata=checked(between(100, 10000000)))
 
 
 @dataclass(frozen=True)
@@ -196,6 +219,7 @@ class RelayConfig:
     identity: IdentitySection = IdentitySection()
     reassembly: ReassemblySection = ReassemblySection()
     metrics: MetricsSection = MetricsSection()
+    audit: AuditSection = AuditSection()
     sinks: tuple[SinkConfig, ...] = field(default=(), metadata=variants("type", SINK_TYPES))
 
     def __post_init__(self) -> None:

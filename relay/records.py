@@ -1,4 +1,4 @@
-"""The relay's two records: the latest status of every station and the audit log.
+"""The relay's record of stations: their latest status, kept current and coalesced.
 
 Both are read by people (``clinicam relay status``, a privacy officer), so both are
 built from an allow-list: only the keys DESIGN §5 defines, each checked for the shape
@@ -10,6 +10,7 @@ values are dropped, never written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -18,19 +19,36 @@ from pathlib import Path
 from typing import Any
 
 from clinicam.protocol.ids import DEVICE_ID
-from clinicam.protocol.status import read_event, read_status, utc_stamp
-from clinicam.relay.sinks.directory import write_atomically
+from clinicam.protocol.status import read_status, utc_stamp
+
+log = logging.getLogger(__name__)
 
 
 class StatusBoard:
-    """Latest status per station plus the relay's own counters, kept in one JSON file."""
+    """Latest status per station, the relay's counters and health, in one JSON file.
 
-    def __init__(self, path: Path | str | None, wall: Callable[[], float] = time.time) -> None:
+    The station-state store of DESIGN §5 ("status handling coalesced"): ``station()``
+    and ``count()`` only change memory; the file is rewritten by ``flush_due()`` (called
+    by the relay's worker after every message and sweep) at most every
+    ``min_interval_s`` when something changed, and at least every ``refresh_s`` anyway,
+    so its counters and ``updated`` are current even when no station talks. A status
+    flood therefore costs one dict update per message, not a file rewrite; the file is
+    replaced atomically but not fsynced (it lives in /run and is rebuilt at start).
+    """
+
+    def __init__(self, path: Path | str | None, wall: Callable[[], float] = time.time, *,
+                 clock: Callable[[], float] = time.monotonic, min_interval_s: float = 1.0,
+                 refresh_s: float = 5.0) -> None:
         self._path = Path(path) if path else None
-        self._wall = wall
+        self._wall, self._clock = wall, clock
+        self.min_interval_s, self.refresh_s = min_interval_s, refresh_s
         self._lock = threading.Lock()
         self.stations: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, int] = {}
+        self.health_of: dict[str, dict[str, Any]] = {}
+        self._dirty = True
+        self._flushed_at: float | None = None
+        self.writes = 0
         # who writes this file and how it is, read at every write (``clinicam relay status``)
         self.writer: Callable[[], dict[str, Any]] | None = None
 
@@ -58,6 +76,7 @@ class StatusBoard:
                     if kept.get("state") == "online":  # not known any more: its next status says
                         kept["state"] = "unknown"
                     self.stations.setdefault(device, kept)
+            self._dirty = True
         return len(old)
 
     def station(self, device: str, status: Mapping[str, Any]) -> None:
@@ -66,66 +85,85 @@ class StatusBoard:
         A will (``{"state": "offline"}`` alone) changes only the state: what the station
         last said about its vault stays visible.
         """
+        entry = read_status(status)
         with self._lock:
-            entry = read_status(status)
             if set(entry) == {"state"}:
                 entry = {**self.stations.get(device, {}), **entry}
             entry["seen"] = utc_stamp(self._wall())
             self.stations[device] = entry
-        self.flush()
+            self.counters["status-received"] = self.counters.get("status-received", 0) + 1
+            self._dirty = True
 
     def count(self, name: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self.counters[name] = self.counters.get(name, 0) + n
+                self._dirty = True
+
+    def health(self, name: str, detail: Mapping[str, Any]) -> None:
+        """Set one part's health (``{"ok": bool, ...}``), e.g. ``audit``; shown as ``health``."""
         with self._lock:
-            self.counters[name] = self.counters.get(name, 0) + n
+            if self.health_of.get(name) != detail:
+                self.health_of[name] = dict(detail)
+                self._dirty = True
+
+    @property
+    def healthy(self) -> bool:
+        with self._lock:
+            return all(h.get("ok", True) for h in self.health_of.values())
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 **({"relay": self.writer()} if self.writer else {}),
                 "updated": utc_stamp(self._wall()),
+                "ok": all(h.get("ok", True) for h in self.health_of.values()),
+                "health": {k: dict(v) for k, v in sorted(self.health_of.items())},
                 "counters": dict(sorted(self.counters.items())),
                 "stations": {d: dict(s) for d, s in sorted(self.stations.items())},
             }
 
+    def flush_due(self) -> bool:
+        """Rewrite the file if it is due (see the class docstring); True if written."""
+        now = self._clock()
+        last = self._flushed_at
+        if last is not None and now - last < (self.min_interval_s if self._dirty else self.refresh_s):
+            return False
+        self.flush()
+        return True
+
     def flush(self) -> None:
-        """Rewrite the status file atomically (readers never see half of it)."""
+        """Rewrite the status file now, atomically (readers never see half of it)."""
+        self._flushed_at = self._clock()
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps(self.snapshot(), indent=1, sort_keys=True).encode() + b"\n"
-        write_atomically(self._path, body, mode=0o644)
-
-
-class AuditLog:
-    """Append-only JSON lines: station events and the relay's decisions, without PHI."""
-
-    def __init__(self, path: Path | str | None, wall: Callable[[], float] = time.time) -> None:
-        self._path = Path(path) if path else None
-        self._wall = wall
-        self._lock = threading.Lock()
-        self.lines: list[dict[str, Any]] = []  # kept in memory too, for tests and status
-
-    def station_event(self, device: str, event: Mapping[str, Any]) -> None:
-        self._write({"source": "station", "device": device, **read_event(event)})
-
-    def decision(self, device: str, capture_id: str | None, status: str, reason: str | None) -> None:
-        entry = {"source": "relay", "device": device, "decision": status, "reason": reason}
-        if capture_id is not None:
-            entry["capture_id"] = capture_id
-        self._write(entry)
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        entry = {"logged": utc_stamp(self._wall()), **entry}
         with self._lock:
-            self.lines.append(entry)
-            if len(self.lines) > 10000:
-                del self.lines[:5000]
-            if self._path is None:
-                return
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            self._dirty = False
+        try:
+            _replace(self._path, body)
+            self.writes += 1
+        except OSError as exc:  # the status file is a view: never fail the relay over it
+            log.warning("status: cannot write %s (%s)", self._path, type(exc).__name__)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def __getattr__(name: str) -> Any:
+    """``AuditLog`` lives in ``clinicam.relay.audit`` now; old imports keep working."""
+    if name == "AuditLog":
+        from clinicam.relay.audit import AuditLog
+
+        return AuditLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

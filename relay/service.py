@@ -23,6 +23,19 @@ instance, a twin was connected with its identity until a moment ago. It says so 
 one line, marks the topic ``yielded``, disconnects and waits 10 s, then 20 s, ... up
 to 10 minutes between attempts while the twin serves, instead of both flapping every
 second. (A twin that crashed meanwhile costs one extra wait.)
+
+Retained capture parts and events are replays, not news: the relay subscribes to them
+with Retain Handling 2 (the broker sends none at subscribe time) and ``RelayCore``
+ignores any that still arrive flagged retained.
+
+The queue between the two threads is a ``FairInbox`` (bounded, round-robin across
+stations, status coalesced): one station's flood never starves another (DESIGN §5).
+With ``session_expiry_s`` > 0 the session is persistent (``clean_start`` false): while
+the relay is away the broker queues what stations publish — up to its own
+``max_queued_messages``/``max_queued_bytes`` — so a wipe report sent by a station that
+then stops still reaches the audit log when the relay returns. Off by default: Mosquitto
+2.0.11 crashes on a reload once a persistent client that was away at an earlier reload
+has come back.
 """
 
 from __future__ import annotations
@@ -30,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,9 +54,14 @@ from clinicam.common.errors import BrokerUnreachable
 from clinicam.protocol.presence import presence_filter, presence_topic, relay_of
 from clinicam.protocol.status import utc_stamp
 from clinicam.provisioning.tlsctx import client_context
-from clinicam.relay.core import RelayCore
+from clinicam.relay.core import RelayCore, top_counts
+from clinicam.relay.inbox import FairInbox
+from clinicam.relay.ratelimit import Buckets
 from clinicam.relay.standby import Arbiter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +77,16 @@ class Relay:
                  reconnect_min_s: int = 1, reconnect_max_s: int = 30, metrics_listen: str = "",
                  inventory: Callable[[], Iterable[str]] = list, duplicate_backoff_s: float = 10.0,
                  duplicate_backoff_max_s: float = 600.0, wall: Callable[[], float] = time.time,
-                 instance: str | None = None) -> None:
+                 instance: str | None = None, session_expiry_s: int = 0,
+                 inbox: FairInbox | None = None) -> None:
         self.core, self.host, self.port = core, host, port
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
         self.relay_id = client_id
-        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self.session_expiry_s = session_expiry_s
+        self.inbox = inbox if inbox is not None else FairInbox(core.topics.prefix)
+        self._ack_budget = Buckets(rate=100.0, burst=1000.0)  # acks per station
+        self.acks_withheld: dict[str, int] = {}
         self.connected = threading.Event()  # connected and settled: serving, or standing by
         self.active = False  # serving its share (subscribed to the stations' topics)
         self.duplicates = 0  # times in a row this process found its identity in use elsewhere
@@ -102,7 +123,7 @@ class Relay:
         m, core = self.core.metrics, self.core
         m.stations(core.board, inventory)
         m.gauges(relay_reassembly_bytes=lambda: core.reassembler.buffered_bytes,
-                 relay_inbox_depth=self._inbox.qsize,
+                 relay_inbox_depth=lambda: len(self.inbox),
                  relay_audit_log_healthy=lambda: float(bool(getattr(core.audit, "healthy", True))),
                  relay_broker_connected=lambda: float(self.connected.is_set()),
                  relay_active=lambda: float(self.active))
@@ -111,13 +132,20 @@ class Relay:
         """The topic filters: the whole tree, or ``$share`` when explicitly configured."""
         return self.core.topics.relay_subscriptions(self.shared_group or None)
 
+    @staticmethod
+    def _options(topic_filter: str) -> SubscribeOptions:
+        """QoS 1; captures and events without the broker's retained replays (MQTT 5
+        Retain Handling 2), statuses with them (the latest status is the point)."""
+        replay = topic_filter.endswith("/status")
+        return SubscribeOptions(qos=1, retainHandling=0 if replay else 2)
+
     def start(self, wait_s: float | None = 10.0) -> None:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
         if self.metrics_listen:
             self.metrics_address = self.core.metrics.serve(self.metrics_listen)
         self._worker = threading.Thread(target=self._work, name="relay-worker", daemon=True)
         self._worker.start()
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self._connect()
         self.client.loop_start()
         if wait_s is not None and not self.connected.wait(wait_s):
             self.stop()
@@ -125,10 +153,17 @@ class Relay:
                 f"no connection to the broker {self.host}:{self.port} within {wait_s:.0f} s: "
                 "check [broker] host/port, the relay's certificate and the broker's log")
 
+    def _connect(self) -> None:
+        """Connect (asynchronously); a persistent session only with ``session_expiry_s``."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s,
+                                  clean_start=self.session_expiry_s == 0, properties=props)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the message in hand, say ``offline``, then disconnect."""
         self._stopping = True
-        self._inbox.put(None)
+        self.inbox.close()
         if self._worker is not None:
             self._worker.join(timeout)
         if self.client.is_connected():
@@ -144,27 +179,24 @@ class Relay:
     def _work(self) -> None:
         next_sweep = time.monotonic() + self.sweep_s
         self._heartbeat()
-        while True:
+        while not self._stopping:
             wake = min(next_sweep, self._yield_until or next_sweep)
-            try:
-                item = self._inbox.get(timeout=max(0.0, wake - time.monotonic()))
-            except queue.Empty:
-                item = ("", b"")
-            if item is None:
-                return
+            msg = self.inbox.get(timeout=max(0.0, wake - time.monotonic()))
             try:
                 self._reconnect_after_yield()
-                rid = relay_of(self.core.topics.prefix, item[0]) if item[0] else None
-                if rid is not None:
-                    self._presence(rid, item[1])
+                rid = relay_of(self.core.topics.prefix, msg.topic) if msg else None
+                if msg is not None and rid is not None:
+                    self._presence(rid, msg.payload)
                     continue
-                acks = self.core.handle(*item) if item[0] else []
+                acks = self.core.handle(msg.topic, msg.payload, msg.retained) if msg else []
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_s
+                    self._report_inbox()
                     acks += self.core.sweep()
                     self._heartbeat()
                 for ack in acks:
                     self._publish_ack(ack.device, ack.payload())
+                self.core.board.flush_due()
             except Exception as exc:  # one bad message must never stop the relay
                 log.error("relay: message handling failed (%s)", type(exc).__name__)
 
@@ -218,7 +250,7 @@ class Relay:
             return
         self._yield_until = None
         self.client.loop_stop()
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self._connect()
         self.client.loop_start()
 
     def _arbitrate(self) -> None:
@@ -227,7 +259,7 @@ class Relay:
         if serve and not self.active:
             arb.since = utc_stamp(self._wall())
             self.active, self.duplicates = True, 0
-            self._subscribe("stations", [(f, 1) for f in self.subscriptions()])
+            self._subscribe("stations", [(f, self._options(f)) for f in self.subscriptions()])
             self._publish_presence("online")
             p = arb.partition
             log.info("relay: %s serves worker %d of %d (shares %s)", self.relay_id, p.worker,
@@ -242,7 +274,7 @@ class Relay:
                         arb.partition.worker, rivals, self.relay_id)
             self.connected.set()
 
-    def _subscribe(self, what: str, filters: list[tuple[str, int]]) -> None:
+    def _subscribe(self, what: str, filters: list[tuple[str, int]] | list[tuple[str, SubscribeOptions]]) -> None:
         mid = self.client.subscribe(filters)[1]
         if mid is not None:
             self._subs[mid] = what
@@ -252,7 +284,34 @@ class Relay:
                                    qos=1, retain=True)
         return info if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
+    def _report_inbox(self) -> None:
+        """One line per sweep for what the inbox dropped, and the counters."""
+        for device, n in self.inbox.take_dropped_events().items():
+            self.core.audit.suppressed(device, n)
+            self.core.board.count("events-rate-limited", n)
+        withheld, self.acks_withheld = self.acks_withheld, {}
+        if withheld:
+            self.core.board.count("acks-withheld", sum(withheld.values()))
+            log.warning("relay: withheld %d ack(s) over the per-station rate; most to %s",
+                        sum(withheld.values()), top_counts(withheld))
+        dropped = self.inbox.take_dropped()
+        total = sum(dropped.values())
+        self.core.board.count("inbox-dropped", total)
+        self.core.board.health("inbox", {"ok": True, "bytes": self.inbox.nbytes,
+                                         "peak_bytes": self.inbox.peak_bytes,
+                                         "limit_bytes": self.inbox.total_bytes})
+        if total:
+            log.warning("relay: inbox full for %d station(s): dropped %d message(s), most from "
+                        "%s (they re-send)", len(dropped), total,
+                        top_counts(dropped))
+
     def _publish_ack(self, device: str, payload: bytes) -> None:
+        if not self._ack_budget.take(device):
+            # paho queues what the broker has not taken in RAM: a station that makes the
+            # relay answer junk in a loop must not grow it. Withheld acks are re-earned:
+            # the station re-sends on its ack timeout and the ledger answers the same.
+            self.acks_withheld[device] = self.acks_withheld.get(device, 0) + 1
+            return
         info = self.client.publish(self.core.topics.ack(device), payload, qos=1)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # the station re-sends on its ack timeout; the ledger re-acks it then
@@ -280,7 +339,7 @@ class Relay:
                       "ACL ('clinicam provision acl') and reload it", what, refused[0])
             if what == "presence":  # an ACL from before presence: serve, as before
                 self._settled = True
-                self._inbox.put((self.presence_topic, b""))
+                self.inbox.put(self.presence_topic, b"")
             return
         if what == "presence":
             # ours comes back after every retained presence: the end of the list
@@ -306,4 +365,4 @@ class Relay:
             log.warning("relay: disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put((msg.topic, bytes(msg.payload)))
+        self.inbox.put(msg.topic, bytes(msg.payload), bool(msg.retain))

@@ -5,7 +5,10 @@ receives onto an internal queue (the one exception is the remote ``wipe``, which
 the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 ``DeliveryEngine`` and does all publishing. The station hears about outcomes through
 ``post``: the workflow's own events (``clinicam.firmware.workflow.events``, the
-``UplinkEvent`` part of ``Event``), put straight onto the station's queue.
+``UplinkEvent`` part of ``Event``), put straight onto the station's queue. Audit
+events stay in an ``EventOutbox`` until the relay acknowledges them
+(``protocol.event_acks``) and are re-sent on reconnect and every ``event_resend_s``
+(DESIGN §5 "Audit events are delivered").
 
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
@@ -36,6 +39,7 @@ from clinicam.common.clock import Clock, SystemClock
 from clinicam.common.errors import ClinicamError
 from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
+from clinicam.firmware.uplink.outbox import EventOutbox
 from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.firmware.workflow.events import (
     CaptureRejected,
@@ -50,6 +54,7 @@ from clinicam.firmware.workflow.events import (
     UplinkLost,
 )
 from clinicam.protocol.commands import CommandGate, CommandRefused
+from clinicam.protocol.event_acks import parse_event_ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.presence import PresenceBoard, presence_filter, relay_of
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
@@ -91,7 +96,8 @@ class Uplink:
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Clock | None = None,
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
-                 on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0) -> None:
+                 on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0,
+                 event_resend_s: float = 30.0) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
         self.renewal, self._on_renewed = renewal, on_renewed
@@ -120,6 +126,7 @@ class Uplink:
         self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._gate = CommandGate()
+        self.outbox = EventOutbox(resend_s=event_resend_s, clock=self._clock, rng=rng)
         self.engine = DeliveryEngine(
             vault=vault, device=self.device, publish=self._publish, emit=self._emit,
             topic_prefix=topic_prefix, max_inflight=max_inflight, ack_timeout_s=ack_timeout_s,
@@ -184,7 +191,8 @@ class Uplink:
         body = None
         if report is not None:
             ids = list(report.capture_ids)
-            body = event_payload("wiped", self._wall(), capture_ids=ids, count=len(ids),
+            body = event_payload("wiped", self._wall(), event_id=self.outbox.new_id(),
+                                 capture_ids=ids, count=len(ids),
                                  reason=getattr(report, "trigger", None) or None)
 
         def forget() -> None:
@@ -218,13 +226,13 @@ class Uplink:
     # -- what the station may call -------------------------------------------------------
     def publish_event(self, event: str, **fields: Any) -> None:
         """Queue an audit event (DESIGN §5 keys only) for ``P/D/event``."""
-        body = event_payload(event, self._wall(), **fields)
+        body = event_payload(event, self._wall(), event_id=self.outbox.new_id(), **fields)
         self._post(lambda: self._publish_event(body))
 
     def send_void(self, capture_id: str) -> None:
         """Ask the relay to mark a delivered capture entered-in-error (signed event)."""
-        body = sign_event({"event": "void", "at": utc_stamp(self._wall()),
-                           "capture_id": capture_id}, self.identity.key)
+        body = sign_event({"event": "void", "at": utc_stamp(self._wall()), "capture_id": capture_id,
+                           "event_id": self.outbox.new_id()}, self.identity.key)
         self._post(lambda: self._publish_event(body))
 
     def status(self) -> dict[str, Any]:
@@ -259,7 +267,8 @@ class Uplink:
                 self._presence_settled()
                 self._renewal_tick()
                 due = self.engine.tick()
-                timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
+                timeout = min(x for x in (due, self.outbox.next_due_in(), self.expire_every_s)
+                              if x is not None)
                 if self._presence_due is not None:
                     timeout = max(0.0, min(timeout, self._presence_due - self._clock()))
             except Exception:  # never let one bad message stop delivery
@@ -269,7 +278,10 @@ class Uplink:
         pass  # a deadline passed: the engine's tick below handles it
 
     def _tick(self) -> None:
-        """After every job: let captures past the vault's TTL go, and say so (DESIGN §3.6)."""
+        """After every job: re-send events the relay has not logged yet, and let captures
+        past the vault's TTL go, and say so (DESIGN §3.6)."""
+        if self.engine.connected:
+            self._resend_events()
         now = self._clock()
         if now - self._last_expiry < self.expire_every_s:
             return
@@ -280,7 +292,8 @@ class Uplink:
             for cid in expired:
                 self.engine.forget(cid)
             self._publish_event(event_payload(
-                "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
+                "expired", self._wall(), capture_ids=list(expired), count=len(expired),
+                event_id=self.outbox.new_id()))
             self._publish_status()
             self._post_event(CapturesExpired(tuple(expired)))
 
@@ -375,7 +388,7 @@ class Uplink:
         self.certificates.adopted(self.identity)
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
-        self._publish_event(event_payload("cert-renewed", self._wall()))
+        self._publish_event(event_payload("cert-renewed", self._wall(), event_id=self.outbox.new_id()))
 
     def _adopt_installed(self) -> None:
         """A certificate renewed by hand on disk ('provision install --cert', same key) becomes
@@ -434,7 +447,16 @@ class Uplink:
         self.client.publish(topic, payload, qos=1, retain=retain)
 
     def _publish_event(self, body: dict[str, Any]) -> None:
-        self._publish_json(self.topics.event(self.device), body)
+        """An audit event, kept in the outbox until the relay logs it (DESIGN §5)."""
+        self._publish_json(self.topics.event(self.device), self.outbox.keep(body))
+
+    def _event_acked(self, event_id: str) -> None:
+        """The relay logged an audit event: the outbox forgets it."""
+        self.outbox.acked(event_id)
+
+    def _resend_events(self, everything: bool = False) -> None:
+        for body in self.outbox.due(everything=everything):
+            self._publish_json(self.topics.event(self.device), body)
 
     def _publish_status(self) -> None:
         if self.engine.connected:
@@ -444,10 +466,12 @@ class Uplink:
         """Engine outcomes: tell the relay (audit, status) and the station."""
         if isinstance(event, CaptureRejected):
             self._publish_event(event_payload(
-                "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason))
+                "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason,
+                event_id=self.outbox.new_id()))
         if isinstance(event, FaultReported):
             self._publish_event(event_payload(
-                "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason))
+                "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason,
+                event_id=self.outbox.new_id()))
         if isinstance(event, CaptureStored | CaptureRejected | FaultReported):
             self._publish_status()
         self._post_event(event)
@@ -481,6 +505,7 @@ class Uplink:
             self.engine.hold(False)
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
+            self._resend_events(everything=True)
             self._post_event(UplinkConnected(receive_max, max_packet))
         self._post(connected)
 
@@ -564,7 +589,11 @@ class Uplink:
         if relay_id is not None:
             self._post(lambda: self._relay_presence(relay_id, payload))
         elif msg.topic == self.topics.ack(self.device):
-            self._post(lambda: self.engine.ack(payload))
+            event_id = parse_event_ack(payload)
+            if event_id is not None:
+                self._post(lambda: self._event_acked(event_id))
+            else:
+                self._post(lambda: self.engine.ack(payload))
         elif msg.topic == self.topics.cmd(self.device):
             self._command(payload, bool(msg.retain))
         elif msg.topic == self.topics.cert(self.device) and self.renewal is not None:
@@ -583,7 +612,7 @@ class Uplink:
             ids = list(getattr(report, "capture_ids", []) or [])
             fields.update(capture_ids=ids, count=len(ids))
             self.wiped()
-        body = event_payload(command.cmd, self._wall(), **fields)
+        body = event_payload(command.cmd, self._wall(), event_id=self.outbox.new_id(), **fields)
 
         def answer() -> None:
             self._publish_event(body)

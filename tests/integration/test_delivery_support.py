@@ -27,10 +27,11 @@ from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning.identity import load_identity
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
 from clinicam.relay.ledger import Ledger
 from clinicam.relay.partition import Partition
-from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.records import StatusBoard
 from clinicam.relay.service import Relay
 from clinicam.relay.sinks import Sink
 from clinicam.relay.sinks.directory import DirectorySink
@@ -138,7 +139,8 @@ def archived(root: Path) -> dict[str, list[str]]:
 
 
 def relay_toml(site: Any, port: int, state: Path, archive: Path, *, n: int, worker: int,
-               workers: int) -> Path:
+               workers: int, relay_extra: str = "", tail: str = "") -> Path:
+    """A relay.toml; ``relay_extra`` adds lines to ``[relay]``, ``tail`` whole sections."""
     ident = site.relay(n)
     text = f"""
 [relay]
@@ -147,6 +149,7 @@ workers = {workers}
 state_dir = "{state}"
 status_file = "{state}/status.json"
 audit_log = "{state}/audit.jsonl"
+{relay_extra}
 
 [broker]
 host = "127.0.0.1"
@@ -162,6 +165,7 @@ recipient_keys = ["{site.recipient_key_path}"]
 type = "directory"
 name = "archive"
 path = "{archive}"
+{tail}
 """
     state.mkdir(parents=True, exist_ok=True)
     path = state / "relay.toml"

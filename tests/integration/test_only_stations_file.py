@@ -118,6 +118,9 @@ class RelayProcess:
     def stations(self) -> dict[str, Any]:
         return dict(json.loads(self.status.read_text())["stations"]) if self.status.exists() else {}
 
+    def counters(self) -> dict[str, int]:
+        return dict(json.loads(self.status.read_text())["counters"]) if self.status.exists() else {}
+
     def audit(self) -> list[dict[str, Any]]:
         path = self.work / "audit.jsonl"
         return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
@@ -210,6 +213,9 @@ def test_the_broker_refuses_captures_voids_and_statuses_of_operators_and_relays(
         assert not any(f"/{who.name}/" in t for t in seen), seen
     again = file_control(site, mqtt_client, broker, watcher)  # positive control, after
     assert relay.filed() == ["station-a", "station-a"]
+    # the status file is rewritten within a second (coalesced), not per message: wait for
+    # the one written after the second control capture, i.e. after everything above
+    wait_until(lambda: relay.counters().get("stored", 0) >= 2, what="the status file after both controls")
     assert sorted(relay.stations()) == ["station-a"]
     listing = relay.status_cli()
     assert "station-a" in listing and not any(w.name in listing for w in intruders)
@@ -245,6 +251,9 @@ def test_past_an_old_pattern_acl_the_relay_itself_refuses_them(
             wait_until(lambda line=line: line in relay.log.read_text(), what=f"the relay refusing the {leaf}")
     file_control(site, mqtt_client, legacy, watcher)  # positive control, after
     assert relay.filed() == ["station-a", "station-a"]
+    # the status file is rewritten within a second (coalesced), not per message: wait for
+    # the one written after the second control capture, i.e. after everything above
+    wait_until(lambda: relay.counters().get("stored", 0) >= 2, what="the status file after both controls")
     assert sorted(relay.stations()) == ["station-a"]
     listing = relay.status_cli()
     assert "station-a" in listing and not any(w.name in listing for w in intruders)

@@ -13,10 +13,10 @@ from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.reasons import SinkError
 from clinicam.protocol.sealing import SealedCapture
 from clinicam.protocol.topics import Topics
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
 from clinicam.relay.partition import Partition, device_bucket
 from clinicam.relay.reassembly import Reassembler
-from clinicam.relay.records import AuditLog
 from clinicam.relay.sinks.directory import DirectorySink
 
 T = Topics()  # the builders the station publishes with

@@ -19,8 +19,8 @@ from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.sealing import SealedCapture
 from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import pki
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
-from clinicam.relay.records import AuditLog
 from clinicam.relay.sinks.directory import DirectorySink
 
 P = DEFAULT_PREFIX

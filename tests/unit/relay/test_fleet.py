@@ -60,6 +60,7 @@ def test_board_keeps_stations_across_restarts_but_not_their_online_claim(tmp_pat
     first.station("ward-1", {"state": "online", "pending": 2})
     first.station("ward-2", {"state": "offline", "pending": 1})
     first.station("ward-2", {"state": "offline"})  # its will: the pending count stays known
+    first.flush()  # the relay writes the file on its own schedule (flush_due), not per status
     second = StatusBoard(path, wall=lambda: 10.0)
     assert second.load() == 2
     assert second.stations["ward-1"]["state"] == "unknown"  # until its next status says

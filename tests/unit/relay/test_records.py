@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 from clinicam.protocol.status import event_payload, status_payload
+from clinicam.relay.audit import AuditLog
 from clinicam.relay.ledger import Filed, Ledger
-from clinicam.relay.records import AuditLog, StatusBoard
+from clinicam.relay.records import StatusBoard
 
 CANARY = "PATIENT-CANARY-7731"
 
@@ -17,6 +18,7 @@ def test_status_board_keeps_only_design_keys(tmp_path: Path) -> None:
     board.station("station-b", sent)  # what a station sends is kept whole
     board.station("station-a", {"state": "online", "pending": 2, "fw": "0.1.0",
                                 "note": CANARY, "boot": CANARY, "clock_synced": True})
+    board.flush()
     text = (tmp_path / "status.json").read_text()
     data = json.loads(text)
     assert data["stations"]["station-a"] == {
