@@ -107,7 +107,8 @@ def render_acl(
 
     ``registrar`` (two-tier sites): each station may also request a renewal on
     ``P/D/renew`` and read the answer on ``P/D/cert``; the ``registrar`` identity reads
-    every ``renew`` and writes every ``cert`` topic, and nothing else.
+    every ``renew`` and writes every ``cert`` topic; it publishes the CRL bulletin on
+    ``P/_site/crl``, which the ``broker-agent`` and the relay workers read (issue 17).
     """
     p = prefix
     devices = sorted(set(stations))
@@ -140,6 +141,13 @@ def render_acl(
             "user registrar",
             f"topic read {p}/+/renew",
             f"topic write {p}/+/cert",
+            "# …and publishes the site's CRL bulletin; the broker agent installs it and says so.",
+            f"topic write {p}/_site/crl",
+            f"topic read {p}/_site/crl-installed",
+            "",
+            "user broker-agent",
+            f"topic read {p}/_site/crl",
+            f"topic write {p}/_site/crl-installed",
             "",
         ]
     lines += ["# Relay workers read every station's uplink and answer on its ack and cmd topics."]
@@ -151,6 +159,7 @@ def render_acl(
             f"topic read {p}/+/event",
             f"topic write {p}/+/ack",
             f"topic write {p}/+/cmd",
+            *([f"topic read {p}/_site/crl"] if registrar else []),
             "",
         ]
     names = sorted(set(operators))

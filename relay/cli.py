@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kick.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"registrar config; default {REGISTRAR_PATH}")
     kick.add_argument("station", help="the revoked station's device id")
     kick.set_defaults(func=cmd_kick)
+    rev = sub.add_parser("revoke", help="revoke a station on the registrar host; the registrar publishes the CRL")
+    rev.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"registrar config; default {REGISTRAR_PATH}")
+    rev.add_argument("--serial", action="append", default=[], metavar="HEX",
+                     help="also revoke this serial (the station's first certificate, from 'provision show')")
+    rev.add_argument("station", help="the station's device id")
+    rev.set_defaults(func=cmd_revoke)
 
 
 EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
@@ -119,6 +125,29 @@ def cmd_kick(args: argparse.Namespace) -> int:
         return EXIT_BROKER
     print(f"{args.station}: open connection taken over and closed; with the broker's CRL reloaded it cannot "
           "reconnect")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import pki
+    from clinicam.relay.registrar.config import load_registrar_config
+    from clinicam.relay.registrar.core import Journal
+    from clinicam.relay.registrar.revocation import RevocationLog, revoke
+
+    config = load_registrar_config(args.config)
+    iss = config.issuing
+    for serial in args.serial:
+        try:
+            int(serial, 16)
+        except ValueError:
+            print(f"clinicam relay revoke: --serial {serial!r} is not a hexadecimal serial", file=sys.stderr)
+            return EXIT_USAGE
+    number, serials = revoke(args.station, serials=args.serial, crl_path=Path(config.identity.crl),
+                             issuing_cert=pki.load_cert(Path(iss.cert)), issuing_key=pki.load_key(Path(iss.key)),
+                             journal=Journal(Path(iss.journal)), log=RevocationLog(Path(iss.revocations)),
+                             now=pki.utcnow())
+    print(f"{args.station}: serial(s) {', '.join(serials)} revoked in CRL {number} ({config.identity.crl}). "
+          "The running registrar publishes it; the broker agent installs it and the open connection is cut.")
     return 0
 
 

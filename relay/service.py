@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,12 @@ class Relay:
     def __init__(self, *, core: RelayCore, host: str, port: int, ca: Path | str,
                  cert: Path | str, key: Path | str, client_id: str = "relay-1",
                  keepalive_s: int = 30, shared_group: str = "", sweep_s: float = 5.0,
-                 reconnect_min_s: int = 1, reconnect_max_s: int = 30) -> None:
+                 reconnect_min_s: int = 1, reconnect_max_s: int = 30,
+                 crl_feed: Callable[[bytes], None] | None = None) -> None:
         self.core, self.host, self.port = core, host, port
+        # two-tier sites: the CRL bulletin (P/_site/crl) goes to crl_feed (issue 17)
+        self.crl_feed, self._crl_topic = crl_feed, f"{core.prefix}_site/crl"
+        self._crl_mid: int | None = None
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
@@ -91,6 +96,9 @@ class Relay:
             if item is None:
                 return
             try:
+                if item[0] == self._crl_topic and self.crl_feed is not None:
+                    self.crl_feed(item[1])
+                    continue
                 acks = self.core.handle(*item) if item[0] else []
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_s
@@ -113,11 +121,17 @@ class Relay:
             log.error("relay: broker refused the connection (%s)", reason_code)
             return
         client.subscribe([(f, 1) for f in self.subscriptions()])
+        if self.crl_feed is not None:
+            self._crl_mid = client.subscribe(self._crl_topic, qos=1)[1]
         log.info("relay: connected to %s:%d", self.host, self.port)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
         refused = [rc for rc in reason_codes if rc.is_failure]
+        if mid == self._crl_mid:
+            if refused:
+                log.warning("relay: the broker refused %s (%s): regenerate the ACL", self._crl_topic, refused[0])
+            return
         if refused:
             log.error("relay: broker refused a subscription (%s): check the ACL", refused[0])
             return
