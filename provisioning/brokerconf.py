@@ -133,7 +133,8 @@ def render_acl(
             f"topic read {p}/{name}/cmd",
         ]
         if registrar:
-            lines += [f"topic write {p}/{name}/renew", f"topic read {p}/{name}/cert"]
+            lines += [f"topic write {p}/{name}/renew", f"topic read {p}/{name}/cert",
+                      f"topic read {p}/_site/recipient"]
         lines += [""]
     if registrar:
         lines += [
@@ -144,6 +145,8 @@ def render_acl(
             "# …and publishes the site's CRL bulletin; the broker agent installs it and says so.",
             f"topic write {p}/_site/crl",
             f"topic read {p}/_site/crl-installed",
+            "# …and announces the recipient key stations seal to (rotation).",
+            f"topic write {p}/_site/recipient",
             "",
             "user broker-agent",
             f"topic read {p}/_site/crl",

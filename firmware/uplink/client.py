@@ -67,8 +67,11 @@ class Uplink:
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
-                 on_renewed: Callable[[Any], None] | None = None) -> None:
+                 on_renewed: Callable[[Any], None] | None = None,
+                 on_recipient: Callable[[bytes], None] | None = None) -> None:
         self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
+        # Recipient-key rotation (issue 17): the site's announcement, retained on P/_site/recipient.
+        self._on_recipient, self._recipient_topic = on_recipient, f"{topic_prefix}/_site/recipient"
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
         self.renewal, self._on_renewed = renewal, on_renewed
         self._installing = False  # a reconnect with next.pem/next.key is under way
@@ -357,6 +360,8 @@ class Uplink:
         topics = [(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)]
         if self.renewal is not None:
             topics.append((f"{self.base}/cert", 1))
+        if self._on_recipient is not None:
+            topics.append((self._recipient_topic, 1))
         client.subscribe(topics)
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
@@ -406,6 +411,9 @@ class Uplink:
             self._command(payload, bool(msg.retain))
         elif msg.topic == f"{self.base}/cert" and self.renewal is not None:
             self._post(lambda: self._renewal_answer(payload))
+        elif msg.topic == self._recipient_topic and self._on_recipient is not None:
+            handler = self._on_recipient
+            self._post(lambda: handler(payload))
 
     def _command(self, payload: bytes, retained: bool) -> None:
         try:

@@ -13,13 +13,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import ConfigError
 from clinicam.protocol import chain as trust
+from clinicam.protocol import recipientann as ra
 from clinicam.protocol import revocation as rv
 from clinicam.protocol.topics import REGISTRAR, Topics
 from clinicam.provisioning import pki
@@ -83,6 +84,7 @@ class Registrar:
         self._published = 0  # the CRL number last published
         self._pending: dict[int, list[str]] = {}  # CRL number -> ids to cut once installed
         self._cut: set[int] = set()
+        self._recipient_stamp: int | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="registrar", daemon=True)
@@ -105,6 +107,7 @@ class Registrar:
         prefix = self.config.issuing.topic_prefix
         client.subscribe([(t, 1) for t in [*self.topics.registrar_subscriptions(), rv.installed_topic(prefix)]])
         self._crl_stamp = None  # (re)publish the bulletin on every connection
+        self._recipient_stamp = None
         self._jobs.put(("", b""))
         self.connected.set()
         log.info("registrar: connected")
@@ -125,6 +128,7 @@ class Registrar:
                 return
             try:
                 self._publish_crl()
+                self._publish_recipient()
                 if job[0] == installed:
                     self._installed(rv.parse_installed(job[1]))
                     continue
@@ -158,6 +162,25 @@ class Registrar:
         self._published = max(self._published, number)
         if ids and number not in self._cut:
             self._pending[number] = ids
+
+    def _publish_recipient(self) -> None:
+        """Announce ``[issuing] recipient`` (retained, signed) when it changed or on (re)connect.
+
+        The announcement's time is the file's modification time, so a registrar restart
+        re-announces the same key with the same ``at`` (stations ignore it) and only a new
+        file moves stations on."""
+        path = self.config.issuing.recipient
+        if not path or not self.connected.is_set():
+            return
+        st = Path(path).stat()
+        if st.st_mtime_ns == self._recipient_stamp:
+            return
+        at = datetime.fromtimestamp(st.st_mtime, UTC)
+        payload = ra.build_announcement(recipient_pem=Path(path).read_bytes(), at=at, issuing_key=self.core.key,
+                                        issuing_cert=self.core.issuing)
+        self.client.publish(ra.recipient_topic(self.config.issuing.topic_prefix), payload, qos=1, retain=True)
+        self._recipient_stamp = st.st_mtime_ns
+        log.info("registrar: announced the recipient key %s", path)
 
     def _installed(self, number: int) -> None:
         """The broker has loaded CRL ``number``: cut the sessions of the ids it revoked."""
