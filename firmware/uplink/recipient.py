@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from clinicam.protocol import recipientann as ra
@@ -31,7 +31,7 @@ class RecipientFollower:
     """``handle(payload) -> new key | None`` for one station's identity directory."""
 
     def __init__(self, identity_dir: Path, root: x509.Certificate, current: RecipientPublicKey,
-                 wall: Callable[[], float]) -> None:
+                 wall: Callable[[], datetime]) -> None:
         self.dir, self.root, self.current, self._wall = identity_dir, root, current, wall
 
     def _held_at(self) -> datetime | None:
@@ -41,7 +41,7 @@ class RecipientFollower:
             return None
 
     def handle(self, payload: bytes) -> RecipientPublicKey | None:
-        now = datetime.fromtimestamp(self._wall(), UTC)
+        now = self._wall()
         try:
             ann = ra.parse_announcement(payload, root=self.root, now=now, current=self.current)
         except ra.AnnouncementError as exc:

@@ -34,6 +34,7 @@ class RevocationSetup(RenewalSetup):
     relay host) and a broker agent started on demand."""
 
     agent: subprocess.Popen[bytes] | None = None
+    registrar_issuing: dict[str, Any] | None = None  # more [issuing] keys (the rotation test's recipient)
 
     @property
     def registrar_crl(self) -> Path:
@@ -50,7 +51,8 @@ class RevocationSetup(RenewalSetup):
                          "ca": str(self.site_dir / "ca.pem"), "crl": str(self.registrar_crl)},
             "issuing": {"cert": str(reg / "issuing.pem"), "key": str(reg / "issuing.key"),
                         "journal": str(self.workdir / "registrar" / "journal.jsonl"),
-                        "revocations": str(self.workdir / "registrar" / "revocations.jsonl")},
+                        "revocations": str(self.workdir / "registrar" / "revocations.jsonl"),
+                        **(self.registrar_issuing or {})},
         })
         self.registrar_config = self.workdir / "registrar.toml"
         self.registrar_config.write_text(text)
