@@ -126,9 +126,12 @@ class Registrar:
                 job = ("", b"")
             if job is None:
                 return
+            for publish in (self._publish_crl, self._publish_recipient):
+                try:
+                    publish()
+                except Exception as exc:  # a missing file must not stop renewals
+                    log.error("registrar: %s failed (%s: %s)", publish.__name__, type(exc).__name__, exc)
             try:
-                self._publish_crl()
-                self._publish_recipient()
                 if job[0] == installed:
                     self._installed(rv.parse_installed(job[1]))
                     continue

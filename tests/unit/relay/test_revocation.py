@@ -162,4 +162,16 @@ def test_the_acl_gives_the_site_topic_to_the_registrar_agent_and_relays_only(sit
     assert "topic read clinicam/v1/_site/crl" in blocks["user broker-agent"]
     assert "topic write clinicam/v1/_site/crl-installed" in blocks["user broker-agent"]
     assert "topic read clinicam/v1/_site/crl" in blocks["user relay-1"]
-    assert "_site" not in blocks["user cart-1"]
+    station = blocks["user cart-1"]
+    assert "_site/crl" not in station  # stations only read the recipient announcement
+    assert [ln for ln in station.splitlines() if "_site" in ln] == ["topic read clinicam/v1/_site/recipient"]
+    assert "topic write clinicam/v1/_site/recipient" in blocks["user registrar"]
+
+
+def test_the_broker_agent_identity_is_a_root_service_and_can_be_reissued(site: Site):
+    first = pki.load_cert(site.broker_dir / "agent.pem")
+    assert first.issuer == site.ca.subject
+    assert pki.common_name(first.subject, "agent") == "broker-agent"
+    site.reissue("broker-agent", now=NOW)
+    again = pki.load_cert(site.broker_dir / "agent.pem")
+    assert again.serial_number != first.serial_number and again.issuer == site.ca.subject
