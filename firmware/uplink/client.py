@@ -225,6 +225,9 @@ class Uplink:
                 self._renewal_tick()
                 due = self.engine.tick()
                 timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
+                wake = self.renewal.wake_in_s() if self.renewal is not None else None
+                if wake is not None:
+                    timeout = min(timeout, wake + 0.05)
             except Exception:  # never let one bad message stop delivery
                 log.exception("uplink: delivery step failed")
 
