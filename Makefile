@@ -15,7 +15,7 @@ test: bootstrap lint
 
 lint: bootstrap
 	$(PY) -m ruff check .
-	$(PY) -m mypy common protocol drivers provisioning firmware relay tools
+	PY=$(PY) scripts/typecheck.sh
 
 unit: bootstrap
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

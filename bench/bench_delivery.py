@@ -27,9 +27,10 @@ from typing import Any
 
 from clinicam.firmware.capture.vault import Vault
 from clinicam.firmware.uplink.client import Uplink
-from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning import identity
 from clinicam.provisioning.site import Site
 from clinicam.relay.core import RelayCore
@@ -40,7 +41,7 @@ from cryptography import x509
 from harness import Context, Figure, Stats
 
 AREA = "delivery"
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 MB = 1_000_000
 CHUNK = 122880
 
@@ -101,7 +102,7 @@ class Station:
         self.vault = Vault(max_captures=1000, max_bytes=2**31)
         self.sealer = Sealer(ident.device_id, ident.key, ident.cert_pem, ident.recipient)
         self.events: queue.Queue[Any] = queue.Queue()
-        self.uplink = Uplink(identity=ident, vault=self.vault, on_event=self.events.put,
+        self.uplink = Uplink(identity=ident, vault=self.vault, post=self.events.put,
                              port=port, ack_timeout_s=120.0)
         self.uplink.start()
 
@@ -155,7 +156,7 @@ def _mosquitto_5mb(bench: Bench, ctx: Context) -> Stats:
     lines = b"\n".join(bytes(48 + (b % 64) for b in data[o:o + CHUNK])
                        for o in range(0, len(data), CHUNK)) + b"\n"  # printable, no newlines
     count = lines.count(b"\n")
-    topic = f"{P}/{ident.device_id}/capture/{'0' * 32}/part/0"
+    topic = Topics(P).part(ident.device_id, "0" * 32, 0)
     tls = ["-h", LOOPBACK, "-p", str(bench.site.port), "-V", "mqttv5", "-q", "1"]
     samples = []
     for run in range(ctx.runs + 1):

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import identity
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
@@ -53,7 +54,7 @@ def _paho_once(ident: identity.DeviceIdentity, port: int) -> None:
         c.loop(1.0)
     if not connected[0]:
         raise RuntimeError("broker refused the bench station")
-    info = c.publish(f"clinicam/v1/{DEVICE}/event", b"", qos=1)
+    info = c.publish(Topics().event(DEVICE), b"", qos=1)
     while not info.is_published():
         c.loop(1.0)
     c.disconnect()
@@ -63,7 +64,7 @@ def _pub_cmd(ident: identity.DeviceIdentity, port: int) -> list[str]:
     return [
         "mosquitto_pub", "-h", LOOPBACK, "-p", str(port), "-V", "mqttv5",
         "--cafile", str(ident.ca_path), "--cert", str(ident.cert_path),
-        "--key", str(ident.key_path), "-t", f"clinicam/v1/{DEVICE}/event", "-n", "-q", "1",
+        "--key", str(ident.key_path), "-t", Topics().event(DEVICE), "-n", "-q", "1",
     ]  # fmt: skip
 
 

@@ -58,11 +58,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer runs, smaller inputs")
     ap.add_argument("--only", help="run only bench_<ONLY>.py")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    ap.add_argument("--hard-frames", type=int, default=None, metavar="N",
+                    help="hard decode corpus: N frames per condition (default 24, quick 6)")
     args = ap.parse_args()
     figures: list[Figure] = []
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="clinicam-bench-") as tmp:
         ctx = Context(workdir=Path(tmp), runs=3 if args.quick else 5, quick=args.quick)
+        if args.hard_frames is not None:
+            ctx.state["hard_frames"] = args.hard_frames
         for path in sorted(HERE.glob("bench_*.py")):
             area = path.stem.removeprefix("bench_")
             if args.only and area != args.only:

@@ -12,28 +12,6 @@ may use it.
 
 from __future__ import annotations
 
-# The closed set of reason codes of DESIGN §5. Anything that reaches the wire, a log or
-# an ack as a "reason" must be one of these: never free text from a library or a sink.
-REASON_CODES: frozenset[str] = frozenset(
-    {
-        "malformed",
-        "identity",
-        "certificate",
-        "signature",
-        "recipient",
-        "parts",
-        "decrypt",
-        "image",
-        "duplicate-conflict",
-        "sink-unavailable",
-        "sink-auth",
-        "sink-refused",
-        "quarantined",
-        "too-large",
-        "incomplete-timeout",
-    }
-)
-
 
 class ClinicamError(Exception):
     """Base of every error clinicam raises on purpose."""
@@ -75,30 +53,6 @@ class SealError(ClinicamError):
     """A capture could not be sealed (empty image, bad key, oversize part)."""
 
 
-class OpenError(ClinicamError):
-    """A sealed capture cannot be opened; ``reason`` is one of ``REASON_CODES``."""
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        if reason not in REASON_CODES:
-            raise ValueError(f"unknown reason code {reason!r}")
-        self.reason = reason
-        super().__init__(message or f"capture rejected: {reason}")
-
-
-class PrePolicyCertificate(OpenError):
-    """A device certificate from before the station profile (``identity``, but *retry*).
-
-    It may well be a real station's: the relay answers ``retry`` so the station keeps
-    the photo (``rejected`` would make it drop it) until the station is renewed with
-    'clinicam provision renew' or the relay sets ``legacy_station_certs_until``.
-    """
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__("identity", message or "station certificate predates the station profile: "
-                         "renew it with 'clinicam provision renew', or set [relay] "
-                         "legacy_station_certs_until for a grace period")
-
-
 class VaultFull(ClinicamError):
     """The RAM vault has no room: refuse the capture, never evict an older one."""
 
@@ -109,16 +63,6 @@ class UplinkError(ClinicamError):
 
 class BrokerUnreachable(UplinkError):
     """No TLS connection to the broker could be made."""
-
-
-class SinkError(ClinicamError):
-    """A record-system sink failed; ``reason`` is a sink-* code and means *retry*."""
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        if reason not in REASON_CODES:
-            raise ValueError(f"unknown reason code {reason!r}")
-        self.reason = reason
-        super().__init__(message or f"sink failed: {reason}")
 
 
 class SinkUnknownPatient(ClinicamError):

@@ -148,10 +148,20 @@ class HidScanner:
 
                 open_device = evdev.InputDevice
             device = open_device(path)
-        except (ImportError, OSError) as exc:
+        except ImportError as exc:
             raise ReaderUnavailable(
-                "handheld scanner not available: check [reader] hid_device, the USB cable, "
-                "and that python3-evdev (the 'hid' extra) is installed"
+                "handheld scanner support is not installed: install python3-evdev (Debian; the "
+                "image's package list has it) or the 'hid' extra, or empty [reader] hid_device"
+            ) from exc
+        except PermissionError as exc:
+            raise ReaderUnavailable(
+                "handheld scanner not readable: the station must be in the 'input' group and "
+                "its unit needs the 20-hid-scanner.conf drop-in (CLINICAM_HID_SCANNER=1)"
+            ) from exc
+        except OSError as exc:
+            raise ReaderUnavailable(
+                "handheld scanner not found: check [reader] hid_device (use a stable "
+                "/dev/input/by-id/ path) and the USB cable"
             ) from exc
         try:
             device.grab()

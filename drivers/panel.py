@@ -68,6 +68,9 @@ def frame_at(pattern: Pattern, elapsed: float, state: Pattern | None = None) -> 
     return _resting(pattern if pattern.is_state else state, after)
 
 
+# A gpiozero callback later than this after its edge is timed by the edge (Panel._edge).
+LATE_CALLBACK_S = 0.010
+
 class _Light:
     """An RGB LED or three separate LEDs, driven with on/off colours."""
 
@@ -182,18 +185,30 @@ class Panel:
 
     # --- button -------------------------------------------------------------------------
 
-    def _debounced(self) -> bool:
+    def _edge(self, since: float | None) -> float:
+        """When the line changed, on our clock, not when we heard of it.
+
+        gpiozero runs the callbacks on lgpio's notify thread; a busy interpreter (a JPEG
+        encode holds the GIL) or a loaded machine can run a press and its release back
+        to back, long after both edges. Debouncing and timing by callback time would
+        then drop the press as bounce; the device's ``active_time``/``inactive_time``
+        (the pin factory's edge timestamp) say how late we are. Delays under 10 ms are
+        scheduling noise and ignored.
+        """
         now = self._clock()
-        if now - self._last_edge < self._bounce_s:
+        return now - since if since is not None and since > LATE_CALLBACK_S else now
+
+    def _debounced(self, edge: float) -> bool:
+        if edge - self._last_edge < self._bounce_s:
             return False
-        self._last_edge = now
+        self._last_edge = edge
         return True
 
     def _pressed(self) -> None:
         # A press edge outside the bounce window starts a press even if no release was
         # seen: a release lost in chatter must not turn the next press into a long one.
         with self._lock:
-            if self._debounced():
+            if self._debounced(self._edge(self._button.active_time)):
                 self._pressed_at, self._long_sent = self._last_edge, False
 
     def _held(self) -> None:
@@ -205,7 +220,7 @@ class Panel:
 
     def _released(self) -> None:
         with self._lock:
-            if self._pressed_at is None or not self._debounced():
+            if self._pressed_at is None or not self._debounced(self._edge(self._button.inactive_time)):
                 return
             held = self._last_edge - self._pressed_at
             self._pressed_at = None

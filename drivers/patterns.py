@@ -14,6 +14,7 @@ as long as Wi-Fi is down gets unplugged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 
 # Light colours as (red, green, blue) on/off, so they work on an RGB LED or three LEDs.
@@ -31,6 +32,26 @@ COLOURS: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(
 )
 
 
+class PatternName(StrEnum):
+    """The name of every pattern: what the workflow asks the panel to show (mypy checks it)."""
+
+    READY = "ready"
+    OPERATOR_BOUND = "operator_bound"
+    PATIENT_BOUND = "patient_bound"
+    PATIENT_SWITCHED = "patient_switched"
+    CAPTURED = "captured"
+    DELIVERED = "delivered"
+    REJECTED_CODE = "rejected_code"
+    NO_PATIENT = "no_patient"
+    CONSENT_NEEDED = "consent_needed"
+    CLOCK_NOT_SYNCED = "clock_not_synced"
+    VAULT_FULL = "vault_full"
+    OFFLINE = "offline"
+    VOIDED = "voided"
+    WIPING = "wiping"
+    FAULT = "fault"
+
+
 @dataclass(frozen=True)
 class Step:
     seconds: float
@@ -40,7 +61,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Pattern:
-    name: str
+    name: PatternName
     meaning: str
     intro: tuple[Step, ...]
     loop: tuple[Step, ...] = ()
@@ -59,50 +80,51 @@ def _s(seconds: float, light: str, tone_hz: int = 0) -> Step:
 _OFF = _s(0.1, "off")
 
 _TABLE: tuple[Pattern, ...] = (
-    Pattern("ready", "idle, scan a wristband", (_s(0.15, "blue", 1000),), rest="blue"),
+    Pattern(PatternName.READY, "idle, scan a wristband", (_s(0.15, "blue", 1000),), rest="blue"),
     Pattern(
-        "operator_bound",
+        PatternName.OPERATOR_BOUND,
         "badge accepted, now the wristband",
         (_s(0.1, "cyan", 1500), _OFF, _s(0.1, "cyan", 1500)),
         rest="cyan",
     ),
-    Pattern("patient_bound", "session open for this patient", (_s(0.4, "green", 1500),),
+    Pattern(PatternName.PATIENT_BOUND, "session open for this patient", (_s(0.4, "green", 1500),),
             rest="green"),
     Pattern(
-        "patient_switched",
+        PatternName.PATIENT_SWITCHED,
         "a different wristband: new session",
         (_s(0.1, "amber", 1500), _OFF, _s(0.1, "amber", 1500), _OFF, _s(0.4, "green", 2000)),
         rest="green",
     ),
-    Pattern("captured", "photo taken and sealed", (_s(0.08, "white", 2500),)),
-    Pattern("delivered", "photo filed in the record", (_s(0.3, "green"), _OFF, _s(0.3, "green"))),
-    Pattern("rejected_code", "code not accepted", (_s(0.5, "red", 400),)),
-    Pattern("no_patient", "scan a wristband first",
+    Pattern(PatternName.CAPTURED, "photo taken and sealed", (_s(0.08, "white", 2500),)),
+    Pattern(PatternName.DELIVERED, "photo filed in the record", (_s(0.3, "green"), _OFF, _s(0.3, "green"))),
+    Pattern(PatternName.REJECTED_CODE, "code not accepted", (_s(0.5, "red", 400),)),
+    Pattern(PatternName.NO_PATIENT, "scan a wristband first",
             (_s(0.15, "red", 400), _OFF, _s(0.15, "red", 400))),
     Pattern(
-        "consent_needed",
+        PatternName.CONSENT_NEEDED,
         "scan a consent card first",
         (_s(0.2, "amber", 800), _OFF, _s(0.2, "amber", 800), _OFF, _s(0.2, "amber", 800)),
     ),
-    Pattern("clock_not_synced", "no capture until the clock is synchronised",
+    Pattern(PatternName.CLOCK_NOT_SYNCED, "no capture until the clock is synchronised",
             (_s(0.3, "amber", 600),), loop=(_s(1.0, "amber"), _s(1.0, "off"))),
-    Pattern("vault_full", "no room for photos: wait for delivery",
+    Pattern(PatternName.VAULT_FULL, "no room for photos: wait for delivery",
             (_s(0.6, "red", 300),), loop=(_s(0.3, "red"), _s(0.3, "off"))),
-    Pattern("offline", "relay unreachable: photos wait in RAM",
+    Pattern(PatternName.OFFLINE, "relay unreachable: photos wait in RAM",
             (), loop=(_s(0.1, "blue"), _s(1.9, "off"))),
-    Pattern("voided", "last photo voided",
+    Pattern(PatternName.VOIDED, "last photo voided",
             (_s(0.15, "magenta", 1200), _OFF, _s(0.15, "magenta", 900))),
-    Pattern("wiping", "erasing everything in RAM",
+    Pattern(PatternName.WIPING, "erasing everything in RAM",
             (_s(1.0, "red", 2000),), loop=(_s(0.1, "red"), _s(0.1, "white"))),
     Pattern(
-        "fault",
+        PatternName.FAULT,
         "station fault: call engineering",
         (_s(0.5, "red", 300), _s(0.2, "off"), _s(0.5, "red", 300)),
         loop=(_s(0.1, "red"), _s(0.9, "off")),
     ),
 )
 
-PATTERNS: MappingProxyType[str, Pattern] = MappingProxyType({p.name: p for p in _TABLE})
+# Keyed by the plain name, so a driver or tool may look up any string it was given.
+PATTERNS: MappingProxyType[str, Pattern] = MappingProxyType({p.name.value: p for p in _TABLE})
 
 
 def _describe_steps(steps: tuple[Step, ...]) -> str:

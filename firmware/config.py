@@ -23,6 +23,7 @@ from clinicam.common.tomlconf import (
     nonempty,
     regex,
 )
+from clinicam.protocol.topics import DEFAULT_PREFIX
 
 DEFAULT_PATH = Path("/etc/clinicam/station.toml")
 EXAMPLE = Path(__file__).with_name("station.example.toml")
@@ -50,6 +51,9 @@ class DeviceSection:
 class HardwareSection:
     backend: Literal["pi", "sim"] = "pi"
     sim_images: str = field(default="", metadata=checked(absolute_path))
+    # "" follows backend; "sim" with backend "pi": real GPIO, simulated camera (a bench
+    # rig without a camera, and the CI boot test, whose VM has GPIO but no camera).
+    camera: Literal["", "pi", "sim"] = ""
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,23 @@ class CameraSection:
     autofocus: bool = True
     tuning_file: str = field(default="", metadata=checked(absolute_path))
 
+    def __post_init__(self) -> None:
+        # picamera2 aligns odd sizes down (1281x721 becomes 1280x720) and refuses a lores
+        # stream larger than main with a bare RuntimeError: both are refused here instead.
+        for key in ("still_width", "still_height", "lores_width", "lores_height"):
+            if getattr(self, key) % 2:
+                raise ValueError(f"{key}: must be even (the camera aligns odd sizes down), "
+                                 f"got {getattr(self, key)}")
+        if self.lores_width > self.still_width or self.lores_height > self.still_height:
+            raise ValueError(
+                f"lores_width x lores_height ({self.lores_width}x{self.lores_height}) may not "
+                f"exceed still_width x still_height ({self.still_width}x{self.still_height})"
+            )
+
 
 @dataclass(frozen=True)
 class ReaderSection:
-    engine: Literal["auto", "zxing", "pyzbar"] = "auto"
+    engine: Literal["auto", "zxing", "pyzbar", "pipeline"] = "auto"
     formats: tuple[str, ...] = field(
         default=("code128", "gs1-128", "qr", "gs1-qr", "datamatrix", "gs1-datamatrix"),
         metadata=checked(nonempty, _symbologies),
@@ -108,7 +125,7 @@ class UplinkSection:
     host: str = ""  # empty: the broker host recorded at install (identity dir broker.json)
     port: int | None = field(default=None, metadata=checked(between(1, 65535)))
     topic_prefix: str = field(
-        default="clinicam/v1", metadata=checked(matches(r"[A-Za-z0-9_./-]{1,64}", "a topic prefix without wildcards"))
+        default=DEFAULT_PREFIX, metadata=checked(matches(r"[A-Za-z0-9_./-]{1,64}", "a topic prefix without wildcards"))
     )
     keepalive_s: int = field(default=30, metadata=checked(between(5, 600)))
     ack_timeout_s: float = field(default=60.0, metadata=checked(between(1, 3600)))

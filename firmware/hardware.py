@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clinicam.drivers.camera import Camera, Picamera2Camera, SimulatedCamera
 from clinicam.drivers.hid import HidScanner
 from clinicam.drivers.panel import Panel
 from clinicam.drivers.pins import make_pin_factory
+from clinicam.drivers.pipeline import PipelineReader, StreamReader
 from clinicam.drivers.power import PowerInputs
 from clinicam.drivers.readers import Code, CodeReader, make_reader
 from clinicam.firmware.clock import ClockSource, KernelClock, SimulatedClock
+from clinicam.firmware.codes import gs1
 from clinicam.firmware.config import StationConfig
 
 # Simulated stills are rendered, not sensed: keep them a realistic but quick size.
@@ -36,7 +38,7 @@ class Hardware:
     reader: CodeReader
     panel: Panel
     power: PowerInputs
-    clock: ClockSource
+    clock_sync: ClockSource  # is the system clock synchronised (not a time source)
     scanner: HidScanner | None = None
 
     def close(self) -> None:
@@ -54,7 +56,7 @@ class Hardware:
 
 def build_camera(config: StationConfig) -> Camera:
     cam = config.camera
-    if config.hardware.backend == "sim":
+    if (config.hardware.camera or config.hardware.backend) == "sim":
         folder = Path(config.hardware.sim_images) if config.hardware.sim_images else None
         return SimulatedCamera(
             frame_size=(cam.lores_width, cam.lores_height),
@@ -69,6 +71,23 @@ def build_camera(config: StationConfig) -> Camera:
         autofocus=cam.autofocus,
         tuning_file=cam.tuning_file or None,
     )
+
+
+class HardwareBuilder(Protocol):
+    """Opens the devices with the station's input callbacks (``build_hardware`` bound to a config).
+
+    The station calls it once its event queue exists, so a driver thread that fires at
+    once already has somewhere to post.
+    """
+
+    def __call__(
+        self,
+        *,
+        on_press: Callable[[], None],
+        on_long_press: Callable[[], None],
+        on_power: Callable[[str], None],
+        on_code: Callable[[Code], None] | None = None,
+    ) -> Hardware: ...
 
 
 def build_hardware(
@@ -122,9 +141,14 @@ def build_hardware(
     settling[0] = False
     camera = build_camera(config)
     reader = make_reader(config.reader.engine, config.reader.formats)
-    clock: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
+    if isinstance(reader, PipelineReader):
+        # Next-frame agreement, and a still crop where the camera offers one.
+        reader = StreamReader(PipelineReader(config.reader.formats, gs1=gs1.plausible),
+                              camera if hasattr(camera, "capture_region") else None,
+                              crop_every_s=getattr(camera, "region_interval_s", 0.3))
+    clock_sync: ClockSource = SimulatedClock(True) if backend == "sim" else KernelClock()
     scanner = None
     if config.reader.hid_device and on_code is not None:
         # Grabbed exclusively: a scanned wristband must never type into a console.
         scanner = HidScanner(config.reader.hid_device, on_code)
-    return Hardware(backend, factory, camera, reader, panel, power, clock, scanner)
+    return Hardware(backend, factory, camera, reader, panel, power, clock_sync, scanner)

@@ -20,28 +20,28 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from clinicam.common.clock import Clock, SystemClock
 from clinicam.common.errors import CameraUnavailable, SealError, VaultFull
 from clinicam.common.zeroize import zero
+from clinicam.drivers.patterns import PatternName
 from clinicam.firmware.capture.camera_worker import CameraWorker, post_classified
 from clinicam.firmware.capture.vault import Vault, WipeReport
 from clinicam.firmware.capture.wipe import Wiper
 from clinicam.firmware.codes.classify import CodeRules
 from clinicam.firmware.config import StationConfig
-from clinicam.firmware.hardware import Hardware
+from clinicam.firmware.hardware import HardwareBuilder
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
-from clinicam.firmware.uplink.translation import FaultReported, Identify, UplinkTranslator
 from clinicam.firmware.workflow import events as ev
 from clinicam.firmware.workflow.machine import step
 from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.workflow.session import WorkflowPolicy, initial_state
 from clinicam.protocol.sealing import Sealer
+from clinicam.provisioning.identity import StationIdentity
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ Observer = Callable[[dict[str, Any]], None]
 
 TICK_S = 0.5  # how often the workflow hears the time (idle sessions close on a Tick)
 HOUSEKEEPING_S = 2.0  # clock-sync check and watchdog (the uplink expires the vault)
-
-
-@dataclass(frozen=True)
-class StopRequested:
-    """Leave the main loop (after a drain, or in tests)."""
 
 
 def firmware_version() -> str:
@@ -71,24 +66,25 @@ class Station:
     def __init__(
         self,
         config: StationConfig,
-        identity: Any,
-        hardware: Hardware,
+        identity: StationIdentity,
+        build_hardware: HardwareBuilder,
         *,
         observer: Observer | None = None,
         notifier: Notifier | None = None,
         rng: Callable[[int], bytes] = os.urandom,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        self.config, self.identity, self.hw = config, identity, hardware
+        self.config, self.identity = config, identity
         self._observe = observer or (lambda _event: None)
         self.notifier = notifier or Notifier()
-        self._wall, self._clock = wall, clock
-        self.events: queue.Queue[Any] = queue.Queue()
+        self.time = clock or SystemClock()
+        self._clock = self.time.monotonic
+        # The queue first: the drivers built below post onto it from their own threads.
+        self.events: queue.Queue[ev.Event] = queue.Queue()
         self.version = firmware_version()
         boot = rng(16).hex()
         self.device = DeviceInfo(identity.device_id, config.device.site, config.device.location, self.version)
-        self.vault = Vault(config.vault.max_captures, config.vault.max_bytes, config.vault.ttl_s, clock)
+        self.vault = Vault(config.vault.max_captures, config.vault.max_bytes, config.vault.ttl_s, self._clock)
         self.wiper = Wiper(self.vault)
         self.sealer = Sealer(
             identity.device_id,
@@ -98,26 +94,30 @@ class Station:
             aead=config.sealing.aead,
             chunk_size=config.sealing.chunk_size,
             rng=rng,
-            clock=wall,
+            utc=self.time.utc,
             boot_id=boot,
             buffers=self.vault,
         )
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
         self._recipients: RecipientFollower | None = None
-        self.uplink = self._make_uplink(boot)
         self.rules = CodeRules.from_config(config.codes)
+        self.hw = hardware = build_hardware(
+            on_press=self.on_press, on_long_press=self.on_long_press, on_power=self.on_power,
+            on_code=self.on_scanned,
+        )
+        self.uplink = self._make_uplink(boot)
         self.worker = CameraWorker(
             hardware.camera,
             hardware.reader,
             self.rules,
             self.post,
             clear_after_s=config.reader.presentation_clear_s,
-            clock=clock,
+            clock=self._clock,
         )
         self.wiper.add_listener(self._wiped)
         self.wiper.add_listener(self.uplink.wiped)
         policy = WorkflowPolicy.from_section(config.workflow)
-        self.state = initial_state(policy, rng(32), clock_synced=hardware.clock.synchronised())
+        self.state = initial_state(policy, rng(32), clock_synced=hardware.clock_sync.synchronised())
         self._wiped_directly: set[str] = set()
         self._stop = threading.Event()
 
@@ -126,7 +126,7 @@ class Station:
         return Uplink(
             identity=self.identity,
             vault=self.vault,
-            on_event=UplinkTranslator(self.post, self._observe, self.counts, lambda: self.vault.pending_count),
+            post=self.post,
             wipe=lambda: self.wipe_now("remote"),
             host=u.host or None,
             port=u.port,
@@ -140,8 +140,8 @@ class Station:
             retry_max_s=u.retry_max_s,
             boot_id=boot,
             firmware_version=self.version,
-            clock_synced=self.hw.clock.synchronised,
-            clock=self._clock,
+            clock_synced=self.hw.clock_sync.synchronised,
+            clock=self.time,
             renewal=self._renewal_agent(),
             on_renewed=self._renewed,
             on_recipient=self._recipient_announced,
@@ -152,13 +152,13 @@ class Station:
         if not r.enabled:
             return None
         policy = RenewalPolicy(True, r.margin_days, r.retry_min_s, r.retry_max_s, r.answer_timeout_s)
-        return RenewalAgent(self.identity.dir, self.identity.device_id, policy, wall=self._wall)
+        return RenewalAgent(self.identity.dir, self.identity.device_id, policy, utc=self.time.utc)
 
     def _recipient_announced(self, payload: bytes) -> None:
         """The site announced a recipient key (issue 17): seal new captures to it."""
         if self._recipients is None:
             self._recipients = RecipientFollower(self.identity.dir, self.identity.ca, self.identity.recipient,
-                                                 self._wall)
+                                                 self.time.utc)
         new = self._recipients.handle(payload)
         if new is not None:
             self.sealer.use_recipient(new)
@@ -171,7 +171,7 @@ class Station:
 
     # --- what other threads may call -----------------------------------------------------
 
-    def post(self, event: Any) -> None:
+    def post(self, event: ev.Event) -> None:
         """Queue an event for the workflow thread (any thread, never blocks)."""
         self.events.put(event)
 
@@ -211,7 +211,7 @@ class Station:
             time.sleep(poll_s)
 
     def stop(self) -> None:
-        self.post(StopRequested())
+        self.post(ev.StopRequested())
 
     # --- the workflow thread -----------------------------------------------------------
 
@@ -247,19 +247,54 @@ class Station:
         self.uplink.stop()
         self.hw.close()
 
-    def _process(self, event: Any) -> None:
-        if isinstance(event, StopRequested):
-            self._stop.set()
+    def _process(self, event: ev.Event) -> None:
+        workflow_event = self._report(event)
+        if workflow_event is None:
             return
-        if isinstance(event, FaultReported):
-            self._signal("fault")
-            return
-        if isinstance(event, Identify):
-            self._signal("ready")
-            return
-        self.state, actions = step(self.state, event)
+        self.state, actions = step(self.state, workflow_event)
         for action in actions:
             self._do(action)
+
+    def _report(self, event: ev.Event) -> ev.Event | None:
+        """Count and report what the uplink posted; the event for ``step``, or None.
+
+        Stop, fault and identify are the station's own business (the panel, the loop),
+        and the uplink's progress reports only reach the observer.
+        """
+        if isinstance(event, ev.StopRequested):
+            self._stop.set()
+        elif isinstance(event, ev.FaultReported):
+            log.error("uplink misconfigured: %s", event.reason)
+            self._signal(PatternName.FAULT)
+        elif isinstance(event, ev.CommandReceived):
+            self._observe({"kind": "command", "cmd": event.cmd, "id": event.id})
+            if event.cmd == "wipe":
+                return ev.WipeRequested("remote")
+            if event.cmd == "identify":
+                self._signal(PatternName.READY)
+        elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
+            status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
+            self._observe({"kind": "uplink", "status": status})
+            return event
+        elif isinstance(event, ev.CaptureStored):
+            self.counts["stored"] += 1
+            self._observe({"kind": "capture", "status": "stored", "capture_id": event.capture_id,
+                           "ref": event.ref, "pending": event.pending})
+            return event
+        elif isinstance(event, ev.CaptureRejected):
+            self.counts["rejected"] += 1
+            self._observe({"kind": "capture", "status": "rejected", "capture_id": event.capture_id,
+                           "reason": event.reason})
+            return event
+        elif isinstance(event, ev.CaptureRetryScheduled):
+            self._observe({"kind": "capture", "status": "retry", "capture_id": event.capture_id,
+                           "why": event.why, "attempt": event.attempt})
+        elif isinstance(event, ev.CapturesExpired):  # the uplink expires the vault and reports it
+            log.warning("expired %d undelivered captures: %s", len(event.capture_ids), ",".join(event.capture_ids))
+            self._observe({"kind": "expired", "capture_ids": list(event.capture_ids)})
+        elif not isinstance(event, ev.CaptureSent | ev.CommandIgnored):
+            return event
+        return None
 
     def _do(self, action: ev.Action) -> None:
         if isinstance(action, ev.Signal):
@@ -275,7 +310,7 @@ class Station:
                 self.wiper.wipe(action.trigger)
             self._process(ev.WipeCompleted())
         elif isinstance(action, ev.Audit):
-            self.uplink.publish_event(**action.as_dict())
+            self.uplink.publish_event(action.event, **dict(action.fields))
         elif isinstance(action, ev.SetStatus):
             self._observe(
                 {
@@ -288,7 +323,7 @@ class Station:
             )
             self.notifier.status(f"{action.state}; {self.vault.pending_count} pending")
 
-    def _signal(self, pattern: str) -> None:
+    def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)
         self._observe({"kind": "signal", "pattern": pattern})
 
@@ -300,12 +335,13 @@ class Station:
         with self.wiper.guard(buf) as guard:
             try:
                 still = self.worker.capture(buf)
-                captured_at = self._wall()
+                captured_at = self.time.utc()
                 camera = CameraFacts(
                     still.width, still.height, still.model, still.exposure_us, still.analogue_gain, still.lens_position
                 )
                 metadata = build_metadata(
-                    session, camera, self.device, captured_at=captured_at, clock_synced=self.hw.clock.synchronised()
+                    session, camera, self.device, captured_at=captured_at,
+                    clock_synced=self.hw.clock_sync.synchronised(),
                 )
                 sealed = self.sealer.seal(buf, metadata)
             except (CameraUnavailable, SealError) as exc:
@@ -350,7 +386,7 @@ class Station:
     # --- housekeeping ------------------------------------------------------------------------
 
     def _chores(self) -> None:
-        synced = self.hw.clock.synchronised()
+        synced = self.hw.clock_sync.synchronised()
         if synced != self.state.clock_synced:
             self._process(ev.ClockSyncChanged(synced))
         if self._healthy():

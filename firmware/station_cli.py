@@ -8,11 +8,16 @@ import logging
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clinicam.common.errors import ConfigError
 from clinicam.firmware.config import DEFAULT_PATH, StationConfig, load_station_config
+
+if TYPE_CHECKING:  # imported lazily at run time: `clinicam station --help` stays quick
+    from clinicam.firmware.capture.vault import WipeReport
+    from clinicam.firmware.station import Observer, Station
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,7 @@ EX_TEMPFAIL = 75  # "try again": systemd's Restart=on-failure starts us with the
 UNPROVISIONED_POLL_S = 5.0
 
 
-def run_station(config: StationConfig, *, observer: Any = None, script: Path | None = None) -> int:
+def run_station(config: StationConfig, *, observer: Observer | None = None, script: Path | None = None) -> int:
     """Build the station, install the signal wipe, run until stopped."""
     from clinicam.common.errors import ProvisioningError
     from clinicam.firmware.hardware import build_hardware
@@ -100,15 +105,7 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
         identity = load_identity(Path(config.identity.dir))
     except ProvisioningError as exc:
         return wait_unprovisioned(config, exc, observer)
-    holder: dict[str, Station] = {}
-    hardware = build_hardware(
-        config,
-        on_press=lambda: holder["s"].on_press(),
-        on_long_press=lambda: holder["s"].on_long_press(),
-        on_power=lambda name: holder["s"].on_power(name),
-        on_code=lambda code: holder["s"].on_scanned(code),
-    )
-    station = holder["s"] = Station(config, identity, hardware, observer=observer)
+    station = Station(config, identity, partial(build_hardware, config), observer=observer)
     _install_signals(station, config, observer)
     if steps is not None:
         _play(steps, station, config, observer)
@@ -119,7 +116,7 @@ def run_station(config: StationConfig, *, observer: Any = None, script: Path | N
         station.close()
 
 
-def wait_unprovisioned(config: StationConfig, error: Exception, observer: Any = None,
+def wait_unprovisioned(config: StationConfig, error: Exception, observer: Observer | None = None,
                        poll_s: float = UNPROVISIONED_POLL_S) -> int:
     """No identity yet (DESIGN §6 UNPROVISIONED): say so, show ``fault``, wait for one.
 
@@ -164,10 +161,10 @@ def wait_unprovisioned(config: StationConfig, error: Exception, observer: Any = 
             hardware.close()
 
 
-def _install_signals(station: Any, config: StationConfig, observer: Any) -> None:
+def _install_signals(station: Station, config: StationConfig, observer: Observer | None) -> None:
     from clinicam.firmware.capture.wipe import SignalWipe, report_line
 
-    def announce(report: Any) -> None:
+    def announce(report: WipeReport) -> None:
         log.warning("%s", report_line(report))
         if observer is not None:
             observer(
@@ -186,14 +183,14 @@ def _install_signals(station: Any, config: StationConfig, observer: Any) -> None
     ).install()
 
 
-def _play(steps: Any, station: Any, config: StationConfig, observer: Any) -> None:
+def _play(steps: Any, station: Station, config: StationConfig, observer: Observer | None) -> None:
     from clinicam.firmware.simscript import ScriptPlayer
 
     ScriptPlayer(
         steps,
         camera=station.hw.camera,
         pin_factory=station.hw.pin_factory,
-        clock_source=station.hw.clock,
+        clock_source=station.hw.clock_sync,
         config=config,
         counts=station.counts,
         observe=observer or (lambda _e: None),

@@ -25,6 +25,8 @@ SUITE=bookworm
 STATION_UID=975
 ROOTFS=$WORK/rootfs
 STANDIN=$HERE/standin
+# PyPI's lgpio for the stand-in's venv (Raspberry Pi OS bookworm ships python3-lgpio 0.2.2).
+LGPIO_VERSION=0.2.2.0
 # Extra packages the stand-in needs that the Pi image gets elsewhere (firmware, kernel
 # are fetched separately): module tools for the initramfs, fsck for the boot partition.
 STANDIN_PACKAGES="kmod dosfstools"
@@ -83,6 +85,11 @@ PYEOF
         --platform "manylinux_2_28_$platform" --platform "manylinux_2_17_$platform" \
         --platform "manylinux2014_$platform" --platform any \
         -d "$WORK/wheels" $reqs
+    # The stand-in's GPIO library (a Pi has python3-lgpio): installed by install_standin_gpio.
+    rm -rf "$WORK/lgpio"
+    "$PY" -m pip download -q --only-binary=:all: --no-deps --python-version 3.11 --implementation cp \
+        --platform "manylinux_2_34_$platform" --platform "manylinux_2_28_$platform" \
+        -d "$WORK/lgpio" "lgpio==$LGPIO_VERSION"
 }
 
 host_mirror() {
@@ -137,7 +144,8 @@ customize_root() {
 kernel_and_initramfs() {
     step "kernel: Debian's, unpacked; initramfs with MODULES=list"
     rm -rf "$WORK/kernel"
-    dpkg-deb -x "$(ls "$ROOTFS"/root/kernel/linux-image-*.deb)" "$WORK/kernel"
+    cp "$(ls "$ROOTFS"/root/kernel/linux-image-*.deb)" "$WORK/kernel.deb"
+    dpkg-deb -x "$WORK/kernel.deb" "$WORK/kernel"
     rm -rf "$ROOTFS/root/kernel"
     KVER=$(ls "$WORK/kernel/lib/modules")
     mkdir -p "$ROOTFS/lib/modules"
@@ -158,6 +166,49 @@ kernel_and_initramfs() {
     rm -f "$ROOTFS/boot/config-$KVER"
 }
 
+gpio_sim_module() {
+    # Debian's kernels do not build gpio-sim (CONFIG_GPIO_SIM is not set: bookworm amd64
+    # and arm64, bookworm-backports 6.12 alike), so the stand-in builds it out of tree
+    # from Debian's source of the same kernel against its headers, with its one
+    # dependency, kernel/irq/irq_sim.c (CONFIG_IRQ_SIM is off too), linked in. One change:
+    # irq_sim calls generic_handle_irq_safe() instead of the unexported irq_to_desc().
+    # The module is cached per kernel version. Native builds only (amd64 on amd64).
+    GPIO_SIM=""
+    if [ "$(dpkg --print-architecture)" != "$ARCH" ]; then
+        step "PENDING: gpio-sim is built natively only ($ARCH on $(dpkg --print-architecture)): GPIO checks pending"
+        return
+    fi
+    local ver src out=$WORK/gpio-sim/$KVER
+    GPIO_SIM=$out/gpio-sim.ko
+    [ -f "$GPIO_SIM" ] && { step "gpio-sim: cached module for $KVER"; install_gpio_sim; return; }
+    step "gpio-sim: out-of-tree module for $KVER (Debian source and headers)"
+    ver=$(dpkg-deb -f "$WORK"/kernel.deb Version)
+    src=linux-source-${KVER%%.0-*}
+    # The host's package lists may predate the stand-in's kernel: update once if needed.
+    apt_host() { apt-get -o DPkg::Lock::Timeout=600 "$@" >/dev/null 2>&1; }
+    apt_host install -y -q --no-install-recommends "linux-headers-$KVER" ||
+        { apt_host update -q && apt_host install -y -q --no-install-recommends "linux-headers-$KVER"; } ||
+        die "apt-get install linux-headers-$KVER failed"
+    rm -rf "$out"; mkdir -p "$out/dl"
+    (cd "$out/dl" && apt-get download -q "$src=$ver" >/dev/null 2>&1) || die "apt-get download $src=$ver failed"
+    dpkg-deb --fsys-tarfile "$out"/dl/*.deb | tar -xO "./usr/src/$src.tar.xz" |
+        tar -xJ -C "$out" "$src/drivers/gpio/gpio-sim.c" "$src/drivers/gpio/gpiolib.h" "$src/kernel/irq/irq_sim.c"
+    mv "$out/$src/drivers/gpio/gpio-sim.c" "$out/gpio-sim-main.c"
+    mv "$out/$src/drivers/gpio/gpiolib.h" "$out/$src/kernel/irq/irq_sim.c" "$out/"
+    sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq_safe(irqnum);/' "$out/irq_sim.c"
+    grep -q generic_handle_irq_safe "$out/irq_sim.c" || die "irq_sim.c changed upstream: adapt gpio_sim_module"
+    printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-main.o irq_sim.o\n' > "$out/Kbuild"
+    rm -rf "$out/dl" "${out:?}/$src"
+    make -s -C "/usr/src/linux-headers-$KVER" M="$out" modules > "$out/build.log" 2>&1 ||
+        { cat "$out/build.log"; die "building gpio-sim failed"; }
+    install_gpio_sim
+}
+
+install_gpio_sim() {
+    install -D -m 0644 "$GPIO_SIM" "$ROOTFS/lib/modules/$KVER/updates/gpio-sim.ko"
+    chroot "$ROOTFS" depmod "$KVER"
+}
+
 install_standin() {
     step "stand-in: boot check units, config, throwaway identity"
     install -m 0755 "$STANDIN/bootcheck.sh" "$STANDIN/probe-fs.sh" -D -t "$ROOTFS/usr/local/libexec/"
@@ -165,6 +216,7 @@ install_standin() {
     install -m 0644 "$STANDIN/clinicam-probe-net.py" "$ROOTFS/usr/local/libexec/"
     install -m 0644 "$STANDIN"/*.service "$ROOTFS/etc/systemd/system/"
     systemctl --root="$ROOTFS" enable bootcheck-report.service
+    install_standin_gpio
     echo clinicam-standin > "$ROOTFS/etc/hostname"
     STATION_ARG=""
     if ! station_built; then
@@ -175,17 +227,56 @@ install_standin() {
     make_persistent
 }
 
+install_standin_gpio() {
+    # The station's pins on real (simulated-hardware) GPIO chips through lgpio, inside
+    # the real unit: gpio-sim chips shaped like a Pi 5's, sys-mods' gpio udev rule, a
+    # Pi 5 /proc/cpuinfo for gpiozero's board lookup, lgpio from PyPI in the venv.
+    STATION_BACKEND=sim
+    [ -n "$GPIO_SIM" ] || return 0
+    install -m 0755 "$STANDIN/gpio-sim.sh" "$ROOTFS/usr/local/libexec/standin-gpio-sim.sh"
+    install -m 0644 "$STANDIN/standin-gpio-sim.service" "$ROOTFS/etc/systemd/system/"
+    install -m 0644 "$STANDIN/99-standin-gpio.rules" "$ROOTFS/etc/udev/rules.d/"
+    install -D -m 0644 "$STANDIN/cpuinfo" "$ROOTFS/usr/local/share/clinicam-standin/cpuinfo"
+    install -D -m 0644 "$STANDIN/station-standin.conf" \
+        "$ROOTFS/etc/systemd/system/clinicam-station.service.d/90-standin.conf"
+    systemctl --root="$ROOTFS" enable standin-gpio-sim.service
+    in_root_venv_pip_lgpio
+    STATION_BACKEND=pi
+}
+
+in_root_venv_pip_lgpio() {
+    # python3-lgpio comes from Raspberry Pi OS on a Pi; the stand-in takes PyPI's wheel.
+    cp "$WORK"/lgpio/lgpio-*.whl "$ROOTFS/tmp/"
+    with_chroot_mounts chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/bin:/bin \
+        /opt/clinicam/venv/bin/pip install -q --no-index --no-deps /tmp/"$(basename "$WORK"/lgpio/lgpio-*.whl)"
+    rm -f "$ROOTFS"/tmp/lgpio-*.whl
+}
+
 make_persistent() {
     # A plain ext4 already provisioned, as on a station imaged before the partition
     # was encrypted: first boot must encrypt it and carry the identity across.
     local p=$WORK/persist gid
     rm -rf "$p" "$WORK/site"; mkdir -p "$p/etc"
     gid=$(awk -F: '$1 == "clinicam" {print $3}' "$ROOTFS/etc/group")
-    cat > "$p/etc/station.toml" <<TOML
-# CI stand-in: simulated camera and pins (no picamera2 outside a Pi).
+    if [ "$STATION_BACKEND" = pi ]; then
+        cat > "$p/etc/station.toml" <<TOML
+# CI stand-in: real GPIO (lgpio on gpio-sim chips), simulated camera (no camera in a VM).
+[hardware]
+backend = "pi"
+camera = "sim"
+
+# Under TCG emulation on a loaded host, gpiozero's callbacks can run seconds after the
+# edges; its hold timer goes by the edge times, so a press heard late looks long.
+[panel]
+long_press_s = 10.0
+TOML
+    else
+        cat > "$p/etc/station.toml" <<TOML
+# CI stand-in: simulated camera and pins (no gpio-sim module for this architecture).
 [hardware]
 backend = "sim"
 TOML
+    fi
     if "$PY" -m clinicam.tools.cli provision --help >/dev/null 2>&1; then
         local c=("$PY" -m clinicam.tools.cli provision)
         "${c[@]}" site-init --site standin --broker-host 10.0.2.2 --relays 1 "$WORK/site" >/dev/null
@@ -216,6 +307,7 @@ boot() {
     step "boot: $QEMU (TCG), timeout ${TIMEOUT}s"
     local cmdline
     cmdline="console=$CONSOLE root=LABEL=rootfs ro rootwait panic=-1 net.ifnames=0 $(cat "$ROOTFS/usr/share/clinicam/kernel-cmdline") $STATION_ARG"
+    [ -n "$GPIO_SIM" ] || cmdline="$cmdline clinicam.bootcheck.gpio=pending"
     rm -f "$WORK/console.log"
     timeout --foreground "$TIMEOUT" "$QEMU" "${QEMU_MACHINE[@]}" -accel tcg -smp 2 -m 1536 \
         -display none -monitor none -no-reboot -serial "file:$WORK/console.log" \
@@ -232,6 +324,7 @@ judge() {
     step "serial console ($WORK/console.log):"
     local args=("$WORK/console.log")
     [ -n "$STATION_ARG" ] && args+=(--station-pending)
+    [ -n "$GPIO_SIM" ] || args+=(--gpio-pending)
     local rc=0
     python3 "$STANDIN/parse_console.py" "${args[@]}" || rc=$?
     step "boot test finished in $(( $(date +%s) - T0 ))s ($ARCH), result $([ $rc = 0 ] && echo PASS || echo FAIL)"
@@ -245,6 +338,7 @@ build_wheelhouse
 base_tarball
 customize_root
 kernel_and_initramfs
+gpio_sim_module
 install_standin
 make_disks
 boot

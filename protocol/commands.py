@@ -1,6 +1,7 @@
 """Remote commands on ``P/D/cmd`` and why a stale one must do nothing (DESIGN §5).
 
-A command is ``{"cmd": "identify"|"wipe"|"ping", "id", "issued_at", "expires_at"}``
+A command (:class:`Command`: ``payload()`` for the relay, ``parse()`` for the station) is
+``{"cmd": "identify"|"wipe"|"ping", "id", "issued_at", "expires_at"}``
 with RFC 3339 UTC times. The station acts only on a command that is live now, was not
 delivered as a retained message and was not seen before: a ``wipe`` retained on the
 broker, or replayed after its expiry, would otherwise erase fresh captures on the
@@ -33,10 +34,34 @@ class CommandRefused(Exception):
 
 @dataclass(frozen=True)
 class Command:
+    """One command; times are epoch seconds. Built by the relay, parsed by the station."""
+
     cmd: str
     id: str
     issued_at: float
     expires_at: float
+
+    def payload(self) -> bytes:
+        """The command as a relay sends it; refuses (``CommandRefused('malformed')``) what
+        :meth:`parse` would refuse, so the two cannot drift."""
+        payload = json.dumps({"cmd": self.cmd, "id": self.id, "issued_at": utc_stamp(self.issued_at),
+                              "expires_at": utc_stamp(self.expires_at)}).encode()
+        Command.parse(payload)
+        return payload
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Command:
+        """Strictly parse a command message; raise ``CommandRefused('malformed')``."""
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CommandRefused("malformed") from exc
+        if not isinstance(obj, dict) or set(obj) != _KEYS:
+            raise CommandRefused("malformed")
+        cmd, cid = obj["cmd"], obj["id"]
+        if cmd not in COMMANDS or not isinstance(cid, str) or not _ID.fullmatch(cid):
+            raise CommandRefused("malformed")
+        return cls(cmd, cid, parse_time(obj["issued_at"]), parse_time(obj["expires_at"]))
 
 
 def parse_time(value: object) -> float:
@@ -50,31 +75,6 @@ def parse_time(value: object) -> float:
     if dt.tzinfo is None:
         raise CommandRefused("malformed")
     return dt.timestamp()
-
-
-def parse_command(payload: bytes) -> Command:
-    """Strictly parse a command message; raise ``CommandRefused('malformed')``."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CommandRefused("malformed") from exc
-    if not isinstance(obj, dict) or set(obj) != _KEYS:
-        raise CommandRefused("malformed")
-    cmd, cid = obj["cmd"], obj["id"]
-    if cmd not in COMMANDS or not isinstance(cid, str) or not _ID.fullmatch(cid):
-        raise CommandRefused("malformed")
-    return Command(cmd, cid, parse_time(obj["issued_at"]), parse_time(obj["expires_at"]))
-
-
-def command_payload(cmd: str, cmd_id: str, issued_at: float, expires_at: float) -> bytes:
-    """The command as a relay sends it, built next to its parser so the two cannot drift.
-
-    Refuses (``CommandRefused('malformed')``) to build what ``parse_command`` would refuse.
-    """
-    payload = json.dumps({"cmd": cmd, "id": cmd_id, "issued_at": utc_stamp(issued_at),
-                          "expires_at": utc_stamp(expires_at)}).encode()
-    parse_command(payload)
-    return payload
 
 
 class CommandGate:
@@ -95,7 +95,7 @@ class CommandGate:
         """Return the command to run, or raise ``CommandRefused`` with the rule."""
         if retained:
             raise CommandRefused("retained")
-        command = parse_command(payload)
+        command = Command.parse(payload)
         if command.expires_at <= now:
             raise CommandRefused("expired")
         if command.issued_at > now + self.skew_s:

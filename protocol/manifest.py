@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from clinicam.common.errors import OpenError, PrePolicyCertificate
 from clinicam.protocol import certprofile, chain
+from clinicam.protocol.ids import is_capture_id, is_device_id, is_hex
+from clinicam.protocol.reasons import OpenError, PrePolicyCertificate
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -32,8 +33,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 VERSION = 1
 AEADS: tuple[str, ...] = ("AES-256-GCM", "CHACHA20-POLY1305")
 KEMS: tuple[str, ...] = ("X25519", "MLKEM768-X25519")
-DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
-_HEX = {n: re.compile(rf"[0-9a-f]{{{n}}}") for n in (32, 64)}
 _CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 _SIGN = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 _VERIFY = ec.ECDSA(hashes.SHA256())
@@ -98,10 +97,6 @@ def _is_int(x: Any, low: int = 0) -> bool:
     return type(x) is int and x >= low
 
 
-def _is_hex(n: int) -> Callable[[Any], bool]:
-    return lambda x: isinstance(x, str) and _HEX[n].fullmatch(x) is not None
-
-
 def _is_b64(x: Any) -> bool:
     if not isinstance(x, str):
         return False
@@ -122,17 +117,17 @@ def _is_created(x: Any) -> bool:
 
 _FIELDS: dict[str, Callable[[Any], bool]] = {
     "v": lambda x: type(x) is int and x == VERSION,
-    "capture_id": _is_hex(32),
-    "device": lambda x: isinstance(x, str) and DEVICE_ID.fullmatch(x) is not None,
+    "capture_id": is_capture_id,
+    "device": is_device_id,
     "created": _is_created,
-    "boot": _is_hex(32),
+    "boot": is_hex(32),
     "seq": lambda x: _is_int(x, 1),
     "aead": lambda x: x in AEADS,
     "kem": lambda x: x in KEMS,
-    "recipient": _is_hex(64),
+    "recipient": is_hex(64),
     "wrapped_key": _is_b64,
     "parts": lambda x: _is_int(x, 2),
-    "part_sha256": lambda x: type(x) is list and all(_is_hex(64)(h) for h in x),
+    "part_sha256": lambda x: type(x) is list and all(is_hex(64)(h) for h in x),
     "size": lambda x: _is_int(x, 0),
     "cert": lambda x: isinstance(x, str) and x.isascii(),
 }

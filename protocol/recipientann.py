@@ -21,6 +21,7 @@ from datetime import datetime
 from clinicam.common.errors import ClinicamError
 from clinicam.protocol.manifest import b64, canonical, parse_rfc3339_ms, rfc3339_ms, sign, strict_json, unb64
 from clinicam.protocol.recipient import RecipientPublicKey, load_recipient_public
+from clinicam.protocol.topics import Topics
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,7 +38,7 @@ class AnnouncementError(ClinicamError):
 
 def recipient_topic(prefix: str) -> str:
     """``P/_site/recipient``: the site's current recipient key, retained."""
-    return f"{prefix}/_site/recipient"
+    return Topics(prefix).site_recipient()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from clinicam.common.errors import ClinicamError
+from clinicam.protocol.ids import is_device_id
 from clinicam.protocol.manifest import b64, canonical, parse_rfc3339_ms, rfc3339_ms, sign, strict_json, unb64
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -29,7 +30,6 @@ STATUSES = ("issued", "refused", "retry")
 # Closed set, like the relay's reason codes: never free text from a library.
 REASONS = ("malformed", "identity", "certificate", "revoked", "signature", "rate-limited", "unavailable")
 _REQ_ID = re.compile(r"[0-9a-f]{32}")
-_DEVICE = re.compile(r"[a-z0-9-]{3,64}")
 MAX_PEM = 16384  # a CSR or a short chain; anything bigger is not a renewal
 
 
@@ -79,7 +79,7 @@ def build_request(*, device: str, req_id: str, at: datetime, csr_pem: str, cert_
 _REQUEST_FIELDS = {
     "v": lambda x: type(x) is int and x == VERSION,
     "req_id": lambda x: isinstance(x, str) and _REQ_ID.fullmatch(x) is not None,
-    "device": lambda x: isinstance(x, str) and _DEVICE.fullmatch(x) is not None,
+    "device": is_device_id,
     "at": lambda x: isinstance(x, str) and _is_stamp(x),
     "csr": lambda x: _pem(x, "CERTIFICATE REQUEST"),
     "cert": lambda x: _pem(x, "CERTIFICATE") and x.count("-----BEGIN CERTIFICATE-----") == 1,

@@ -27,6 +27,7 @@ from typing import Any
 from clinicam.common.errors import ClinicamError
 from clinicam.protocol import chain as trust
 from clinicam.protocol.manifest import b64, canonical, parse_rfc3339_ms, rfc3339_ms, sign, strict_json, unb64
+from clinicam.protocol.topics import Topics
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,12 +46,12 @@ class RevocationError(ClinicamError):
 
 def crl_topic(prefix: str) -> str:
     """``P/_site/crl``: the site's CRLs, retained."""
-    return f"{prefix}/{SITE_LEVEL}/crl"
+    return Topics(prefix).site_crl()
 
 
 def installed_topic(prefix: str) -> str:
     """``P/_site/crl-installed``: the CRL number the broker has loaded, retained."""
-    return f"{prefix}/{SITE_LEVEL}/crl-installed"
+    return Topics(prefix).site_crl_installed()
 
 
 def crl_number(crl: x509.CertificateRevocationList) -> int:

@@ -31,10 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clinicam.common.errors import ConfigError, OpenError, SealError
+from clinicam.common.errors import ConfigError, SealError
 from clinicam.common.zeroize import Buffers, HeapBuffers, zero
 from clinicam.protocol import manifest as mf
+from clinicam.protocol.ids import DEVICE_ID_RULE, is_device_id, is_hex
 from clinicam.protocol.manifest import parse_manifest_message, sign_event, verify_event
+from clinicam.protocol.reasons import OpenError
 from clinicam.protocol.recipient import RecipientPrivateKey, RecipientPublicKey
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -173,7 +175,7 @@ class Sealer:
         aead: str = "auto",
         chunk_size: int = CHUNK_SIZE,
         rng: Callable[[int], bytes] = os.urandom,
-        clock: Callable[[], datetime] = _utc_now,
+        utc: Callable[[], datetime] = _utc_now,
         boot_id: str | None = None,
         cpuinfo_path: str | Path = "/proc/cpuinfo",
         buffers: Buffers | None = None,
@@ -191,10 +193,10 @@ class Sealer:
             raise ConfigError("chunk_size must be an integer from 1 to 16777216 bytes")
         self.chunk_size = chunk_size
         self._rng = rng
-        self._clock = clock
+        self._utc = utc
         self._buffers = buffers if buffers is not None else HeapBuffers()
         self.boot_id = boot_id or rng(16).hex()
-        if not mf._is_hex(32)(self.boot_id):
+        if not is_hex(32)(self.boot_id):
             raise ConfigError("boot_id must be 32 lowercase hex characters")
         self._seq = 0
         self._lock = threading.Lock()
@@ -221,8 +223,8 @@ class Sealer:
 
     def _check_identity(self) -> None:
         """Refuse a misprovisioned identity now rather than have every capture rejected."""
-        if not mf.DEVICE_ID.fullmatch(self.device_id):
-            raise ConfigError("device id must match [a-z0-9-]{3,64}")
+        if not is_device_id(self.device_id):
+            raise ConfigError(f"device id must match {DEVICE_ID_RULE}")
         if not (isinstance(self._key, ec.EllipticCurvePrivateKey)
                 and isinstance(self._key.curve, ec.SECP256R1)):
             raise ConfigError("device key must be an ECDSA P-256 private key")
@@ -306,7 +308,7 @@ class Sealer:
             "v": mf.VERSION,
             "capture_id": capture_id,
             "device": self.device_id,
-            "created": mf.rfc3339_ms(self._clock()),
+            "created": mf.rfc3339_ms(self._utc()),
             "boot": self.boot_id,
             "seq": seq,
             "aead": self.aead,

@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass
 
 from clinicam.common.errors import TopicError
+from clinicam.protocol.ids import DEVICE_ID_RULE, is_capture_id, is_device_id
 
 DEFAULT_PREFIX = "clinicam/v1"
-DEVICE_ID = re.compile(r"[a-z0-9-]{3,64}")
-CAPTURE_ID = re.compile(r"[0-9a-f]{32}")
 _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
 MAX_PART = 2**32 - 1  # the AAD carries i as uint32
 DEVICE_TOPICS = ("ack", "status", "event", "cmd", "renew", "cert")
@@ -34,13 +33,13 @@ class ParsedTopic:
 
 
 def _device(device: str) -> str:
-    if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
-        raise TopicError("device id must match [a-z0-9-]{3,64}")
+    if not is_device_id(device):
+        raise TopicError(f"device id must match {DEVICE_ID_RULE}")
     return device
 
 
 def _capture(capture_id: str) -> str:
-    if not isinstance(capture_id, str) or not CAPTURE_ID.fullmatch(capture_id):
+    if not is_capture_id(capture_id):
         raise TopicError("capture id must be 32 lowercase hex characters")
     return capture_id
 
@@ -110,16 +109,63 @@ class Topics:
         """What a station subscribes to: its own ack and cmd topics."""
         return [self.ack(device), self.cmd(device)]
 
-    def relay_subscriptions(self) -> list[str]:
-        """What a relay worker subscribes to (partitioning happens after, by device)."""
-        return [f"{self.prefix}/+/capture/#", f"{self.prefix}/+/status",
-                f"{self.prefix}/+/event"]
+    def relay_subscriptions(self, shared_group: str | None = None) -> list[str]:
+        """What a relay worker subscribes to (partitioning happens after, by device).
 
-    def device_acl(self) -> tuple[list[str], list[str]]:
-        """Mosquitto ``pattern`` topics for devices: (write, read), ``%u`` = the CN."""
-        p = self.prefix
-        return ([f"{p}/%u/capture/#", f"{p}/%u/status", f"{p}/%u/event"],
-                [f"{p}/%u/ack", f"{p}/%u/cmd"])
+        With ``shared_group`` the broker balances the messages over the group's members
+        (MQTT 5 ``$share/<group>/<filter>``).
+        """
+        filters = [f"{self.prefix}/+/capture/#", f"{self.prefix}/+/status",
+                   f"{self.prefix}/+/event"]
+        return [f"$share/{shared_group}/{f}" for f in filters] if shared_group else filters
+
+    # -- the broker ACL (rendered by clinicam.provisioning.brokerconf) ----------------
+    def station_acl(self, device: str) -> tuple[list[str], list[str]]:
+        """One station's topics: (write, read) — its captures, status and events; its ack and cmd."""
+        base = f"{self.prefix}/{_device(device)}"
+        return ([f"{base}/capture/#", f"{base}/status", f"{base}/event"],
+                [f"{base}/ack", f"{base}/cmd"])
+
+    def station_renewal_acl(self, device: str) -> tuple[list[str], list[str]]:
+        """A station's renewal topics on a two-tier site: (write, read) — its request, the answer."""
+        return [self.renew(device)], [self.cert(device)]
+
+    def registrar_acl(self) -> tuple[list[str], list[str]]:
+        """The registrar's topics: (read, write) — every renewal request, every answer."""
+        return self.registrar_subscriptions(), [f"{self.prefix}/+/cert"]
+
+    # -- site-wide topics (issue 17): ``_site`` can never be a device id ---------------
+    def site_crl(self) -> str:
+        """``P/_site/crl`` (registrar → broker agent, relays; retained): the CRL bulletin."""
+        return f"{self.prefix}/_site/crl"
+
+    def site_crl_installed(self) -> str:
+        """``P/_site/crl-installed`` (broker agent → registrar; retained): the receipt."""
+        return f"{self.prefix}/_site/crl-installed"
+
+    def site_recipient(self) -> str:
+        """``P/_site/recipient`` (registrar → stations; retained): the recipient key."""
+        return f"{self.prefix}/_site/recipient"
+
+    def registrar_site_acl(self) -> tuple[list[str], list[str]]:
+        """The registrar's site topics: (read, write) — the receipt; the bulletin, the key."""
+        return [self.site_crl_installed()], [self.site_crl(), self.site_recipient()]
+
+    def broker_agent_acl(self) -> tuple[list[str], list[str]]:
+        """The broker agent's topics: (read, write) — the bulletin; the receipt. Nothing else."""
+        return [self.site_crl()], [self.site_crl_installed()]
+
+    def relay_acl(self) -> tuple[list[str], list[str]]:
+        """A relay worker's topics: (read, write) — every station's uplink, its ack and cmd."""
+        return self.relay_subscriptions(), [f"{self.prefix}/+/ack", f"{self.prefix}/+/cmd"]
+
+    def operator_acl(self) -> tuple[list[str], list[str]]:
+        """An operator's topics: (write, read) — commands out, answers and statuses in.
+
+        Never ``ack`` (a forged "stored" makes a station drop an undelivered photo) and
+        never captures.
+        """
+        return [f"{self.prefix}/+/cmd"], [f"{self.prefix}/+/event", f"{self.prefix}/+/status"]
 
     def parse(self, topic: str) -> ParsedTopic:
         """Understand a topic of §5 under this prefix, or raise ``TopicError``."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from clinicam.protocol import certprofile
+from clinicam.protocol import certprofile, topics
 
-DEFAULT_PREFIX = "clinicam/v1"
+DEFAULT_PREFIX = topics.DEFAULT_PREFIX
 DEFAULT_PORT = 8883
 DEFAULT_CONF_DIR = "/etc/mosquitto/clinicam"
 # 128 KiB: a default 122880-byte part plus its 16-byte tag, topic and properties fits,
@@ -110,7 +110,8 @@ def render_acl(
     every ``renew`` and writes every ``cert`` topic; it publishes the CRL bulletin on
     ``P/_site/crl``, which the ``broker-agent`` and the relay workers read (issue 17).
     """
-    p = prefix
+    t = topics.Topics(prefix)
+    relay_read, relay_write = t.relay_acl()
     devices = sorted(set(stations))
     for name in devices:
         if certprofile.is_reserved(name):
@@ -124,45 +125,44 @@ def render_acl(
         "# Stations write their captures, status and events, and read their acks and commands.",
     ]
     for name in devices:
+        station_write, station_read = t.station_acl(name)
         lines += [
             f"user {name}",
-            f"topic write {p}/{name}/capture/#",
-            f"topic write {p}/{name}/status",
-            f"topic write {p}/{name}/event",
-            f"topic read {p}/{name}/ack",
-            f"topic read {p}/{name}/cmd",
+            *(f"topic write {topic}" for topic in station_write),
+            *(f"topic read {topic}" for topic in station_read),
         ]
         if registrar:
-            lines += [f"topic write {p}/{name}/renew", f"topic read {p}/{name}/cert",
-                      f"topic read {p}/_site/recipient"]
+            renew_write, renew_read = t.station_renewal_acl(name)
+            lines += [*(f"topic write {topic}" for topic in renew_write),
+                      *(f"topic read {topic}" for topic in renew_read),
+                      f"topic read {t.site_recipient()}"]
         lines += [""]
     if registrar:
+        registrar_read, registrar_write = t.registrar_acl()
+        site_read, site_write = t.registrar_site_acl()
+        agent_read, agent_write = t.broker_agent_acl()
         lines += [
             "# The registrar (two-tier sites) reads renewal requests and answers them, nothing else.",
-            "user registrar",
-            f"topic read {p}/+/renew",
-            f"topic write {p}/+/cert",
-            "# …and publishes the site's CRL bulletin; the broker agent installs it and says so.",
-            f"topic write {p}/_site/crl",
-            f"topic read {p}/_site/crl-installed",
-            "# …and announces the recipient key stations seal to (rotation).",
-            f"topic write {p}/_site/recipient",
+            f"user {topics.REGISTRAR}",
+            *(f"topic read {topic}" for topic in registrar_read),
+            *(f"topic write {topic}" for topic in registrar_write),
+            "# …and publishes the site's CRL bulletin and recipient key; the broker agent",
+            "# installs the CRL and says so (issue 17).",
+            *(f"topic read {topic}" for topic in site_read),
+            *(f"topic write {topic}" for topic in site_write),
             "",
             "user broker-agent",
-            f"topic read {p}/_site/crl",
-            f"topic write {p}/_site/crl-installed",
+            *(f"topic read {topic}" for topic in agent_read),
+            *(f"topic write {topic}" for topic in agent_write),
             "",
         ]
     lines += ["# Relay workers read every station's uplink and answer on its ack and cmd topics."]
     for n in range(1, relays + 1):
         lines += [
             f"user relay-{n}",
-            f"topic read {p}/+/capture/#",
-            f"topic read {p}/+/status",
-            f"topic read {p}/+/event",
-            f"topic write {p}/+/ack",
-            f"topic write {p}/+/cmd",
-            *([f"topic read {p}/_site/crl"] if registrar else []),
+            *(f"topic read {topic}" for topic in relay_read),
+            *(f"topic write {topic}" for topic in relay_write),
+            *([f"topic read {t.site_crl()}"] if registrar else []),
             "",
         ]
     names = sorted(set(operators))
@@ -174,12 +174,12 @@ def render_acl(
             "# Operators (clinicam provision operator) send station commands and read the answers",
             "# and statuses; they may not acknowledge captures nor read or write them.",
         ]
+    operator_write, operator_read = t.operator_acl()
     for name in names:
         lines += [
             f"user {name}",
-            f"topic write {p}/+/cmd",
-            f"topic read {p}/+/event",
-            f"topic read {p}/+/status",
+            *(f"topic write {topic}" for topic in operator_write),
+            *(f"topic read {topic}" for topic in operator_read),
             "",
         ]
     return "\n".join(lines)

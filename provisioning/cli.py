@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.ids import DEVICE_ID_RULE
 from clinicam.provisioning import brokerconf, identity, netallow, pki, report
 from clinicam.provisioning.site import Site
 
@@ -116,7 +117,7 @@ def _two_tier(sub: Any) -> None:
 def _device_key(sub: Any) -> None:
     p = sub.add_parser("device-key", help="on the station: make device.key and device.csr")
     p.add_argument("dir", metavar="DIR", type=Path, help=f"identity directory, e.g. {identity.DEFAULT_DIR}")
-    p.add_argument("--device", required=True, metavar="ID", help="device id, [a-z0-9-]{3,64}")
+    p.add_argument("--device", required=True, metavar="ID", help=f"device id, {DEVICE_ID_RULE}")
     p.set_defaults(func=_cmd_device_key)
 
 

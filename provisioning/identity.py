@@ -18,6 +18,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.protocol import chain as trust
@@ -25,6 +26,7 @@ from clinicam.protocol.recipient import RecipientPublicKey, load_recipient_publi
 from clinicam.provisioning import pki
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 DEFAULT_DIR = Path("/etc/clinicam/identity")
 KEY, CSR, CERT, CA, RECIPIENT, BROKER, CRL = (
@@ -36,6 +38,39 @@ KEY, CSR, CERT, CA, RECIPIENT, BROKER, CRL = (
     "broker.json",
     "crl.pem",
 )
+
+
+class StationIdentity(Protocol):
+    """What the station needs of its identity: to connect (mTLS), sign and seal.
+
+    ``DeviceIdentity`` (loaded by :func:`load_identity`) is the one implementation;
+    the seam is typed so the station and uplink say exactly what they use.
+    """
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def key(self) -> pki.PrivateKey: ...
+    @property
+    def cert_pem(self) -> bytes: ...
+    @property
+    def recipient(self) -> RecipientPublicKey: ...
+    @property
+    def broker_host(self) -> str: ...
+    @property
+    def broker_port(self) -> int: ...
+    @property
+    def key_path(self) -> Path: ...
+    @property
+    def cert_path(self) -> Path: ...
+    @property
+    def ca_path(self) -> Path: ...
+    @property
+    def not_after(self) -> dt.datetime: ...
+    @property
+    def ca(self) -> x509.Certificate: ...
+    @property
+    def dir(self) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -218,7 +253,7 @@ def _parse_crl(
     signers = {c.subject: c for c in (ca, *chain)}
     for crl in crls:
         signer = signers.get(crl.issuer)
-        if signer is None or not crl.is_signature_valid(signer.public_key()):
+        if signer is None or not crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, signer.public_key())):
             raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
     wanted = issuer or ca.subject
     return next((c for c in crls if c.issuer == wanted), None)

@@ -16,20 +16,20 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from clinicam.common.errors import ProvisioningError
 from clinicam.protocol import certprofile
+from clinicam.protocol.ids import DEVICE_ID
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ID_PATTERN = re.compile(r"[a-z0-9-]{3,64}")
+ID_PATTERN = DEVICE_ID  # the protocol's device-id grammar (clinicam.protocol.ids)
 RESERVED_PREFIXES: tuple[str, ...] = certprofile.RESERVED_PREFIXES
 DEFAULT_DAYS = 397
 CA_DAYS = 3650

@@ -1,8 +1,8 @@
 """From a validated ``RelayConfig`` to a running ``Relay``: the only place that maps keys.
 
 Each sink type is built by the module that implements it: ``directory`` here; the
-others by a ``from_config(cfg) -> Sink`` function in their module (``dicomweb_sink``,
-``dimse_sink``, ``fhir_sink``), imported only when configured so a directory-only
+others by a ``from_config(cfg) -> Sink`` function in their module (``sinks.dicomweb``,
+``sinks.dimse``, ``sinks.fhir``), imported only when configured so a directory-only
 relay does not need pydicom.
 """
 

@@ -221,7 +221,7 @@ def _renewal_cell(renewal: Any) -> str:
 def cmd_cmd(args: argparse.Namespace) -> int:
     from clinicam.common.errors import UplinkError
     from clinicam.protocol.commands import MAX_LIFETIME_S
-    from clinicam.protocol.topics import DEVICE_ID
+    from clinicam.protocol.ids import DEVICE_ID
     from clinicam.relay import remote  # imports paho only here
 
     def refuse(message: str) -> int:

@@ -24,6 +24,7 @@ from clinicam.common.tomlconf import (
     nonempty,
     variants,
 )
+from clinicam.protocol.topics import DEFAULT_PREFIX
 
 DEFAULT_PATH = Path("/etc/clinicam/relay.toml")
 EXAMPLE = Path(__file__).with_name("relay.example.toml")
@@ -38,7 +39,7 @@ AE_TITLE = checked(matches(r"[ -~]{1,16}", "1..16 printable ASCII characters"))
 @dataclass(frozen=True)
 class RelaySection:
     topic_prefix: str = field(
-        default="clinicam/v1", metadata=checked(matches(r"[A-Za-z0-9_./-]{1,64}", "a topic prefix without wildcards"))
+        default=DEFAULT_PREFIX, metadata=checked(matches(r"[A-Za-z0-9_./-]{1,64}", "a topic prefix without wildcards"))
     )
     worker: int = field(default=0, metadata=checked(between(0, 63)))
     workers: int = field(default=1, metadata=checked(between(1, 64)))

@@ -21,23 +21,17 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from clinicam.common.errors import (
-    ConfigError,
-    OpenError,
-    PrePolicyCertificate,
-    SinkError,
-    SinkUnknownPatient,
-    TopicError,
-)
+from clinicam.common.errors import ConfigError, SinkUnknownPatient, TopicError
 from clinicam.protocol import certprofile
+from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import parse_manifest_message, verify_event
+from clinicam.protocol.reasons import OpenError, PrePolicyCertificate, SinkError
 from clinicam.protocol.recipient import RecipientPrivateKey
 from clinicam.protocol.sealing import OpenedCapture, open_capture
-from clinicam.protocol.topics import Topics
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.relay.ledger import Filed, Ledger
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
@@ -47,32 +41,16 @@ from cryptography import x509
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Ack:
-    """One acknowledgement to publish on ``P/<device>/ack``."""
-
-    device: str
-    capture_id: str
-    status: str  # stored | rejected | retry
-    reason: str | None = None
-    ref: dict[str, str] | None = None
-
-    def payload(self) -> bytes:
-        body = {"capture_id": self.capture_id, "status": self.status, "reason": self.reason,
-                "ref": self.ref}
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
 class RelayCore:
     """Everything the relay decides, for the stations of its partition."""
 
     def __init__(self, *, ca_cert: x509.Certificate, recipients: Sequence[RecipientPrivateKey],
                  sinks: Sequence[Sink], quarantine: Sink | None = None,
                  crl: x509.CertificateRevocationList | None = None,
-                 topic_prefix: str = "clinicam/v1", partition: Partition | None = None,
+                 topic_prefix: str = DEFAULT_PREFIX, partition: Partition | None = None,
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
-                 now: Callable[[], datetime] | None = None,
+                 utc: Callable[[], datetime] | None = None,
                  legacy_until: datetime | None = None,
                  chain: Sequence[x509.Certificate] = (),
                  crls: Sequence[x509.CertificateRevocationList] = ()) -> None:
@@ -85,13 +63,12 @@ class RelayCore:
         self.chain, self.crls = tuple(chain), crls
         self.sinks, self.quarantine = list(sinks), quarantine
         self.topics = Topics(topic_prefix)
-        self.prefix = topic_prefix + "/"
         self.partition = partition if partition is not None else Partition()
         self.reassembler = reassembler if reassembler is not None else Reassembler()
         self.ledger = ledger if ledger is not None else Ledger()
         self.board = board if board is not None else StatusBoard(None)
         self.audit = audit if audit is not None else AuditLog(None)
-        self._now = now
+        self._utc = utc
         # Pre-policy station certificates are stations until then (certprofile).
         self.legacy_until = legacy_until
         self._pre_policy_seen: set[str] = set()
@@ -178,7 +155,7 @@ class RelayCore:
                                   topic_capture_id=cid, ca_cert=self.ca_cert,
                                   recipients=self.recipients, crl=self.crl,
                                   chain=self.chain, crls=self.crls,
-                                  now=self._now() if self._now else None,
+                                  now=self._utc() if self._utc else None,
                                   legacy_until=self.legacy_until)
         except PrePolicyCertificate:
             # Probably a real station not yet renewed: never 'rejected' (it would drop

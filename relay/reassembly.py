@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clinicam.common.errors import OpenError
+from clinicam.protocol.reasons import OpenError
 
 Key = tuple[str, str]  # (device, capture_id)
 

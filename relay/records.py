@@ -2,84 +2,23 @@
 
 Both are read by people (``clinicam relay status``, a privacy officer), so both are
 built from an allow-list: only the keys DESIGN §5 defines, each checked for the shape
-it must have. A station bug that put free text into a status or event could otherwise
-carry PHI into a file; such values are dropped and counted, never written.
+it must have (``clinicam.protocol.status.read_status`` / ``read_event``). A station bug
+that put free text into a status or event could otherwise carry PHI into a file; such
+values are dropped, never written.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.status import read_event, read_status, utc_stamp
 from clinicam.relay.sinks.directory import write_atomically
-
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_WORD = re.compile(r"[a-z0-9-]{1,32}")
-_CMD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
-_FW = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-
-
-def _match(pattern: re.Pattern[str]) -> Callable[[object], bool]:
-    return lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None
-
-
-STATUS_KEYS: dict[str, Callable[[object], bool]] = {
-    "state": _match(_WORD),
-    "pending": _is_int,
-    "pending_bytes": _is_int,
-    "boot": _match(_HEX32),
-    "fw": _match(_FW),
-    "uptime_s": _is_number,
-    "cert_not_after": _match(_STAMP),
-    "clock_synced": lambda v: isinstance(v, bool),
-    "renewal": lambda v: _is_renewal(v),
-}
-
-
-def _is_renewal(v: object) -> bool:
-    """The station's certificate renewal state (issue 17): ``{"state", "at", "reason"}``."""
-    if not isinstance(v, dict) or set(v) != {"state", "at", "reason"}:
-        return False
-    return (_match(_WORD)(v["state"]) and (v["at"] is None or _match(_STAMP)(v["at"]))
-            and (v["reason"] is None or _match(_WORD)(v["reason"])))
-
-EVENT_KEYS: dict[str, Callable[[object], bool]] = {
-    "event": _match(_WORD),
-    "at": _match(_STAMP),
-    "capture_id": _match(_HEX32),
-    "capture_ids": lambda v: isinstance(v, list) and all(_match(_HEX32)(x) for x in v),
-    "session": _match(_HEX32),
-    "reason": _match(_WORD),
-    "count": _is_int,
-    "cmd_id": _match(_CMD_ID),
-}
-
-
-def allowed(obj: Mapping[str, Any], keys: Mapping[str, Callable[[object], bool]]) -> dict[str, Any]:
-    """The keys of ``obj`` that are allowed and well-formed; everything else is dropped."""
-    return {k: v for k, v in obj.items() if k in keys and keys[k](v)}
-
-
-def utc_stamp(at: float) -> str:
-    """RFC 3339 UTC with milliseconds and ``Z``, the format of every clinicam time."""
-    dt = datetime.fromtimestamp(at, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 class StatusBoard:
@@ -95,7 +34,7 @@ class StatusBoard:
     def station(self, device: str, status: Mapping[str, Any]) -> None:
         """Record a station's status (only the DESIGN §5 keys, well-formed)."""
         with self._lock:
-            entry = allowed(status, STATUS_KEYS)
+            entry = read_status(status)
             entry["seen"] = utc_stamp(self._wall())
             self.stations[device] = entry
         self.flush()
@@ -131,7 +70,7 @@ class AuditLog:
         self.lines: list[dict[str, Any]] = []  # kept in memory too, for tests and status
 
     def station_event(self, device: str, event: Mapping[str, Any]) -> None:
-        self._write({"source": "station", "device": device, **allowed(event, EVENT_KEYS)})
+        self._write({"source": "station", "device": device, **read_event(event)})
 
     def decision(self, device: str, capture_id: str | None, status: str, reason: str | None) -> None:
         entry = {"source": "relay", "device": device, "decision": status, "reason": reason}

@@ -5,7 +5,7 @@ identity (``clinicam provision operator``, CN ``operator-NAME``): the broker's A
 write ``P/+/cmd`` and read ``P/+/event`` and ``P/+/status``, and nothing else. A relay
 certificate would also do, but it may write ``P/+/ack`` (a forged "stored" ack makes a
 station drop an undelivered photo) and read every capture: least privilege says
-operator. The payload comes from ``clinicam.protocol.commands.command_payload``,
+operator. The payload comes from ``clinicam.protocol.commands.Command.payload``,
 next to the station's parser, so what we send is exactly what the station accepts.
 
 Order matters: subscribe to ``P/D/event`` (and the retained ``P/D/status``) *before*
@@ -35,7 +35,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import BrokerUnreachable, ClinicamError, UplinkError
-from clinicam.protocol.commands import MAX_LIFETIME_S, command_payload
+from clinicam.protocol.commands import MAX_LIFETIME_S, Command
 from clinicam.protocol.status import utc_stamp
 from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
@@ -139,7 +139,7 @@ def send_command(remote: Remote, station: str, cmd: str, *, ttl_s: float = 300.0
             session.subscribe([event_topic, remote.topics.status(station)])
         now = wall()
         sent = Sent(station, cmd, new_id(), now, now + ttl_s)
-        session.publish(cmd_topic, command_payload(cmd, sent.id, sent.issued_at, sent.expires_at), sent)
+        session.publish(cmd_topic, Command(cmd, sent.id, sent.issued_at, sent.expires_at).payload(), sent)
         if not wait:
             return Answer(sent, None)
         event = session.answer(event_topic, remote.topics.status(station), sent, timeout_s)

@@ -57,11 +57,7 @@ class Relay:
 
     def subscriptions(self) -> list[str]:
         """The topic filters: the whole tree, or ``$share`` when explicitly configured."""
-        base = self.core.prefix
-        filters = [f"{base}+/capture/#", f"{base}+/status", f"{base}+/event"]
-        if self.shared_group:
-            filters = [f"$share/{self.shared_group}/{f}" for f in filters]
-        return filters
+        return self.core.topics.relay_subscriptions(self.shared_group or None)
 
     def start(self, wait_s: float | None = 10.0) -> None:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
@@ -109,7 +105,7 @@ class Relay:
                 log.error("relay: message handling failed (%s)", type(exc).__name__)
 
     def _publish_ack(self, device: str, payload: bytes) -> None:
-        info = self.client.publish(f"{self.core.prefix}{device}/ack", payload, qos=1)
+        info = self.client.publish(self.core.topics.ack(device), payload, qos=1)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             # the station re-sends on its ack timeout; the ledger re-acks it then
             log.warning("relay: ack to %s not sent now (paho rc %s)", device, info.rc)

@@ -12,10 +12,12 @@ cd "$(dirname "$0")/.."
 # tests, openssl for the TLS 1.1 control client, the PACS and the DICOM validator for the
 # relay sinks, shellcheck, nftables and systemd-analyze for the appliance checks, poppler
 # to rasterise the card sheet, cryptsetup and e2fsprogs for the encrypted persistent
-# partition (real LUKS2 headers on image files). image: the QEMU boot test of the appliance (make test-image).
+# partition (real LUKS2 headers on image files). image: the QEMU boot test of the appliance (make test-image);
+# make and xz-utils build the stand-in's gpio-sim module (test-image.sh also installs
+# linux-headers-<the stand-in kernel>, whose name follows Debian's kernel ABI).
 declare -A PKG_GROUPS=(
   [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs"
-  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd"
+  [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd make xz-utils"
 )
 
 want=()
@@ -55,6 +57,15 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want_stamp" > "$stamp"
+fi
+
+# The picamera2 fixture (tests/picamera2_sim): the version Raspberry Pi OS bookworm ships,
+# without its dependencies (python-prctl, av, OpenEXR... need a Pi or a compiler and are
+# never used by the station); the ones its capture path imports are in the dev extra.
+PICAMERA2=$(sed -n 's/^PICAMERA2_VERSION = "\(.*\)"/picamera2==\1/p' tests/picamera2_sim/__init__.py)
+if [[ "$(.venv/bin/python -m pip show picamera2 2>/dev/null | sed -n 's/^Version: /picamera2==/p')" != "$PICAMERA2" ]]; then
+  echo "bootstrap: installing $PICAMERA2 (no dependencies) for the camera fixture"
+  .venv/bin/python -m pip install -q --no-deps "$PICAMERA2"
 fi
 
 # The FHIR R4 test server lives in its own venv: its dependencies are not ours.

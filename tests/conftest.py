@@ -57,6 +57,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import identity, pki
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
@@ -65,7 +66,7 @@ from clinicam.tools.cli import main as clinicam_main
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-PREFIX = "clinicam/v1"
+PREFIX = DEFAULT_PREFIX
 ADMIN_ACL = "user admin-test\ntopic read #\n"
 TIMEOUT = 10.0  # upper bound for waiting on the broker; never a delay that must pass
 _BROKERS = pytest.StashKey[list[Mosquitto]]()

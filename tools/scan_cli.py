@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from clinicam.common.errors import ClinicamError, CodeRejected
+from clinicam.drivers.pipeline import PassOutcome, PipelineReader
 from clinicam.drivers.readers import SYMBOLOGIES, Code, CodeReader, make_reader
 from clinicam.firmware.codes.classify import CardCode, CodeRules, OperatorId, PatientId, classify
 
@@ -37,8 +38,14 @@ def register(subparsers: Any) -> None:
         "rules. Values are masked unless --reveal is given.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG…)")
-    p.add_argument("--reader", choices=("auto", "zxing", "pyzbar"), default="auto",
-                   help="barcode engine (default: the station's default, zxing-cpp)")
+    p.add_argument("--reader", "--engine", dest="reader",
+                   choices=("auto", "zxing", "pyzbar", "pipeline"), default="auto",
+                   help="barcode engine: auto (the station's default: the pipeline, "
+                   "zxing-cpp with region passes for hard frames), zxing (one plain call), "
+                   "pyzbar")
+    p.add_argument("-v", "--verbose", dest="passes", action="store_true",
+                   help="with the pipeline engine: each pass and its outcome (why a band "
+                   "does not read); never the decoded text")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--reveal", action="store_true",
                    help="show the full decoded text (test wristbands only)")
@@ -119,11 +126,29 @@ def _line(entry: dict[str, Any]) -> str:
     return head + f"{entry['kind']} {entry['id']} (issuer {entry['issuer']}{enc})"
 
 
-def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool
-              ) -> dict[str, Any]:
+def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool,
+              verbose: bool = False) -> dict[str, Any]:
     frame = read_image(path)
-    codes = reader.decode(frame)
-    return {"file": str(path), "codes": [describe(c, rules, reveal) for c in codes]}
+    passes = None
+    if verbose and isinstance(reader, PipelineReader):
+        reading = reader.read(frame)
+        codes, passes = reading.codes, [_pass(p) for p in reading.passes]
+        passes += [{"name": "unresolved", "ms": 0.0, "outcome": "located, not decoded",
+                    "box": list(r.box)} for r in reading.unresolved]
+        passes += [{"name": "tentative", "ms": 0.0, "outcome":
+                    f"{c.symbology} read once: needs a second frame", "box": None}
+                   for c in reading.tentative]
+    else:
+        codes = reader.decode(frame)
+    result = {"file": str(path), "codes": [describe(c, rules, reveal) for c in codes]}
+    if passes is not None:
+        result["passes"] = passes
+    return result
+
+
+def _pass(p: PassOutcome) -> dict[str, Any]:
+    box = list(p.region.box) if p.region else None
+    return {"name": p.name, "ms": round(p.ms, 1), "outcome": p.outcome, "box": box}
 
 
 def _print(result: dict[str, Any], as_json: bool, reveal: bool, out: TextIO) -> None:
@@ -133,6 +158,9 @@ def _print(result: dict[str, Any], as_json: bool, reveal: bool, out: TextIO) -> 
     out.write(f"{result['file']}: {len(result['codes'])} code(s)\n")
     for entry in result["codes"]:
         out.write(_line(entry) + (f"  text={entry['text']!r}" if reveal else "") + "\n")
+    for p in result.get("passes", ()):
+        where = f" at {tuple(p['box'])}" if p["box"] else ""
+        out.write(f"  pass {p['name']}{where}: {p['outcome']} ({p['ms']:.1f} ms)\n")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
@@ -142,6 +170,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         rules, formats = load_site(args.config)
         reader = make_reader(args.reader, formats)
+        if isinstance(reader, PipelineReader):
+            from clinicam.firmware.codes.gs1 import plausible
+
+            reader = PipelineReader(formats, gs1=plausible)
     except (ClinicamError, ValueError) as exc:
         err.write(f"clinicam scan: {exc}\n")
         return EXIT_USAGE
@@ -149,7 +181,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     for name in args.images:
         path = Path(name)
         try:
-            result = scan_file(path, reader, rules, args.reveal)
+            result = scan_file(path, reader, rules, args.reveal, args.passes)
         except OSError:
             err.write(f"clinicam scan: {path}: cannot read the image\n")
             status = EXIT_USAGE

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
+import numpy as np
 from clinicam.common.errors import CameraUnavailable, CodeRejected
 from clinicam.drivers.camera import Camera, StillInfo
 from clinicam.drivers.readers import Code, CodeReader, PresentationFilter
@@ -122,7 +123,7 @@ class CameraWorker:
             except Exception as exc:
                 future.set_exception(exc)
 
-    def _read_codes(self, frame: object) -> None:
+    def _read_codes(self, frame: np.ndarray) -> None:
         if self._reset.is_set():
             self._reset.clear()
             self._filter.reset()

@@ -98,6 +98,17 @@ class Vault:
         """Bytes held: ciphertext parts plus manifests."""
         return self._bytes
 
+    @property
+    def in_use(self) -> int:
+        """Bytes of the locked arena handed out and not yet given back (0 without an arena)."""
+        with self.lock:
+            return self._arena.in_use if self._arena is not None else 0
+
+    def in_arena(self, buf: object) -> bool:
+        """True if ``buf`` (from :meth:`allocate`) is arena memory, not a heap fallback."""
+        with self.lock:
+            return self._arena is not None and self._arena.owns(buf)
+
     def ids(self) -> list[str]:
         """Capture ids held, oldest first."""
         with self.lock:

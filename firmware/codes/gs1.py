@@ -139,6 +139,23 @@ def _check_field(ai: str, value: str) -> None:
         raise CodeRejected("gs1-syntax")
 
 
+# AIs whose value ends in a GS1 mod-10 check digit.
+CHECKED_AIS = frozenset({"00", "01", "02", "8017", "8018"})
+
+
+def plausible(text: str) -> bool:
+    """Whether ``text`` parses as an element string whose check digits all hold.
+
+    The camera's reading pipeline injects this to drop a GS1 read that came out of a
+    preprocessed pass and fails it: there it is a probable misread, not a misprinted
+    band (DESIGN §10, hard frames)."""
+    try:
+        fields = parse(text)
+    except CodeRejected:
+        return False
+    return all(check_digit_ok(v) for ai, v in fields.items() if ai in CHECKED_AIS)
+
+
 def gsrn(fields: dict[str, str], ai: str) -> str:
     """The 18-digit GSRN under ``ai`` with its check digit verified."""
     value = fields[ai]

@@ -45,11 +45,11 @@ PROBE_TIMEOUT_S = 60.0
 # -- clock and cipher ------------------------------------------------------------------
 
 
-def check_clock(config: StationConfig, clock: ClockSource | None = None) -> CheckResult:
+def check_clock(config: StationConfig, clock_sync: ClockSource | None = None) -> CheckResult:
     """Synchronised, or FAIL when ``require_clock_sync`` (captures are refused), else WARN."""
     sim = config.hardware.backend == "sim"
-    source = clock or (SimulatedClock(True) if sim else KernelClock())
-    kind = "simulated clock" if sim and clock is None else "system clock"
+    source = clock_sync or (SimulatedClock(True) if sim else KernelClock())
+    kind = "simulated clock" if sim and clock_sync is None else "system clock"
     if source.synchronised():
         return CheckResult("clock", PASS, f"{kind} synchronised")
     remedy = ("check NTP: 'timedatectl status', systemd-timesyncd or chronyd running, "

@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.firmware.selftest.result import FAIL, PASS, WARN, CheckResult
@@ -23,6 +23,7 @@ from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import load_recipient_public
 from clinicam.provisioning import identity, pki
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 REQUIRED = (identity.KEY, identity.CERT, identity.CA, identity.RECIPIENT, identity.BROKER)
@@ -258,7 +259,7 @@ class IdentityReview:
         signers = {c.subject: c for c in (ca, *self.chain)} if ca is not None else {}
         for crl in crls:
             signer = signers.get(crl.issuer)
-            if signer is None or not crl.is_signature_valid(signer.public_key()):
+            if signer is None or not crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, signer.public_key())):
                 return CheckResult("crl", FAIL, f"{identity.CRL} is not signed by the site CA in {identity.CA}",
                                    "copy the site's crl.pem again")
         cert = self.cert or self._cert_if_any()

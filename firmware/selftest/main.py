@@ -48,13 +48,13 @@ def run_checks(
     network: bool = True,
     now: dt.datetime | None = None,
     source: str | None = None,
-    clock: ClockSource | None = None,
+    clock_sync: ClockSource | None = None,
     memory_probe: selftest_device.MemoryProbe | None = None,
 ) -> list[CheckResult]:
     """Run every check in order and return one result per line.
 
     ``now`` is the time certificates are judged at (default: the real clock);
-    ``clock`` replaces the backend's clock source (``KernelClock`` on a Pi, a
+    ``clock_sync`` replaces the backend's clock-sync source (``KernelClock`` on a Pi, a
     synchronised ``SimulatedClock`` in simulation); ``memory_probe`` replaces the child
     process that tries ``mlockall``. ``source`` names the file the config came from.
     """
@@ -63,7 +63,7 @@ def run_checks(
     review = selftest_identity.IdentityReview(Path(config.identity.dir), now)
     results += [_guarded(name, check) for name, check in review.checks()]
     local: list[tuple[str, Callable[[], CheckResult]]] = [
-        ("clock", lambda: selftest_device.check_clock(config, clock)),
+        ("clock", lambda: selftest_device.check_clock(config, clock_sync)),
         ("aead", lambda: selftest_device.check_aead(config)),
         ("memory", lambda: selftest_device.check_memory(config, memory_probe)),
         ("camera", lambda: selftest_device.check_camera(config)),

@@ -4,8 +4,8 @@ Two threads, neither of them the workflow's: paho's network loop only *posts* wh
 receives onto an internal queue (the one exception is the remote ``wipe``, which runs
 the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 ``DeliveryEngine`` and does all publishing. The station hears about outcomes through
-``on_event`` (frozen events from ``firmware.uplink_events``), which should only
-``queue.put``.
+``post``: the workflow's own events (``clinicam.firmware.workflow.events``, the
+``UplinkEvent`` part of ``Event``), put straight onto the station's queue.
 
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
@@ -24,22 +24,25 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from clinicam.common.clock import Clock, SystemClock
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
-from clinicam.firmware.uplink.events import (
+from clinicam.firmware.uplink.renewal import RenewalAgent
+from clinicam.firmware.workflow.events import (
     CaptureRejected,
     CapturesExpired,
     CaptureStored,
     CommandIgnored,
     CommandReceived,
+    FaultReported,
     UplinkConnected,
     UplinkEvent,
     UplinkLost,
-    UplinkMisconfigured,
 )
-from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
+from clinicam.provisioning.identity import StationIdentity
 from clinicam.provisioning.tlsctx import client_context
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -57,19 +60,19 @@ class Uplink:
     one wipe path (``clinicam.firmware.capture.wipe``), called for a live remote ``wipe``.
     """
 
-    def __init__(self, *, identity: Any, vault: VaultLike, on_event: Callable[[UplinkEvent], None],
+    def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
                  wipe: Callable[[], Any] | None = None, host: str | None = None,
-                 port: int | None = None, topic_prefix: str = "clinicam/v1",
+                 port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
                  retry_min_s: float = 2.0, retry_max_s: float = 300.0,
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 clock: Clock | None = None,
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
                  on_renewed: Callable[[Any], None] | None = None,
                  on_recipient: Callable[[bytes], None] | None = None) -> None:
-        self.identity, self.vault, self._on_event, self._wipe = identity, vault, on_event, wipe
+        self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # Recipient-key rotation (issue 17): the site's announcement, retained on P/_site/recipient.
         self._on_recipient, self._recipient_topic = on_recipient, f"{topic_prefix}/_site/recipient"
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
@@ -79,11 +82,12 @@ class Uplink:
         self.device: str = identity.device_id
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
-        self.base = f"{topic_prefix}/{self.device}"
+        self.topics = Topics(topic_prefix)
         self.keepalive_s = keepalive_s
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
-        self._clock, self._wall = clock, wall
-        self._started = clock()
+        time_source = clock or SystemClock()
+        self._clock, self._wall = time_source.monotonic, time_source.wall
+        self._started = self._clock()
         self.expire_every_s = 30.0
         self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -91,7 +95,7 @@ class Uplink:
         self.engine = DeliveryEngine(
             vault=vault, device=self.device, publish=self._publish, emit=self._emit,
             topic_prefix=topic_prefix, max_inflight=max_inflight, ack_timeout_s=ack_timeout_s,
-            retry_min_s=retry_min_s, retry_max_s=retry_max_s, clock=clock, rng=rng)
+            retry_min_s=retry_min_s, retry_max_s=retry_max_s, clock=self._clock, rng=rng)
         self.client = self._make_client(reconnect_min_s, reconnect_max_s)
         self._thread: threading.Thread | None = None
 
@@ -103,7 +107,7 @@ class Uplink:
         # Kept: a renewal loads the new pair into this context before reconnecting.
         self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
         client.tls_set_context(self._ctx)
-        client.will_set(f"{self.base}/status", OFFLINE, qos=1, retain=True)
+        client.will_set(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine
         client.on_connect = self._on_connect
@@ -125,7 +129,7 @@ class Uplink:
         if self._thread is None:
             return
         if self.engine.connected:
-            info = self.client.publish(f"{self.base}/status", OFFLINE, qos=1, retain=True)
+            info = self.client.publish(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(timeout)
         self.client.disconnect()
@@ -155,7 +159,7 @@ class Uplink:
         def forget() -> None:
             self.engine.reset()
             if body is not None:
-                self._publish_json("event", body)
+                self._publish_event(body)
             self._publish_status()
         self._post(forget)
 
@@ -184,27 +188,25 @@ class Uplink:
     def publish_event(self, event: str, **fields: Any) -> None:
         """Queue an audit event (DESIGN §5 keys only) for ``P/D/event``."""
         body = event_payload(event, self._wall(), **fields)
-        self._post(lambda: self._publish_json("event", body))
+        self._post(lambda: self._publish_event(body))
 
     def send_void(self, capture_id: str) -> None:
         """Ask the relay to mark a delivered capture entered-in-error (signed event)."""
         body = sign_event({"event": "void", "at": utc_stamp(self._wall()),
                            "capture_id": capture_id}, self.identity.key)
-        self._post(lambda: self._publish_json("event", body))
+        self._post(lambda: self._publish_event(body))
 
     def status(self) -> dict[str, Any]:
         """The retained status this station publishes."""
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
-        body = status_payload(
+        return status_payload(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
-            clock_synced=bool(self._clock_synced()))
-        if self.renewal is not None:
-            body["renewal"] = self.renewal.status()
-        return body
+            clock_synced=bool(self._clock_synced()),
+            renewal=self.renewal.status() if self.renewal is not None else None)
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -244,10 +246,10 @@ class Uplink:
         if expired:
             for cid in expired:
                 self.engine.forget(cid)
-            self._publish_json("event", event_payload(
+            self._publish_event(event_payload(
                 "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
             self._publish_status()
-            self._on_event(CapturesExpired(tuple(expired)))
+            self._post_event(CapturesExpired(tuple(expired)))
 
     # -- certificate renewal (delivery thread) -------------------------------------------
     def _renewal_tick(self) -> None:
@@ -258,8 +260,8 @@ class Uplink:
             return
         payload = agent.request(self.identity)
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = f"{self.base}/cert"
-        self._renew_mid = self.client.publish(f"{self.base}/renew", payload, qos=1, properties=props).mid
+        props.ResponseTopic = self.topics.cert(self.device)
+        self._renew_mid = self.client.publish(self.topics.renew(self.device), payload, qos=1, properties=props).mid
         self._publish_status()
 
     def _renewal_puback(self, code: int) -> None:
@@ -304,7 +306,7 @@ class Uplink:
             return
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
-        self._publish_json("event", event_payload("cert-renewed", self._wall()))
+        self._publish_event(event_payload("cert-renewed", self._wall()))
 
     def _renewal_fallback(self) -> None:
         """The new pair did not connect: back to the current one (paho keeps reconnecting)."""
@@ -329,25 +331,28 @@ class Uplink:
             raise ConnectionError(f"publish not possible now (paho rc {info.rc})")
         return info.mid
 
-    def _publish_json(self, leaf: str, body: dict[str, Any], retain: bool = False) -> None:
+    def _publish_json(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
         payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        self.client.publish(f"{self.base}/{leaf}", payload, qos=1, retain=retain)
+        self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def _publish_event(self, body: dict[str, Any]) -> None:
+        self._publish_json(self.topics.event(self.device), body)
 
     def _publish_status(self) -> None:
         if self.engine.connected:
-            self._publish_json("status", self.status(), retain=True)
+            self._publish_json(self.topics.status(self.device), self.status(), retain=True)
 
     def _emit(self, event: UplinkEvent) -> None:
         """Engine outcomes: tell the relay (audit, status) and the station."""
         if isinstance(event, CaptureRejected):
-            self._publish_json("event", event_payload(
+            self._publish_event(event_payload(
                 "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason))
-        if isinstance(event, UplinkMisconfigured):
-            self._publish_json("event", event_payload(
+        if isinstance(event, FaultReported):
+            self._publish_event(event_payload(
                 "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason))
-        if isinstance(event, CaptureStored | CaptureRejected | UplinkMisconfigured):
+        if isinstance(event, CaptureStored | CaptureRejected | FaultReported):
             self._publish_status()
-        self._on_event(event)
+        self._post_event(event)
 
     # -- paho callbacks (network thread: post, never work) ---------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -356,16 +361,16 @@ class Uplink:
             log.warning("uplink: broker refused the connection (%s)", reason_code)
             if self._installing:
                 self._post(self._renewal_fallback)
-            self._on_event(UplinkLost(str(reason_code)))
+            self._post_event(UplinkLost(str(reason_code)))
             return
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
-        topics = [(f"{self.base}/ack", 1), (f"{self.base}/cmd", 1)]
+        topics = self.topics.station_subscriptions(self.device)
         if self.renewal is not None:
-            topics.append((f"{self.base}/cert", 1))
+            topics.append(self.topics.cert(self.device))
         if self._on_recipient is not None:
-            topics.append((self._recipient_topic, 1))
-        client.subscribe(topics)
+            topics.append(self._recipient_topic)
+        client.subscribe([(t, 1) for t in topics])
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
         def connected() -> None:
@@ -373,7 +378,7 @@ class Uplink:
                 self._renewal_connected()
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
-            self._on_event(UplinkConnected(receive_max, max_packet))
+            self._post_event(UplinkConnected(receive_max, max_packet))
         self._post(connected)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
@@ -388,7 +393,7 @@ class Uplink:
             if self._installing and failed:
                 self._renewal_fallback()
             self.engine.disconnected()
-            self._on_event(UplinkLost(str(reason_code)))
+            self._post_event(UplinkLost(str(reason_code)))
         self._post(lost)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -396,7 +401,7 @@ class Uplink:
                     self.host, self.port)
         if self._installing:
             self._post(self._renewal_fallback)
-        self._on_event(UplinkLost("unreachable"))
+        self._post_event(UplinkLost("unreachable"))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
@@ -408,11 +413,11 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
-        if msg.topic == f"{self.base}/ack":
+        if msg.topic == self.topics.ack(self.device):
             self._post(lambda: self.engine.ack(payload))
-        elif msg.topic == f"{self.base}/cmd":
+        elif msg.topic == self.topics.cmd(self.device):
             self._command(payload, bool(msg.retain))
-        elif msg.topic == f"{self.base}/cert" and self.renewal is not None:
+        elif msg.topic == self.topics.cert(self.device) and self.renewal is not None:
             self._post(lambda: self._renewal_answer(payload))
         elif msg.topic == self._recipient_topic and self._on_recipient is not None:
             handler = self._on_recipient
@@ -423,7 +428,7 @@ class Uplink:
             command = self._gate.admit(payload, retained=retained, now=self._wall())
         except CommandRefused as exc:
             log.warning("uplink: command ignored (%s)", exc.why)
-            self._on_event(CommandIgnored(exc.why))
+            self._post_event(CommandIgnored(exc.why))
             return
         fields: dict[str, Any] = {"cmd_id": command.id}
         if command.cmd == "wipe" and self._wipe is not None:
@@ -434,7 +439,7 @@ class Uplink:
         body = event_payload(command.cmd, self._wall(), **fields)
 
         def answer() -> None:
-            self._publish_json("event", body)
+            self._publish_event(body)
             self._publish_status()
         self._post(answer)
-        self._on_event(CommandReceived(command.cmd, command.id))
+        self._post_event(CommandReceived(command.cmd, command.id))

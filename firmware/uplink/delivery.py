@@ -1,6 +1,6 @@
 """The uplink's delivery state machine, free of sockets and threads.
 
-It decides what to publish and when; ``firmware.uplink`` feeds it broker events and
+It decides what to publish and when; ``clinicam.firmware.uplink.client`` feeds it broker events and
 does the publishing. Everything time- or chance-dependent (the ack deadline, the
 back-off with jitter) uses the injected ``clock`` and ``rng``, so tests drive it
 exactly.
@@ -18,7 +18,6 @@ stays in the vault, untouched, until a connection with a larger limit.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -26,15 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clinicam.common.errors import REASON_CODES
-from clinicam.firmware.uplink.events import (
+from clinicam.firmware.workflow.events import (
     CaptureRejected,
     CaptureRetryScheduled,
     CaptureSent,
     CaptureStored,
+    FaultReported,
     UplinkEvent,
-    UplinkMisconfigured,
 )
+from clinicam.protocol.acks import Ack, AckStatus
+from clinicam.protocol.reasons import Reason
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class VaultLike(Protocol):
     def ack(self, capture_id: str) -> bool: ...
     def remove(self, capture_id: str) -> bool: ...
     def ids(self) -> list[str]: ...
+    def expire(self) -> list[str]: ...
 
 
 # publish(topic, payload, response) -> message id; ``response`` is the manifest's
@@ -103,7 +105,7 @@ class DeliveryEngine:
     """Sends the vault's captures and reacts to PUBACKs, acks and time."""
 
     def __init__(self, *, vault: VaultLike, device: str, publish: Publish,
-                 emit: Callable[[UplinkEvent], None], topic_prefix: str = "clinicam/v1",
+                 emit: Callable[[UplinkEvent], None], topic_prefix: str = DEFAULT_PREFIX,
                  max_inflight: int = 8, ack_timeout_s: float = 60.0,
                  retry_min_s: float = 2.0, retry_max_s: float = 300.0,
                  clock: Callable[[], float] = time.monotonic,
@@ -111,7 +113,7 @@ class DeliveryEngine:
         if not 1 <= max_inflight <= 65535:
             raise ValueError(f"max_inflight must be 1..65535, got {max_inflight}")
         self.vault, self.device, self._publish, self._emit = vault, device, publish, emit
-        self.base = f"{topic_prefix}/{device}"
+        self.topics = Topics(topic_prefix)
         self.max_inflight, self.ack_timeout_s = max_inflight, ack_timeout_s
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         self._clock, self._rng = clock, rng or random.Random()
@@ -128,7 +130,12 @@ class DeliveryEngine:
 
     @property
     def ack_topic(self) -> str:
-        return f"{self.base}/ack"
+        return self.topics.ack(self.device)
+
+    @property
+    def inflight(self) -> frozenset[int]:
+        """Message ids published and not yet acknowledged by the broker (PUBACK)."""
+        return frozenset(self._mids)
 
     # -- connection ---------------------------------------------------------------
     def connected_with(self, receive_maximum: int, max_packet: int | None) -> None:
@@ -178,7 +185,7 @@ class DeliveryEngine:
             return False
         cid = capture.capture_id
         self._waiting.discard(cid)
-        parts = [(f"{self.base}/capture/{cid}/part/{i}", p) for i, p in enumerate(capture.parts)]
+        parts = [(self.topics.part(self.device, cid, i), p) for i, p in enumerate(capture.parts)]
         if not self._fits(cid, parts, capture.manifest):
             return True  # blocked; try the next capture
         self._sending = _Sending(capture, parts)
@@ -189,7 +196,7 @@ class DeliveryEngine:
             return True
         props = response_properties_len(self.ack_topic)
         sizes = [publish_packet_size(t, len(p)) for t, p in parts]
-        sizes.append(publish_packet_size(f"{self.base}/capture/{cid}/manifest", len(manifest), props))
+        sizes.append(publish_packet_size(self.topics.manifest(self.device, cid), len(manifest), props))
         if max(sizes) <= self.max_packet:
             return True
         log.error("capture %s: a part of %d bytes exceeds the broker's maximum packet size %d; "
@@ -197,7 +204,7 @@ class DeliveryEngine:
                   cid, max(sizes), self.max_packet)
         self._blocked.add(cid)
         self.misconfigured = True
-        self._emit(UplinkMisconfigured("too-large", cid))
+        self._emit(FaultReported("too-large", cid))
         return False
 
     def _send(self, sending: _Sending, topic: str, payload: Payload,
@@ -231,7 +238,7 @@ class DeliveryEngine:
                 self._sending = None
                 self.pump()
                 return
-            manifest_topic = f"{self.base}/capture/{cid}/manifest"
+            manifest_topic = self.topics.manifest(self.device, cid)
             response = (self.ack_topic, bytes.fromhex(cid))
             sending.manifest_mid = self._send(
                 sending, manifest_topic, sending.capture.manifest, response)
@@ -240,26 +247,26 @@ class DeliveryEngine:
     # -- acknowledgements -------------------------------------------------------------
     def ack(self, payload: bytes) -> None:
         """A message on our own ack topic; anything not matching is ignored."""
-        parsed = parse_ack(payload)
+        parsed = Ack.parse(payload, self.device)
         if parsed is None:
             log.warning("ignored a malformed ack")
             return
-        cid, status, reason, ref = parsed
+        cid, status, reason, ref = parsed.capture_id, parsed.status, parsed.reason, parsed.ref
         if not self._known(cid):
             log.info("ignored an ack for capture %s, which is not outstanding", cid)
             return
-        if status == "retry":
+        if status == AckStatus.RETRY:
             if cid in self._awaiting:
                 del self._awaiting[cid]
                 self._schedule(cid, "retry")
             return
         self._forget(cid)
-        if status == "stored":
+        if status == AckStatus.STORED:
             self.vault.ack(cid)
-            self._emit(CaptureStored(cid, ref or {}))
+            self._emit(CaptureStored(cid, ref or {}, self.vault.pending_count))
         else:
             self.vault.remove(cid)
-            self._emit(CaptureRejected(cid, reason or "malformed"))
+            self._emit(CaptureRejected(cid, reason or Reason.MALFORMED))
         self.pump()
 
     def _known(self, cid: str) -> bool:
@@ -303,21 +310,3 @@ class DeliveryEngine:
             self._waiting.add(cid)
             self._emit(CaptureRetryScheduled(cid, attempt, delay, why))
 
-
-def parse_ack(payload: bytes) -> tuple[str, str, str | None, dict[str, str] | None] | None:
-    """``(capture_id, status, reason, ref)`` of a well-formed ack, else None."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(obj, dict) or set(obj) != {"capture_id", "status", "reason", "ref"}:
-        return None
-    cid, status, reason, ref = obj["capture_id"], obj["status"], obj["reason"], obj["ref"]
-    ok = (
-        isinstance(cid, str) and len(cid) == 32 and all(c in "0123456789abcdef" for c in cid)
-        and status in ("stored", "rejected", "retry")
-        and (reason is None or reason in REASON_CODES)
-        and (ref is None or (isinstance(ref, dict)
-                             and all(isinstance(v, str) for v in ref.values())))
-    )
-    return (cid, status, reason, ref) if ok else None

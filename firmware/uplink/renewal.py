@@ -11,7 +11,7 @@ station never goes offline for a renewal: anything that fails keeps the current 
 is shown in status, and is retried with back-off.
 
 This class does file and crypto work but no networking and reads no clock of its own:
-the uplink drives it, with its wall clock and randomness, from its delivery thread.
+the uplink drives it, with its UTC clock and randomness, from its delivery thread.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ class RenewalAgent:
     """One station's renewal state: ``idle``, ``requested``, ``installing``, ``failed``, ``installed``."""
 
     def __init__(self, directory: Path, device: str, policy: RenewalPolicy = RenewalPolicy(), *,
-                 wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 utc: Callable[[], datetime] = lambda: datetime.now(UTC),
                  rng: random.Random | None = None) -> None:
         self.dir, self.device, self.policy = Path(directory), device, policy
-        self._wall, self._rng = wall, rng or random.Random()
+        self._utc, self._rng = utc, rng or random.Random()
         self.state = "idle"
         self.reason: str | None = None
         self.last: datetime | None = None
@@ -71,7 +71,7 @@ class RenewalAgent:
 
     def due(self, not_after: datetime) -> bool:
         """Whether to send a request now (also after a lost answer or a back-off)."""
-        now = self._wall()
+        now = self._utc()
         if not self.policy.enabled or now < not_after - timedelta(days=self.policy.margin_days):
             return False
         if self.state == "installing":
@@ -85,7 +85,7 @@ class RenewalAgent:
     def wake_in_s(self) -> float | None:
         """Seconds until ``due`` may change its answer (an answer's timeout, the end of a
         back-off), so the uplink's loop wakes for it instead of at its next 30-s tick."""
-        now = self._wall()
+        now = self._utc()
         if self.state == "requested" and self._sent_at is not None:
             at = self._sent_at + timedelta(seconds=self.policy.answer_timeout_s)
         elif self.state != "installing" and self._not_before is not None:
@@ -95,11 +95,11 @@ class RenewalAgent:
         # a deadline already past needs no wake-up: the next tick acts on it
         return (at - now).total_seconds() if at > now else None
 
-    def request(self, current: identity.DeviceIdentity) -> bytes:
+    def request(self, current: identity.StationIdentity) -> bytes:
         """The ``P/D/renew`` payload; makes (or reuses, after a reboot) ``next.key``."""
         key, req_id = self._pending()
         csr = pki.make_csr(key, self.device).public_bytes(serialization.Encoding.PEM).decode()
-        now = self._wall()
+        now = self._utc()
         self.state, self._sent_at = "requested", now
         self._save()
         log.info("renewal: requesting a new certificate (current ends %s)", f"{current.not_after:%Y-%m-%d}")
@@ -120,7 +120,7 @@ class RenewalAgent:
 
     # -- the answer --------------------------------------------------------------------
 
-    def answer(self, payload: bytes, current: identity.DeviceIdentity) -> bool:
+    def answer(self, payload: bytes, current: identity.StationIdentity) -> bool:
         """Handle ``P/D/cert``; ``True`` when ``next.pem`` is ready for a reconnect."""
         try:
             ans = rn.parse_answer(payload)
@@ -146,7 +146,7 @@ class RenewalAgent:
         self.state = "installing"
         return True
 
-    def _check_issued(self, chain_pem: str, current: identity.DeviceIdentity
+    def _check_issued(self, chain_pem: str, current: identity.StationIdentity
                       ) -> tuple[list[x509.Certificate], x509.Certificate | None]:
         """The chain to install (leaf, issuing CA) and a re-issued root to adopt, if any.
 
@@ -163,10 +163,10 @@ class RenewalAgent:
         root = ours[0] if ours and ours[0] != current.ca else None
         inter = [c for c in rest if c.subject != c.issuer]
         try:
-            trust.TrustStore([root or current.ca], inter).path(leaf, self._wall())
+            trust.TrustStore([root or current.ca], inter).path(leaf, self._utc())
         except trust.ChainError as exc:
             raise ProvisioningError(f"does not chain to ca.pem: {exc}") from exc
-        pki.check_validity(leaf, "the renewed certificate", self._wall())
+        pki.check_validity(leaf, "the renewed certificate", self._utc())
         if not pki.same_key(leaf, key) or pki.common_name(leaf.subject, "renewed") != self.device:
             raise ProvisioningError("not for this station's new key and id")
         if certprofile.profile(leaf) != "station" or not pki.has_client_auth(leaf):
@@ -187,7 +187,7 @@ class RenewalAgent:
         os.replace(self.dir / NEXT_KEY, self.dir / identity.KEY)
         (self.dir / NEXT_REQ).unlink(missing_ok=True)
         _fsync_dir(self.dir)
-        self.state, self.reason, self.last = "installed", None, self._wall()
+        self.state, self.reason, self.last = "installed", None, self._utc()
         self._failures, self._not_before = 0, None
         self._save()
         new = identity.load_identity(self.dir)
@@ -218,7 +218,7 @@ class RenewalAgent:
         self._failures += 1
         base = min(self.policy.retry_max_s, self.policy.retry_min_s * 2 ** (self._failures - 1))
         delay = max(base * (0.5 + self._rng.random() / 2), float(retry_after_s or 0))
-        now = self._wall()
+        now = self._utc()
         self.state, self.reason, self.last = "failed", reason, now
         self._not_before, self._sent_at = now + timedelta(seconds=delay), None
         self._save()

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from clinicam.drivers.patterns import PatternName
+
 if TYPE_CHECKING:
     from clinicam.firmware.codes.classify import CardCode, OperatorId, PatientId
     from clinicam.firmware.workflow.metadata import SessionFacts
@@ -136,29 +138,106 @@ class CaptureFailed:
     reason: str
 
 
+# --- events: what the uplink reports (posted from its threads) -------------------------
+# The uplink (clinicam.firmware.uplink) posts these onto the station's queue directly;
+# the ones that change the workflow go through ``step``, the rest the station loop only
+# logs and reports. None carries PHI: captures are named by id, failures by code.
+
+
 @dataclass(frozen=True)
-class CaptureStored:
-    """The relay acknowledged the capture as ``stored``."""
+class UplinkConnected:
+    """The broker accepted us; the limits it advertised in CONNACK."""
+
+    receive_maximum: int = 65535
+    max_packet_size: int | None = None
+
+
+@dataclass(frozen=True)
+class UplinkLost:
+    """The connection dropped (or could not be made); paho reconnects with back-off.
+
+    Captures keep being accepted into the vault meanwhile.
+    """
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CaptureSent:
+    """Every part and the manifest of a capture were accepted by the broker."""
 
     capture_id: str
 
 
 @dataclass(frozen=True)
+class CaptureStored:
+    """The relay confirmed every sink has the capture (``stored``); it left the vault.
+
+    ``pending`` is the vault's count of undelivered captures right after.
+    """
+
+    capture_id: str
+    ref: dict[str, str] = field(default_factory=dict)
+    pending: int = 0
+
+
+@dataclass(frozen=True)
 class CaptureRejected:
-    """The relay answered ``rejected``: the capture can never be opened."""
+    """The relay answered ``rejected``: the capture can never be opened; it left the vault."""
 
     capture_id: str
     reason: str
 
 
 @dataclass(frozen=True)
-class UplinkConnected:
-    """The MQTT uplink is connected."""
+class CapturesExpired:
+    """Undelivered past the vault's time-to-live: zeroed and dropped (audited)."""
+
+    capture_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class UplinkLost:
-    """The MQTT uplink dropped; captures keep being accepted into the vault."""
+class CaptureRetryScheduled:
+    """No ack, a ``retry`` ack or a refused publish: the capture is re-sent later."""
+
+    capture_id: str
+    attempt: int
+    delay_s: float
+    why: str  # "retry", "ack-timeout", "publish-refused"
+
+
+@dataclass(frozen=True)
+class CommandReceived:
+    """A fresh, live remote command (``identify``, ``wipe``, ``ping``)."""
+
+    cmd: str
+    id: str
+
+
+@dataclass(frozen=True)
+class CommandIgnored:
+    """A command refused as retained, expired, repeated or malformed."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class FaultReported:
+    """Something only an engineer can fix: a part too large for the broker (``too-large``).
+
+    The station shows ``fault`` on its panel; the workflow's state does not change.
+    """
+
+    reason: str
+    capture_id: str | None = None
+
+
+# --- events: the station loop's own -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """Leave the main loop (after a drain, or in tests)."""
 
 
 Event: TypeAlias = (
@@ -182,6 +261,27 @@ Event: TypeAlias = (
     | CaptureRejected
     | UplinkConnected
     | UplinkLost
+    | CaptureSent
+    | CapturesExpired
+    | CaptureRetryScheduled
+    | CommandReceived
+    | CommandIgnored
+    | FaultReported
+    | StopRequested
+)
+
+# What the uplink posts: a part of the one vocabulary, not a second one.
+UplinkEvent: TypeAlias = (
+    UplinkConnected
+    | UplinkLost
+    | CaptureSent
+    | CaptureStored
+    | CaptureRejected
+    | CapturesExpired
+    | CaptureRetryScheduled
+    | CommandReceived
+    | CommandIgnored
+    | FaultReported
 )
 
 
@@ -190,9 +290,9 @@ Event: TypeAlias = (
 
 @dataclass(frozen=True)
 class Signal:
-    """Show a light/sound pattern by name (a key of ``clinicam.drivers.patterns.PATTERNS``)."""
+    """Show a light/sound pattern (one of ``clinicam.drivers.patterns.PatternName``)."""
 
-    pattern: str
+    pattern: PatternName
 
 
 @dataclass(frozen=True)

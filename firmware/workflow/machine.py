@@ -3,8 +3,7 @@
 ``step`` reads nothing but its arguments — no clock, no randomness, no I/O — and
 returns the next state and the actions the station must carry out, in order. The
 station loop is the only caller: it owns the queue, performs the actions and feeds
-their outcomes back as events (``TakeCapture`` → ``CaptureSealed``/``CaptureFailed``);
-the handlers of those outcomes live in ``clinicam.firmware.workflow.captures``.
+their outcomes back as events (``TakeCapture`` → ``CaptureSealed``/``CaptureFailed``).
 
 The rules that protect the patient are checked here, in one place:
 
@@ -25,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from clinicam.drivers.patterns import PatternName
 from clinicam.firmware.codes.classify import CardCode, OperatorId, PatientId
-from clinicam.firmware.workflow.captures import Result, on_failed, on_rejected, on_sealed, on_stored
 from clinicam.firmware.workflow.events import (
+    Action,
     Audit,
     BatteryCritical,
     CaptureFailed,
@@ -67,19 +67,22 @@ from clinicam.firmware.workflow.session import (
     track_alert,
 )
 
-# Card kinds that set one field of the session, and the field they set.
-_TAG_FIELDS: dict[str, str] = {
-    "PURPOSE": "purpose",
-    "LAT": "laterality",
-    "VIEW": "view",
-    "CONSENT": "consent",
+# What every step handler returns: the next state and the actions, in order.
+Result = tuple[StationState, list[Action]]
+
+# Card kinds that set one field of the session, and how (upper-cased value).
+_TAG_FIELDS: dict[str, Callable[[Session, str], Session]] = {
+    "PURPOSE": lambda s, v: replace(s, purpose=v),
+    "LAT": lambda s, v: replace(s, laterality=v),
+    "VIEW": lambda s, v: replace(s, view=v),
+    "CONSENT": lambda s, v: replace(s, consent=v),
 }
 
 # The panel's table (clinicam.drivers.patterns) has no pattern of its own for these two:
 # an accepted card re-confirms the session, and a wristband scanned before the required
 # badge is a code the station does not accept yet.
-CARD_ACCEPTED = "patient_bound"
-OPERATOR_FIRST = "rejected_code"
+CARD_ACCEPTED = PatternName.PATIENT_BOUND
+OPERATOR_FIRST = PatternName.REJECTED_CODE
 
 # A remote wipe leaves a working station; tamper, battery and shutdown wipes do not.
 _RECOVERABLE_WIPES = frozenset({"remote"})
@@ -126,15 +129,15 @@ def _sign_out(state: StationState, reason: str) -> Result:
 
 def _resting(state: StationState) -> Signal:
     """The pattern of the phase a session closed into: ready, or operator bound."""
-    return Signal(RESTING.get(state.phase, "ready"))
+    return Signal(RESTING.get(state.phase, PatternName.READY))
 
 
 def _refusal(state: StationState) -> Signal | None:
     """The signal that refuses any operator input in this state, or None if input is open."""
     if state.phase is Phase.UNPROVISIONED or state.draining:
-        return Signal("fault")
+        return Signal(PatternName.FAULT)
     if state.phase is Phase.WIPING:
-        return Signal("wiping")
+        return Signal(PatternName.WIPING)
     return None
 
 
@@ -153,7 +156,7 @@ def _on_code(state: StationState, event: CodeScanned) -> Result:
         return _on_operator(state, code)
     if isinstance(code, CardCode):
         return _on_card(state, code)
-    return state, [Signal("rejected_code")]
+    return state, [Signal(PatternName.REJECTED_CODE)]
 
 
 def _on_patient(state: StationState, patient: PatientId) -> Result:
@@ -161,10 +164,10 @@ def _on_patient(state: StationState, patient: PatientId) -> Result:
         return state, [Signal(OPERATOR_FIRST)]
     current = state.session
     if current is not None and current.patient == patient:
-        return state, [Signal("patient_bound")]
+        return state, [Signal(PatternName.PATIENT_BOUND)]
     closed, actions = _close_session(state, "switch")
     opened, more = _open_session(closed, patient)
-    signal = Signal("patient_switched" if current is not None else "patient_bound")
+    signal = Signal(PatternName.PATIENT_SWITCHED if current is not None else PatternName.PATIENT_BOUND)
     return opened, [*actions, *more, signal]
 
 
@@ -172,13 +175,13 @@ def _on_operator(state: StationState, operator: OperatorId) -> Result:
     if state.session is not None:
         # Mid-session the session's own light stays: the badge re-confirms it.
         return replace(state, operator=operator), [Signal(CARD_ACCEPTED)]
-    return replace(state, operator=operator, phase=Phase.OPERATOR), [Signal("operator_bound")]
+    return replace(state, operator=operator, phase=Phase.OPERATOR), [Signal(PatternName.OPERATOR_BOUND)]
 
 
 def _on_card(state: StationState, card: CardCode) -> Result:
     session = state.session
     if session is None:
-        return state, [Signal("no_patient")]
+        return state, [Signal(PatternName.NO_PATIENT)]
     kind = card.kind.upper()
     if kind == "END":
         closed, actions = _close_session(state, "end")
@@ -189,22 +192,22 @@ def _on_card(state: StationState, card: CardCode) -> Result:
         site = (card.value, card.display)
         updated = replace(session, body_site=site, laterality=None, view=None)
     elif kind in _TAG_FIELDS:
-        updated = replace(session, **{_TAG_FIELDS[kind]: card.value.upper()})
+        updated = _TAG_FIELDS[kind](session, card.value.upper())
     else:
-        return state, [Signal("rejected_code")]
+        return state, [Signal(PatternName.REJECTED_CODE)]
     return replace(state, session=updated), [Signal(CARD_ACCEPTED)]
 
 
 def _void_last(state: StationState, session: Session) -> Result:
     if not session.captures:
-        return state, [Signal("rejected_code")]
+        return state, [Signal(PatternName.REJECTED_CODE)]
     last = session.captures[-1]
     updated = replace(session, captures=session.captures[:-1])
-    return replace(state, session=updated), [VoidCapture(last), Signal("voided")]
+    return replace(state, session=updated), [VoidCapture(last), Signal(PatternName.VOIDED)]
 
 
 def _on_code_rejected(state: StationState, event: CodeRejectedEvent) -> Result:
-    return state, [_refusal(state) or Signal("rejected_code")]
+    return state, [_refusal(state) or Signal(PatternName.REJECTED_CODE)]
 
 
 # --- the button and the clock ---------------------------------------------------------
@@ -217,7 +220,7 @@ def _on_shutter(state: StationState, event: ShutterPressed) -> Result:
     state = replace(state, last_activity=event.now)
     session = state.session
     if session is None:
-        return state, [Signal("no_patient")]
+        return state, [Signal(PatternName.NO_PATIENT)]
     blocked = _capture_blocker(state, session)
     if blocked is not None:
         return state, [Signal(blocked)]
@@ -226,15 +229,15 @@ def _on_shutter(state: StationState, event: ShutterPressed) -> Result:
     return replace(state, in_flight=session.id), [TakeCapture(_context(state, session))]
 
 
-def _capture_blocker(state: StationState, session: Session) -> str | None:
+def _capture_blocker(state: StationState, session: Session) -> PatternName | None:
     """The pattern that explains why the session may not capture yet, or None."""
     policy = state.policy
     if policy.require_operator and state.operator is None:
         return OPERATOR_FIRST
     if policy.require_clock_sync and not state.clock_synced:
-        return "clock_not_synced"
+        return PatternName.CLOCK_NOT_SYNCED
     if policy.require_consent and session.consent is None:
-        return "consent_needed"
+        return PatternName.CONSENT_NEEDED
     return None
 
 
@@ -269,12 +272,12 @@ def _on_tick(state: StationState, event: Tick) -> Result:
     if event.now - state.last_activity < state.policy.session_idle_s:
         return state, []
     signed_out, actions = _sign_out(state, "idle")
-    return signed_out, [*actions, Signal("ready")]
+    return signed_out, [*actions, Signal(PatternName.READY)]
 
 
 def _on_clock(state: StationState, event: ClockSyncChanged) -> Result:
     state = replace(state, clock_synced=event.synced)
-    cleared = frozenset({"clock_not_synced"}) if event.synced else frozenset()
+    cleared = frozenset({PatternName.CLOCK_NOT_SYNCED}) if event.synced else frozenset()
     return state, restore_pattern(state, cleared)
 
 
@@ -291,7 +294,7 @@ def _wipe(state: StationState, trigger: str) -> Result:
         last_activity=None,
         wipe_trigger=trigger,
     )
-    return wiped, [Wipe(trigger), *actions, Signal("wiping")]
+    return wiped, [Wipe(trigger), *actions, Signal(PatternName.WIPING)]
 
 
 def _on_battery(state: StationState, event: BatteryCritical) -> Result:
@@ -311,7 +314,7 @@ def _on_wipe_completed(state: StationState, event: WipeCompleted) -> Result:
         return state, []
     if state.wipe_trigger not in _RECOVERABLE_WIPES:
         return state, []
-    return replace(state, phase=Phase.IDLE, wipe_trigger=None), [Signal("ready")]
+    return replace(state, phase=Phase.IDLE, wipe_trigger=None), [Signal(PatternName.READY)]
 
 
 def _on_mains_lost(state: StationState, event: MainsLost) -> Result:
@@ -338,22 +341,63 @@ def _on_provisioned(state: StationState, event: ProvisionedChanged) -> Result:
     if event.provisioned:
         if state.phase is not Phase.UNPROVISIONED:
             return state, []
-        return replace(state, phase=Phase.IDLE), [Signal("ready")]
+        return replace(state, phase=Phase.IDLE), [Signal(PatternName.READY)]
     if state.phase is Phase.UNPROVISIONED:
         return state, []
     signed_out, actions = _sign_out(state, "unprovisioned")
-    return replace(signed_out, phase=Phase.UNPROVISIONED), [*actions, Signal("fault")]
+    return replace(signed_out, phase=Phase.UNPROVISIONED), [*actions, Signal(PatternName.FAULT)]
 
 
 def _on_uplink_up(state: StationState, event: UplinkConnected) -> Result:
     state = replace(state, online=True)
-    return state, restore_pattern(state, frozenset({"offline"}))
+    return state, restore_pattern(state, frozenset({PatternName.OFFLINE}))
 
 
 def _on_uplink_down(state: StationState, event: UplinkLost) -> Result:
     if not state.online:
         return state, []
-    return replace(state, online=False), [Signal("offline")]
+    return replace(state, online=False), [Signal(PatternName.OFFLINE)]
+
+
+# --- what becomes of a capture: sealed or failed here, stored or rejected by the relay ---
+# (a capture outcome never opens or closes a session)
+
+# A capture sealed or delivered shows the camera and the vault work again.
+_CAPTURE_CLEARS = frozenset({PatternName.VAULT_FULL, PatternName.FAULT})
+
+
+def _on_sealed(state: StationState, event: CaptureSealed) -> Result:
+    owner = state.in_flight
+    if owner is None:
+        return state, []  # stale: a wipe already discarded the capture it belongs to
+    state = replace(state, in_flight=None)
+    session = state.session
+    if session is not None and session.id == owner:
+        captures = (*session.captures, event.capture_id)
+        updated = replace(session, taken=session.taken + 1, captures=captures)
+        state = replace(state, session=updated)
+    return state, [*restore_pattern(state, _CAPTURE_CLEARS), Signal(PatternName.CAPTURED)]
+
+
+def _on_failed(state: StationState, event: CaptureFailed) -> Result:
+    if state.in_flight is None:
+        return state, []
+    pattern = PatternName.VAULT_FULL if event.reason == "vault-full" else PatternName.FAULT
+    return replace(state, in_flight=None), [Signal(pattern)]
+
+
+def _on_stored(state: StationState, event: CaptureStored) -> Result:
+    if state.phase is Phase.WIPING:
+        return state, []
+    return state, [*restore_pattern(state, _CAPTURE_CLEARS), Signal(PatternName.DELIVERED)]
+
+
+def _on_rejected(state: StationState, event: CaptureRejected) -> Result:
+    session = state.session
+    if session is not None and event.capture_id in session.captures:
+        kept = tuple(c for c in session.captures if c != event.capture_id)
+        state = replace(state, session=replace(session, captures=kept))
+    return state, [Signal(PatternName.FAULT)]
 
 
 _HANDLERS: dict[type, Callable[[StationState, Any], Result]] = {
@@ -363,10 +407,10 @@ _HANDLERS: dict[type, Callable[[StationState, Any], Result]] = {
     LongPressed: _on_long_press,
     Tick: _on_tick,
     ClockSyncChanged: _on_clock,
-    CaptureSealed: on_sealed,
-    CaptureFailed: on_failed,
-    CaptureStored: on_stored,
-    CaptureRejected: on_rejected,
+    CaptureSealed: _on_sealed,
+    CaptureFailed: _on_failed,
+    CaptureStored: _on_stored,
+    CaptureRejected: _on_rejected,
     BatteryCritical: _on_battery,
     TamperDetected: _on_tamper,
     WipeRequested: _on_wipe_requested,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from clinicam.common.errors import ConfigError
-from clinicam.drivers.patterns import PATTERNS
+from clinicam.drivers.patterns import PATTERNS, PatternName
 from clinicam.firmware.workflow.events import Action, SetStatus, Signal
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class StationState:
     sessions_opened: int = 0
     last_activity: float | None = None
     in_flight: str | None = None
-    alert: str | None = None  # the lasting alert pattern (offline, vault_full…) last shown
+    alert: PatternName | None = None  # the lasting alert pattern (offline, vault_full…) last shown
     clock_synced: bool = False
     online: bool = False
     mains: bool = True
@@ -140,11 +140,11 @@ def session_id(id_seed: bytes, number: int) -> str:
 
 # Conditions whose pattern loops on the panel until another lasting pattern replaces it;
 # the workflow puts the phase's own pattern back when the condition clears.
-ALERTS = frozenset({"offline", "clock_not_synced", "vault_full", "fault"})
-RESTING: dict[Phase, str] = {
-    Phase.IDLE: "ready",
-    Phase.OPERATOR: "operator_bound",
-    Phase.SESSION: "patient_bound",
+ALERTS = frozenset({PatternName.OFFLINE, PatternName.CLOCK_NOT_SYNCED, PatternName.VAULT_FULL, PatternName.FAULT})
+RESTING: dict[Phase, PatternName] = {
+    Phase.IDLE: PatternName.READY,
+    Phase.OPERATOR: PatternName.OPERATOR_BOUND,
+    Phase.SESSION: PatternName.PATIENT_BOUND,
 }
 
 

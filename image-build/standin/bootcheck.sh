@@ -73,6 +73,96 @@ check_station_ip_allow() {
     check station-ip-allow "IPAddressAllow=$allow" recorded_allow_only "$allow"
 }
 
+GPIO_SIM_DIR=/sys/kernel/config/gpio-sim/standin
+gpio_mode=required
+cmdline_has clinicam.bootcheck.gpio=pending && gpio_mode=pending
+sim_line() {  # sim_line N ATTR: the header chip's line N in gpio-sim's sysfs
+    echo "/sys/devices/platform/$(cat $GPIO_SIM_DIR/dev_name)/$(cat $GPIO_SIM_DIR/bank0/chip_name)/sim_gpio$1/$2"
+}
+station_events() { journalctl -b -u $STATION -o cat --no-pager | grep '^{"kind": "signal"' || true; }
+fifo_in_runtime_dir() { find /run/clinicam -maxdepth 1 -name '.lgd-nfy*' -type p | grep -q .; }
+header_not_chip4() {  # the station opened the labelled chip, while a non-header gpiochip4 exists
+    test -e /dev/gpiochip4 && test "$(cat $GPIO_SIM_DIR/bank0/chip_name)" != gpiochip4 &&
+        journalctl -b -u $STATION -o cat --no-pager | grep -q "gpio: header chip $(cat $GPIO_SIM_DIR/bank0/chip_name) (pinctrl-rp1)"
+}
+light_samples() {  # lines 22, 23, 24 (RGB light) and 18 (buzzer) for ~6 s: values seen
+    r=$(sim_line 22 value) g=$(sim_line 23 value) b=$(sim_line 24 value) z=$(sim_line 18 value)
+    seen="" n=0 now=0
+    read -r up _ < /proc/uptime; end=$(( ${up%.*} + 6 ))
+    while [ "$now" -lt $end ]; do
+        # builtins only (read, case, arithmetic): no fork per sample, so a 0.15 s flash
+        # is not missed under TCG
+        read -r vr < "$r"; read -r vg < "$g"; read -r vb < "$b"; read -r vz < "$z"
+        case " $seen " in *" $vr$vg$vb$vz "*) ;; *) seen="$seen $vr$vg$vb$vz" ;; esac
+        n=$((n + 1))
+        read -r up _ < /proc/uptime; now=${up%.*}
+    done
+    echo "${seen# } ($n samples)"
+}
+light_driven() {  # some output went high: a colour or the buzzer (no_patient: red + tone)
+    printf '%s' "$1" | sed 's/([^)]*)//g' | grep -q 1
+}
+press_button() {  # pull the shutter line (17, active low) down for a second (< long press)
+    echo pull-down > "$(sim_line 17 pull)"; sleep 1; echo pull-up > "$(sim_line 17 pull)"
+}
+saw_no_patient() {
+    i=0
+    while [ $i -lt 30 ]; do
+        station_events | grep -q '"pattern": "no_patient"' && return 0
+        sleep 0.5; i=$((i + 1))
+    done
+    return 1
+}
+
+check_station_gpio() {
+    # The pi backend's GPIO inside the real unit: lgpio (PyPI) on gpio-sim chips shaped
+    # like a Pi 5's, its notify FIFO in the unit's RuntimeDirectory (LG_WD), the header
+    # chip found by label, outputs driven, and a press on the shutter line arriving as
+    # the workflow's "no_patient" signal (idle station: scan a wristband first).
+    if [ $gpio_mode = pending ] || [ $station_mode = pending ]; then
+        for name in gpio-chips gpio-lg-fifo gpio-header-chip gpio-outputs gpio-button; do
+            report $name PENDING "no gpio-sim module or no station in this stand-in"
+        done
+        return
+    fi
+    journalctl -b -u standin-gpio-sim.service -o cat --no-pager | sed 's/^/BOOTCHECK-INFO gpio-sim: /'
+    check gpio-chips "$(echo /dev/gpiochip*) group $(stat -c %G /dev/gpiochip0)" \
+        test "$(stat -c %G /dev/gpiochip0)" = gpio
+    check gpio-lg-fifo "$(find /run/clinicam -maxdepth 1 -name '.lgd-nfy*' -printf '%p(%y) ' 2>/dev/null)" fifo_in_runtime_dir
+    check gpio-header-chip "$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'gpio: header chip' || echo 'no header chip line')" header_not_chip4
+    # Control: no "no_patient" signal before the press.
+    before=$(station_events | grep -c '"pattern": "no_patient"')
+    # Up to three presses: under TCG emulation on a loaded host the station may be busy
+    # for seconds; the attempts are reported. The outputs are sampled meanwhile: the
+    # signal flashes red with the buzzer.
+    tries=0 seen=no samples=""
+    while [ $tries -lt 3 ] && [ $seen = no ]; do
+        tries=$((tries + 1))
+        press_button &
+        samples="$samples $(light_samples)"
+        wait
+        saw_no_patient && seen=yes
+    done
+    check gpio-outputs "rgb+buzzer values seen:$samples" light_driven "$samples"
+    if [ "$before" = 0 ] && [ $seen = yes ]; then
+        report gpio-button PASS "line 17 pulled down and up (press $tries of 3): $(station_events | grep -m 1 no_patient)"
+    else
+        report gpio-button FAIL "before=$before presses=$tries; signals: $(station_events | tail -n 3 | tr '\n' ' ')"
+        journalctl -b -u $STATION -o cat --no-pager | tail -n 12 | sed 's/^/BOOTCHECK-INFO station: /'
+        # which lines the station holds, and the shutter line's simulated state
+        mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+        sed -n '/pinctrl-rp1/,/^$/p' /sys/kernel/debug/gpio | head -n 12 | sed 's/^/BOOTCHECK-INFO debugfs: /'
+        echo "line 17 value=$(cat "$(sim_line 17 value)") pull=$(cat "$(sim_line 17 pull)")" | sed 's/^/BOOTCHECK-INFO /'
+    fi
+}
+
+check_hid_support() {
+    # [reader] hid_device needs evdev in the station's venv (python3-evdev from Debian,
+    # seen through --system-site-packages): without it the station would not start.
+    check hid-evdev "$(/opt/clinicam/venv/bin/python -c 'import evdev; print(evdev.__file__)' 2>&1 | tail -n 1)" \
+        /opt/clinicam/venv/bin/python -c 'import evdev'
+}
+
 check_station_stop() {
     if [ $station_mode = pending ]; then
         report station-stop PENDING "clinicam station run is not built yet"
@@ -226,6 +316,8 @@ main() {
     check_station_ready
     check_station_memory
     check_station_ip_allow
+    check_station_gpio
+    check_hid_support
     check_system
     check_sandbox_writes
     check_sandbox_network

@@ -1,7 +1,7 @@
 """Judge the CI stand-in's serial console: every expected BOOTCHECK line present, none
 failed. Run by test-image.sh on the host; unit-tested in tests/appliance.
 
-Usage: python3 parse_console.py CONSOLE_LOG [--station-pending]
+Usage: python3 parse_console.py CONSOLE_LOG [--station-pending] [--gpio-pending]
 Exit status 0 when the boot check passed, 1 otherwise (with the reason printed).
 """
 
@@ -15,6 +15,9 @@ LINE = re.compile(r"BOOTCHECK (\S+) (PASS|FAIL|PENDING|INFO)(?: (.*))?$")
 # Paths the sandboxed probe must fail to write (names only, nothing is written here).
 SANDBOX_PATHS = ["/etc", "/var/lib/clinicam", "/var/tmp", "/opt/clinicam", "/root"]  # noqa: S108
 STATION_CHECKS = ["station-ready", "station-memory", "station-ip-allow", "station-stop", "station-wiped"]
+# The pi backend's GPIO in the real unit (lgpio on gpio-sim); pending where the stand-in
+# has no gpio-sim module (a foreign-architecture build) or no station.
+GPIO_CHECKS = ["gpio-chips", "gpio-lg-fifo", "gpio-header-chip", "gpio-outputs", "gpio-button"]
 # The encrypted persistent partition: first boot, reopen, crypto-erase, fresh start.
 PERSIST_CHECKS = [
     "persist-encrypted",
@@ -28,6 +31,8 @@ PERSIST_CHECKS = [
 EXPECTED = [
     "begin",
     *STATION_CHECKS,
+    *GPIO_CHECKS,
+    "hid-evdev",
     "firewall",
     "no-swap",
     "journal-volatile",
@@ -62,13 +67,15 @@ def results(console: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def problems(found: dict[str, tuple[str, str]], station_pending: bool) -> list[str]:
+def problems(found: dict[str, tuple[str, str]], station_pending: bool, gpio_pending: bool = False) -> list[str]:
     """Why the boot check failed, one entry per check; empty when it passed."""
     out = []
     for name in EXPECTED:
         status = found.get(name, ("MISSING", ""))[0]
         allowed = {"INFO"} if name in ("begin", "end") else {"PASS"}
-        if station_pending and name in STATION_CHECKS:
+        if (station_pending and name in STATION_CHECKS) or (
+            (gpio_pending or station_pending) and name in GPIO_CHECKS
+        ):
             allowed = {"PENDING"}
         if status not in allowed:
             out.append(f"{name}: {status}, expected {'/'.join(sorted(allowed))}")
@@ -81,7 +88,8 @@ def main(argv: list[str]) -> int:
     for name in EXPECTED:
         status, detail = found.get(name, ("MISSING", ""))
         print(f"  {status:8} {name:28} {detail}")
-    bad = problems(found, station_pending="--station-pending" in argv[1:])
+    bad = problems(found, station_pending="--station-pending" in argv[1:],
+                   gpio_pending="--gpio-pending" in argv[1:])
     for line in bad:
         print(f"boot check FAILED: {line}")
     return 1 if bad else 0

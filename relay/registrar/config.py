@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clinicam.common.tomlconf import absolute_path, between, checked, load_file, load_mapping, nonempty
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import pki
 
 DEFAULT_PATH = Path("/etc/clinicam/registrar.toml")
@@ -45,7 +46,7 @@ class IssuingSection:
     days: int = field(default=pki.DEFAULT_DAYS, metadata=checked(between(1, 825)))
     min_interval_s: float = field(default=86400.0, metadata=checked(between(0, 31536000)))
     max_per_day: int = field(default=50, metadata=checked(between(1, 100000)))
-    topic_prefix: str = "clinicam/v1"
+    topic_prefix: str = DEFAULT_PREFIX
 
 
 @dataclass(frozen=True)

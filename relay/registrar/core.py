@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from clinicam.common.errors import ConfigError, OpenError, PrePolicyCertificate, TopicError
+from clinicam.common.errors import ConfigError, TopicError
 from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
 from clinicam.protocol.manifest import canonical, check_device_cert, verify
-from clinicam.protocol.topics import Topics
+from clinicam.protocol.reasons import OpenError, PrePolicyCertificate
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning import pki
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -85,11 +86,11 @@ class RegistrarCore:
 
     def __init__(self, *, issuing_key: ec.EllipticCurvePrivateKey, issuing_cert: x509.Certificate,
                  trust_store: Callable[[], trust.TrustStore], journal: Journal, policy: Policy = Policy(),
-                 topic_prefix: str = "clinicam/v1", now: Callable[[], datetime] | None = None) -> None:
+                 topic_prefix: str = DEFAULT_PREFIX, utc: Callable[[], datetime] | None = None) -> None:
         self.key, self.issuing = issuing_key, issuing_cert
         self.trust_store, self.journal, self.policy = trust_store, journal, policy
         self.topics = Topics(topic_prefix)
-        self._now = now or (lambda: datetime.now(UTC))
+        self._utc = utc or (lambda: datetime.now(UTC))
         self.counts: dict[str, int] = {}
 
     def handle(self, topic: str, payload: bytes) -> tuple[str, bytes] | None:
@@ -114,7 +115,7 @@ class RegistrarCore:
     # -- the checks ------------------------------------------------------------------------
 
     def _decide(self, device: str, payload: bytes) -> bytes:
-        now = self._now()
+        now = self._utc()
         req = rn.parse_request(payload)
         csr = _csr(req.csr_pem)
         # The new key names the request: a CSR re-made after a reboot has other signature bytes.
@@ -195,7 +196,7 @@ class RegistrarCore:
 
     def _journal(self, device: str, req_id: str, csr_hash: str, outcome: str, reason: str | None,
                  serial: str | None = None, cert: str | None = None) -> None:
-        self.journal.add(Entry(self._now().isoformat(), device, req_id, csr_hash, outcome, reason, serial, cert))
+        self.journal.add(Entry(self._utc().isoformat(), device, req_id, csr_hash, outcome, reason, serial, cert))
 
     def _count(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1

@@ -63,7 +63,7 @@ def build_core(config: RegistrarConfig, now: Callable[[], Any] | None = None) ->
     files = FileTrust(Path(config.identity.ca), Path(iss.cert), Path(config.identity.crl))
     files()  # fail at start, not at the first request
     return RegistrarCore(issuing_key=key, issuing_cert=cert, trust_store=files, journal=Journal(Path(iss.journal)),
-                         policy=policy, topic_prefix=iss.topic_prefix, now=now)
+                         policy=policy, topic_prefix=iss.topic_prefix, utc=now)
 
 
 class Registrar:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from io import BytesIO
 from typing import Any, Protocol
 
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks.jpeg_frame import read_jpeg_frame
 from pydicom import config as dicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -75,7 +75,7 @@ class Demographics:
 
 
 def builtin_body_part_terms() -> dict[str, str]:
-    """CID 4031 terms of the station's built-in body sites (``firmware.bodysites``)."""
+    """CID 4031 terms of the station's built-in body sites (``clinicam.protocol.bodysites``)."""
     from clinicam.protocol.bodysites import BODY_SITES
 
     return {code: site.dicom for code, site in BODY_SITES.items() if site.dicom}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import OpenedCaptureLike, dicom
 from clinicam.relay.sinks.httpclient import Auth, HttpClient, Response, auth_from_config
 
@@ -64,7 +64,7 @@ class DicomWebSink:
         timeout_s: float = 30.0,
         demographics: dicom.DemographicsSource | None = None,
         body_part_terms: dicom.BodyPartTerms | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+        local_now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
         reconcile: bool = False,
     ) -> None:
         self.name = name
@@ -74,7 +74,7 @@ class DicomWebSink:
                                 sink_name=name)
         self._demographics = demographics
         self._terms = body_part_terms
-        self._clock = clock
+        self._local_now = local_now
         self._reconcile = reconcile  # a quarantine PACS: studies flagged for reconciliation
 
     def store(self, capture: OpenedCaptureLike) -> str:
@@ -91,7 +91,7 @@ class DicomWebSink:
         if target is None:
             log.warning("sink %s: void of capture %s: not in the PACS", self.name, capture_id)
             return
-        note = dicom.build_rejection_note(target, device, capture_id, now=self._clock())
+        note = dicom.build_rejection_note(target, device, capture_id, now=self._local_now())
         self._stow(dicom.encode(note), note.SOPInstanceUID)
         log.info("sink %s: voided capture %s", self.name, capture_id)
 

@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clinicam.common.errors import ConfigError, SinkError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import OpenedCaptureLike, dicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
@@ -74,7 +75,7 @@ class DimseSink:
         timeout_s: float = 30.0,
         demographics: dicom.DemographicsSource | None = None,
         body_part_terms: dicom.BodyPartTerms | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+        local_now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
         reconcile: bool = False,
     ) -> None:
         if not (_is_ae_title(called_aet) and _is_ae_title(calling_aet)):
@@ -86,7 +87,7 @@ class DimseSink:
         self._timeout = timeout_s
         self._demographics = demographics
         self._terms = body_part_terms
-        self._clock = clock
+        self._local_now = local_now
         self._reconcile = reconcile  # a quarantine PACS: studies flagged for reconciliation
 
     def store(self, capture: OpenedCaptureLike) -> str:
@@ -107,7 +108,7 @@ class DimseSink:
                             capture_id)
                 return
             self._c_store(assoc, dicom.build_rejection_note(target, device, capture_id,
-                                                            now=self._clock()))
+                                                            now=self._local_now()))
         log.info("sink %s: voided capture %s", self.name, capture_id)
 
     @contextmanager

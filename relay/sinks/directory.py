@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
-from clinicam.common.errors import SinkError
+from clinicam.protocol.ids import CAPTURE_ID as _CAPTURE_ID
+from clinicam.protocol.ids import DEVICE_ID as _DEVICE
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import OpenedCaptureLike
-
-_DEVICE = re.compile(r"[a-z0-9-]{3,64}")
-_CAPTURE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _checked(device: str, capture_id: str) -> tuple[str, str]:

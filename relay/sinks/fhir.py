@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from clinicam.common.errors import SinkError, SinkUnknownPatient
+from clinicam.common.errors import SinkUnknownPatient
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import OpenedCaptureLike
 from clinicam.relay.sinks.httpclient import Auth, HttpClient, Response, auth_from_config
 

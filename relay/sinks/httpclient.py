@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from clinicam.common.errors import ConfigError, SinkError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.reasons import SinkError
 
 log = logging.getLogger(__name__)
 

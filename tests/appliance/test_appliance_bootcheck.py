@@ -52,11 +52,13 @@ def test_a_missing_line_is_refused() -> None:
 
 def test_pending_station_only_when_declared() -> None:
     pc = judge()
-    found = pc.results(console(dict.fromkeys(pc.STATION_CHECKS, "PENDING")))
+    # No station: its GPIO checks cannot run either.
+    station_and_gpio = [*pc.STATION_CHECKS, *pc.GPIO_CHECKS]
+    found = pc.results(console(dict.fromkeys(station_and_gpio, "PENDING")))
     assert pc.problems(found, station_pending=True) == []
-    assert len(pc.problems(found, station_pending=False)) == len(pc.STATION_CHECKS)
+    assert len(pc.problems(found, station_pending=False)) == len(station_and_gpio)
     # Declared pending but reported PASS: the declaration is wrong, refuse it too.
-    assert len(pc.problems(pc.results(console()), station_pending=True)) == len(pc.STATION_CHECKS)
+    assert len(pc.problems(pc.results(console()), station_pending=True)) == len(station_and_gpio)
 
 
 def test_main_exit_status(tmp_path: Path) -> None:
@@ -66,3 +68,13 @@ def test_main_exit_status(tmp_path: Path) -> None:
     assert pc.main([str(log)]) == 0
     log.write_text(console({"failed-units": "FAIL"}))
     assert pc.main([str(log)]) == 1
+
+
+def test_gpio_checks_pending_only_when_declared() -> None:
+    pc = judge()
+    pending = pc.results(console(dict.fromkeys(pc.GPIO_CHECKS, "PENDING")))
+    assert pc.problems(pending, station_pending=False, gpio_pending=True) == []
+    assert len(pc.problems(pending, station_pending=False)) == len(pc.GPIO_CHECKS)
+    assert len(pc.problems(pc.results(console()), station_pending=False, gpio_pending=True)) == len(pc.GPIO_CHECKS)
+    failed = pc.results(console({"gpio-button": "FAIL"}))
+    assert pc.problems(failed, station_pending=False) == ["gpio-button: FAIL, expected PASS"]

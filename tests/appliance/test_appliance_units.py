@@ -117,6 +117,16 @@ def test_station_writes_nothing_to_disk() -> None:
     assert "/var/tmp" in unit["Service.InaccessiblePaths"]
 
 
+def test_station_starts_in_its_runtime_directory_for_lgpio() -> None:
+    # lgpio makes its notify FIFO at import in $LG_WD or the working directory; a unit
+    # starts in "/", read-only under ProtectSystem=strict: both must be the tmpfs.
+    unit = station()
+    runtime = "/run/" + unit["Service.RuntimeDirectory"][-1]
+    assert unit["Service.WorkingDirectory"] == [runtime]
+    env = " ".join(unit["Service.Environment"]).split()
+    assert f"LG_WD={runtime}" in env
+
+
 def test_station_privileges_devices_and_network() -> None:
     unit = station()
     assert unit["Service.User"] == ["clinicam"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import Sink
 from clinicam.tools.orthanc import Orthanc, free_port
 from cryptography import x509

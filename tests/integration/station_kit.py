@@ -38,6 +38,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from clinicam.firmware.capture.memory import STATION_ENV
 from clinicam.firmware.codes.gs1 import gs1_check_digit
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.tools.demo_setup import DemoSetup
@@ -60,7 +61,7 @@ def _security_module(name: str) -> ModuleType:
 strace_parse = _security_module("strace_parse")
 TRACE: str = strace_parse.TRACE
 
-PREFIX = "clinicam/v1"
+PREFIX = DEFAULT_PREFIX
 WAIT_S = 60.0  # upper bound for anything the station or relay must do; never a delay
 Event = dict[str, Any]
 Step = dict[str, Any]

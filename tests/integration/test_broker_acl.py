@@ -10,8 +10,9 @@ from __future__ import annotations
 import queue
 
 import pytest
+from clinicam.protocol.topics import DEFAULT_PREFIX
 
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 DENIED = 0x80  # MQTT 5: a PUBACK/SUBACK reason code at or above this is a failure
 
 

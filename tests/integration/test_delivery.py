@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.common.errors import SinkError
-from clinicam.firmware.uplink.events import CaptureRetryScheduled, CaptureStored
+from clinicam.firmware.workflow.events import CaptureRetryScheduled, CaptureStored
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks.directory import DirectorySink
 from test_delivery_support import (
     Station,

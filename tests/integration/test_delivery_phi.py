@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from test_delivery_support import eventually, jpeg_like, make_core, make_station, start_relay
 
-P = "clinicam/v1"
 CANARY = "CANARY-PATIENT-7Q4X9"
 MARKER = b"IMAGE-MARKER-5e1b0c7a9d"
 

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.firmware.uplink.events import (
+from clinicam.firmware.workflow.events import (
     CommandIgnored,
     CommandReceived,
-    UplinkMisconfigured,
+    FaultReported,
 )
+from clinicam.protocol.commands import Command
 from clinicam.protocol.manifest import manifest_message
 from clinicam.protocol.sealing import Sealer
-from clinicam.protocol.status import utc_stamp
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning.identity import load_identity
 from clinicam.relay.reassembly import Reassembler
 from test_delivery_support import (
@@ -34,7 +35,7 @@ from test_delivery_support import (
     start_relay,
 )
 
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 
 
 def sealer(site: Any, name: str, **kw: Any) -> Sealer:
@@ -156,8 +157,7 @@ def test_bad_input_rejected_with_reasons_valid_captures_still_flow(
 
 
 def cmd(name: str, cmd_id: str, issued: float, expires: float) -> bytes:
-    return json.dumps({"cmd": name, "id": cmd_id, "issued_at": utc_stamp(issued),
-                       "expires_at": utc_stamp(expires)}).encode()
+    return Command(name, cmd_id, issued, expires).payload()  # as the relay sends it
 
 
 def test_retained_or_expired_wipe_does_nothing_live_wipe_does(
@@ -201,7 +201,7 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
     station.sealer = sealer(site, "station-a", chunk_size=200_000)  # > 128 KiB broker limit
     try:
         cid = station.capture(jpeg_like(300_000, seed=8))
-        station.wait_for(lambda seen: UplinkMisconfigured("too-large", cid) in seen)
+        station.wait_for(lambda seen: FaultReported("too-large", cid) in seen)
         event = next_json(admin, f"{P}/station-a/event")
         assert event["event"] == "config-error" and event["reason"] == "too-large"
         status = next_json(admin, f"{P}/station-a/status")
@@ -215,23 +215,18 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
 
 def test_undelivered_past_ttl_expires_with_audit_event(
         site: Any, broker: Any, mqtt_client: Any) -> None:
+    from clinicam.common.clock import ManualClock
     from clinicam.firmware.capture.vault import Vault
-    from clinicam.firmware.uplink.events import CapturesExpired
+    from clinicam.firmware.workflow.events import CapturesExpired
 
-    class Clock:
-        t = 1000.0
-
-        def __call__(self) -> float:
-            return self.t
-
-    clock = Clock()
+    clock = ManualClock(monotonic=1000.0)
     admin = mqtt_client(site.admin)
     admin.probe.subscribe(f"{P}/station-a/event")
-    station = make_station(site, "station-a", broker.port, vault=Vault(ttl_s=600, clock=clock),
+    station = make_station(site, "station-a", broker.port, vault=Vault(ttl_s=600, clock=clock.monotonic),
                            clock=clock)
     try:
         cid = station.capture(jpeg_like(10_000, seed=1))  # no relay: it stays pending
-        clock.t += 601
+        clock.advance(601)
         station.uplink.wake()
         station.wait_for(lambda seen: CapturesExpired((cid,)) in seen)
         assert station.vault.pending_count == 0

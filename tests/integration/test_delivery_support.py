@@ -23,7 +23,7 @@ from typing import Any
 from clinicam.firmware.capture.vault import Vault
 from clinicam.firmware.capture.wipe import Wiper
 from clinicam.firmware.uplink.client import Uplink
-from clinicam.firmware.uplink.events import CaptureStored
+from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning.identity import load_identity
@@ -98,7 +98,7 @@ def make_station(site: Any, name: str, port: int, vault: Vault | None = None,
     options: dict[str, Any] = dict(ack_timeout_s=4.0, retry_min_s=0.3, retry_max_s=2.0,
                                    reconnect_min_s=1, reconnect_max_s=2, keepalive_s=10)
     options.update(kw)
-    uplink = Uplink(identity=ident, vault=vault, on_event=events.put, port=port,
+    uplink = Uplink(identity=ident, vault=vault, post=events.put, port=port,
                     wipe=lambda: wiper.wipe("command"), **options)
     wiper.add_listener(uplink.wiped)
     station = Station(name, uplink, vault, sealer, wiper, events)

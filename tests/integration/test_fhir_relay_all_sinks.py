@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.protocol.sealing import SealedCapture, Sealer
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import pki
-from clinicam.relay.core import Ack, RelayCore
+from clinicam.relay.core import RelayCore
 from clinicam.relay.sinks import dicom
 from clinicam.relay.sinks.dicomweb import DicomWebSink
 from clinicam.relay.sinks.dimse import DimseSink
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs Orthanc (apt orthanc orthanc-dicomweb) and sekmet (.venv-fhir)",
 )
 
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 DEVICE = "ward7-cart2"
 ISSUER = "urn:oid:2.999.1"
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clinicam.common.errors import SinkError, SinkUnknownPatient
+from clinicam.common.errors import SinkUnknownPatient
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks.fhir import CAPTURE_SYSTEM, FhirSink, document_reference
 from clinicam.relay.sinks.httpclient import Auth
 from servers import FhirServer, capture, make_tls, sekmet_bin

@@ -28,13 +28,14 @@ import pytest
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.recipient import load_recipient_public
 from clinicam.protocol.sealing import SealedCapture, Sealer
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import pki
 from clinicam.provisioning.operators import issue_operator
 from clinicam.tools.brokerproc import Mosquitto
 from clinicam.tools.demo_setup import CLI, to_toml
 from station_kit import wait_until
 
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 NOT_AUTHORIZED = 0x87
 ADMIN_ACL = "user admin-test\ntopic read #\n"
 # What every site's ACL said before this fix: Mosquitto applies these to every client.

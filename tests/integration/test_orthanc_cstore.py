@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from clinicam.common.errors import ConfigError, SinkError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import dicom
 from clinicam.relay.sinks.dimse import DimseSink
 from clinicam.tools.orthanc import Orthanc, orthanc_available

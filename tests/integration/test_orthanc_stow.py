@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import dicom
 from clinicam.relay.sinks.dicomweb import DicomWebSink
 from clinicam.relay.sinks.httpclient import Auth

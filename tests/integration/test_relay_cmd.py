@@ -168,6 +168,7 @@ def test_ping_is_answered_and_no_wait_only_sends(setup: OperatorSetup) -> None:
         assert done.returncode == 0, done.stderr
         assert "cmd-ping answered ping" in done.stdout
         (cmd_id,) = COMMAND_ID.findall(done.stdout)
+        station.wait(lambda e: e.get("kind") == "command" and e.get("id") == cmd_id)  # its log may trail the answer
         assert commands(station) == [("ping", cmd_id)]  # the station saw exactly this command
     finally:
         assert station.terminate() == 0
@@ -197,6 +198,7 @@ def test_wipe_needs_yes_then_wipes_the_undelivered_captures(setup: OperatorSetup
         assert refused.returncode == 2 and "--yes" in refused.stderr and refused.stdout == ""
         # positive control for "nothing was published": a later ping is the first command it sees
         assert operator_cmd(setup, "cmd-wipe", "ping").returncode == 0
+        station.wait(lambda e: e.get("kind") == "command")
         assert [c for c, _ in commands(station)] == ["ping"] and not station.of("wipe")
 
         done = operator_cmd(setup, "cmd-wipe", "wipe", "--yes")
@@ -204,6 +206,7 @@ def test_wipe_needs_yes_then_wipes_the_undelivered_captures(setup: OperatorSetup
         assert "wiped 2 undelivered capture(s)" in done.stdout
         assert all(cid in done.stdout for cid in sealed)
         (cmd_id,) = COMMAND_ID.findall(done.stdout)
+        station.wait(lambda e: e.get("kind") == "command" and e.get("id") == cmd_id)
         assert commands(station)[-1] == ("wipe", cmd_id)
         (wipe,) = station.of("wipe")
         assert wipe["trigger"] == "remote" and sorted(wipe["capture_ids"]) == sorted(sealed)
@@ -340,6 +343,7 @@ def test_with_a_clock_two_hours_behind_the_command_arrives_expired_and_is_ignore
                    what="the station's log of the refusal")
         answer = send_command(target, "cmd-clock", "ping", new_id=lambda: "clock-now-2")
         assert answer.event is not None and (answer.event["event"], answer.event["cmd_id"]) == ("ping", "clock-now-2")
+        station.wait(lambda e: e.get("kind") == "command" and e.get("id") == "clock-now-2")
         assert commands(station) == [("ping", "clock-now-2")]
     finally:
         assert station.terminate() == 0

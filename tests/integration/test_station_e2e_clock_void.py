@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from clinicam.common.errors import OpenError
 from clinicam.protocol.manifest import verify_event
+from clinicam.protocol.reasons import OpenError
 from clinicam.provisioning import identity
 from clinicam.tools.scenario import card, show
 from cryptography import x509

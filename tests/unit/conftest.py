@@ -131,7 +131,7 @@ def make_sealer(device: Device, recipients: dict[str, RecipientPrivateKey]
                 ) -> Callable[..., Sealer]:
     def make(kem: str = "X25519", aead: str = "AES-256-GCM", **kw: Any) -> Sealer:
         dev = kw.pop("device", device)
-        kw.setdefault("clock", lambda: NOW)
+        kw.setdefault("utc", lambda: NOW)
         return Sealer(dev.id, dev.key, dev.cert_pem, recipients[kem].public_key(),
                       aead=aead, **kw)
     return make

@@ -80,7 +80,7 @@ def main() -> None:
         recipient = generate_recipient_key(kem)
         draws = iter([CAPTURE_ID, CONTENT_KEY])
         sealer = Sealer(DEVICE, dev_key, _pem(dev), recipient.public_key(), aead=aead,
-                        chunk_size=CHUNK, rng=lambda n, d=draws: next(d), clock=lambda: CREATED,
+                        chunk_size=CHUNK, rng=lambda n, d=draws: next(d), utc=lambda: CREATED,
                         boot_id=BOOT)
         sealed = sealer.seal(bytearray(IMAGE), METADATA)
         vector = {

@@ -106,19 +106,28 @@ class FakePicamera2:
 
     instances: ClassVar[list[FakePicamera2]] = []
 
-    def __init__(self, camera_num=0, tuning=None, af=True):
+    def __init__(self, camera_num=0, tuning=None, af=True, scan_size=(1280, 720)):
         self.log = [("Picamera2", camera_num, tuning)]
         self.options = {}
         self.camera_controls = {"AfMode": (0, 2, 0)} if af else {}
         self.camera_properties = {"Model": "imx708"}
+        self.scan_size = scan_size
+        self.stall = None  # an exception the next waiting call raises
         FakePicamera2.instances.append(self)
+
+    def create_preview_configuration(self, **kwargs):
+        self.log.append(("create_preview_configuration", kwargs))
+        return {"use_case": "preview", **kwargs}
 
     def create_still_configuration(self, **kwargs):
         self.log.append(("create_still_configuration", kwargs))
-        return {"cfg": kwargs}
+        return {"use_case": "still", **kwargs}
 
     def configure(self, config):
-        self.log.append(("configure",))
+        self.log.append(("configure", config["use_case"]))
+
+    def camera_configuration(self):
+        return {"main": {"size": self.scan_size, "stride": 1344, "format": "YUV420"}}
 
     def start(self):
         self.log.append(("start", dict(self.options)))
@@ -126,17 +135,27 @@ class FakePicamera2:
     def set_controls(self, controls):
         self.log.append(("set_controls", controls))
 
-    def autofocus_cycle(self):
-        self.log.append(("autofocus_cycle",))
+    def _wait(self, name, wait):
+        self.log.append((name, wait))
+        if self.stall is not None:
+            raise self.stall
+
+    def autofocus_cycle(self, wait=None):
+        self._wait("autofocus_cycle", wait)
         return True
 
-    def capture_array(self, name):
-        self.log.append(("capture_array", name))
-        return np.zeros((720 * 3 // 2, 1344), np.uint8)  # rows padded to a stride
+    def capture_array(self, name, wait=None):
+        self._wait("capture_array", wait)
+        assert name == "main"
+        return np.zeros((self.scan_size[1] * 3 // 2, 1344), np.uint8)  # rows padded to a stride
 
-    def capture_request(self):
-        self.log.append(("capture_request",))
+    def switch_mode_capture_request_and_stop(self, config, wait=None):
+        self._wait("switch_mode_capture_request_and_stop", wait)
+        assert config["use_case"] == "still"
         return FakeRequest(self.log)
+
+    def cancel_all_and_flush(self):
+        self.log.append(("cancel_all_and_flush",))
 
     def stop(self):
         self.log.append(("stop",))
@@ -159,14 +178,31 @@ def test_picamera2_call_sequence():
     assert info.size == len(buf) and info.model == "imx708"
     assert (info.exposure_us, info.analogue_gain, info.lens_position) == (8000, 2.5, 3.2)
     names = [entry[0] for entry in fake.log]
-    assert names == ["Picamera2", "create_still_configuration", "configure", "start",
-                     "set_controls", "capture_array", "autofocus_cycle", "capture_request",
-                     "request.save", "request.get_metadata", "request.release",
-                     "set_controls", "stop", "close"]
+    assert names == ["Picamera2", "create_preview_configuration", "create_still_configuration",
+                     "configure", "start", "set_controls", "capture_array", "autofocus_cycle",
+                     "switch_mode_capture_request_and_stop", "request.save", "request.get_metadata",
+                     "request.release", "configure", "start", "set_controls",
+                     "cancel_all_and_flush", "stop", "close"]
+    assert fake.log[12][1] == "preview"  # back to the scan configuration after the release
     assert fake.log[0][2].endswith("imx708.json")  # a path, never a dict
-    assert fake.log[1][1]["lores"] == {"size": (1280, 720), "format": "YUV420"}
-    assert fake.log[3][1] == {"quality": 85}
-    assert fake.log[8][2:] == ("BytesIO", "jpeg", {"0th": {}, "Exif": {}})
+    scan = fake.log[1][1]
+    assert scan["main"] == {"size": (1280, 720), "format": "YUV420"} and scan["buffer_count"] >= 3
+    assert scan["controls"]["FrameDurationLimits"][1] <= 100_000  # >= 10 fps in any light
+    assert scan["controls"]["NoiseReductionMode"] == 1  # Fast
+    assert fake.log[2][1]["main"] == {"size": (4608, 2592)}
+    assert fake.log[3][1] == "preview"
+    assert fake.log[4][1] == {"quality": 85}
+    assert all(entry[1] is not None for entry in fake.log if entry[0] in
+               ("capture_array", "autofocus_cycle", "switch_mode_capture_request_and_stop"))  # timeouts
+    assert fake.log[9][2:] == ("BytesIO", "jpeg", {"0th": {}, "Exif": {}})
+
+
+def test_scan_size_is_read_back_from_the_camera():
+    # libcamera may align the size it was asked for: the Y plane follows what it set.
+    cam = Picamera2Camera(lores_size=(1280, 720),
+                          picamera2_class=lambda n, tuning: FakePicamera2(n, tuning, scan_size=(1216, 684)))
+    assert next(cam.scan_frames()).shape == (684, 1216)
+    cam.close()
 
 
 def test_picamera2_without_autofocus():
@@ -177,9 +213,109 @@ def test_picamera2_without_autofocus():
     assert "autofocus_cycle" not in names and "set_controls" not in names
 
 
-def test_picamera2_missing_camera():
-    def broken(*args, **kwargs):
-        raise IndexError("list index out of range")
+def test_a_stalled_camera_times_out_and_is_flushed():
+    from concurrent.futures import TimeoutError as FutureTimeout
 
-    with pytest.raises(CameraUnavailable):
-        Picamera2Camera(picamera2_class=broken)
+    cam = Picamera2Camera(picamera2_class=FakePicamera2)
+    fake = FakePicamera2.instances[-1]
+    fake.stall = FutureTimeout()
+    with pytest.raises(CameraUnavailable, match="no focus from the camera in time"):
+        cam.capture_jpeg(bytearray())
+    with pytest.raises(CameraUnavailable, match="no scan frame"):
+        next(cam.scan_frames())
+    assert [e[0] for e in fake.log].count("cancel_all_and_flush") == 2
+    cam.close()
+
+
+def test_close_does_not_wait_for_a_capture_in_progress():
+    # The camera thread holds the driver's lock in a capture that never returns; close
+    # (the wipe's path) must still return, and cancel the capture.
+    import threading
+
+    cam = Picamera2Camera(picamera2_class=FakePicamera2)
+    fake = FakePicamera2.instances[-1]
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(config, wait=None):
+        entered.set()
+        release.wait(5)
+        from concurrent.futures import CancelledError
+
+        raise CancelledError()
+
+    fake.switch_mode_capture_request_and_stop = stuck
+    fake.autofocus_cycle = lambda wait=None: True
+    outcome = []
+
+    def capture():
+        try:
+            cam.capture_jpeg(bytearray())
+        except CameraUnavailable as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=capture)
+    worker.start()
+    assert entered.wait(5)
+    cam.close()  # returns although the capture still holds the lock
+    assert [e[0] for e in fake.log][-3:] == ["cancel_all_and_flush", "stop", "close"]
+    release.set()
+    worker.join(5)
+    assert len(outcome) == 1  # the capture ended as CameraUnavailable, not a hang
+    with pytest.raises(CameraUnavailable, match="closed"):
+        cam.capture_jpeg(bytearray())
+
+
+def _raising(exc):
+    def factory(*args, **kwargs):
+        raise exc
+    return factory
+
+
+def _no_dev(tmp_path):
+    d = tmp_path / "empty-dev"
+    d.mkdir(exist_ok=True)
+    return str(d)
+
+
+def test_picamera2_missing_camera(tmp_path):
+    with pytest.raises(CameraUnavailable, match="Camera not found: check the ribbon cable"):
+        Picamera2Camera(picamera2_class=_raising(IndexError("list index out of range")),
+                        dev_dir=_no_dev(tmp_path))
+
+
+def test_permission_problems_are_not_reported_as_a_missing_camera(tmp_path):
+    dev = tmp_path / "dev"
+    (dev / "dma_heap").mkdir(parents=True)
+    for node in ("media0", "video0", "dma_heap/linux,cma"):
+        (dev / node).touch()
+    denied = {str(dev / "dma_heap/linux,cma")}
+
+    def access(path, mode):
+        return path not in denied
+
+    # libcamera lists no camera when it may not open the nodes: the nodes tell.
+    none_listed = RuntimeError("Camera __init__ sequence did not complete.")
+    with pytest.raises(CameraUnavailable, match=r"permission denied on .*dma_heap/linux,cma.*'video' group"):
+        Picamera2Camera(picamera2_class=_raising(none_listed), dev_dir=str(dev), access=access)
+    # picamera2 0.3.36: DmaHeap's os.open raises PermissionError itself.
+    with pytest.raises(CameraUnavailable, match="Camera not accessible"):
+        Picamera2Camera(picamera2_class=_raising(PermissionError(13, "Permission denied")),
+                        dev_dir=_no_dev(tmp_path))
+    # picamera2 0.3.38: no heap device could be opened.
+    with pytest.raises(CameraUnavailable, match="Camera buffers unavailable"):
+        Picamera2Camera(picamera2_class=_raising(RuntimeError("Could not open any dmaHeap device")),
+                        dev_dir=_no_dev(tmp_path))
+    # Positive control: the same nodes, all accessible, and no camera: "not found".
+    with pytest.raises(CameraUnavailable, match="Camera not found"):
+        Picamera2Camera(picamera2_class=_raising(none_listed), dev_dir=str(dev), access=lambda p, m: True)
+
+
+def test_a_refused_configuration_is_mapped_and_closes_the_camera():
+    class Refusing(FakePicamera2):
+        def configure(self, config):
+            raise RuntimeError("lores stream dimensions may not exceed main stream")
+
+    with pytest.raises(CameraUnavailable, match="refused its configuration"):
+        Picamera2Camera(picamera2_class=Refusing)
+    assert [e[0] for e in FakePicamera2.instances[-1].log][-2:] == ["stop", "close"]

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 from clinicam.drivers.panel import PATTERNS, Panel, describe_patterns, frame_at
-from clinicam.drivers.patterns import COLOURS
+from clinicam.drivers.patterns import COLOURS, PatternName
 
 RGB = (22, 23, 24)
 NAMES = ("ready operator_bound patient_bound patient_switched captured delivered rejected_code "
@@ -38,6 +38,8 @@ def buzz(factory):
 
 def test_the_table_is_complete_and_distinct():
     assert set(PATTERNS) == set(NAMES.split())
+    # the names the workflow may ask for (mypy checks its Signal(PatternName.…)) are the table's rows
+    assert list(PATTERNS) == [p.value for p in PatternName]
     shapes = [(p.intro, p.loop, p.rest) for p in PATTERNS.values()]
     assert len(set(shapes)) == len(shapes)
     for p in PATTERNS.values():
@@ -184,3 +186,50 @@ def test_all_pairs_replace(panel, factory, clock):
         panel.signal(b)
         first = PATTERNS[b].intro[0] if PATTERNS[b].intro else PATTERNS[b].loop[0]
         assert light(factory) == COLOURS[first.light]
+
+
+class _LateButton:
+    """What gpiozero's Button reports when its callbacks run late: time since the edge."""
+
+    active_time: float | None = None
+    inactive_time: float | None = None
+
+    def close(self) -> None:
+        pass
+
+
+def test_press_and_release_delivered_late_together_is_one_press(panel, clock, events):
+    # lgpio's notify thread starved (busy interpreter, loaded host): a 0.4 s press and
+    # its release reach the callbacks 2 s later, back to back. Timed by callback time
+    # the release would look like bounce and the press be lost (seen in the boot test).
+    late = _LateButton()
+    panel._button = late
+    clock.advance(2.0)
+    late.active_time = 2.0  # the press edge was 2 s ago
+    panel._pressed()
+    late.active_time, late.inactive_time = None, 1.6  # the release edge 1.6 s ago
+    panel._released()
+    assert events == ["press"]
+
+
+def test_late_long_press_is_still_long(panel, clock, events):
+    late = _LateButton()
+    panel._button = late
+    clock.advance(3.0)
+    late.active_time = 3.0
+    panel._pressed()
+    late.active_time, late.inactive_time = None, 1.0  # held 2 s, reported 1 s after release
+    panel._released()
+    assert events == ["long"]
+
+
+def test_on_time_callbacks_still_debounce(panel, clock, events):
+    # Control: a release 20 ms after its press, both on time, is bounce (no press).
+    late = _LateButton()
+    panel._button = late
+    late.active_time = 0.0
+    panel._pressed()
+    clock.advance(0.02)
+    late.active_time, late.inactive_time = None, 0.0
+    panel._released()
+    assert events == []

@@ -1,13 +1,13 @@
 """The camera thread: codes from real rendered frames become events, stills come back.
 
 Runs a real ``SimulatedCamera`` and the real zxing-cpp reader; the frame pacing is the
-simulated camera's own (15 fps), so these tests take a second or two, not minutes.
+simulated camera's own (15 fps). Presentation time is the worker's injected clock, moved
+by the test: no test sleeps to let time pass.
 """
 
 from __future__ import annotations
 
 import queue
-import time
 
 import pytest
 from clinicam.drivers.camera import SimulatedCamera
@@ -26,30 +26,66 @@ def wristband(content: str = f"(8018){GSRN}") -> Scene:
     return Scene(symbols=(Symbol(content, "gs1-128", module_px=2.6),))
 
 
+class Clock:
+    """The worker's monotonic clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 @pytest.fixture
-def worker():
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def worker(clock: Clock):
     camera = SimulatedCamera(frame_size=(1280, 720), still_size=(640, 480))
     events: queue.Queue = queue.Queue()
-    w = CameraWorker(camera, make_reader("auto"), CodeRules(), events.put, clear_after_s=0.5)
+    w = CameraWorker(camera, make_reader("auto"), CodeRules(), events.put, clear_after_s=0.5, clock=clock)
     w.start()
     yield camera, w, events
     w.stop()
+
+
+def frames_seen(w: CameraWorker) -> None:
+    """Return once the worker has read the codes of at least one frame shown from now on.
+
+    A still is taken at the top of the loop, before that frame's codes are read, so a
+    second still cannot be taken before the frame of the first was fully read.
+    """
+    for _ in range(2):
+        w.capture(bytearray(), timeout_s=10)
 
 
 def next_event(events: queue.Queue, timeout: float = 10.0):
     return events.get(timeout=timeout)
 
 
-def test_a_wristband_in_view_is_reported_once_per_presentation(worker):
-    camera, _w, events = worker
+def test_a_wristband_in_view_is_reported_once_per_presentation(worker, clock):
+    camera, w, events = worker
     camera.show(wristband())
     first = next_event(events)
     assert isinstance(first, CodeScanned)
     assert first.classified == PatientId(GSRN, "GS1", None)
-    time.sleep(1.0)  # still in view for many more frames
+    assert first.now == clock.t  # the event is dated by the injected clock
+    for _ in range(10):  # still in view, frame after frame for 2 s: the same presentation
+        clock.t += 0.2
+        frames_seen(w)
     assert events.empty()
-    camera.show(None)
-    time.sleep(0.8)  # out of view longer than clear_after_s: the next showing counts
+    camera.show(None)  # a gap shorter than clear_after_s: a decoder missing a frame
+    frames_seen(w)
+    clock.t += 0.3
+    camera.show(wristband())
+    frames_seen(w)
+    assert events.empty()
+    camera.show(None)  # out of view longer than clear_after_s: the next showing counts
+    frames_seen(w)
+    clock.t += 0.6
+    frames_seen(w)
     camera.show(wristband())
     assert isinstance(next_event(events), CodeScanned)
 
@@ -86,3 +122,30 @@ def test_handheld_scanner_codes_take_the_same_path():
     post_classified(Code("ean13", "4006381333931", b"4006381333931", "]E0"), CodeRules(), events.append, 2.0)
     assert events[0] == CodeScanned(PatientId(GSRN, "GS1", None), 1.0)
     assert events[1] == CodeRejectedEvent("unknown")
+
+
+def test_the_station_reader_reads_a_band_turned_45_degrees():
+    """The station's reader (the pipeline on the stream, as build_hardware wires it)
+    reports a band at 45° once; one plain zxing-cpp call per frame never does."""
+    from clinicam.drivers.pipeline import PipelineReader, StreamReader
+    from clinicam.firmware.codes.gs1 import plausible
+
+    band = Scene(symbols=(Symbol(f"(8018){GSRN}", "gs1-128", module_px=2.6, angle=45),))
+    for reader, expect in ((make_reader("zxing"), False),
+                           (StreamReader(PipelineReader(gs1=plausible)), True)):
+        camera = SimulatedCamera(frame_size=(1280, 720), still_size=(1280, 720))
+        events: queue.Queue = queue.Queue()
+        w = CameraWorker(camera, reader, CodeRules(), events.put, clear_after_s=0.5)
+        camera.show(band)
+        w.start()
+        try:
+            if expect:
+                event = next_event(events)
+                assert isinstance(event, CodeScanned)
+                assert event.classified == PatientId(GSRN, "GS1", None)
+                time.sleep(0.5)
+            else:
+                time.sleep(1.5)  # many frames
+            assert events.empty()
+        finally:
+            w.stop()

@@ -10,6 +10,7 @@ import pytest
 from clinicam.common.errors import ConfigError
 from clinicam.firmware.config import EXAMPLE as STATION_EXAMPLE
 from clinicam.firmware.config import load_station_config, station_config_from
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.relay.config import EXAMPLE as RELAY_EXAMPLE
 from clinicam.relay.config import load_relay_config, relay_config_from
 
@@ -25,7 +26,7 @@ def relay(text: str):
 def test_station_example_loads_with_documented_defaults():
     config = load_station_config(STATION_EXAMPLE)
     assert config == station("")  # the example shows exactly the defaults
-    assert config.uplink.topic_prefix == "clinicam/v1"
+    assert config.uplink.topic_prefix == DEFAULT_PREFIX
     assert config.sealing.chunk_size == 122880
     assert config.workflow.session_idle_s == 120.0
     assert config.workflow.require_clock_sync is True
@@ -73,6 +74,13 @@ def test_example_documents_every_station_key():
         ("[uplink]\nreconnect_min_s = 50\nreconnect_max_s = 10", "reconnect_min_s: must not exceed reconnect_max_s"),
         ("[cards]\nbody_sites = ['arm']", "[cards] body_sites: must be SNOMED CT codes"),
         ("[sealing]\nchunk_size = 10", "[sealing] chunk_size: must be 1024..16777216, got 10"),
+        ("[camera]\nlores_width = 1281",
+         "[camera] lores_width: must be even (the camera aligns odd sizes down), got 1281"),
+        ("[camera]\nlores_height = 721", "[camera] lores_height: must be even"),
+        ("[camera]\nstill_width = 1279", "[camera] still_width: must be even"),
+        ("[camera]\nstill_width = 1024\nstill_height = 768\nlores_width = 1280",
+         "[camera] lores_width x lores_height (1280x720) may not exceed still_width x still_height (1024x768)"),
+        ("[hardware]\ncamera = 'usb'", "[hardware] camera: must be one of '' | 'pi' | 'sim', got 'usb'"),
     ],
 )
 def test_station_bad_values_name_file_key_and_problem(text, message):

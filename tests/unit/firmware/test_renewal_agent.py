@@ -41,8 +41,8 @@ def env(tmp_path: Path):
     clock = Clock(NOW)
     core = RegistrarCore(issuing_key=site.issuing_key(), issuing_cert=site.issuing,  # type: ignore[arg-type]
                          trust_store=FileTrust(site.ca_pem, site.chain_pem, site.crl_pem),
-                         journal=Journal(None), policy=Policy(min_interval=timedelta(0)), now=clock)
-    agent = RenewalAgent(d, "ward3-cart1", RenewalPolicy(retry_min_s=60, retry_max_s=3600), wall=clock,
+                         journal=Journal(None), policy=Policy(min_interval=timedelta(0)), utc=clock)
+    agent = RenewalAgent(d, "ward3-cart1", RenewalPolicy(retry_min_s=60, retry_max_s=3600), utc=clock,
                          rng=random.Random(7))
     return site, d, clock, core, agent
 
@@ -116,7 +116,7 @@ def test_a_reboot_resends_the_same_request_and_gets_the_same_certificate(env):
     current = identity.load_identity(d)
     clock.at = DUE
     first = rn.parse_answer(_ask(core, agent.request(current)))
-    rebooted = RenewalAgent(d, "ward3-cart1", wall=clock)
+    rebooted = RenewalAgent(d, "ward3-cart1", utc=clock)
     again = rn.parse_answer(_ask(core, rebooted.request(current)))
     assert again.req_id == first.req_id and again.cert_pem == first.cert_pem
 
@@ -166,8 +166,8 @@ def test_a_station_of_a_migrated_site_renews_and_adopts_the_reissued_root(tmp_pa
     clock = Clock(DUE)
     core = RegistrarCore(issuing_key=site.issuing_key(), issuing_cert=site.issuing,  # type: ignore[arg-type]
                          trust_store=FileTrust(site.ca_pem, site.chain_pem, site.crl_pem), journal=Journal(None),
-                         now=clock)
-    agent = RenewalAgent(d, "ward3-cart1", wall=clock)
+                         utc=clock)
+    agent = RenewalAgent(d, "ward3-cart1", utc=clock)
     current = identity.load_identity(d)
     assert agent.answer(_ask(core, agent.request(current)), current)
     new = agent.promote()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
 import pytest
 from clinicam.common.errors import VaultFull
 from clinicam.common.zeroize import is_zero
 from clinicam.firmware.capture.vault import Vault
-from clinicam.protocol.sealing import SealedCapture
+from clinicam.protocol.sealing import SealedCapture, open_capture
 
 
 class Clock:
@@ -185,11 +186,11 @@ def test_allocate_hands_out_arena_memory_reused_after_ack() -> None:
     v = Vault(clock=Clock())
     first = arena_capture(v, 1)
     v.put(first)
-    assert v._arena is not None and v._arena.owns(first.storage)
+    assert v.in_arena(first.storage)
     assert first.storage is not None
     where = address(first.storage)
     assert v.ack(first.capture_id)
-    assert all(is_zero(p) for p in first.parts) and v._arena.in_use == 0
+    assert all(is_zero(p) for p in first.parts) and v.in_use == 0
     second = arena_capture(v, 2)
     assert second.storage is not None and address(second.storage) == where
 
@@ -204,7 +205,7 @@ def test_wipe_zeroes_arena_and_own_buffer_captures_alike() -> None:
     report = v.wipe()
     assert report.count == 8 and v.pending_bytes == 0
     assert all(is_zero(p) for c in mine + theirs for p in c.parts)
-    assert v._arena is not None and v._arena.in_use == 0
+    assert v.in_use == 0
 
 
 def test_wipe_leaves_a_capture_being_sealed_to_its_owner() -> None:
@@ -215,7 +216,7 @@ def test_wipe_leaves_a_capture_being_sealed_to_its_owner() -> None:
     assert not any(is_zero(p) for p in sealing.parts)  # the station discards it (guard.wiped)
     v.discard(sealing)
     assert all(is_zero(p) for p in sealing.parts)
-    assert v._arena is not None and v._arena.in_use == 0
+    assert v.in_use == 0
     a, b = arena_capture(v, 3), arena_capture(v, 4)  # the books are straight: no overlap
     assert a.storage is not None and b.storage is not None
     assert abs(address(a.storage) - address(b.storage)) >= len(a.storage)
@@ -229,14 +230,31 @@ def test_refused_capture_is_discarded_back_into_the_arena() -> None:
         v.put(extra)
     v.discard(extra)
     assert all(is_zero(p) for p in extra.parts) and v.pending_count == 1
-    assert v._arena is not None and v._arena.in_use == -(-7300 // 64) * 64  # only the held one
+    assert v.in_use == -(-7300 // 64) * 64  # only the held one
 
 
 def test_no_room_in_the_arena_falls_back_to_the_heap() -> None:
     v = Vault(max_captures=1, max_bytes=4096, clock=Clock())
     big = v.allocate(1 << 20)
     assert len(big) == 1 << 20 and is_zero(big)
-    assert v._arena is not None and not v._arena.owns(big)
+    assert v.in_use == 0 and not v.in_arena(big)
     big[:4] = b"\xff\xff\xff\xff"
     v.release(big)
     assert is_zero(big)
+
+
+def test_what_the_vault_hands_the_uplink_is_what_the_relay_opens(
+        make_sealer: Any, site_ca: Any, device: Any, recipients: Any, pki: Any) -> None:
+    """The station's side of the sealed format, read by the relay's ``open_capture``."""
+    v = Vault(clock=Clock())
+    image = bytearray(b"\xff\xd8" + bytes(range(256)) * 40)
+    sealed = make_sealer(buffers=v, chunk_size=4096).seal(image, {"patient": {"id": "P-1"}})
+    v.put(sealed)
+    out = v.take_next()
+    assert out is sealed and v.in_arena(out.storage)
+    opened = open_capture(out.manifest, {i: bytes(p) for i, p in enumerate(out.parts)},
+                          topic_device=device.id, topic_capture_id=out.capture_id,
+                          ca_cert=site_ca.cert, recipients=[recipients["X25519"]], now=pki.NOW)
+    assert opened.image == b"\xff\xd8" + bytes(range(256)) * 40
+    assert opened.metadata["patient"] == {"id": "P-1"}
+    assert is_zero(image)  # the plaintext was zeroed by the sealer

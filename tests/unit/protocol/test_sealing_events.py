@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from clinicam.common.errors import OpenError
 from clinicam.protocol import manifest as mf
+from clinicam.protocol.reasons import OpenError
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 

@@ -8,8 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from clinicam.common.errors import ConfigError, OpenError, PrePolicyCertificate
+from clinicam.common.errors import ConfigError
 from clinicam.protocol import manifest as mf
+from clinicam.protocol.reasons import OpenError, PrePolicyCertificate
 from clinicam.protocol.recipient import RecipientPrivateKey
 from clinicam.protocol.sealing import SealedCapture, Sealer, open_capture
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -70,7 +70,7 @@ def test_sealer_reproduces_the_vector(path: Path) -> None:
     created = mf.parse_rfc3339_ms(v["created"])
     sealer = Sealer(v["device_id"], device_key, v["device_cert_pem"], recipient.public_key(),
                     aead=v["aead"], chunk_size=v["chunk_size"], rng=lambda n: next(draws),
-                    clock=lambda: created, boot_id=v["boot"])
+                    utc=lambda: created, boot_id=v["boot"])
     sealed = sealer.seal(bytearray.fromhex(v["image_hex"]), v["metadata"])
     assert [bytes(p).hex() for p in sealed.parts] == v["parts_hex"]
     m = json.loads(sealed.manifest)["m"]

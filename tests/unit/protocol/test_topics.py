@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from clinicam.common.errors import TopicError
-from clinicam.protocol.topics import ParsedTopic, Topics
+from clinicam.protocol.topics import DEFAULT_PREFIX, ParsedTopic, Topics
 
 CID = "0123456789abcdef0123456789abcdef"
 T = Topics()
@@ -25,10 +25,10 @@ def test_subscriptions_and_acl() -> None:
                                        "clinicam/v1/+/event"]
     assert T.station_subscriptions("cam-01") == ["clinicam/v1/cam-01/ack",
                                                  "clinicam/v1/cam-01/cmd"]
-    write, read = T.device_acl()
-    assert write == ["clinicam/v1/%u/capture/#", "clinicam/v1/%u/status",
-                     "clinicam/v1/%u/event"]
-    assert read == ["clinicam/v1/%u/ack", "clinicam/v1/%u/cmd"]
+    write, read = T.station_acl("cam-01")
+    assert write == ["clinicam/v1/cam-01/capture/#", "clinicam/v1/cam-01/status",
+                     "clinicam/v1/cam-01/event"]
+    assert read == ["clinicam/v1/cam-01/ack", "clinicam/v1/cam-01/cmd"]
 
 
 def test_parse_round_trips() -> None:
@@ -78,3 +78,7 @@ def test_bad_prefix(prefix: str) -> None:
 def test_topic_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         T.parse("nope")
+
+
+def test_the_default_prefix_is_the_v1_contracts() -> None:
+    assert DEFAULT_PREFIX == "clinicam/v1" == Topics().prefix

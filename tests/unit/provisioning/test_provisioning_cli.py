@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import brokerconf
 from clinicam.tools.brokerproc import rewrite_conf
 from clinicam.tools.cli import main
@@ -91,7 +92,7 @@ def test_generated_conf_has_the_security_settings(tmp_path: Path):
 def test_generated_acl_is_design_section_5():
     acl = [ln for ln in brokerconf.render_acl(relays=2, stations=["cart-2", "cart-1"]).splitlines()
            if ln and ln[0] != "#"]
-    p = "clinicam/v1"
+    p = DEFAULT_PREFIX
 
     def station(name: str) -> list[str]:
         return [

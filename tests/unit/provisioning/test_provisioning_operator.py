@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import brokerconf, identity, pki
 from clinicam.provisioning.operators import issue_operator, operator_cn
 from clinicam.provisioning.site import Site
@@ -20,7 +21,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 OPERATOR_RIGHTS = [f"topic write {P}/+/cmd", f"topic read {P}/+/event", f"topic read {P}/+/status"]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from clinicam.common.errors import ProvisioningError
 from clinicam.protocol.recipient import load_recipient_private, load_recipient_public
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import identity, pki, report
 from clinicam.provisioning.site import Site
 from cryptography import x509
@@ -52,7 +53,7 @@ def test_site_init_layout_and_secret_modes(fresh: Site):
     for private_dir in ("ca", "broker", "relay"):
         assert _mode(d / private_dir) == 0o700
     info = json.loads((d / "site.json").read_text())
-    assert info["topic_prefix"] == "clinicam/v1"
+    assert info["topic_prefix"] == DEFAULT_PREFIX
     assert info["broker"] == {"hosts": ["broker.example", "10.0.0.5"], "port": 8883}
     assert load_recipient_private((d / "relay/recipient.key").read_bytes()).kem == "X25519"
     assert info["recipient"] == load_recipient_public((d / "relay/recipient.pub").read_bytes()).fingerprint

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from clinicam.common.errors import ConfigError, OpenError, ProvisioningError
+from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.firmware.selftest.identity import IdentityReview
 from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
+from clinicam.protocol.reasons import OpenError
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer, open_capture
 from clinicam.provisioning import identity, pki
@@ -191,7 +192,7 @@ def test_relay_opens_a_two_tier_capture_only_with_the_issuing_ca(tmp_path: Path)
     ident = identity.load_identity(_station(tmp_path, site, "ward3-cart1"))
     recipient = load_recipient_private((site.relay_dir / "recipient.key").read_bytes())
     sealer = Sealer(ident.device_id, ident.key, ident.cert_pem.decode(), recipient.public_key(),
-                    aead="AES-256-GCM", clock=lambda: NOW)
+                    aead="AES-256-GCM", utc=lambda: NOW)
     sealed = sealer.seal(bytearray(b"\xff\xd8jpeg\xff\xd9"), META)
     crls = trust.load_crls(site.crl_pem.read_bytes(), "crl.pem")
     assert site.issuing is not None

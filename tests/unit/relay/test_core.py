@@ -7,22 +7,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clinicam.common.errors import SinkError, SinkUnknownPatient
+from clinicam.common.errors import SinkUnknownPatient
+from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import sign_event
+from clinicam.protocol.reasons import SinkError
 from clinicam.protocol.sealing import SealedCapture
-from clinicam.relay.core import Ack, RelayCore
+from clinicam.protocol.topics import Topics
+from clinicam.relay.core import RelayCore
 from clinicam.relay.partition import Partition, device_bucket
 from clinicam.relay.reassembly import Reassembler
 from clinicam.relay.records import AuditLog
 from clinicam.relay.sinks.directory import DirectorySink
 
-P = "clinicam/v1"
+T = Topics()  # the builders the station publishes with
+P = T.prefix
 
 
 def messages(device: str, cap: SealedCapture) -> list[tuple[str, bytes]]:
-    base = f"{P}/{device}/capture/{cap.capture_id}"
-    out = [(f"{base}/part/{i}", bytes(p)) for i, p in enumerate(cap.parts)]
-    return [*out, (f"{base}/manifest", cap.manifest)]
+    out = [(T.part(device, cap.capture_id, i), bytes(p)) for i, p in enumerate(cap.parts)]
+    return [*out, (T.manifest(device, cap.capture_id), cap.manifest)]
 
 
 def feed(core: RelayCore, msgs: list[tuple[str, bytes]]) -> list[Ack]:
@@ -62,6 +65,7 @@ def test_capture_stored_with_refs_and_files(core: RelayCore, unit_site: Any, tmp
     assert acks == [Ack("station-a", cap.capture_id, "stored", None, {"directory": ref})]
     assert json.loads(acks[0].payload()) == {"capture_id": cap.capture_id, "status": "stored",
                                              "reason": None, "ref": {"directory": ref}}
+    assert Ack.parse(acks[0].payload(), "station-a") == acks[0]  # what the station reads back
     assert (tmp_path / "out" / f"{ref}.jpg").read_bytes() == b"\xff\xd8" + b"J" * 2500
 
 
@@ -82,7 +86,7 @@ def test_identical_resend_reacked_with_same_refs_changed_is_conflict(
     m = json.loads(cap.manifest)
     m["m"]["seq"] += 1
     changed = json.dumps(m).encode()
-    acks = core.handle(f"{P}/station-a/capture/{cap.capture_id}/manifest", changed)
+    acks = core.handle(T.manifest("station-a", cap.capture_id), changed)
     assert [(a.status, a.reason) for a in acks] == [("rejected", "duplicate-conflict")]
 
 
@@ -128,7 +132,7 @@ def test_unknown_topics_and_oversize_parts(unit_site: Any, tmp_path: Path) -> No
     assert core.handle(f"{P}/station-a/capture/xyz/part/0", b"x") == []
     assert core.handle(f"{P}/station-a/capture/{'0' * 32}/part/01", b"x") == []
     assert core.handle("other/thing", b"x") == []
-    acks = core.handle(f"{P}/station-a/capture/{'0' * 32}/part/0", b"x" * 101)
+    acks = core.handle(T.part("station-a", "0" * 32, 0), b"x" * 101)
     assert [(a.status, a.reason) for a in acks] == [("rejected", "too-large")]
     assert core.board.counters["ignored-topic"] == 3
 
@@ -161,13 +165,13 @@ def test_signed_void_from_own_device_only(core: RelayCore, unit_site: Any, tmp_p
     feed(core, messages("station-a", cap))
     event = {"event": "void", "at": "2026-11-26T12:00:00.000Z", "capture_id": cap.capture_id}
     by_b = sign_event(event, unit_site.keys["station-b"])
-    core.handle(f"{P}/station-b/event", json.dumps(by_b).encode())  # not B's capture
+    core.handle(T.event("station-b"), json.dumps(by_b).encode())  # not B's capture
     forged = sign_event(event, unit_site.keys["station-b"])
-    core.handle(f"{P}/station-a/event", json.dumps(forged).encode())  # wrong key
+    core.handle(T.event("station-a"), json.dumps(forged).encode())  # wrong key
     void = tmp_path / "out" / "station-a" / f"{cap.capture_id}.void"
     assert not void.exists()
     good = sign_event(event, unit_site.keys["station-a"])
-    core.handle(f"{P}/station-a/event", json.dumps(good).encode())
+    core.handle(T.event("station-a"), json.dumps(good).encode())
     assert void.exists()
     assert (tmp_path / "out" / "station-a" / f"{cap.capture_id}.jpg").exists()
 

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.sealing import SealedCapture
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import pki
-from clinicam.relay.core import Ack, RelayCore
+from clinicam.relay.core import RelayCore
 from clinicam.relay.records import AuditLog
 from clinicam.relay.sinks.directory import DirectorySink
 
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 SERVICES = ("operator-x", "relay-9")
 
 
@@ -104,7 +106,7 @@ def test_pre_policy_certificate_accepted_only_during_the_grace_period(
     def relay(until: Any) -> RelayCore:
         return RelayCore(ca_cert=unit_site.ca_cert, recipients=[unit_site.recipient],
                          sinks=[DirectorySink(tmp_path / str(until))], legacy_until=until,
-                         now=lambda: now)
+                         utc=lambda: now)
 
     over = feed(relay(now - timedelta(seconds=1)), messages("station-old", cap))
     assert [(a.status, a.reason) for a in over] == [("retry", "identity")]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import dicom
 from PIL import Image
 from pydicom.encaps import generate_frames

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from clinicam.common.errors import SinkError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.sinks import dicom
 from clinicam.relay.sinks.dicomweb import DicomWebSink
 from clinicam.relay.sinks.httpclient import Response

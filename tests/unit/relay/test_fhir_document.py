@@ -8,7 +8,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from clinicam.common.errors import ConfigError, SinkError
+from clinicam.common.errors import ConfigError
+from clinicam.protocol.reasons import SinkError
 from clinicam.relay.config import DicomWebSinkConfig, DimseSinkConfig, FhirSinkConfig
 from clinicam.relay.sinks import dicom
 from clinicam.relay.sinks.dicomweb import from_config as dicomweb_from_config

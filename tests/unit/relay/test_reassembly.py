@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from clinicam.common.errors import OpenError
+from clinicam.protocol.reasons import OpenError
 from clinicam.relay.reassembly import CapacityExceeded, Reassembler
 
 CID = "ab" * 16

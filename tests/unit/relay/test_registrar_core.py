@@ -12,6 +12,7 @@ from clinicam.common.errors import ProvisioningError
 from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
+from clinicam.protocol.topics import DEFAULT_PREFIX
 from clinicam.provisioning import identity, pki
 from clinicam.provisioning.operators import issue_operator
 from clinicam.provisioning.site import Site
@@ -20,7 +21,7 @@ from clinicam.relay.registrar.service import FileTrust
 from cryptography.hazmat.primitives import serialization
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-P = "clinicam/v1"
+P = DEFAULT_PREFIX
 
 
 class Kit:
@@ -32,7 +33,7 @@ class Kit:
         self.core = RegistrarCore(
             issuing_key=self.site.issuing_key(), issuing_cert=self.site.issuing,  # type: ignore[arg-type]
             trust_store=FileTrust(self.site.ca_pem, self.site.chain_pem, self.site.crl_pem),
-            journal=self.journal, policy=Policy(min_interval=timedelta(hours=1)), now=lambda: self.now)
+            journal=self.journal, policy=Policy(min_interval=timedelta(hours=1)), utc=lambda: self.now)
 
     def station(self, name: str) -> identity.DeviceIdentity:
         d = self.tmp / "st" / name

@@ -91,3 +91,23 @@ def test_config_formats_restrict_the_reader(images, tmp_path, capsys):
     assert main(["scan", "--json", "--config", str(conf), images["wrist"]]) == 0
     codes = json.loads(capsys.readouterr().out)["codes"]
     assert [c["symbology"] for c in codes] == ["qr"]
+
+
+def test_engine_pipeline_verbose_shows_passes(tmp_path, monkeypatch, capsys):
+    """``--engine pipeline -v``: each pass and its outcome, never the decoded text; a
+    band turned 45° that the plain engine misses is read."""
+    from clinicam.firmware import config
+
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "no-station.toml")
+    band = tmp_path / "band45.png"
+    scene = Scene((Symbol(f"(8018){GSRN}", "gs1-128", 2.6, angle=45),), seed=4)
+    Image.fromarray(scene.render(1280, 720)).save(band)
+    assert main(["scan", "--engine", "zxing", "-v", str(band)]) == 0
+    assert "0 code(s)" in capsys.readouterr().out  # one plain call misses it
+    assert main(["scan", "--engine", "pipeline", "-v", str(band)]) == 0
+    out = capsys.readouterr().out
+    assert "1 code(s)" in out and "patient" in out and GSRN not in out
+    assert "pass fast pass: nothing" in out and "agrees: accepted" in out
+    assert main(["scan", "--engine", "pipeline", "-v", "--json", str(band)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["passes"][0]["name"] == "fast pass" and GSRN not in json.dumps(line)
