@@ -38,7 +38,7 @@ class Relay:
                  crl_feed: Callable[[bytes], None] | None = None) -> None:
         self.core, self.host, self.port = core, host, port
         # two-tier sites: the CRL bulletin (P/_site/crl) goes to crl_feed (issue 17)
-        self.crl_feed, self._crl_topic = crl_feed, f"{core.prefix}_site/crl"
+        self.crl_feed, self._crl_topic = crl_feed, core.topics.site_crl()
         self._crl_mid: int | None = None
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
