@@ -19,6 +19,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from clinicam.drivers.scenes import Conditions, Scene, Symbol, module_matrix
 
@@ -203,7 +204,7 @@ def _hard_payloads(rng: random.Random) -> list[tuple[str, str, str, str, str, st
 
 
 # condition -> (module px range for 1-D, for 2-D; Symbol overrides; Conditions fields)
-_Spec = tuple[tuple[float, float], tuple[float, float], dict[str, object], dict[str, object]]
+_Spec = tuple[tuple[float, float], tuple[float, float], dict[str, Any], dict[str, Any]]
 _NOMINAL = ((2.0, 3.2), (2.5, 4.0))
 
 
@@ -252,7 +253,7 @@ def _hard_symbol(payload: tuple[str, str, str, str, str, str], spec: _Spec,
     _, _, symbology, content, _, renderer = payload
     linear_range, square_range, overrides, _ = spec
     low, high = linear_range if symbology in LINEAR else square_range
-    angle = float(overrides.get("angle", 0.0))  # type: ignore[arg-type]
+    angle = float(overrides.get("angle", 0.0))
     module = _fit_module(content, symbology, renderer, rng.uniform(low, high), angle, room)
     extra = {k: v for k, v in overrides.items() if k != "angle"}
     return Symbol(content, symbology, module, angle, center, renderer, **extra)
