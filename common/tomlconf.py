@@ -101,6 +101,10 @@ def load_file(path: Path | str, cls: type[T], *, example: str, kind: str) -> T:
         ) from None
     except PermissionError:
         raise ConfigError(f"{path}: cannot read (permission denied); check its owner and mode") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give the {kind} configuration file (--config PATH)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

@@ -32,6 +32,7 @@ from clinicam.firmware.capture.wipe import Wiper
 from clinicam.firmware.codes.classify import CodeRules
 from clinicam.firmware.config import StationConfig
 from clinicam.firmware.hardware import HardwareBuilder
+from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_notice
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.uplink.recipient import RecipientFollower
@@ -52,8 +53,14 @@ HOUSEKEEPING_S = 2.0  # clock-sync check and watchdog (the uplink expires the va
 
 
 def firmware_version() -> str:
+    """The image's version on an appliance (the root is the firmware), else the package's."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from clinicam.firmware.update_report import image_version
+
+    image = image_version()
+    if image is not None:
+        return image
     try:
         return version("clinicam")
     except PackageNotFoundError:
@@ -75,7 +82,8 @@ class Station:
         clock: Clock | None = None,
     ) -> None:
         self.config, self.identity = config, identity
-        self._observe = observer or (lambda _event: None)
+        self._journal = Journal(observer)  # lifecycle lines for journalctl, then the observer
+        self._observe = self._journal
         self.notifier = notifier or Notifier()
         self.time = clock or SystemClock()
         self._clock = self.time.monotonic
@@ -119,7 +127,9 @@ class Station:
         policy = WorkflowPolicy.from_section(config.workflow)
         self.state = initial_state(policy, rng(32), clock_synced=hardware.clock_sync.synchronised())
         self._wiped_directly: set[str] = set()
+        self._update_reported: Any = None
         self._stop = threading.Event()
+        self._cert_checked = self._clock()
 
     def _make_uplink(self, boot: str) -> Uplink:
         u = self.config.uplink
@@ -221,8 +231,11 @@ class Station:
         self.uplink.start()
         self._process(ev.Tick(self._clock()))
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
-        self.notifier.ready("ready")
-        log.info("station %s ready (backend %s)", self.device.id, self.hw.backend)
+        # The status line says what update-install's idle check reads: phase and vault.
+        self.notifier.ready(self.status_line(self.state.phase.value))
+        log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
+        self._report_update()
+        self._check_certificate()
         last_tick = last_chores = self._clock()
         watchdog = watchdog_interval_s()
         while not self._stop.is_set():
@@ -272,6 +285,10 @@ class Station:
                 return ev.WipeRequested("remote")
             if event.cmd == "identify":
                 self._signal(PatternName.READY)
+        elif isinstance(event, ev.RelayPresenceChanged):  # no relay serving us: the panel shows offline
+            self._observe({"kind": "relay", "status": "online" if event.online else "offline",
+                           "resent": event.resent})
+            return ev.UplinkConnected() if event.online else ev.UplinkLost("no-relay")
         elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
             status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
             self._observe({"kind": "uplink", "status": status})
@@ -310,6 +327,7 @@ class Station:
                 self.wiper.wipe(action.trigger)
             self._process(ev.WipeCompleted())
         elif isinstance(action, ev.Audit):
+            self._journal.audit(action.as_dict())
             self.uplink.publish_event(action.event, **dict(action.fields))
         elif isinstance(action, ev.SetStatus):
             self._observe(
@@ -321,7 +339,15 @@ class Station:
                     "online": action.online,
                 }
             )
-            self.notifier.status(f"{action.state}; {self.vault.pending_count} pending")
+            self.notifier.status(self.status_line(action.state))
+
+    def status_line(self, phase: str) -> str:
+        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending"``.
+
+        Root tools read it with ``systemctl show -P StatusText``: ``idle; 0 pending``
+        (no session, empty vault) is when update-install may stop the station.
+        """
+        return f"{phase}; {self.vault.pending_count} pending"
 
     def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)
@@ -383,14 +409,40 @@ class Station:
             self._observe({"kind": "capture", "status": "voided", "capture_id": capture_id, "was": "delivered"})
             self.uplink.send_void(capture_id)
 
+    def _report_update(self) -> None:
+        """Tell the relay how the last update ended, once per result.
+
+        update-confirm writes its result after the station is up (it waits for this
+        station to be healthy before committing a slot), so this runs at start and then
+        with the housekeeping chores; a result already reported is not sent again.
+        """
+        from clinicam.firmware.update_report import update_result
+
+        result = update_result()
+        if result is None or result == self._update_reported:
+            return
+        self._update_reported = result
+        log.info("update: %s %s", result.event, result.version)
+        self.uplink.publish_event(result.event, fw=result.version)
+
     # --- housekeeping ------------------------------------------------------------------------
 
+    def _check_certificate(self) -> None:
+        """At start and daily: warn from 30 days before this station's certificate expires."""
+        self._cert_checked = self._clock()
+        notice = certificate_notice(getattr(self.identity, "not_after", None), self.time.utc())
+        if notice is not None:
+            log.log(*notice)
+
     def _chores(self) -> None:
+        if self._clock() - self._cert_checked >= CERT_CHECK_EVERY_S:
+            self._check_certificate()
         synced = self.hw.clock_sync.synchronised()
         if synced != self.state.clock_synced:
             self._process(ev.ClockSyncChanged(synced))
         if self._healthy():
             self.notifier.watchdog()
+        self._report_update()
 
     def _healthy(self) -> bool:
         """The watchdog's question: are the camera and uplink threads alive? (Online or not.)"""

@@ -137,6 +137,9 @@ customize_root() {
     tar -C "$ROOTFS" -xf "$BASE"
     # The image's fallback list deliberately misses the broker (10.0.2.2): the address
     # recorded at provisioning must replace it (checked as station-ip-allow).
+    # The stand-in's RAUC slot layout (a `make bundle` of this root says so in its
+    # compatible); test-update.sh adds the development update keyring.
+    CLINICAM_UPDATE_TARGET=${CLINICAM_UPDATE_TARGET:-standin} \
     CLINICAM_WHEELHOUSE=$WORK/wheels CLINICAM_IP_ALLOW=192.0.2.1 \
         with_chroot_mounts sh "$HERE/hooks/customize.sh" "$ROOTFS"
 }
@@ -332,14 +335,19 @@ judge() {
     return $rc
 }
 
-mkdir -p "$WORK"
-preflight
-build_wheelhouse
-base_tarball
-customize_root
-kernel_and_initramfs
-gpio_sim_module
-install_standin
-make_disks
-boot
-judge
+main() {
+    mkdir -p "$WORK"
+    preflight
+    build_wheelhouse
+    base_tarball
+    customize_root
+    kernel_and_initramfs
+    gpio_sim_module
+    install_standin
+    make_disks
+    boot
+    judge
+}
+
+# test-update.sh sources this file for its build steps; run directly, it is the boot test.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main; fi

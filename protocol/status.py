@@ -53,6 +53,7 @@ STATUS_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "cert_not_after": _match(_STAMP),
     "clock_synced": lambda v: isinstance(v, bool),
     "renewal": lambda v: _is_renewal(v),
+    "relay": lambda v: v in ("online", "offline"),  # whether the station sees a relay serving it
 }
 EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "event": _match(_WORD),
@@ -63,6 +64,7 @@ EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "reason": _match(_WORD),
     "count": _is_int,
     "cmd_id": _match(_CMD_ID),
+    "fw": _match(_FW),  # updated / update-failed: the version concerned
 }
 STATUS_KEYS = tuple(STATUS_FIELDS)
 # the keys an event may carry besides "event" and "at"
@@ -77,10 +79,12 @@ def utc_stamp(at: float) -> str:
 
 def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, fw: str,
                    uptime_s: float, cert_not_after: str | None, clock_synced: bool,
-                   renewal: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   renewal: Mapping[str, Any] | None = None, relay: str | None = None) -> dict[str, Any]:
     """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``).
 
-    ``renewal`` (a station that renews its certificate over MQTT) is its state.
+    ``renewal`` (a station that renews its certificate over MQTT) is its state;
+    ``relay`` is ``online`` or ``offline``: whether the station sees a relay serving it
+    (relay presence), absent until the station knows.
     """
     body: dict[str, Any] = {
         "state": state,
@@ -94,6 +98,8 @@ def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, f
     }
     if renewal is not None:
         body["renewal"] = dict(renewal)
+    if relay is not None:
+        body["relay"] = relay
     return body
 
 

@@ -178,7 +178,8 @@ def _install(sub: Any) -> None:
     p = sub.add_parser("install", help="on the station: check and install its signed identity")
     p.add_argument("--bundle", type=Path, metavar="DIR", help="folder made by 'bundle'")
     p.add_argument("--ca", type=Path, help="site ca.pem (without --bundle)")
-    p.add_argument("--cert", type=Path, help="this station's certificate (without --bundle)")
+    p.add_argument("--cert", type=Path, help="this station's certificate (without --bundle); "
+                   "alone: a renewed certificate over the installed identity")
     p.add_argument("--recipient", type=Path, help="recipient.pub (without --bundle)")
     p.add_argument("--crl", type=Path, help="site crl.pem (optional, without --bundle)")
     p.add_argument("--broker-host", help="broker address (without --bundle)")
@@ -328,7 +329,13 @@ def _cmd_renew(args: argparse.Namespace) -> int:
 def _wrote(out: Path, cert: Any, verb: str, site: Site) -> int:
     # Two tiers: a chain file, the certificate then its issuing CA (what the station presents).
     chain = pki.cert_pem(site.issuing) if site.issuing is not None and cert.issuer == site.issuing.subject else b""
-    pki.write_public(out, pki.cert_pem(cert) + chain)
+    try:
+        pki.write_public(out, pki.cert_pem(cert) + chain)
+    except OSError as exc:
+        raise ProvisioningError(
+            f"--out {out}: cannot write ({exc.strerror}); the certificate is in the site's register "
+            f"(ca/issued/{pki.serial_hex(cert.serial_number)}.pem)"
+        ) from None
     cn = pki.common_name(cert.subject, str(out))
     print(
         f"{verb} {cn}: serial {pki.serial_hex(cert.serial_number)}, "
@@ -396,11 +403,18 @@ def _cmd_install(args: argparse.Namespace) -> int:
         if any(x is not None for x in (*explicit, args.crl)):
             return _usage("give either --bundle or the files one by one, not both")
         files = identity.InstallFiles.from_bundle(args.bundle)
+    elif args.cert is not None and explicit.count(None) == 3:
+        files = identity.InstallFiles.renewal(args.cert, args.identity_dir, args.crl)  # a renewed certificate
     elif None in explicit:
-        return _usage("give --bundle DIR, or all of --ca, --cert, --recipient and --broker-host")
+        return _usage(
+            "give --bundle DIR, or all of --ca, --cert, --recipient and --broker-host, "
+            "or --cert alone to install a renewed certificate over the installed identity"
+        )
     else:
         files = identity.InstallFiles(args.ca, args.cert, args.recipient, args.broker_host, args.broker_port, args.crl)
     addresses = netallow.normalise(args.allow_address) if args.allow_address else None
+    if addresses is None and args.bundle is None and args.ca is None:
+        addresses = netallow.read(args.identity_dir)  # a renewal keeps the recorded addresses
     addresses = addresses or netallow.addresses_for(files.broker_host)
     owner = _owner(args.owner)
     ident = identity.install(files, args.identity_dir, owner=owner)
@@ -408,6 +422,11 @@ def _cmd_install(args: argparse.Namespace) -> int:
     if owner is not None:
         shutil.chown(allow, owner[0], owner[1])
     print(f"installed identity {ident.device_id} in {ident.dir}")
+    if args.bundle is None and args.ca is None:
+        print(
+            "a running station takes the renewed certificate by itself: new photos and its status "
+            "within 30 s, the broker connection at its next reconnect (no restart needed)"
+        )
     print(f"the station may reach {' '.join(addresses)} (recorded in {allow})")
     return _print(report.describe_identity(ident))
 

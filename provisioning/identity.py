@@ -150,6 +150,19 @@ class InstallFiles:
         crl = bundle / CRL
         return cls(bundle / CA, bundle / CERT, bundle / RECIPIENT, broker[0], broker[1], crl if crl.exists() else None)
 
+    @classmethod
+    def renewal(cls, cert: Path, identity_dir: Path, crl: Path | None = None) -> InstallFiles:
+        """A renewed certificate alone: the CA, recipient key, broker (and CRL) stay as installed."""
+        identity_dir = Path(identity_dir)
+        remedy = "a renewal installs over an existing identity: install the station's bundle first (--bundle DIR)"
+        for name in (CA, RECIPIENT):
+            if not (identity_dir / name).exists():
+                raise ProvisioningError(f"{identity_dir / name} is missing: {remedy}")
+        host, port = _broker_json(identity_dir / BROKER, remedy)
+        installed_crl = identity_dir / CRL
+        crl = crl or (installed_crl if installed_crl.exists() else None)
+        return cls(identity_dir / CA, cert, identity_dir / RECIPIENT, host, port, crl)
+
 
 def install(
     files: InstallFiles,
@@ -167,6 +180,7 @@ def install(
     ca = pki.parse_cert(ca_pem, str(files.ca))
     cert, chain = _leaf_and_chain(cert_pem, str(files.cert))
     _check_cert(cert, key, ca, str(files.cert), now, chain)
+    _check_not_older(cert, identity_dir / CERT, str(files.cert))
     load_recipient_public(_read(files.recipient))
     crl_pem = _read(files.crl) if files.crl else None
     if crl_pem is not None:
@@ -183,6 +197,21 @@ def install(
     if owner is not None:
         _chown(identity_dir, owner)
     return load_identity(identity_dir)
+
+
+def _check_not_older(cert: x509.Certificate, installed: Path, where: str) -> None:
+    """Refuse to put back a certificate that the installed one superseded (a renewal
+    installed twice in the wrong order would silently shorten the station's life)."""
+    try:
+        current = x509.load_pem_x509_certificate(installed.read_bytes())
+    except (OSError, ValueError):
+        return  # nothing (readable) installed yet: a first install
+    if current.serial_number != cert.serial_number and cert.not_valid_after_utc < current.not_valid_after_utc:
+        raise ProvisioningError(
+            f"{where} (serial {pki.serial_hex(cert.serial_number)}, valid until {cert.not_valid_after_utc:%Y-%m-%d}) "
+            f"is older than the installed {installed.name} (valid until {current.not_valid_after_utc:%Y-%m-%d}): "
+            "install the newest certificate"
+        )
 
 
 def _chown(directory: Path, owner: tuple[int, int]) -> None:

@@ -7,6 +7,7 @@ into a report beyond checking that they match.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from clinicam.protocol.recipient import load_recipient_public
@@ -82,11 +83,11 @@ def describe_site(site: Site, now: dt.datetime | None = None) -> Report:
     ]
     r.expiry("site CA", site.ca.not_valid_after_utc, now, "plan a new site CA and re-provision")
     r.lines.append("issued:")
-    for rec in site.records():
-        if rec.kind == "ca":
-            continue
-        state = _state(rec, now)
-        r.lines.append(f"  {rec.id:24} {rec.kind:8} {state:8} {rec.not_after[:10]} {rec.serial}")
+    records = [rec for rec in site.records() if rec.kind != "ca"]
+    newer = superseded(records)
+    for rec in records:
+        state = _state(rec, now, newer)
+        r.lines.append(f"  {rec.id:24} {rec.kind:8} {state:10} {rec.not_after[:10]} {rec.serial}")
         if state == "valid" and rec.expires - now < dt.timedelta(days=WARN_DAYS):
             r.warnings.append(f"{rec.id} ({rec.kind}) expires in {(rec.expires - now).days} days: renew it")
     return r
@@ -96,7 +97,24 @@ def _recipient_fingerprint(site: Site) -> str:
     return load_recipient_public((site.relay_dir / "recipient.pub").read_bytes()).fingerprint
 
 
-def _state(rec: Record, now: dt.datetime) -> str:
+def superseded(records: list[Record]) -> set[str]:
+    """Serials replaced by a later certificate of the same id and kind (a renewal or a
+    re-issue): still unexpired and unrevoked, but no longer the one in service. The
+    register lists certificates in issuing order, so the later of two equal dates wins."""
+    latest: dict[tuple[str, str], Record] = {}
+    for rec in records:
+        key = (rec.id, rec.kind)
+        if rec.revoked_at is None and (key not in latest or rec.not_before >= latest[key].not_before):
+            latest[key] = rec
+    return {
+        rec.serial for rec in records
+        if rec.revoked_at is None and latest[(rec.id, rec.kind)].serial != rec.serial
+    }
+
+
+def _state(rec: Record, now: dt.datetime, newer: AbstractSet[str] = frozenset()) -> str:
     if rec.revoked_at:
         return "revoked"
-    return "valid" if now <= rec.expires else "expired"
+    if now > rec.expires:
+        return "expired"
+    return "superseded" if rec.serial in newer else "valid"

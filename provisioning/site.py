@@ -199,6 +199,7 @@ class Site:
         site = cls(path, passphrase=passphrase)
         site._create_broker(ca_key, conf_dir, now)
         site._create_relays(ca_key, now)
+        pki.write_public(site.relay_dir / "ca.pem", pki.cert_pem(ca))  # relay.toml [identity] ca
         pki.write_private(site.relay_dir / "recipient.key", recipient.private_pem())
         pki.write_public(site.relay_dir / "recipient.pub", recipient.public_pem())
         site.write_crl(now=now, ca_key=ca_key)
@@ -270,7 +271,9 @@ class Site:
         )
 
     def _create_broker(self, ca_key: pki.PrivateKey, conf_dir: str, now: dt.datetime) -> None:
-        d = _mkdir(self.broker_dir, 0o700)
+        # 0755: Mosquitto drops to its own user before it reads the ACL and the CRL, so a
+        # copy of this folder must stay readable; the key alone is private (0600).
+        d = _mkdir(self.broker_dir, 0o755)
         self._issue_broker(ca_key, now, pki.DEFAULT_DAYS)
         pki.write_public(d / "ca.pem", pki.cert_pem(self.ca))
         conf = brokerconf.render_conf(self.name, port=self.port, conf_dir=conf_dir)

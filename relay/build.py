@@ -23,6 +23,7 @@ from clinicam.provisioning import pki
 from clinicam.relay.config import RelayConfig
 from clinicam.relay.core import RelayCore
 from clinicam.relay.ledger import Ledger
+from clinicam.relay.metrics import RelayMetrics, TimedSink, provisioned_stations
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import Reassembler
 from clinicam.relay.records import AuditLog, StatusBoard
@@ -144,13 +145,16 @@ def build_core(config: RelayConfig) -> RelayCore:
         raise ConfigError("[identity] recipient_keys: a key file cannot be read") from exc
     quarantine = config.quarantine_sink
     state = Path(rel.state_dir)
+    metrics = RelayMetrics()
+    board = StatusBoard(Path(rel.status_file))
+    board.load()  # every station seen before a restart stays listed
     return RelayCore(
         ca_cert=pki.load_cert(Path(ident.ca)),
         recipients=recipients,
         crls=_crls(ident.crl),
         chain=_chain(ident.chain),
-        sinks=[build_sink(s) for s in config.store_sinks],
-        quarantine=build_sink(quarantine) if quarantine is not None else None,
+        sinks=[TimedSink(build_sink(s), metrics) for s in config.store_sinks],
+        quarantine=TimedSink(build_sink(quarantine), metrics) if quarantine is not None else None,
         topic_prefix=rel.topic_prefix,
         # behind a sticky $share broker, the broker does the partitioning
         partition=Partition() if rel.shared_group else Partition(rel.worker, rel.workers,
@@ -158,8 +162,9 @@ def build_core(config: RelayConfig) -> RelayCore:
         reassembler=Reassembler(max_bytes=ra.max_bytes, max_age_s=ra.max_age_s,
                                 max_part_bytes=ra.max_part_bytes, max_parts=ra.max_parts),
         ledger=Ledger(state / "ledger.jsonl"),
-        board=StatusBoard(Path(rel.status_file)),
+        board=board,
         audit=AuditLog(Path(rel.audit_log)),
+        metrics=metrics,
         legacy_until=rel.legacy_until,
     )
 
@@ -174,7 +179,10 @@ def build_relay(config: RelayConfig) -> Relay:
     # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
     feed = (CrlFeed(core.crls, trust.TrustStore([core.ca_cert], core.chain))
             if isinstance(core.crls, WatchedCrls) and core.chain else None)
+    register = config.metrics.register
     return Relay(core=core, host=config.broker.host, port=config.broker.port,
                  ca=ident.ca, cert=ident.cert, key=ident.key, client_id=client_id,
                  keepalive_s=config.broker.keepalive_s, shared_group=config.relay.shared_group,
+                 metrics_listen=config.metrics.listen,
+                 inventory=(lambda: provisioned_stations(register)) if register else list,
                  crl_feed=feed)

@@ -2,7 +2,12 @@
 
 ``run`` connects with the relay's own certificate, files captures and runs until
 SIGTERM or SIGINT. ``status`` reads the status file the running relay keeps (no PHI:
-station states, pending counts, firmware, certificate expiry, and relay counters).
+station states, pending counts, firmware, certificate expiry, and relay counters),
+says how old it is and whether the relay that wrote it still runs, lists provisioned
+stations never seen, and exits 0 all well, 1 warnings (stations offline for less than
+--down-after, certificates expiring within 30 days, stations unseen or seeing no
+relay), 2 critical (relay not running, hung or disconnected, a station down longer
+than --down-after, an expired certificate).
 ``cmd`` sends one station ``identify``, ``wipe`` or ``ping`` (DESIGN §5) with an operator
 identity (``--cert``/``--key``; the relay's own as a fallback) and waits for the answer;
 exit 0 answered, 2 usage, 3 no answer in time, 4 the broker refused or closed the
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clinicam.common.errors import ConfigError
-from clinicam.relay.config import DEFAULT_PATH, load_relay_config
+from clinicam.relay.config import DEFAULT_PATH, check_files, load_relay_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="connect to the broker and file captures until stopped")
     run.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="show the latest status of every station")
+    status = sub.add_parser("status", help="every station's latest status, the relay's health; exit 0/1/2",
+                            description="Exit 0 all well, 1 warnings, 2 critical (usable as a monitoring check).")
     status.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
-    status.add_argument("--json", action="store_true", help="print the status file as JSON")
+    status.add_argument("--json", action="store_true", help="print the status file and the assessment as JSON")
+    status.add_argument("--register", type=Path, metavar="JSON",
+                        help="the site's ca/register.json, to list stations never seen (default [metrics] register)")
+    status.add_argument("--down-after", type=float, default=600.0, metavar="SECONDS",
+                        help="a station offline longer than this is critical (default 600)")
+    status.add_argument("--stale-after", type=float, default=30.0, metavar="SECONDS",
+                        help="status data older than this means the relay is hung (default 30)")
     status.set_defaults(func=cmd_status)
     _register_cmd(sub)
     from clinicam.relay.registrar.config import DEFAULT_PATH as REGISTRAR_PATH
@@ -89,7 +101,9 @@ def _register_cmd(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from clinicam.relay.build import build_relay  # imports paho and the sinks only here
 
-    relay = build_relay(load_relay_config(args.config))
+    config = load_relay_config(args.config)
+    check_files(config, source=Path(args.config).name)
+    relay = build_relay(config)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -180,24 +194,45 @@ def cmd_recipient_new(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from clinicam.relay import fleet
+    from clinicam.relay.metrics import provisioned_stations
+
     config = load_relay_config(args.config)
     path = Path(config.relay.status_file)
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no status yet; is 'clinicam relay run' running?") from None
+        print(f"CRITICAL: {path}: no status file: the relay is not running here (or never ran); "
+              "'systemctl status clinicam-relay'")
+        return fleet.CRITICAL
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable status file") from exc
+    register = args.register or (Path(config.metrics.register) if config.metrics.register else None)
+    provisioned = provisioned_stations(register) if register else []
+    limits = fleet.Limits(stale_after_s=args.stale_after, down_after_s=args.down_after)
+    now = time.time()
+    header, findings = fleet.assess_relay(data, now, limits)
+    findings += fleet.assess_stations(data.get("stations", {}), provisioned, now, limits)
+    code = fleet.exit_code(findings)
     if args.json:
-        print(json.dumps(data, indent=1, sort_keys=True))
-        return 0
+        report = {**data, "assessment": {"exit": code, "relay": header,
+                                         "findings": [f.line() for f in findings]}}
+        print(json.dumps(report, indent=1, sort_keys=True))
+        return code
+    print(header)
     print(format_status(data))
-    return 0
+    for finding in sorted(findings, key=lambda f: -f.level):
+        print(finding.line())
+    print(f"status: {('OK', 'WARNING', 'CRITICAL')[code]} (exit {code})")
+    return code
 
 
 def format_status(data: dict[str, Any]) -> str:
     """A table of stations, then the relay's counters."""
-    cols = ("state", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "renewal", "seen")
+    cols = ("state", "relay", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "renewal",
+            "seen")
     lines = [f"{'station':24} " + " ".join(f"{c:>14}" for c in cols)]
     for device, st in sorted(data.get("stations", {}).items()):
         st = {**st, "renewal": _renewal_cell(st.get("renewal"))}

@@ -9,11 +9,15 @@ of tables whose ``type`` picks the kind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import pwd
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from clinicam.common.errors import ClinicamError, ConfigError
 from clinicam.common.tomlconf import (
     absolute_path,
     between,
@@ -104,6 +108,15 @@ class ReassemblySection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    """The Prometheus endpoint: off unless ``listen`` is set (e.g. ``127.0.0.1:9464``)."""
+
+    listen: str = field(default="", metadata=checked(matches(
+        r"(|(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):\d{1,5})", "HOST:PORT, e.g. 127.0.0.1:9464 (empty: off)")))
+    register: str = field(default="", metadata=OPTIONAL_PATH)  # the site's ca/register.json: inventory
+
+
+@dataclass(frozen=True)
 class DirectorySinkConfig:
     type: Literal["directory"]
     name: str = field(metadata=NAME)
@@ -122,6 +135,12 @@ class HttpSinkFields:
     token_file: str = field(default="", metadata=OPTIONAL_PATH)
     timeout_s: float = field(default=30.0, metadata=TIMEOUT)
     role: Literal["store", "quarantine"] = "store"
+
+    def __post_init__(self) -> None:
+        if self.auth == "basic" and not (self.username and self.password_file):
+            raise ValueError('auth = "basic" needs username and password_file')
+        if self.auth == "bearer" and not self.token_file:
+            raise ValueError('auth = "bearer" needs token_file (a file holding the token)')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +164,12 @@ class DimseSinkConfig:
     key_file: str = field(default="", metadata=OPTIONAL_PATH)
     timeout_s: float = field(default=30.0, metadata=TIMEOUT)
     role: Literal["store", "quarantine"] = "store"
+
+    def __post_init__(self) -> None:
+        if self.tls and not self.ca_file:
+            raise ValueError("tls = true needs ca_file (the PACS's CA, pinned)")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together (mutual TLS)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +195,7 @@ class RelayConfig:
     broker: BrokerSection = BrokerSection()
     identity: IdentitySection = IdentitySection()
     reassembly: ReassemblySection = ReassemblySection()
+    metrics: MetricsSection = MetricsSection()
     sinks: tuple[SinkConfig, ...] = field(default=(), metadata=variants("type", SINK_TYPES))
 
     def __post_init__(self) -> None:
@@ -189,6 +215,99 @@ class RelayConfig:
     @property
     def quarantine_sink(self) -> SinkConfig | None:
         return next((s for s in self.sinks if s.role == "quarantine"), None)
+
+
+# Keys naming a file the relay reads, and keys naming where it writes.
+_READ_KEYS = {"cert", "key", "ca", "crl", "recipient_keys", "ca_file", "cert_file", "key_file",
+              "password_file", "token_file"}
+_WRITE_DIRS = {"state_dir", "path"}
+_WRITE_FILES = {"status_file", "audit_log"}
+
+
+def check_files(config: RelayConfig, source: str = "relay.toml") -> None:
+    """Every file the relay will read can be read now, and every place it writes can be
+    written: checked at start, so a missing token does not surface as ``sink-auth`` on
+    each capture while another sink files it. The message names the file, the section
+    and the key, like every configuration error (``relay.toml: [sinks#2] token_file: …``)."""
+    for section, key, value in _paths(config):
+        if key == "recipient_keys":
+            problem = _recipient_problem(Path(value))
+        elif key in _READ_KEYS:
+            problem = _read_problem(Path(value))
+        elif key in _WRITE_DIRS:
+            problem = _write_problem(Path(value), folder=True)
+        else:
+            problem = _write_problem(Path(value), folder=False)
+        if problem:
+            raise ConfigError(f"{source}: [{section}] {key}: {problem}")
+
+
+def _paths(config: RelayConfig) -> Iterator[tuple[str, str, str]]:
+    """(section, key, path) of every non-empty path in the configuration."""
+    sections: list[tuple[str, object]] = [("relay", config.relay), ("identity", config.identity)]
+    sections += [(f"sinks#{i}", sink) for i, sink in enumerate(config.sinks, start=1)]
+    for section, obj in sections:
+        for f in fields(obj):  # type: ignore[arg-type]
+            if f.name not in _READ_KEYS | _WRITE_DIRS | _WRITE_FILES:
+                continue
+            value = getattr(obj, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if item:
+                    yield section, f.name, item
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _read_problem(path: Path) -> str | None:
+    try:
+        with path.open("rb") as f:
+            empty = f.read(1) == b""
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except IsADirectoryError:
+        return f"{path} is a directory, not a file"
+    except PermissionError:
+        return f"{path} cannot be read by {_user()} (permission denied): check its owner and mode"
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror})"
+    return f"{path} is empty" if empty else None
+
+
+def _recipient_problem(path: Path) -> str | None:
+    from clinicam.protocol.recipient import load_recipient_private
+
+    problem = _read_problem(path)
+    if problem:
+        return problem
+    pem = path.read_bytes()
+    if b"PRIVATE KEY-----" not in pem and b"PUBLIC KEY-----" in pem:
+        return (f"{path} is a public key (the stations' recipient.pub): the relay needs the private "
+                f"key made with it, recipient.key in the site's relay/ folder")
+    try:
+        load_recipient_private(pem)
+    except ClinicamError as exc:
+        return f"{path}: {exc}"
+    return None
+
+
+def _write_problem(path: Path, *, folder: bool) -> str | None:
+    if path.exists():
+        if folder != path.is_dir():
+            return f"{path} must be a {'directory' if folder else 'file'}"
+        return None if os.access(path, os.W_OK) else f"{path} cannot be written by {_user()}"
+    parent = path if folder else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{path}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} cannot be created by {_user()}: {parent} is not writable"
+    return None
 
 
 def load_relay_config(path: Path | str = DEFAULT_PATH) -> RelayConfig:

@@ -33,6 +33,7 @@ from clinicam.protocol.recipient import RecipientPrivateKey
 from clinicam.protocol.sealing import OpenedCapture, open_capture
 from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.relay.ledger import Filed, Ledger
+from clinicam.relay.metrics import RelayMetrics
 from clinicam.relay.partition import Partition
 from clinicam.relay.reassembly import CapacityExceeded, Complete, Reassembler
 from clinicam.relay.records import AuditLog, StatusBoard
@@ -50,6 +51,7 @@ class RelayCore:
                  topic_prefix: str = DEFAULT_PREFIX, partition: Partition | None = None,
                  reassembler: Reassembler | None = None, ledger: Ledger | None = None,
                  board: StatusBoard | None = None, audit: AuditLog | None = None,
+                 metrics: RelayMetrics | None = None,
                  utc: Callable[[], datetime] | None = None,
                  legacy_until: datetime | None = None,
                  chain: Sequence[x509.Certificate] = (),
@@ -68,6 +70,7 @@ class RelayCore:
         self.ledger = ledger if ledger is not None else Ledger()
         self.board = board if board is not None else StatusBoard(None)
         self.audit = audit if audit is not None else AuditLog(None)
+        self.metrics = metrics if metrics is not None else RelayMetrics()
         self._utc = utc
         # Pre-policy station certificates are stations until then (certprofile).
         self.legacy_until = legacy_until
@@ -140,6 +143,7 @@ class RelayCore:
             self.reassembler.discard((device, cid))
             if filed.manifest_sha256 == digest:
                 self.board.count("re-acknowledged")
+                self.metrics.duplicates.inc()
                 return [self._decide(Ack(device, cid, "stored", None, dict(filed.refs)))]
             return [self._reject(device, cid, "duplicate-conflict")]
         m, _ = parse_manifest_message(payload)
@@ -227,6 +231,7 @@ class RelayCore:
         except SinkError as exc:
             return exc.reason
         self.board.count("quarantined")
+        self.metrics.quarantined.inc()
         refs = {s.name: (stored or {}).get(s.name, "quarantined") for s in self.sinks}
         return {**refs, self.quarantine.name: qref}
 
@@ -238,6 +243,7 @@ class RelayCore:
 
     def _decide(self, ack: Ack) -> Ack:
         self.audit.decision(ack.device, ack.capture_id, ack.status, ack.reason)
+        self.metrics.decision(ack.status, ack.reason)
         return ack
 
     # -- status and events -------------------------------------------------------------
@@ -296,3 +302,4 @@ class RelayCore:
             return
         self._pending_voids.discard((device, cid))
         self.audit.decision(device, cid, "voided", None)
+        self.metrics.decision("voided", None)

@@ -13,16 +13,11 @@ SHA-256 of the device id, never the built-in ``hash()`` (randomised per process)
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from clinicam.protocol.presence import device_bucket
 
-def device_bucket(device: str, workers: int) -> int:
-    """The share (0..workers-1) a device belongs to, stable across processes."""
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    digest = hashlib.sha256(device.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % workers
+__all__ = ["Partition", "device_bucket"]
 
 
 @dataclass(frozen=True)

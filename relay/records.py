@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.ids import DEVICE_ID
 from clinicam.protocol.status import read_event, read_status, utc_stamp
 from clinicam.relay.sinks.directory import write_atomically
 
@@ -30,11 +31,45 @@ class StatusBoard:
         self._lock = threading.Lock()
         self.stations: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, int] = {}
+        # who writes this file and how it is, read at every write (``clinicam relay status``)
+        self.writer: Callable[[], dict[str, Any]] | None = None
+
+    def load(self) -> int:
+        """Take back the stations of a previous run's file (a relay restart forgets none).
+
+        Only the stations, re-checked against the allow-list; counters start again.
+        Returns how many were taken; an unreadable file is left to be overwritten.
+        """
+        if self._path is None:
+            return 0
+        try:
+            old = json.loads(self._path.read_text(encoding="utf-8")).get("stations", {})
+        except (OSError, ValueError, AttributeError):
+            return 0
+        if not isinstance(old, dict):
+            return 0
+        with self._lock:
+            for device, entry in old.items():
+                if isinstance(device, str) and DEVICE_ID.fullmatch(device) and isinstance(entry, dict):
+                    kept = read_status(entry)
+                    seen = entry.get("seen")
+                    if isinstance(seen, str) and read_status({"cert_not_after": seen}):  # an RFC 3339 stamp
+                        kept["seen"] = seen
+                    if kept.get("state") == "online":  # not known any more: its next status says
+                        kept["state"] = "unknown"
+                    self.stations.setdefault(device, kept)
+        return len(old)
 
     def station(self, device: str, status: Mapping[str, Any]) -> None:
-        """Record a station's status (only the DESIGN §5 keys, well-formed)."""
+        """Record a station's status (only the DESIGN §5 keys, well-formed).
+
+        A will (``{"state": "offline"}`` alone) changes only the state: what the station
+        last said about its vault stays visible.
+        """
         with self._lock:
             entry = read_status(status)
+            if set(entry) == {"state"}:
+                entry = {**self.stations.get(device, {}), **entry}
             entry["seen"] = utc_stamp(self._wall())
             self.stations[device] = entry
         self.flush()
@@ -46,6 +81,7 @@ class StatusBoard:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
+                **({"relay": self.writer()} if self.writer else {}),
                 "updated": utc_stamp(self._wall()),
                 "counters": dict(sorted(self.counters.items())),
                 "stations": {d: dict(s) for d, s in sorted(self.stations.items())},

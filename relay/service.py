@@ -7,25 +7,48 @@ stale incomplete captures. Subscriptions cover the whole prefix and ``RelayCore`
 keeps only its partition's stations (DESIGN §5); ``shared_group`` switches to
 ``$share/<group>/…`` and is only correct behind a broker that keeps one publisher on
 one worker (EMQX ``hash_clientid``/``sticky``), never with Mosquitto's round-robin.
+
+Presence (DESIGN §5): the relay publishes a retained ``P/relay/<id>/status`` with a
+will saying ``offline``, and reads everyone's. After connecting it first learns who
+else is online (its own ``standby`` message coming back marks the end of the retained
+ones), then serves its share only if no older claim exists (``relay.standby``);
+otherwise it stands by, subscribed to presence only, and takes over when that claim
+goes offline.
+
+Two processes with the *same* identity knock each other off the broker (one client id,
+one session), and the broker publishes the will (``lost``) of the one pushed off, so
+a newcomer cannot tell a live twin from a dead predecessor. The pushed-off process
+can: when it reconnects and finds its own presence topic saying ``lost`` for another
+instance, a twin was connected with its identity until a moment ago. It says so in
+one line, marks the topic ``yielded``, disconnects and waits 10 s, then 20 s, ... up
+to 10 minutes between attempts while the twin serves, instead of both flapping every
+second. (A twin that crashed meanwhile costs one extra wait.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import BrokerUnreachable
+from clinicam.protocol.presence import presence_filter, presence_topic, relay_of
+from clinicam.protocol.status import utc_stamp
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore
+from clinicam.relay.standby import Arbiter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 log = logging.getLogger(__name__)
+
+SESSION_TAKEN_OVER = 0x8E  # sent by newer brokers to the client that was pushed off
 
 
 class Relay:
@@ -34,26 +57,58 @@ class Relay:
     def __init__(self, *, core: RelayCore, host: str, port: int, ca: Path | str,
                  cert: Path | str, key: Path | str, client_id: str = "relay-1",
                  keepalive_s: int = 30, shared_group: str = "", sweep_s: float = 5.0,
-                 reconnect_min_s: int = 1, reconnect_max_s: int = 30,
-                 crl_feed: Callable[[bytes], None] | None = None) -> None:
+                 reconnect_min_s: int = 1, reconnect_max_s: int = 30, metrics_listen: str = "",
+                 inventory: Callable[[], Iterable[str]] = list, duplicate_backoff_s: float = 10.0,
+                 duplicate_backoff_max_s: float = 600.0, wall: Callable[[], float] = time.time,
+                 instance: str | None = None, crl_feed: Callable[[bytes], None] | None = None) -> None:
         self.core, self.host, self.port = core, host, port
         # two-tier sites: the CRL bulletin (P/_site/crl) goes to crl_feed (issue 17)
         self.crl_feed, self._crl_topic = crl_feed, core.topics.site_crl()
         self._crl_mid: int | None = None
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
+        self.relay_id = client_id
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # connected and settled: serving, or standing by
+        self.active = False  # serving its share (subscribed to the stations' topics)
+        self.duplicates = 0  # times in a row this process found its identity in use elsewhere
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self._duplicate_backoff = (duplicate_backoff_s, duplicate_backoff_max_s)
+        self._duplicate_seen = False  # while settling: another instance wrote our presence topic
+        self._yield_until: float | None = None  # yielding to a duplicate until then
+        self._sessions = 0  # connections made by this process
+        self._started = utc_stamp(wall())
+        self._wall = wall
+        self._settled = False
+        self._subs: dict[int, str] = {}  # subscribe mid -> "presence" | "stations"
         self._stopping = False
         self._worker: threading.Thread | None = None
+        self.arbiter = Arbiter(client_id, instance or os.urandom(16).hex(), core.partition,
+                               exclusive=not shared_group)
+        self.presence_topic = presence_topic(core.topics.prefix, client_id)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
         self.client.tls_set_context(client_context(Path(ca), Path(cert), Path(key)))
         self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        self.client.will_set(self.presence_topic, self.arbiter.presence("lost").payload(), qos=1, retain=True)
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.metrics_listen = metrics_listen
+        self.metrics_address: tuple[str, int] | None = None
+        self._watch(inventory)
+
+    def _watch(self, inventory: Callable[[], Iterable[str]]) -> None:
+        """Expose what this relay knows to the metrics registry (read at scrape time)."""
+        m, core = self.core.metrics, self.core
+        m.stations(core.board, inventory)
+        m.gauges(relay_reassembly_bytes=lambda: core.reassembler.buffered_bytes,
+                 relay_inbox_depth=self._inbox.qsize,
+                 relay_audit_log_healthy=lambda: float(bool(getattr(core.audit, "healthy", True))),
+                 relay_broker_connected=lambda: float(self.connected.is_set()),
+                 relay_active=lambda: float(self.active))
 
     def subscriptions(self) -> list[str]:
         """The topic filters: the whole tree, or ``$share`` when explicitly configured."""
@@ -61,6 +116,8 @@ class Relay:
 
     def start(self, wait_s: float | None = 10.0) -> None:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
+        if self.metrics_listen:
+            self.metrics_address = self.core.metrics.serve(self.metrics_listen)
         self._worker = threading.Thread(target=self._work, name="relay-worker", daemon=True)
         self._worker.start()
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
@@ -72,21 +129,28 @@ class Relay:
                 "check [broker] host/port, the relay's certificate and the broker's log")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the message in hand, then disconnect."""
+        """Finish the message in hand, say ``offline``, then disconnect."""
         self._stopping = True
         self._inbox.put(None)
         if self._worker is not None:
             self._worker.join(timeout)
+        if self.client.is_connected():
+            info = self._publish_presence("offline")
+            if info is not None:
+                info.wait_for_publish(min(timeout, 2.0))
         self.client.disconnect()
         self.client.loop_stop()
-        self.core.board.flush()
+        self.core.metrics.close()
+        self._heartbeat()
 
     # -- worker thread ---------------------------------------------------------------
     def _work(self) -> None:
         next_sweep = time.monotonic() + self.sweep_s
+        self._heartbeat()
         while True:
+            wake = min(next_sweep, self._yield_until or next_sweep)
             try:
-                item = self._inbox.get(timeout=max(0.0, next_sweep - time.monotonic()))
+                item = self._inbox.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
                 item = ("", b"")
             if item is None:
@@ -95,14 +159,104 @@ class Relay:
                 if item[0] == self._crl_topic and self.crl_feed is not None:
                     self.crl_feed(item[1])
                     continue
+                self._reconnect_after_yield()
+                rid = relay_of(self.core.topics.prefix, item[0]) if item[0] else None
+                if rid is not None:
+                    self._presence(rid, item[1])
+                    continue
                 acks = self.core.handle(*item) if item[0] else []
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_s
                     acks += self.core.sweep()
+                    self._heartbeat()
                 for ack in acks:
                     self._publish_ack(ack.device, ack.payload())
             except Exception as exc:  # one bad message must never stop the relay
                 log.error("relay: message handling failed (%s)", type(exc).__name__)
+
+    def _heartbeat(self) -> None:
+        """Rewrite the status file: its age tells ``clinicam relay status`` we are alive."""
+        self.core.board.writer = self._writer
+        self.core.board.flush()
+
+    def _writer(self) -> dict[str, Any]:
+        return {"id": self.relay_id, "pid": os.getpid(), "instance": self.arbiter.instance,
+                "running": not self._stopping, "connected": self.connected.is_set(), "active": self.active,
+                "heartbeat_s": self.sweep_s, "started": self._started}
+
+    # -- presence (worker thread) -----------------------------------------------------
+    def _presence(self, rid: str, payload: bytes) -> None:
+        arb = self.arbiter
+        arb.board.update(rid, payload)
+        mine = arb.board.relays.get(rid)
+        if not self._settled:
+            if (rid == self.relay_id and mine is not None and mine.instance != arb.instance
+                    and mine.state == "lost" and self._sessions > 1):
+                self._duplicate_seen = True  # (on a first connection: a predecessor's will)
+            if rid != self.relay_id or mine is None or mine.instance != arb.instance:
+                return  # a retained message; ours, coming back, says they are all in
+            self._settled = True
+            if self._duplicate_seen:
+                self._yield_to_duplicate()
+                return
+        if self._yield_until is None:
+            self._arbitrate()
+
+    def _yield_to_duplicate(self) -> None:
+        """Another process uses our identity: leave it the session and come back later."""
+        base, ceiling = self._duplicate_backoff
+        self.duplicates += 1
+        wait = min(ceiling, base * 2 ** (self.duplicates - 1))
+        self._yield_until = time.monotonic() + wait
+        log.error("relay: identity %s is in use by another relay process (it wrote this relay's presence while "
+                  "this one was away); disconnecting, next attempt in %.0f s; give every relay process its own "
+                  "certificate (README 'Relay host')", self.relay_id, wait)
+        info = self._publish_presence("yielded")  # not "lost": the twin must not yield in turn
+        with contextlib.suppress(RuntimeError, ValueError):
+            if info is not None:
+                info.wait_for_publish(2.0)  # else paho re-sends it on our next connection
+        self.client.disconnect()
+        self.connected.set()
+
+    def _reconnect_after_yield(self) -> None:
+        """The wait is over: connect again (the loop ended with our own disconnect)."""
+        if self._yield_until is None or time.monotonic() < self._yield_until or self._stopping:
+            return
+        self._yield_until = None
+        self.client.loop_stop()
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self.client.loop_start()
+
+    def _arbitrate(self) -> None:
+        arb = self.arbiter
+        serve = arb.should_serve(utc_stamp(self._wall()))
+        if serve and not self.active:
+            arb.since = utc_stamp(self._wall())
+            self.active, self.duplicates = True, 0
+            self._subscribe("stations", [(f, 1) for f in self.subscriptions()])
+            self._publish_presence("online")
+            p = arb.partition
+            log.info("relay: %s serves worker %d of %d (shares %s)", self.relay_id, p.worker,
+                     p.workers, sorted(p.shares))
+        elif not serve and (self.active or not self.connected.is_set()):
+            rivals = ", ".join(sorted(arb.rivals()))
+            if self.active:
+                self.active, arb.since = False, None
+                self.client.unsubscribe(self.subscriptions())
+            self._publish_presence("standby")
+            log.warning("relay: worker %d is served by %s; %s stands by and takes over when it goes offline",
+                        arb.partition.worker, rivals, self.relay_id)
+            self.connected.set()
+
+    def _subscribe(self, what: str, filters: list[tuple[str, int]]) -> None:
+        mid = self.client.subscribe(filters)[1]
+        if mid is not None:
+            self._subs[mid] = what
+
+    def _publish_presence(self, state: str) -> mqtt.MQTTMessageInfo | None:
+        info = self.client.publish(self.presence_topic, self.arbiter.presence(state).payload(),
+                                   qos=1, retain=True)
+        return info if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
     def _publish_ack(self, device: str, payload: bytes) -> None:
         info = self.client.publish(self.core.topics.ack(device), payload, qos=1)
@@ -116,28 +270,50 @@ class Relay:
         if reason_code.is_failure:
             log.error("relay: broker refused the connection (%s)", reason_code)
             return
-        client.subscribe([(f, 1) for f in self.subscriptions()])
-        if self.crl_feed is not None:
+        self._settled, self.active, self.arbiter.since = False, False, None
+        self._duplicate_seen, self._yield_until = False, None
+        self._sessions += 1
+        self.arbiter.board.relays.clear()
+        self._subscribe("presence", [(presence_filter(self.core.topics.prefix), 1)])
+        if self.crl_feed is not None:  # active or standing by: every relay follows the CRL
             self._crl_mid = client.subscribe(self._crl_topic, qos=1)[1]
-        log.info("relay: connected to %s:%d", self.host, self.port)
+        log.info("relay: connected to %s:%d as %s", self.host, self.port, self.relay_id)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
+        what = self._subs.pop(mid, "stations")
         refused = [rc for rc in reason_codes if rc.is_failure]
         if mid == self._crl_mid:
             if refused:
                 log.warning("relay: the broker refused %s (%s): regenerate the ACL", self._crl_topic, refused[0])
             return
         if refused:
-            log.error("relay: broker refused a subscription (%s): check the ACL", refused[0])
+            log.error("relay: broker refused a subscription to %s topics (%s): regenerate the broker's "
+                      "ACL ('clinicam provision acl') and reload it", what, refused[0])
+            if what == "presence":  # an ACL from before presence: serve, as before
+                self._settled = True
+                self._inbox.put((self.presence_topic, b""))
             return
+        if what == "presence":
+            # ours comes back after every retained presence: the end of the list
+            self._publish_presence("standby")
+            return
+        self.client.reconnect_delay_set(*self._reconnect)
         self.connected.set()  # subscribed: from now on nothing addressed to us is missed
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                        properties: Any) -> None:
+        pass
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         self.connected.clear()
-        if self._stopping:
+        self.active = False
+        if self._stopping or self._yield_until is not None:
             log.info("relay: disconnected")
+        elif getattr(reason_code, "value", None) == SESSION_TAKEN_OVER:
+            log.warning("relay: another process connected with this relay's identity %s; reconnecting",
+                        self.relay_id)
         else:
             log.warning("relay: disconnected (%s); reconnecting", reason_code)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rewrite the README's generated parts: the signal table and the example configurations.
 
-Run after changing drivers/patterns.py or an example TOML file:
+Run after changing drivers/patterns.py, an example TOML file or the example alert rules:
     .venv/bin/python scripts/update-readme.py
 tests/unit/test_readme.py fails until the README is in step.
 """
@@ -28,6 +28,9 @@ def main() -> None:
         body = (ROOT / example).read_text().rstrip()
         pattern = rf"(<summary>{re.escape(name)}</summary>\n\n```toml\n).*?(\n```)"
         text = re.sub(pattern, lambda m, b=body: m.group(1) + b + m.group(2), text, count=1, flags=re.S)
+    rules = (ROOT / "docs/prometheus/clinicam-alerts.yml").read_text().rstrip()
+    pattern = r"(<summary>clinicam-alerts.yml</summary>\n\n```yaml\n).*?(\n```)"
+    text = re.sub(pattern, lambda m: m.group(1) + rules + m.group(2), text, count=1, flags=re.S)
     readme.write_text(text)
 
 

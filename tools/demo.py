@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -45,8 +46,11 @@ def register(subparsers: Any) -> None:
         "--pacs",
         action="store_true",
         help="also file into a real Orthanc PACS by STOW-RS (Debian's orthanc, orthanc-dicomweb) "
-        "and keep it running to view the images",
+        "and keep it running to view the images: until Enter or Ctrl-C on a terminal, else until "
+        "Ctrl-C or SIGTERM (or --linger)",
     )
+    parser.add_argument("--linger", type=float, metavar="SECONDS",
+                        help="with --pacs: stop the PACS after this long at the latest")
     parser.set_defaults(func=cmd_demo)
 
 
@@ -68,7 +72,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or temp.name).resolve()  # type: ignore[union-attr]
     narrate = Narrator(enabled=not args.quiet and not args.json)
     try:
-        summary = run_demo(workdir, narrate, pacs=args.pacs, linger=args.pacs and sys.stdin.isatty() and not args.json)
+        linger = Linger(tty=sys.stdin.isatty(), seconds=args.linger) if args.pacs and not args.json else None
+        summary = run_demo(workdir, narrate, pacs=args.pacs, linger=linger)
     except KeyboardInterrupt:
         print("\ndemo interrupted: every process it started was stopped", file=sys.stderr)
         return 130
@@ -81,7 +86,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
-def run_demo(workdir: Path, narrate: Narrator, *, pacs: bool = False, linger: bool = False) -> dict[str, Any]:
+class Linger:
+    """How ``demo --pacs`` keeps the PACS up after the round, and what ends it.
+
+    On a terminal, Enter or Ctrl-C; without one (``make demo`` from a script, CI, a
+    service), Ctrl-C or SIGTERM; ``seconds`` bounds it either way. Ctrl-C here is the
+    normal way out, not an interruption of the demo.
+    """
+
+    def __init__(self, *, tty: bool, seconds: float | None = None) -> None:
+        self.tty, self.seconds = tty, seconds
+
+    def how_to_stop(self) -> str:
+        how = "press Enter or Ctrl-C to stop it" if self.tty else (
+            f"stop it with Ctrl-C or 'kill {os.getpid()}'")
+        return how + (f" (it stops by itself after {self.seconds:g} s)" if self.seconds else "")
+
+    def wait(self) -> None:
+        done = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+        if self.tty:
+            def enter() -> None:
+                sys.stdin.readline()
+                done.set()
+
+            threading.Thread(target=enter, daemon=True).start()
+        try:
+            done.wait(self.seconds)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(workdir: Path, narrate: Narrator, *, pacs: bool = False, linger: Linger | None = None) -> dict[str, Any]:
     """Provision, start broker, relay and station, play the round, stop, summarise."""
     from clinicam.tools.demo_setup import DemoSetup
 
@@ -105,10 +143,11 @@ def run_demo(workdir: Path, narrate: Narrator, *, pacs: bool = False, linger: bo
                 "instances": len(setup.pacs.get("/instances")),
             }
             summary["ok"] = summary["ok"] and summary["pacs"]["instances"] == summary["delivered"]
-        if linger:
+        if linger is not None and setup.pacs is not None:
             print(format_summary(summary, keep=True))
-            print(f"\nthe PACS keeps running at {setup.pacs.viewer_url}: press Enter to stop it", flush=True)
-            sys.stdin.readline()
+            print(f"\nthe PACS keeps running at {setup.pacs.viewer_url}: {linger.how_to_stop()}", flush=True)
+            linger.wait()
+            print("stopping the PACS", flush=True)
             summary["shown"] = True
     return summary
 

@@ -7,6 +7,9 @@ photograph: values are masked to their last four characters unless ``--reveal`` 
 given, and ``--json`` carries the text only with ``--reveal``. Card contents are printed
 sheets, not identifiers, and are always shown.
 
+A PDF (the card sheet ``clinicam cards`` writes by default) is read page by page:
+poppler's ``pdftoppm`` rasterises each page in memory (nothing is written to disk).
+
 Exit status: 0 when every image was read (whatever it held), 2 when a file could not be
 read or the arguments (or the configuration) are wrong.
 """
@@ -14,8 +17,13 @@ read or the arguments (or the configuration) are wrong.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
+import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,7 +45,8 @@ def register(subparsers: Any) -> None:
         description="Decode the barcodes in each image and classify them with the site's "
         "rules. Values are masked unless --reveal is given.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG…)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG…) or PDF card sheets (every page is read)")
     p.add_argument("--reader", "--engine", dest="reader",
                    choices=("auto", "zxing", "pyzbar", "pipeline"), default="auto",
                    help="barcode engine: auto (the station's default: the pipeline, "
@@ -76,15 +85,63 @@ def load_site(path: Path | None) -> tuple[CodeRules, tuple[str, ...]]:
     return CodeRules.from_config(station.codes), tuple(station.reader.formats)
 
 
+PDF_DPI = 150  # card QR modules are ~1 mm: 6 px each at 150 dpi, plenty for both engines
+
+
+class Unreadable(Exception):
+    """A file ``scan`` cannot read; the message says why in a few words."""
+
+
 def read_image(path: Path) -> np.ndarray:
-    """The image as a luminance array; ``OSError`` when it is missing or not an image."""
+    """The image as a luminance array; ``Unreadable`` says why it cannot be."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("L"))
-    except (UnidentifiedImageError, ValueError) as exc:
-        raise OSError("not a readable image") from exc
+    except FileNotFoundError:
+        raise Unreadable("no such file") from None
+    except IsADirectoryError:
+        raise Unreadable("is a directory") from None
+    except PermissionError:
+        raise Unreadable("permission denied") from None
+    except (UnidentifiedImageError, ValueError, OSError) as exc:
+        raise Unreadable("not an image (PNG, JPEG, TIFF… or a PDF card sheet)") from exc
+
+
+def is_pdf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(5) == b"%PDF-"
+    except OSError:
+        return False
+
+
+def read_pdf_pages(path: Path, dpi: int = PDF_DPI) -> Iterator[np.ndarray]:
+    """Each page of a PDF as a luminance array, rasterised by poppler in memory."""
+    from PIL import Image
+
+    if shutil.which("pdftoppm") is None or shutil.which("pdfinfo") is None:
+        raise Unreadable("a PDF needs poppler (apt-get install poppler-utils); or give PNG pages: "
+                         "clinicam cards --out cards.png")
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=False, timeout=60)
+    pages = re.search(r"^Pages:\s+(\d+)", info.stdout, re.M)
+    if info.returncode != 0 or pages is None:
+        raise Unreadable("not a readable PDF")
+    for page in range(1, int(pages.group(1)) + 1):
+        raster = subprocess.run(
+            # Without an output root, pdftoppm writes the page (PGM) to stdout: no file.
+            ["pdftoppm", "-f", str(page), "-l", str(page), "-r", str(dpi), "-gray", str(path)],
+            capture_output=True, check=False, timeout=120,
+        )
+        if raster.returncode != 0:
+            raise Unreadable(f"page {page} of the PDF cannot be rasterised")
+        try:
+            with Image.open(io.BytesIO(raster.stdout)) as img:
+                frame = np.asarray(img.convert("L"))
+        except OSError as exc:
+            raise Unreadable(f"page {page} of the PDF cannot be rasterised") from exc
+        yield frame
 
 
 def describe(code: Code, rules: CodeRules, reveal: bool) -> dict[str, Any]:
@@ -127,8 +184,17 @@ def _line(entry: dict[str, Any]) -> str:
 
 
 def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool,
-              verbose: bool = False) -> dict[str, Any]:
-    frame = read_image(path)
+              verbose: bool = False) -> Iterator[dict[str, Any]]:
+    """One result per image: one for a picture, one per page for a PDF."""
+    if is_pdf(path):
+        for page, frame in enumerate(read_pdf_pages(path), start=1):
+            yield {"file": str(path), "page": page, **scan_frame(frame, reader, rules, reveal, verbose)}
+        return
+    yield {"file": str(path), **scan_frame(read_image(path), reader, rules, reveal, verbose)}
+
+
+def scan_frame(frame: np.ndarray, reader: CodeReader, rules: CodeRules, reveal: bool,
+               verbose: bool = False) -> dict[str, Any]:
     passes = None
     if verbose and isinstance(reader, PipelineReader):
         reading = reader.read(frame)
@@ -140,7 +206,7 @@ def scan_file(path: Path, reader: CodeReader, rules: CodeRules, reveal: bool,
                    for c in reading.tentative]
     else:
         codes = reader.decode(frame)
-    result = {"file": str(path), "codes": [describe(c, rules, reveal) for c in codes]}
+    result: dict[str, Any] = {"codes": [describe(c, rules, reveal) for c in codes]}
     if passes is not None:
         result["passes"] = passes
     return result
@@ -155,7 +221,8 @@ def _print(result: dict[str, Any], as_json: bool, reveal: bool, out: TextIO) -> 
     if as_json:
         out.write(json.dumps(result, ensure_ascii=True) + "\n")
         return
-    out.write(f"{result['file']}: {len(result['codes'])} code(s)\n")
+    page = f" page {result['page']}" if "page" in result else ""
+    out.write(f"{result['file']}{page}: {len(result['codes'])} code(s)\n")
     for entry in result["codes"]:
         out.write(_line(entry) + (f"  text={entry['text']!r}" if reveal else "") + "\n")
     for p in result.get("passes", ()):
@@ -181,10 +248,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     for name in args.images:
         path = Path(name)
         try:
-            result = scan_file(path, reader, rules, args.reveal, args.passes)
-        except OSError:
-            err.write(f"clinicam scan: {path}: cannot read the image\n")
+            for result in scan_file(path, reader, rules, args.reveal, args.passes):
+                _print(result, args.json, args.reveal, out)
+        except Unreadable as exc:
+            err.write(f"clinicam scan: {path}: {exc}\n")
             status = EXIT_USAGE
-            continue
-        _print(result, args.json, args.reveal, out)
     return status

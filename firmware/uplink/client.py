@@ -10,6 +10,14 @@ the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
 only (only v5 reports a denied publish, as a PUBACK reason code).
+
+Relay presence (DESIGN §5): the uplink also reads every relay's retained presence.
+A short while after connecting (``presence_settle_s``, for the retained messages to
+arrive) it knows whether a relay serves this station; with none, it starts no new
+capture, shows ``offline`` and says ``"relay": "offline"`` in its status; when one
+comes back, every pending capture is re-sent at once instead of after its ack
+timeout. A broker whose ACL predates presence refuses the subscription: then the
+uplink behaves as before (it assumes a relay) and says once how to fix the ACL.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.clock import Clock, SystemClock
+from clinicam.common.errors import ClinicamError
+from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
 from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.firmware.workflow.events import (
@@ -34,12 +44,14 @@ from clinicam.firmware.workflow.events import (
     CommandIgnored,
     CommandReceived,
     FaultReported,
+    RelayPresenceChanged,
     UplinkConnected,
     UplinkEvent,
     UplinkLost,
 )
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.manifest import sign_event
+from clinicam.protocol.presence import PresenceBoard, presence_filter, relay_of
 from clinicam.protocol.status import event_payload, status_payload, utc_stamp
 from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning.identity import StationIdentity
@@ -51,6 +63,15 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 OFFLINE = json.dumps({"state": "offline"}).encode()
+
+# what to do about a refusal, by a word of selftest's explanation of the broker's TLS alert
+_REMEDIES = {
+    "expired": "renew this station's certificate ('clinicam provision renew' on the site, then "
+               "'clinicam provision install')",
+    "revoked": "the site revoked this station: provision a new identity (device-key, sign, install)",
+    "CA": "install the certificate this site signed for this station ('clinicam station selftest')",
+    "not authorised": "check the broker's ACL for this station's id",
+}
 
 
 class Uplink:
@@ -70,7 +91,7 @@ class Uplink:
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Clock | None = None,
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
-                 on_renewed: Callable[[Any], None] | None = None,
+                 on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0,
                  on_recipient: Callable[[bytes], None] | None = None) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # Recipient-key rotation (issue 17): the site's announcement, retained on P/_site/recipient.
@@ -83,6 +104,16 @@ class Uplink:
         self.host = host or identity.broker_host
         self.port = port or identity.broker_port
         self.topics = Topics(topic_prefix)
+        self.prefix = topic_prefix
+        self.relays = PresenceBoard()
+        self.relay_seen: bool | None = None  # None: not known yet (or the ACL hides presence)
+        self.presence_settle_s = presence_settle_s
+        self._presence_due: float | None = None
+        self._presence_readable = True
+        self._connack = False  # a CONNACK arrived on the current connection
+        self._explained = ""  # the refusal last explained in the log
+        self._probing = threading.Lock()
+        self._presence_mid: int | None = None
         self.keepalive_s = keepalive_s
         self.boot_id, self.firmware_version, self._clock_synced = boot_id, firmware_version, clock_synced
         time_source = clock or SystemClock()
@@ -106,6 +137,7 @@ class Uplink:
         ident = self.identity
         # Kept: a renewal loads the new pair into this context before reconnecting.
         self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+        self.certificates = CertificateWatch(ident, self._ctx)  # a renewal installed by hand
         client.tls_set_context(self._ctx)
         client.will_set(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
@@ -115,6 +147,7 @@ class Uplink:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
@@ -125,11 +158,12 @@ class Uplink:
         self.client.loop_start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Say ``offline`` (retained), disconnect and stop both threads."""
+        """Say ``offline`` (retained, with what still waits), disconnect and stop both threads."""
         if self._thread is None:
             return
         if self.engine.connected:
-            info = self.client.publish(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
+            body = json.dumps({**self.status(), "state": "offline"}, sort_keys=True, separators=(",", ":"))
+            info = self.client.publish(self.topics.status(self.device), body.encode(), qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(timeout)
         self.client.disconnect()
@@ -201,12 +235,13 @@ class Uplink:
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
         not_after = self.identity.not_after
+        relay = None if self.relay_seen is None else ("online" if self.relay_seen else "offline")
         return status_payload(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
             clock_synced=bool(self._clock_synced()),
-            renewal=self.renewal.status() if self.renewal is not None else None)
+            renewal=self.renewal.status() if self.renewal is not None else None, relay=relay)
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -224,9 +259,12 @@ class Uplink:
             try:
                 job()
                 self._tick()
+                self._presence_settled()
                 self._renewal_tick()
                 due = self.engine.tick()
                 timeout = self.expire_every_s if due is None else min(due, self.expire_every_s)
+                if self._presence_due is not None:
+                    timeout = max(0.0, min(timeout, self._presence_due - self._clock()))
                 wake = self.renewal.wake_in_s() if self.renewal is not None else None
                 if wake is not None:
                     timeout = min(timeout, wake + 0.05)
@@ -242,6 +280,7 @@ class Uplink:
         if now - self._last_expiry < self.expire_every_s:
             return
         self._last_expiry = now
+        self._adopt_installed()
         expired = self.vault.expire()
         if expired:
             for cid in expired:
@@ -250,6 +289,41 @@ class Uplink:
                 "expired", self._wall(), capture_ids=list(expired), count=len(expired)))
             self._publish_status()
             self._post_event(CapturesExpired(tuple(expired)))
+
+    # -- relay presence (delivery thread) ------------------------------------------------
+    def _relay_presence(self, relay_id: str, payload: bytes) -> None:
+        self.relays.update(relay_id, payload)
+        served = self.relays.serves(self.device)
+        if self.relay_seen is not None or served:
+            self._set_relay(served)
+
+    def _presence_settled(self) -> None:
+        """The retained presences had their time to arrive: decide whether a relay is there."""
+        due = self._presence_due
+        if due is None or self._clock() < due:
+            return
+        self._presence_due = None
+        if self.relay_seen is None and self._presence_readable and self.engine.connected:
+            self._set_relay(self.relays.serves(self.device))
+
+    def _set_relay(self, seen: bool) -> None:
+        if seen == self.relay_seen:
+            return
+        before, self.relay_seen = self.relay_seen, seen
+        resent = 0
+        if seen:
+            self.engine.hold(False)
+            if before is False:
+                self.engine.resend_now()
+                resent = self.vault.pending_count
+                log.info("uplink: a relay serves this station again; sending its %d pending capture(s) now",
+                         resent)
+        else:
+            log.warning("uplink: connected, but no relay serves this station; captures wait in the vault")
+            self.engine.hold(True)
+        self._publish_status()
+        if before is not None or not seen:
+            self._post_event(RelayPresenceChanged(seen, resent))
 
     # -- certificate renewal (delivery thread) -------------------------------------------
     def _renewal_tick(self) -> None:
@@ -304,9 +378,39 @@ class Uplink:
             log.exception("uplink: the renewed identity could not be installed")
             self.renewal.install_failed()
             return
+        self.certificates.adopted(self.identity)
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
         self._publish_event(event_payload("cert-renewed", self._wall()))
+
+    def _adopt_installed(self) -> None:
+        """A certificate renewed by hand on disk ('provision install --cert', same key) becomes
+        the station's: new captures and the status at once, TLS at the next reconnect."""
+        if self._installing:
+            return  # a renewal over MQTT is switching identity right now
+        try:
+            renewed = self.certificates.check()
+        except (ClinicamError, OSError) as exc:
+            log.warning("uplink: renewed certificate not picked up (%s); restart the station to use it",
+                        type(exc).__name__)
+            return
+        if renewed is None:
+            return
+        self.identity = renewed  # the status's cert_not_after; the key is the same
+        try:
+            if self._on_renewed is not None:
+                self._on_renewed(renewed)  # captures sealed from now on carry it
+        except ClinicamError as exc:
+            log.warning("uplink: renewed certificate not used for sealing (%s)", type(exc).__name__)
+        self._publish_status()
+
+    def _tls_before_reconnect(self) -> None:
+        """In paho's thread, the one that connects: present a hand-installed renewal next time."""
+        try:
+            self.certificates.update_tls()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.warning("uplink: renewed certificate not loaded for TLS (%s); restart the station to use it",
+                        type(exc).__name__)
 
     def _renewal_fallback(self) -> None:
         """The new pair did not connect: back to the current one (paho keeps reconnecting)."""
@@ -357,12 +461,15 @@ class Uplink:
     # -- paho callbacks (network thread: post, never work) ---------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
+        self._connack = True
         if reason_code.is_failure:
-            log.warning("uplink: broker refused the connection (%s)", reason_code)
+            self._explain(f"the broker refused the MQTT connection: {reason_code}",
+                          "check the broker's ACL and log for this station's id (selftest says more)")
             if self._installing:
                 self._post(self._renewal_fallback)
             self._post_event(UplinkLost(str(reason_code)))
             return
+        self._explained = ""
         receive_max = getattr(properties, "ReceiveMaximum", 65535)
         max_packet = getattr(properties, "MaximumPacketSize", None)
         topics = self.topics.station_subscriptions(self.device)
@@ -371,11 +478,15 @@ class Uplink:
         if self._on_recipient is not None:
             topics.append(self._recipient_topic)
         client.subscribe([(t, 1) for t in topics])
+        self._presence_mid = client.subscribe(presence_filter(self.prefix), qos=1)[1]  # its own SUBACK
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
 
         def connected() -> None:
             if self._installing:
                 self._renewal_connected()
+            self.relays.relays.clear()  # the retained presences come again
+            self.relay_seen, self._presence_due = None, self._clock() + self.presence_settle_s
+            self.engine.hold(False)
             self.engine.connected_with(receive_max, max_packet)
             self._publish_status()
             self._post_event(UplinkConnected(receive_max, max_packet))
@@ -384,10 +495,16 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         log.info("uplink: disconnected (%s)", reason_code)
+        if not self._connack:  # dropped before any CONNACK: the broker refused our certificate?
+            self._probe_refusal()
+        self._connack = False
+        if not self._installing:
+            self._tls_before_reconnect()
 
         failed = bool(getattr(reason_code, "is_failure", True))
 
         def lost() -> None:
+            self.relay_seen, self._presence_due = None, None
             # Our own disconnect before reconnecting with the renewed pair is "normal";
             # a failure while installing means the broker did not take the new pair.
             if self._installing and failed:
@@ -396,12 +513,50 @@ class Uplink:
             self._post_event(UplinkLost(str(reason_code)))
         self._post(lost)
 
+    def _probe_refusal(self) -> None:
+        """Ask the broker why, as selftest does (its TLS alert), on a thread of its own."""
+        if self._probing.acquire(blocking=False):
+            def probe() -> None:
+                try:
+                    from clinicam.firmware.selftest.broker import probe_refusal
+
+                    ident = self.identity
+                    ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
+                    why = probe_refusal(self.host, self.port, ctx)
+                    if why:
+                        self._explain(why, _REMEDIES.get(next((k for k in _REMEDIES if k in why), ""),
+                                                         "check the broker's log for this station's connection"))
+                finally:
+                    self._probing.release()
+            threading.Thread(target=probe, name="uplink-probe", daemon=True).start()
+
+    def _explain(self, why: str, remedy: str) -> None:
+        """Say once (until it changes) why the broker will not have this station."""
+        if why != self._explained:
+            self._explained = why
+            log.error("uplink: %s: %s", why, remedy)
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("uplink: cannot reach the broker %s:%d (TLS or TCP); retrying with back-off",
                     self.host, self.port)
         if self._installing:
             self._post(self._renewal_fallback)
+        else:
+            self._tls_before_reconnect()
         self._post_event(UplinkLost("unreachable"))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        codes = list(reason_codes)
+        if mid == self._presence_mid and codes and codes[0].is_failure:  # the relay presence subscription
+
+            def unreadable() -> None:
+                if self._presence_readable:
+                    log.warning("uplink: the broker does not let this station read relay presence (%s): "
+                                "regenerate the broker's ACL ('clinicam provision acl') and reload it",
+                                codes[0])
+                self._presence_readable = False
+            self._post(unreadable)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
@@ -413,7 +568,10 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
-        if msg.topic == self.topics.ack(self.device):
+        relay_id = relay_of(self.prefix, msg.topic)
+        if relay_id is not None:
+            self._post(lambda: self._relay_presence(relay_id, payload))
+        elif msg.topic == self.topics.ack(self.device):
             self._post(lambda: self.engine.ack(payload))
         elif msg.topic == self.topics.cmd(self.device):
             self._command(payload, bool(msg.retain))

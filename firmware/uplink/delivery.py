@@ -127,6 +127,7 @@ class DeliveryEngine:
         self._attempts: dict[str, int] = {}
         self._blocked: set[str] = set()  # cannot fit the broker's packet limit
         self.misconfigured = False
+        self.held = False  # no relay serves us: start nothing new (DESIGN §5 relay presence)
 
     @property
     def ack_topic(self) -> str:
@@ -165,9 +166,31 @@ class DeliveryEngine:
         self._blocked.clear()
 
     # -- the pipeline ---------------------------------------------------------------
+    def hold(self, held: bool) -> None:
+        """Start no new capture while no relay is there (the one being sent finishes)."""
+        self.held = held
+        self.pump()
+
+    def resend_now(self) -> list[str]:
+        """A relay came back: every capture awaiting an ack or backing off is due now.
+
+        Without this they would wait for their ack timeout or back-off (tens of
+        seconds) although the relay that could answer is there again.
+        """
+        now, due = self._clock(), []
+        for cid in [*self._awaiting, *sorted(self._waiting)]:
+            if self.vault.retry(cid, now):
+                due.append(cid)
+        self._waiting.update(self._awaiting)  # still ours: a late ack for one is taken
+        self._awaiting.clear()
+        self.pump()
+        return due
+
     def pump(self) -> None:
         """Start the next capture if idle, and fill the in-flight window."""
         while self.connected:
+            if self._sending is None and self.held:
+                return
             if self._sending is None and not self._start_next():
                 return
             sending = self._sending
@@ -296,7 +319,8 @@ class DeliveryEngine:
                 self._schedule(cid, "ack-timeout")
         self.pump()
         deadlines = list(self._awaiting.values())
-        due = self.vault.next_due() if self.connected and self._sending is None else None
+        idle = self.connected and not self.held and self._sending is None
+        due = self.vault.next_due() if idle else None
         if due is not None:
             deadlines.append(due)  # a capture backing off in the vault becomes due then
         return max(0.0, min(deadlines) - now) if deadlines else None

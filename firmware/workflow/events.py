@@ -163,6 +163,19 @@ class UplinkLost:
 
 
 @dataclass(frozen=True)
+class RelayPresenceChanged:
+    """Whether a relay serves this station now (DESIGN §5 relay presence).
+
+    ``False`` while connected to the broker: captures wait in the vault and the station
+    shows ``offline`` (the station turns it into ``UplinkLost`` for the workflow);
+    ``True`` after that: the pending captures (``resent``) are being sent at once.
+    """
+
+    online: bool
+    resent: int = 0
+
+
+@dataclass(frozen=True)
 class CaptureSent:
     """Every part and the manifest of a capture were accepted by the broker."""
 
@@ -261,6 +274,7 @@ Event: TypeAlias = (
     | CaptureRejected
     | UplinkConnected
     | UplinkLost
+    | RelayPresenceChanged
     | CaptureSent
     | CapturesExpired
     | CaptureRetryScheduled
@@ -274,6 +288,7 @@ Event: TypeAlias = (
 UplinkEvent: TypeAlias = (
     UplinkConnected
     | UplinkLost
+    | RelayPresenceChanged
     | CaptureSent
     | CaptureStored
     | CaptureRejected

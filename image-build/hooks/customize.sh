@@ -13,6 +13,12 @@
 #                        Default: the private ranges (narrow it for a site image).
 #   CLINICAM_HID_SCANNER 1 to allow the USB HID scanner's input devices. Default 0.
 #   CLINICAM_SRC         the clinicam source tree. Default: two levels above this script.
+#   CLINICAM_UPDATE_KEYRING  the vendor's update CA certificate (PEM), installed as
+#                        /etc/rauc/keyring.pem: only bundles it signed install. Unset:
+#                        no keyring, the image refuses every update (said loudly).
+#   CLINICAM_UPDATE_TARGET   pi4 (default) or standin: which RAUC slot layout.
+#   CLINICAM_IMAGE_VERSION   the image's version (bundle version, no downgrade below
+#                        it). Default: the installed clinicam package's version.
 set -eu
 
 ROOTFS=${1:?usage: customize.sh ROOTFS}
@@ -107,6 +113,33 @@ purge_swap_and_keys() {
     rm -f "$ROOTFS/boot/firmware/ssh" "$ROOTFS/boot/firmware/ssh.txt"
 }
 
+# --- A/B updates (RAUC): image-build/README.md, "Updates" ---------------------------
+install_update() {
+    target=${CLINICAM_UPDATE_TARGET:-pi4}
+    say "A/B updates: RAUC, $target slot layout"
+    up=$HERE/../update
+    [ -f "$up/system-$target.conf" ] || { say "CLINICAM_UPDATE_TARGET=$target: no $up/system-$target.conf"; exit 1; }
+    install -D -m 0644 "$up/system-$target.conf" "$ROOTFS/etc/rauc/system.conf"
+    install -D -m 0755 -t "$ROOTFS/usr/lib/clinicam" "$up/rauc-tryboot" "$up/rauc-pre-install" "$up/rauc-post-install" \
+        "$up/update-install" "$up/update-confirm" "$up/update-fetch"
+    install -D -m 0644 "$up/update.conf" "$ROOTFS/usr/share/clinicam/update.conf"
+    install -m 0644 "$SRC/systemd/update-confirm.service" "$UNITDIR/"
+    install -D -m 0644 "$SRC/systemd/rauc.service.d/10-clinicam.conf" "$UNITDIR/rauc.service.d/10-clinicam.conf"
+    systemctl --root="$ROOTFS" enable update-confirm.service
+    if [ -n "${CLINICAM_UPDATE_KEYRING:-}" ]; then
+        install -m 0644 "$CLINICAM_UPDATE_KEYRING" "$ROOTFS/etc/rauc/keyring.pem"
+    else
+        say "WARNING: no CLINICAM_UPDATE_KEYRING: this image will refuse every update bundle"
+        rm -f "$ROOTFS/etc/rauc/keyring.pem"
+    fi
+    version=${CLINICAM_IMAGE_VERSION:-}
+    if [ -z "$version" ] && [ -x "$ROOTFS/opt/clinicam/venv/bin/python" ]; then
+        version=$(in_root /opt/clinicam/venv/bin/python -c 'import importlib.metadata as m; print(m.version("clinicam"))' 2>/dev/null || true)
+    fi
+    mkdir -p "$ROOTFS/usr/share/clinicam"
+    printf '%s\n' "${version:-0}" > "$ROOTFS/usr/share/clinicam/image-version"
+}
+
 kernel_cmdline() {
     say "kernel command line: $CMDLINE_ADD"
     mkdir -p "$ROOTFS/usr/share/clinicam"
@@ -129,5 +162,6 @@ install_persistent_layout
 install_venv
 enable_and_mask
 purge_swap_and_keys
+install_update
 kernel_cmdline
 say "done"

@@ -168,11 +168,25 @@ def _patient_study(ds: Dataset, md: Mapping[str, Any], demo: DemographicsLike | 
     ds.AccessionNumber = ""
 
 
+def station_name(device_id: str) -> str:
+    """Station Name (0008,1010) is SH, at most 16 characters; device ids run to 64.
+
+    An id that fits is written as it is; a longer one keeps its first 11 characters and
+    a 4-hex digest of the whole id, so two long ids with the same start stay apart. The
+    full id is always in Device Serial Number (0018,1000, LO: 64 characters).
+    """
+    if len(device_id) <= 16:
+        return device_id
+    return f"{device_id[:11]}~{hashlib.sha256(device_id.encode()).hexdigest()[:4]}"
+
+
 def _equipment(ds: Dataset, md: Mapping[str, Any]) -> None:
     device, camera = md["device"], md.get("camera") or {}
     ds.Manufacturer = MANUFACTURER
-    ds.StationName = device["id"][:16]
+    ds.StationName = station_name(device["id"])
     ds.DeviceSerialNumber = device["id"]
+    if device.get("site"):
+        ds.InstitutionName = str(device["site"])[:64]  # [device] site
     if camera.get("model"):
         ds.ManufacturerModelName = str(camera["model"])[:64]
     if device.get("firmware"):
@@ -181,17 +195,42 @@ def _equipment(ds: Dataset, md: Mapping[str, Any]) -> None:
         ds.InstitutionalDepartmentName = str(device["location"])[:64]
 
 
+# The issuer of an operator's badge id is the coding scheme of its Person Identification
+# Code (PS3.3 Table 10-1 and §8.8): a private designator, described in the Coding Scheme
+# Identification Sequence (0008,0110) — by UID when the issuer is an OID.
+GS1_SCHEME = "99GS1GSRN"
+SITE_SCHEME = "99CLINICAMOP"
+
+
+def id_scheme(issuer: str) -> tuple[str, Dataset]:
+    """The coding scheme designator for ids of ``issuer``, and the item that declares it."""
+    if issuer == "GS1":
+        return GS1_SCHEME, _ds(CodingSchemeDesignator=GS1_SCHEME, CodingSchemeResponsibleOrganization="GS1",
+                               CodingSchemeName="GS1 Global Service Relation Number (GSRN), AI 8017")
+    item = _ds(CodingSchemeDesignator=SITE_SCHEME)
+    if issuer.startswith("urn:oid:"):
+        item.CodingSchemeUID = issuer[len("urn:oid:"):]
+    if issuer:
+        item.CodingSchemeName = f"operator ids issued by {issuer}"[:64]
+        item.CodingSchemeExternalID = issuer[:1024]
+    else:
+        item.CodingSchemeName = "operator ids of the site's badge rules"
+    return SITE_SCHEME, item
+
+
 def _operator(ds: Dataset, md: Mapping[str, Any]) -> None:
     operator = md.get("operator")
     if not operator:
         return
+    designator, scheme = id_scheme(str(operator.get("issuer") or ""))
     person = Dataset()
     person.PersonIdentificationCodeSequence = Sequence(
-        [_code_item(_one(operator["id"]), "99CLINICAM", "Operator identifier")]
+        [_code_item(_one(operator["id"]), designator, "Operator identifier")]
     )
-    if operator.get("issuer"):
-        person.InstitutionName = str(operator["issuer"])[:64]
+    # The person's institution (Type 1C: this or an Institution Code Sequence): the site.
+    person.InstitutionName = str(md["device"].get("site") or "unknown")[:64]
     ds.OperatorIdentificationSequence = Sequence([person])
+    ds.CodingSchemeIdentificationSequence = Sequence([scheme])
 
 
 def _anatomy(ds: Dataset, md: Mapping[str, Any], terms: BodyPartTerms) -> None:

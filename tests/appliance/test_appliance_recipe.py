@@ -231,4 +231,9 @@ def test_release_layer_installs_every_listed_package() -> None:
 def test_release_layout_has_the_partitions_fstab_mounts() -> None:
     layout = (IMAGE_BUILD / "rpi-image-gen/image/clinicam/genimage.cfg.in").read_text()
     labels = set(re.findall(r'label = "([^"]+)"', layout))
-    assert labels == {"bootfs", "rootfs", "clinicam"}
+    assert labels == {"bootfs", "boot-a", "boot-b", "rootfs", "clinicam"}
+    # A/B (image-build/README.md, "Updates"): GPT partition names are what RAUC's slots
+    # and each slot's cmdline.txt use; the persistent partition is never a slot.
+    assert re.findall(r"^   partition (\S+) \{", layout, re.M) == [
+        "bootfs", "boot-a", "boot-b", "rootfs-a", "rootfs-b", "clinicam"]
+    assert 'partition-table-type = "gpt"' in layout

@@ -174,7 +174,7 @@ class RelayProcess:
 
     def __init__(self, config: Path) -> None:
         self.proc = spawn_relay(config)
-        self.log = bytearray()
+        self.log = bytearray(getattr(self.proc, "startup", b""))  # what it said while starting
         self._drain = threading.Thread(target=self._read, daemon=True)
         self._drain.start()
 
@@ -205,6 +205,7 @@ def spawn_relay(config: Path) -> subprocess.Popen[bytes]:
             proc.kill()
             raise AssertionError(f"relay did not start: {seen.decode(errors='replace')}")
         seen += chunk
+    proc.startup = seen  # type: ignore[attr-defined]
     return proc
 
 

@@ -34,12 +34,13 @@ def test_relay_run_files_captures_and_status_shows_stations(
     st = data["stations"]["station-a"]
     assert st["state"] == "offline"  # the clean stop says so (retained)
     assert set(st) <= {"state", "pending", "pending_bytes", "boot", "fw", "uptime_s",
-                       "cert_not_after", "clock_synced", "renewal", "seen"}
+                       "cert_not_after", "clock_synced", "relay", "renewal", "seen"}
     assert data["counters"]["stored"] == 1
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["relay", "status", "--config", str(config)]) == 0
+        assert main(["relay", "status", "--config", str(config)]) == 2  # the relay has stopped
     assert "station-a" in out.getvalue() and "offline" in out.getvalue()
+    assert "relay-1 (pid" in out.getvalue() and "stopped" in out.getvalue()
     audit = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert any(a.get("decision") == "stored" and a.get("capture_id") == cid for a in audit)
     assert (tmp_path / "archive" / "station-a" / f"{cid}.jpg").exists()

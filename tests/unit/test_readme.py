@@ -23,3 +23,8 @@ def test_readme_embeds_the_example_configurations_verbatim():
     for example in ("firmware/station.example.toml", "relay/relay.example.toml"):
         text = (ROOT / example).read_text().rstrip()
         assert f"```toml\n{text}\n```" in README, f"run scripts/update-readme.py: README is behind {example}"
+
+
+def test_readme_embeds_the_example_alert_rules_verbatim():
+    rules = (ROOT / "docs/prometheus/clinicam-alerts.yml").read_text().rstrip()
+    assert f"```yaml\n{rules}\n```" in README, "run scripts/update-readme.py: README is behind the alert rules"

@@ -201,3 +201,23 @@ def test_tick_reports_the_next_deadline() -> None:
     h.ack_all()
     h.clock.t = 10.0
     assert h.engine.tick() == pytest.approx(20.0)
+
+
+def test_held_without_relay_then_resend_now_when_one_returns() -> None:
+    h = Harness([cap(1)], ack_timeout_s=60, retry_min_s=30, retry_max_s=100)
+    h.engine.connected_with(20, None)
+    h.ack_all()  # capture 1 sent whole, awaiting its ack
+    h.engine.hold(True)  # the relay went away
+    h.vault.put(cap(2))
+    h.engine.pump()
+    assert {t.split("/")[4] for _, t, _ in h.sent} == {f"{1:032x}"}  # capture 2 not started while held
+    assert h.engine.tick() == pytest.approx(60.0)  # no busy loop on the due capture 2
+    h.clock.t = 5.0
+    h.engine.hold(False)
+    due = h.engine.resend_now()  # back: 1 again at once, not after 55 s more
+    h.ack_all()
+    assert due == [f"{1:032x}"]
+    assert sum(t.endswith(f"{2:032x}/manifest") for _, t, _ in h.sent) == 1  # and 2 goes too
+    assert sum(t.endswith(f"{1:032x}/manifest") for _, t, _ in h.sent) == 2
+    h.engine.ack(ack(f"{1:032x}", "stored", None, {"a": "x"}))  # a late ack is still taken
+    assert isinstance(h.events[-1], CaptureStored)

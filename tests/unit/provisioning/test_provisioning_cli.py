@@ -102,16 +102,19 @@ def test_generated_acl_is_design_section_5():
             f"topic write {p}/{name}/event",
             f"topic read {p}/{name}/ack",
             f"topic read {p}/{name}/cmd",
+            f"topic read {p}/relay/+/status",  # relay presence
         ]
-
     relay = [
         f"topic read {p}/+/capture/#",
         f"topic read {p}/+/status",
         f"topic read {p}/+/event",
         f"topic write {p}/+/ack",
         f"topic write {p}/+/cmd",
+        f"topic read {p}/relay/+/status",
     ]
-    assert acl == [*station("cart-1"), *station("cart-2"), "user relay-1", *relay, "user relay-2", *relay]
+    own = [f"topic write {p}/relay/relay-{n}/status" for n in (1, 2)]  # each relay writes only its own
+    assert acl == [*station("cart-1"), *station("cart-2"), "user relay-1", *relay, own[0],
+                   "user relay-2", *relay, own[1]]
     assert not any(ln.startswith("pattern") for ln in acl)  # patterns apply to operators and relays too
 
 

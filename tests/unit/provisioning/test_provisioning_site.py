@@ -50,8 +50,14 @@ def test_site_init_layout_and_secret_modes(fresh: Site):
         "ca/register.json",
     ):
         assert _mode(d / secret) == 0o600, secret
-    for private_dir in ("ca", "broker", "relay"):
+    for private_dir in ("ca", "relay"):
         assert _mode(d / private_dir) == 0o700
+    # Mosquitto reads acl and crl.pem after dropping to its own user: the folder is
+    # readable, the key alone is private (tests/integration/test_broker_install.py).
+    assert _mode(d / "broker") == 0o755
+    for public in ("acl", "crl.pem", "ca.pem", "broker.pem", "mosquitto.conf"):
+        assert _mode(d / "broker" / public) == 0o644, public
+    assert (d / "relay" / "ca.pem").read_bytes() == (d / "ca.pem").read_bytes()
     info = json.loads((d / "site.json").read_text())
     assert info["topic_prefix"] == DEFAULT_PREFIX
     assert info["broker"] == {"hosts": ["broker.example", "10.0.0.5"], "port": 8883}

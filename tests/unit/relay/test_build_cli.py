@@ -12,6 +12,7 @@ from clinicam.provisioning import pki
 from clinicam.relay.build import build_core
 from clinicam.relay.cli import format_status
 from clinicam.relay.config import relay_config_from
+from clinicam.relay.metrics import TimedSink
 from clinicam.relay.sinks.directory import DirectorySink
 from clinicam.tools.cli import main
 
@@ -36,7 +37,8 @@ def config(tmp_path: Path, **relay: object) -> dict:
 def test_build_core_maps_config(tmp_path: Path) -> None:
     core = build_core(relay_config_from(config(tmp_path, worker=1, workers=3, standby_for=[0])))
     assert [s.name for s in core.sinks] == ["archive"]
-    assert isinstance(core.quarantine, DirectorySink) and core.quarantine.name == "hold"
+    assert isinstance(core.quarantine, TimedSink) and core.quarantine.name == "hold"
+    assert isinstance(core.quarantine.inner, DirectorySink)  # timed for the sink latency metric
     assert core.partition.shares == {0, 1} and core.partition.workers == 3
     assert core.reassembler.max_bytes == 512 * 1024 * 1024
 
@@ -75,14 +77,16 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
         lines.append("[[sinks]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in sink.items()]
     toml.write_text("\n".join(lines) + "\n")
-    assert main(["relay", "status", "--config", str(toml)]) == 1  # no status file yet
+    assert main(["relay", "status", "--config", str(toml)]) == 2  # no status file: no relay here
     status = {"updated": "x", "counters": {"stored": 2},
               "stations": {"station-a": {"state": "online", "pending": 1}}}
     (tmp_path / "s.json").write_text(json.dumps(status))
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(["relay", "status", "--config", str(toml), "--json"]) == 0
-    assert json.loads(out.getvalue()) == status
+    with contextlib.redirect_stdout(out):  # a file that does not name its writer: a warning
+        assert main(["relay", "status", "--config", str(toml), "--json"]) == 1
+    report = json.loads(out.getvalue())
+    assert report.pop("assessment")["exit"] == 1
+    assert report == status
     text = format_status(status)
     assert "station-a" in text and "online" in text and "stored" in text
     status["stations"]["station-a"]["renewal"] = {"state": "failed", "at": None, "reason": "revoked"}

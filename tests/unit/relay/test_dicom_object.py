@@ -208,3 +208,71 @@ def test_dciodvfy_finds_no_error(tmp_path: Path, kind: str) -> None:
     assert iod in report  # positive control: the tool recognised and checked the IOD
     errors = [line for line in report.splitlines() if line.startswith("Error")]
     assert errors == [], report
+
+
+LONG_ID = "ward-3-east-wing-operating-theatre-2-boom-mounted-station-0042"
+
+
+@pytest.mark.parametrize(
+    ("device_id", "station"),
+    [("ward5-cart1", "ward5-cart1"), ("exactly-16-chars", "exactly-16-chars"), (LONG_ID, None)],
+)
+def test_station_name_fits_sh_and_the_full_id_is_the_device_serial(device_id: str, station: str | None) -> None:
+    md = metadata(device={"id": device_id, "site": "North Hospital", "location": "Ward 5", "firmware": "0.1"})
+    ds = pydicom.dcmread(io.BytesIO(dicom.encode(dicom.build_photo(Capture(device=device_id, metadata=md)))))
+    assert len(ds.StationName) <= 16 and ds.DeviceSerialNumber == device_id
+    if station is not None:
+        assert ds.StationName == station
+    else:  # a long id: its start and a digest, distinct from another id with the same start
+        assert ds.StationName.startswith(device_id[:11]) and len(ds.StationName) == 16
+        assert dicom.station_name(device_id) != dicom.station_name(device_id[:-1] + "3")
+
+
+def test_site_is_institution_name() -> None:
+    ds = dicom.build_photo(Capture())
+    assert ds.InstitutionName == "north"  # [device] site of the station
+    assert ds.InstitutionalDepartmentName == "Ward 5"
+    assert ds.OperatorIdentificationSequence[0].InstitutionName == "north"  # the operator's institution
+    md = metadata(device={"id": "ward5-cart1", "site": "", "location": "", "firmware": "0.1"})
+    assert "InstitutionName" not in dicom.build_photo(Capture(metadata=md))
+
+
+def test_gs1_badge_issuer_is_the_code_scheme_not_the_institution() -> None:
+    md = metadata(operator={"id": "796998877665544330", "issuer": "GS1"})
+    ds = dicom.build_photo(Capture(metadata=md))
+    person = ds.OperatorIdentificationSequence[0]
+    code = person.PersonIdentificationCodeSequence[0]
+    assert code.LongCodeValue == "796998877665544330" and code.CodingSchemeDesignator == dicom.GS1_SCHEME
+    assert person.InstitutionName == "north"  # not "GS1"
+    (scheme,) = ds.CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == dicom.GS1_SCHEME and scheme.CodingSchemeResponsibleOrganization == "GS1"
+
+
+def test_an_oid_issuer_is_the_code_scheme_uid() -> None:
+    ds = dicom.build_photo(Capture())  # operator issuer urn:oid:1.2.3.5
+    code = ds.OperatorIdentificationSequence[0].PersonIdentificationCodeSequence[0]
+    (scheme,) = ds.CodingSchemeIdentificationSequence
+    assert code.CodingSchemeDesignator == scheme.CodingSchemeDesignator == dicom.SITE_SCHEME
+    assert scheme.CodingSchemeUID == "1.2.3.5"
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy not installed (Debian dicom3tools)")
+@pytest.mark.parametrize(
+    ("device_id", "site", "operator"),
+    [
+        (LONG_ID, "North Hospital", {"id": "796998877665544330", "issuer": "GS1"}),
+        ("ward5-cart1", "", {"id": "OP-9", "issuer": "urn:oid:1.2.3.5"}),
+        ("ward5-cart1", "St Elsewhere", {"id": "BADGE7", "issuer": "site-badges"}),
+        ("ward5-cart1", "St Elsewhere", None),
+    ],
+)
+def test_dciodvfy_finds_no_error_in_the_equipment_and_operator_variants(
+    tmp_path: Path, device_id: str, site: str, operator: dict[str, str] | None
+) -> None:
+    md = metadata(device={"id": device_id, "site": site, "location": "OR 4", "firmware": "0.1"}, operator=operator)
+    path = tmp_path / "obj.dcm"
+    path.write_bytes(dicom.encode(dicom.build_photo(Capture(device=device_id, metadata=md))))
+    out = subprocess.run([DCIODVFY, "-new", str(path)], capture_output=True, text=True)
+    report = out.stdout + out.stderr
+    assert "VLPhotographicImage" in report  # positive control: the IOD was checked
+    assert [line for line in report.splitlines() if line.startswith("Error")] == [], report

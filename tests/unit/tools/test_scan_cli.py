@@ -73,7 +73,8 @@ def test_unreadable_file_and_bad_config(images, tmp_path, capsys):
     assert main(["scan", str(junk), images["empty"], str(tmp_path / "missing.png")]) == 2
     captured = capsys.readouterr()
     assert "empty.png: 0 code(s)" in captured.out  # the readable one is still reported
-    assert captured.err.count("cannot read the image") == 2
+    assert f"{junk}: not an image" in captured.err
+    assert f"{tmp_path / 'missing.png'}: no such file" in captured.err
     bad = tmp_path / "bad.toml"
     bad.write_text("[codes\n")
     assert main(["scan", "--config", str(bad), images["empty"]]) == 2
@@ -91,6 +92,30 @@ def test_config_formats_restrict_the_reader(images, tmp_path, capsys):
     assert main(["scan", "--json", "--config", str(conf), images["wrist"]]) == 0
     codes = json.loads(capsys.readouterr().out)["codes"]
     assert [c["symbology"] for c in codes] == ["qr"]
+
+
+def test_the_default_card_sheet_pdf_is_read_page_by_page(tmp_path, capsys):
+    """``clinicam cards`` writes cards.pdf by default; ``clinicam scan cards.pdf`` reads
+    every card of every page (rasterised by poppler in memory)."""
+    from clinicam.tools.cards import sheet_cards
+
+    pdf = tmp_path / "cards.pdf"
+    assert main(["cards", "--out", str(pdf)]) == 0
+    capsys.readouterr()
+    before = set(tmp_path.iterdir())
+    assert main(["scan", "--json", str(pdf)]) == 0
+    pages = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["page"] for p in pages] == list(range(1, len(pages) + 1)) and len(pages) > 1
+    read = sorted(f"{c['card']}:{c['value']}" for p in pages for c in p["codes"])
+    assert read == sorted(f"{c.kind}:{c.value}" for c in sheet_cards())
+    assert set(tmp_path.iterdir()) == before  # no page image left behind
+
+
+def test_a_broken_pdf_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "cards.pdf"
+    bad.write_bytes(b"%PDF-1.4\nnot really\n")
+    assert main(["scan", str(bad)]) == 2
+    assert capsys.readouterr().err == f"clinicam scan: {bad}: not a readable PDF\n"
 
 
 def test_engine_pipeline_verbose_shows_passes(tmp_path, monkeypatch, capsys):

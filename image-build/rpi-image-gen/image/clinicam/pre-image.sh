@@ -17,10 +17,13 @@ fixup="$here/bootfs-fixup.sh"
 }
 
 mkdir -p "$outdir"
+# p1 holds only the firmware's A/B selection: committed slot A (p2), trial slot B (p3).
+printf '[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n' > "$outdir/autoboot.txt"
 sed -e "s|@NAME@|${IGconf_image_name:?}|g" \
     -e "s|@SUFFIX@|${IGconf_image_suffix:?}|g" \
     -e "s|@BOOT_SIZE@|${IGconf_image_boot_part_size:?}|g" \
     -e "s|@ROOT_SIZE@|${IGconf_image_root_part_size:?}|g" \
     -e "s|@DATA_SIZE@|${IGconf_image_data_part_size:?}|g" \
     -e "s|@FIXUP@|$fixup|g" \
+    -e "s|@AUTOBOOT@|$outdir/autoboot.txt|g" \
     "$here/genimage.cfg.in" > "$outdir/genimage.cfg"

@@ -1,0 +1,163 @@
+#!/bin/sh
+# updatecheck.sh -- runs on every boot of the update boot test (test-update.sh,
+# updatecheck-report.service) and drives one step of the story, chosen by the image
+# version we booted and what update-confirm left in /run/clinicam-update/result:
+#   1.0.0            slot A, first boot: refusals, then install the good bundle (2.0.0)
+#   2.0.0 "updated"  slot B, trial confirmed: checks, then install the broken bundle
+#   3.0.0            slot A, trial of a station that cannot start: nothing to do,
+#                    update-confirm rolls back by itself
+#   2.0.0 "update-failed"  slot B again: the rollback and its report; power off
+# Prints "BOOTCHECK <name> PASS|FAIL <detail>" on the serial console (judged by
+# parse_update_console.py on the host). Test-only: never part of a station image.
+# The sh -c checks expand in their own shell: single quotes are meant.
+# shellcheck disable=SC2016
+set -u
+
+UPDATES=/run/updates
+STATION=clinicam-station.service
+report() { printf 'BOOTCHECK %s %s %s\n' "$1" "$2" "$3"; }
+info() { printf 'BOOTCHECK-INFO %s\n' "$*"; }
+check() {  # check NAME DETAIL COMMAND...
+    name=$1 detail=$2; shift 2
+    if "$@" >/dev/null 2>&1; then report "$name" PASS "$detail"; else report "$name" FAIL "$detail"; fi
+}
+prop() { systemctl show -P "$2" "$1"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+slot() { tr ' ' '\n' < /proc/cmdline | sed -n 's/^rauc\.slot=//p'; }
+version=$(cat /usr/share/clinicam/image-version)
+committed_part() { awk -F= '/^\[/ {a = ($0 == "[all]"); next} a && $1 == "boot_partition" {print $2}' /boot/firmware/autoboot.txt; }
+
+wait_active() {  # wait_active UNIT SECONDS: until active or failed
+    i=0
+    while [ $i -lt "$2" ]; do
+        case $(prop "$1" ActiveState) in active|failed) return 0 ;; esac
+        sleep 1; i=$((i + 1))
+    done
+}
+
+identity() {  # the persistent partition's identity and config, unchanged by every update
+    sum=$(cd /etc/clinicam && find . -type f | sort | xargs sha256sum | sha256sum | cut -c1-16)
+    check "identity-$1" "sha=$sum files=$(find /etc/clinicam/ -type f | wc -l) mapped=$(findmnt -n -o SOURCE /var/lib/clinicam)" \
+        sh -c "test -f /etc/clinicam/identity/device.key && test \"$(findmnt -n -o SOURCE /var/lib/clinicam)\" = /dev/mapper/clinicam"
+    # The partition was unlocked with the key it was encrypted with at first boot.
+    info "persist: $(journalctl -b -u persist-clinicam.service -o cat --no-pager | grep '^persist: ' | tail -n 1)"
+}
+
+station_logged() {  # station_logged TEXT: wait (bounded) for the station to log it
+    i=0
+    while [ $i -lt 60 ] && ! journalctl -b -u $STATION -o cat --no-pager | grep -qF "$1"; do
+        sleep 1; i=$((i + 1))
+    done
+}
+
+station_ready() {  # station_ready NAME
+    wait_active $STATION 300
+    fw=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 -o 'firmware [^ ]*' || true)
+    check "$1" "state=$(prop $STATION ActiveState) $fw" test "$(prop $STATION ActiveState)" = active
+}
+
+refused() {  # refused NAME BUNDLE EXPECTED-TEXT [ARGS]: update-install refuses, station untouched
+    name=$1 bundle=$2 want=$3; shift 3
+    pid=$(prop $STATION MainPID) n=$(prop $STATION NRestarts)
+    out=$(/usr/lib/clinicam/update-install "$UPDATES/$bundle" "$@" 2>&1); rc=$?
+    printf '%s\n' "$out" | tail -n 2 | sed "s/^/BOOTCHECK-INFO $name: /"
+    ok=no
+    if [ $rc = 3 ] && printf '%s\n' "$out" | grep -q "$want" &&
+        [ "$(prop $STATION ActiveState)" = active ] && [ "$(prop $STATION MainPID)" = "$pid" ] &&
+        [ "$(prop $STATION NRestarts)" = "$n" ]; then ok=yes; fi
+    check "$name" "exit=$rc station=$(prop $STATION ActiveState) pid $pid->$(prop $STATION MainPID)" test $ok = yes
+}
+
+rauc_refuses() {  # rauc_refuses NAME BUNDLE EXPECTED-TEXT: RAUC itself (no wrapper) refuses
+    out=$(rauc install "$UPDATES/$2" 2>&1); rc=$?
+    printf '%s\n' "$out" | grep -v '^rauc-Message' | tail -n 1 | sed "s/^/BOOTCHECK-INFO $1: /"
+    check "$1" "rauc install exit=$rc" sh -c "test $rc != 0 && printf '%s\n' \"\$0\" | grep -q \"\$1\"" "$out" "$3"
+}
+
+install_bundle() {  # install_bundle NAME BUNDLE: reboots on success
+    info "$1: update-install $2 at uptime $(uptime_s)s"
+    /usr/lib/clinicam/update-install "$UPDATES/$2" --wait-idle 120 > /run/update-install.log 2>&1; rc=$?
+    grep -v '%' /run/update-install.log | sed "s/^/BOOTCHECK-INFO $1: /"
+    # Exit 0: the reboot is queued (systemctl returns at once); the next boot judges.
+    if [ $rc = 0 ]; then info "$1: rebooting at uptime $(uptime_s)s"; sleep 900; fi
+    report "$1" FAIL "update-install exit $rc"
+    systemctl --no-block poweroff
+}
+
+first_boot() {
+    report update-begin INFO "slot=$(slot) version=$version"
+    station_ready station-ready-1
+    check ab-slot-a "rauc.slot=$(slot) root=$(findmnt -n -o SOURCE /media/root-ro) committed=p$(committed_part)" \
+        sh -c '[ "$(tr " " "\n" < /proc/cmdline | sed -n "s/^rauc\.slot=//p")" = A ] && [ "$(findmnt -n -o SOURCE /media/root-ro)" = /dev/vda2 ]'
+    check keyring "/etc/rauc/keyring.pem: $(openssl x509 -noout -subject -in /etc/rauc/keyring.pem 2>/dev/null || echo missing)" \
+        test -s /etc/rauc/keyring.pem
+    check rauc-status "$(rauc status --output-format=shell 2>/dev/null | grep -E '^RAUC_(SYSTEM_BOOTED_BOOTNAME|BOOT_PRIMARY)=' | tr '\n' ' ')" \
+        sh -c 'rauc status --output-format=shell | grep -q "^RAUC_SYSTEM_BOOTED_BOOTNAME=.A.$"'
+    identity 1
+    t0=$(uptime_s)
+    refused refuse-bad-signature rogue.raucb "signature verification failed"
+    refused refuse-unsigned unsigned.raucb "update refused"
+    refused refuse-compatible other.raucb "made for 'clinicam-station-other'"
+    refused refuse-downgrade downgrade.raucb "older than the running"
+    rauc_refuses rauc-refuses-compatible other.raucb "Compatible mismatch"
+    rauc_refuses rauc-refuses-downgrade downgrade.raucb "Pre-install handler error"
+    info "refusals took $(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN {print b - a}')s (uptime $(uptime_s)s)"
+    station_ready station-after-refusals
+    install_bundle install-good good.raucb
+}
+
+confirmed_boot() {
+    wait_active update-confirm.service 600
+    journalctl -b -u update-confirm.service -o cat --no-pager | tail -n 3 | sed 's/^/BOOTCHECK-INFO confirm: /'
+    station_ready station-ready-2
+    check good-booted-b "rauc.slot=$(slot) image $version" sh -c '[ "$0" = B ] && [ "$1" = 2.0.0 ]' "$(slot)" "$version"
+    check good-marked-good "result=$(cat /run/clinicam-update/result) committed=p$(committed_part) B=$(/usr/lib/clinicam/rauc-tryboot get-state B)" \
+        sh -c '[ "$(cat /run/clinicam-update/result)" = "updated 2.0.0" ] && [ "$0" = 3 ] && [ "$(/usr/lib/clinicam/rauc-tryboot get-state B)" = good ]' "$(committed_part)"
+    station_logged 'update: updated 2.0.0'
+    check good-reported "$(journalctl -b -u $STATION -o cat --no-pager | grep -E 'firmware 2\.0\.0|update: ' | tr '\n' ' ')" \
+        sh -c "journalctl -b -u $STATION -o cat --no-pager | grep -q 'firmware 2.0.0)' &&
+               journalctl -b -u $STATION -o cat --no-pager | grep -q 'update: updated 2.0.0'"
+    identity 2
+    install_bundle install-broken broken.raucb
+}
+
+failed_boot() {
+    report trial-broken INFO "slot=$(slot) version=$version: update-confirm decides (uptime $(uptime_s)s)"
+}
+
+rolled_back_boot() {
+    wait_active update-confirm.service 600
+    journalctl -b -u update-confirm.service -o cat --no-pager | tail -n 3 | sed 's/^/BOOTCHECK-INFO confirm: /'
+    station_ready station-ready-4
+    check rollback-slot-b "rauc.slot=$(slot) image $version committed=p$(committed_part)" \
+        sh -c '[ "$0" = B ] && [ "$1" = 2.0.0 ] && [ "$2" = 3 ]' "$(slot)" "$version" "$(committed_part)"
+    check rollback-reported "result=$(cat /run/clinicam-update/result) A=$(/usr/lib/clinicam/rauc-tryboot get-state A)" \
+        sh -c '[ "$(cat /run/clinicam-update/result)" = "update-failed 3.0.0" ] && [ "$(/usr/lib/clinicam/rauc-tryboot get-state A)" = bad ]'
+    station_logged 'update: update-failed 3.0.0'
+    check rollback-station-event "$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'update-failed' || echo 'no update-failed line')" \
+        sh -c "journalctl -b -u $STATION -o cat --no-pager | grep -q 'update-failed 3.0.0'"
+    identity 4
+    failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')
+    check failed-units "failed: ${failed:-none}" test -z "$failed"
+    report update-end INFO "uptime=$(uptime_s)s"
+    systemctl --no-block poweroff
+}
+
+mkdir -p $UPDATES
+mount -o ro /dev/disk/by-label/updates $UPDATES || info "no updates disk"
+result=$(cat /run/clinicam-update/result 2>/dev/null || true)
+info "boot: slot=$(slot) version=$version result='$result' uptime=$(uptime_s)s"
+case $version/$result in
+    1.0.0/*) first_boot ;;
+    2.0.0/updated*) confirmed_boot ;;
+    3.0.0/*) failed_boot ;;
+    2.0.0/update-failed*) rolled_back_boot ;;
+    2.0.0/)  # update-confirm has not written its result yet
+        wait_active update-confirm.service 600
+        case $(cat /run/clinicam-update/result 2>/dev/null) in
+            updated*) confirmed_boot ;;
+            update-failed*) rolled_back_boot ;;
+            *) report update-state FAIL "slot B 2.0.0 without an update result"; systemctl --no-block poweroff ;;
+        esac ;;
+    *) report update-state FAIL "unexpected version $version"; systemctl --no-block poweroff ;;
+esac

@@ -1,0 +1,115 @@
+"""``clinicam relay status`` judged: is the relay alive, how old is what it wrote, which
+stations need someone — as an exit code a monitoring check can use.
+
+The relay rewrites its status file at least every few seconds (``relay.heartbeat_s``)
+and names itself in it (id, pid). So the reader can say how old the data is and
+whether the process that wrote it still runs, instead of showing a dead relay's last
+picture as the truth. Exit codes: 0 all well, 1 warnings, 2 critical (see ``OK``,
+``WARNING``, ``CRITICAL``). Everything here is pure: the clock and the process check
+are passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from clinicam.relay.metrics import stamp_seconds
+
+OK, WARNING, CRITICAL = 0, 1, 2
+LEVELS = {WARNING: "WARNING", CRITICAL: "CRITICAL"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When something becomes worth a warning or critical."""
+
+    stale_after_s: float = 30.0  # status file older than this (the relay writes every few s): relay hung
+    down_after_s: float = 600.0  # a station offline longer than this is critical, before that a warning
+    expiry_warn_s: float = 30 * 86400.0  # a station certificate expiring within this: warning
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: int
+    text: str
+
+    def line(self) -> str:
+        return f"{LEVELS[self.level]}: {self.text}"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists (signal 0; EPERM means it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def assess_relay(data: Mapping[str, Any], now: float, limits: Limits,
+                 alive: Callable[[int], bool] = pid_alive) -> tuple[str, list[Finding]]:
+    """The header line about the relay itself, and what is wrong with it."""
+    updated = stamp_seconds(data.get("updated"))
+    age = f"written {_age(now - updated)} ago" if updated is not None else "of unknown age"
+    writer = data.get("relay")
+    if not isinstance(writer, dict) or not isinstance(writer.get("pid"), int):
+        return (f"relay: unknown (an older status file), {age}",
+                [Finding(WARNING, "the status file does not say which relay wrote it: restart the relay")])
+    who = f"{writer.get('id', 'relay')} (pid {writer['pid']})"
+    if not writer.get("running", True) or not alive(writer["pid"]):
+        how = "stopped" if not writer.get("running", True) else "is not running"
+        return (f"relay: {who} {how}; status {age}",
+                [Finding(CRITICAL, f"relay {who} {how}: stations' captures are not being filed; "
+                                   "'systemctl status clinicam-relay'")])
+    findings = []
+    if updated is None or now - updated > limits.stale_after_s:
+        findings.append(Finding(CRITICAL, f"relay {who} runs but has not updated its status ({age}): hung?"))
+    if not writer.get("connected", False):
+        findings.append(Finding(CRITICAL, f"relay {who} is not connected to the broker"))
+    role = "serving" if writer.get("active") else "standing by"
+    link = "connected" if writer.get("connected") else "NOT connected"
+    return f"relay: {who} running, {link}, {role}; status {age}", findings
+
+
+def assess_stations(stations: Mapping[str, Mapping[str, Any]], provisioned: Iterable[str], now: float,
+                    limits: Limits) -> list[Finding]:
+    """Stations down, offline, without a relay, with certificates running out; and the unseen."""
+    findings = []
+    for device, st in sorted(stations.items()):
+        seen = stamp_seconds(st.get("seen"))
+        since = now - seen if seen is not None else float("inf")
+        pending = st.get("pending")
+        waiting = f", {pending} capture(s) pending" if isinstance(pending, int) and pending else ""
+        if st.get("state") != "online":
+            level = CRITICAL if since > limits.down_after_s else WARNING
+            findings.append(Finding(level, f"station {device} {st.get('state', 'unknown')} "
+                                           f"for {_age(since)}{waiting}"))
+        elif st.get("relay") == "offline":
+            findings.append(Finding(WARNING, f"station {device} is connected but sees no relay serving it{waiting}"))
+        expires = stamp_seconds(st.get("cert_not_after"))
+        if expires is not None and expires - now < limits.expiry_warn_s:
+            level = CRITICAL if expires <= now else WARNING
+            when = "expired" if expires <= now else f"expires in {_age(expires - now)}"
+            findings.append(Finding(level, f"station {device}: certificate {when}; "
+                                           "'clinicam provision renew'"))
+    unseen = sorted(set(provisioned) - set(stations))
+    if unseen:
+        findings.append(Finding(WARNING, f"{len(unseen)} provisioned station(s) never seen: {', '.join(unseen)}"))
+    return findings
+
+
+def exit_code(findings: Iterable[Finding]) -> int:
+    return max((f.level for f in findings), default=OK)

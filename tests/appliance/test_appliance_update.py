@@ -1,0 +1,324 @@
+"""A/B updates (image-build/update/, bundle.sh): RAUC's own tooling validates both
+system configurations and verifies a bundle built by bundle.sh; the tryboot backend,
+the version handler and the update boot test's judge run for real on scratch files.
+The boot itself (install, trial, mark-good, rollback) runs in `make test-update`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from appliance_support import IMAGE_BUILD, SYSTEMD, need, run
+
+UPDATE = IMAGE_BUILD / "update"
+CONFS = ["system-standin.conf", "system-pi4.conf"]
+TRYBOOT = UPDATE / "rauc-tryboot"
+PRE_INSTALL = UPDATE / "rauc-pre-install"
+
+
+def conf_value(conf: Path, section: str, key: str) -> str:
+    current = ""
+    for line in conf.read_text().splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == section and line.startswith(f"{key}="):
+            return line.split("=", 1)[1]
+    raise KeyError(f"{conf.name}: no {key} in [{section}]")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    need("openssl", "openssl")
+    out = tmp_path_factory.mktemp("keys") / "k"
+    subprocess.run(["sh", str(UPDATE / "dev-keys.sh"), str(out)], check=True, timeout=60)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, keys: Path) -> Path:
+    """A bundle made by bundle.sh from a small root tree, as make bundle makes one."""
+    need("rauc", "rauc")
+    need("mksquashfs", "squashfs-tools")
+    need("mke2fs", "e2fsprogs")
+    base = tmp_path_factory.mktemp("bundle")
+    root = base / "root"
+    (root / "usr/share/clinicam").mkdir(parents=True)
+    (root / "etc/rauc").mkdir(parents=True)
+    (root / "usr/share/clinicam/image-version").write_text("2.1.0\n")
+    (root / "etc/rauc/system.conf").write_text((UPDATE / "system-standin.conf").read_text())
+    (root / "noise").write_bytes(os.urandom(1 << 16))  # a squashfs must exceed 4 KiB
+    out = base / "station.raucb"
+    env = dict(os.environ, CLINICAM_UPDATE_CERT=str(keys / "signing.pem"),
+               CLINICAM_UPDATE_KEY=str(keys / "signing.key"), CLINICAM_UPDATE_KEYRING=str(keys / "ca.pem"))
+    result = subprocess.run(["sh", str(IMAGE_BUILD / "bundle.sh"), "--rootfs", str(root), "--out", str(out),
+                             "--size", "4"], env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def rauc_info(conf: Path, keyring: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
+    return run("rauc", f"--conf={conf}", f"--keyring={keyring}", "info", "--output-format=json", str(bundle))
+
+
+@pytest.mark.parametrize("name", CONFS)
+def test_rauc_accepts_the_system_config(name: str, keys: Path, bundle: Path) -> None:
+    # rauc info loads and validates the whole system.conf before it reads the bundle.
+    result = rauc_info(UPDATE / name, keys / "ca.pem", bundle)
+    assert result.returncode == 0, result.stderr
+
+
+def test_rauc_rejects_a_broken_system_config(tmp_path: Path, keys: Path, bundle: Path) -> None:
+    # Positive control for the check above: RAUC names the bad key.
+    broken = tmp_path / "system.conf"
+    broken.write_text((UPDATE / "system-standin.conf").read_text().replace("bootloader=custom", "bootloader=tryboot"))
+    result = rauc_info(broken, keys / "ca.pem", bundle)
+    assert result.returncode != 0 and "Unsupported bootloader 'tryboot'" in result.stderr
+
+
+@pytest.mark.parametrize("name", CONFS)
+def test_system_config_layout(name: str) -> None:
+    conf = UPDATE / name
+    assert conf_value(conf, "system", "bootloader") == "custom"
+    assert conf_value(conf, "handlers", "bootloader-custom-backend") == "/usr/lib/clinicam/rauc-tryboot"
+    assert conf_value(conf, "handlers", "pre-install") == "/usr/lib/clinicam/rauc-pre-install"
+    assert conf_value(conf, "system", "bundle-formats") == "-plain"
+    assert conf_value(conf, "keyring", "path") == "/etc/rauc/keyring.pem"
+    assert conf_value(conf, "keyring", "check-purpose") == "codesign"
+    # Two root slots A/B on partitions named like the release's; never the persistent one.
+    assert conf_value(conf, "slot.rootfs.0", "bootname") == "A"
+    assert conf_value(conf, "slot.rootfs.1", "bootname") == "B"
+    assert conf_value(conf, "slot.rootfs.0", "device") == "/dev/disk/by-partlabel/rootfs-a"
+    assert conf_value(conf, "slot.rootfs.1", "device") == "/dev/disk/by-partlabel/rootfs-b"
+    assert "clinicam" not in "".join(line for line in conf.read_text().splitlines() if line.startswith("device="))
+    assert conf_value(conf, "system", "statusfile").startswith("/var/lib/clinicam/")
+
+
+def test_bundle_manifest(bundle: Path, keys: Path) -> None:
+    result = rauc_info(UPDATE / "system-standin.conf", keys / "ca.pem", bundle)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["compatible"] == conf_value(UPDATE / "system-standin.conf", "system", "compatible")
+    assert info["version"] == "2.1.0"
+    assert [(i["rootfs"]["filename"]) for i in info["images"]] == ["rootfs.ext4"]
+    text = run("rauc", f"--conf={UPDATE / 'system-standin.conf'}", f"--keyring={keys / 'ca.pem'}", "info", str(bundle))
+    assert "Bundle Format: \tverity" in text.stdout  # what the stations accept (bundle-formats=-plain)
+
+
+def test_bundle_from_another_ca_is_refused(bundle: Path, keys: Path) -> None:
+    # The same bundle the test above accepts fails against any other keyring.
+    result = rauc_info(UPDATE / "system-standin.conf", keys / "rogue-ca.pem", bundle)
+    assert result.returncode != 0 and "signature verification failed" in result.stderr
+
+
+def test_customize_installs_keyring_config_and_units(tmp_path: Path, keys: Path) -> None:
+    need("systemd-sysusers", "systemd")
+    root, bin_dir, wheels = tmp_path / "root", tmp_path / "bin", tmp_path / "wheels"
+    for d in (root / "etc", root / "boot/firmware", bin_dir, wheels):
+        d.mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    for tool in ("chroot", "systemctl"):  # recorded, not run: no target binaries here
+        (bin_dir / tool).write_text('#!/bin/sh\necho "$(basename "$0") $*" >> "$CALLS"\n')
+        (bin_dir / tool).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CALLS=str(tmp_path / "calls"),
+               CLINICAM_WHEELHOUSE=str(wheels), CLINICAM_UPDATE_TARGET="standin",
+               CLINICAM_UPDATE_KEYRING=str(keys / "ca.pem"), CLINICAM_IMAGE_VERSION="1.4.0")
+    result = subprocess.run(["sh", str(IMAGE_BUILD / "hooks/customize.sh"), str(root)], env=env,
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (root / "etc/rauc/keyring.pem").read_bytes() == (keys / "ca.pem").read_bytes()
+    assert (root / "etc/rauc/system.conf").read_text() == (UPDATE / "system-standin.conf").read_text()
+    assert (root / "usr/share/clinicam/image-version").read_text() == "1.4.0\n"
+    for tool in ("rauc-tryboot", "rauc-pre-install", "rauc-post-install", "update-install", "update-confirm",
+                 "update-fetch"):
+        assert os.access(root / "usr/lib/clinicam" / tool, os.X_OK), tool
+    assert (root / "usr/lib/systemd/system/update-confirm.service").is_file()
+    dropin = (root / "usr/lib/systemd/system/rauc.service.d/10-clinicam.conf").read_text()
+    assert "mkdir -p -m 0700 /var/lib/clinicam/rauc" in dropin  # the statusfile's directory
+    assert "systemctl --root=" + str(root) + " enable update-confirm.service" in (tmp_path / "calls").read_text()
+
+
+def test_no_keyring_is_said_loudly(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("chroot", "systemctl"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CLINICAM_UPDATE_KEYRING"}
+    (tmp_path / "wheels").mkdir()
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", CLINICAM_WHEELHOUSE=str(tmp_path / "wheels"))
+    result = subprocess.run(["sh", str(IMAGE_BUILD / "hooks/customize.sh"), str(root)], env=env,
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "will refuse every update bundle" in result.stdout
+    assert not (root / "etc/rauc/keyring.pem").exists()
+
+
+class Firmware:
+    """The Pi's boot firmware as test-update.sh emulates it, over a scratch boot dir."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.boot, self.cmdline = tmp / "boot", tmp / "cmdline"
+        self.boot.mkdir()
+        (self.boot / "autoboot.txt").write_text("[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
+        self.slot = self.start()
+
+    def backend(self, *args: str) -> str:
+        env = dict(os.environ, CLINICAM_BOOT_DIR=str(self.boot), CLINICAM_CMDLINE=str(self.cmdline))
+        result = subprocess.run(["sh", str(TRYBOOT), *args], env=env, capture_output=True, text=True,
+                                check=False, timeout=10)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def start(self) -> str:
+        """Boot: [tryboot] once if the flag is armed (consumed), else [all]."""
+        section = "all"
+        if (self.boot / "tryboot.flag").exists():
+            section = "tryboot"
+            (self.boot / "tryboot.flag").unlink()
+        current, part = "", ""
+        for line in (self.boot / "autoboot.txt").read_text().splitlines():
+            if line.startswith("["):
+                current = line.strip("[]")
+            elif current == section and line.startswith("boot_partition="):
+                part = line.split("=")[1]
+        self.slot = {"2": "A", "3": "B"}[part]
+        self.cmdline.write_text(f"root=/dev/vda{part} rauc.slot={self.slot} ro\n")
+        return self.slot
+
+
+def install(fw: Firmware, target: str) -> None:
+    """What RAUC does around writing a slot: mark it bad, write, make it primary."""
+    fw.backend("set-state", target, "bad")
+    fw.backend("set-primary", target)
+
+
+def test_tryboot_good_update_is_committed(tmp_path: Path) -> None:
+    fw = Firmware(tmp_path)
+    assert (fw.slot, fw.backend("get-primary"), fw.backend("get-state", "A")) == ("A", "A", "good")
+    install(fw, "B")
+    assert fw.backend("get-primary") == "B"  # next boot: the trial
+    assert fw.start() == "B"
+    fw.backend("set-state", "B", "good")  # rauc status mark-good
+    assert "boot_partition=3" in (fw.boot / "autoboot.txt").read_text().split("[tryboot]")[0]
+    assert (fw.backend("get-state", "B"), fw.backend("get-state", "A")) == ("good", "good")
+    assert fw.start() == "B"  # committed: every later boot
+
+
+def test_tryboot_unconfirmed_trial_returns_to_the_old_slot(tmp_path: Path) -> None:
+    fw = Firmware(tmp_path)
+    install(fw, "B")
+    assert fw.start() == "B"  # the trial boot; nobody marks it good (crash loop, hang)
+    assert fw.backend("get-primary") == "A"  # the flag was one-shot
+    assert fw.start() == "A"
+    assert fw.backend("get-state", "B") == "bad"
+
+
+def test_tryboot_marking_a_trial_bad_disarms_it(tmp_path: Path) -> None:
+    fw = Firmware(tmp_path)
+    install(fw, "B")
+    fw.backend("set-state", "B", "bad")
+    assert fw.start() == "A"
+
+
+def test_tryboot_refuses_unknown_slots(tmp_path: Path) -> None:
+    fw = Firmware(tmp_path)
+    env = dict(os.environ, CLINICAM_BOOT_DIR=str(fw.boot), CLINICAM_CMDLINE=str(fw.cmdline))
+    result = subprocess.run(["sh", str(TRYBOOT), "set-primary", "C"], env=env, capture_output=True, text=True,
+                            check=False, timeout=10)
+    assert result.returncode != 0 and "unknown slot 'C'" in result.stderr
+
+
+def pre_install(tmp_path: Path, offered: str, running: str, allow: bool = False) -> subprocess.CompletedProcess[str]:
+    mount = tmp_path / "bundle"
+    mount.mkdir(exist_ok=True)
+    (mount / "manifest.raucm").write_text(f"[update]\ncompatible=x\nversion={offered}\n\n[bundle]\nformat=verity\n")
+    (tmp_path / "image-version").write_text(running + "\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    if allow:
+        (run_dir / "allow-downgrade").write_text("")
+    env = dict(os.environ, RAUC_BUNDLE_MOUNT_POINT=str(mount), CLINICAM_UPDATE_RUN=str(run_dir),
+               CLINICAM_IMAGE_VERSION_FILE=str(tmp_path / "image-version"))
+    return subprocess.run(["sh", str(PRE_INSTALL)], env=env, capture_output=True, text=True, check=False, timeout=10)
+
+
+def test_pre_install_refuses_a_downgrade(tmp_path: Path) -> None:
+    result = pre_install(tmp_path, "1.9.0", "1.10.0")  # version order, not string order
+    assert result.returncode == 1
+    assert "<< error update refused: version 1.9.0 is older than the running 1.10.0" in result.stdout
+
+
+def test_pre_install_accepts_newer_and_same(tmp_path: Path) -> None:
+    assert pre_install(tmp_path, "1.10.0", "1.9.0").returncode == 0
+    assert pre_install(tmp_path, "1.9.0", "1.9.0").returncode == 0
+
+
+def test_pre_install_allowed_downgrade_is_one_shot(tmp_path: Path) -> None:
+    assert pre_install(tmp_path, "1.0.0", "2.0.0", allow=True).returncode == 0
+    assert not (tmp_path / "run/allow-downgrade").exists()
+    assert pre_install(tmp_path, "1.0.0", "2.0.0").returncode == 1
+
+
+def test_update_confirm_unit_verifies(analyze_root: Path) -> None:
+    units = analyze_root / "usr/lib/systemd/system"
+    (units / "update-confirm.service").write_text((SYSTEMD / "update-confirm.service").read_text())
+    exe = analyze_root / "usr/lib/clinicam/update-confirm"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    result = run("systemd-analyze", "verify", f"--root={analyze_root}", "update-confirm.service")
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def judge() -> object:
+    sys.path.insert(0, str(IMAGE_BUILD / "standin"))
+    try:
+        spec = importlib.util.spec_from_file_location("parse_update_console",
+                                                      IMAGE_BUILD / "standin/parse_update_console.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(IMAGE_BUILD / "standin"))
+
+
+def story(overrides: dict[str, str] | None = None, shas: tuple[str, ...] = ("0123456789abcdef",) * 3) -> str:
+    pu = judge()
+    lines, ids = [], iter(shas)
+    for name in pu.EXPECTED:  # type: ignore[attr-defined]
+        status = (overrides or {}).get(name, "INFO" if name in pu.INFO_ONLY else "PASS")  # type: ignore[attr-defined]
+        detail = f"sha={next(ids)} files=9" if name.startswith("identity-") else "ok"
+        if status != "ABSENT":
+            lines.append(f"BOOTCHECK {name} {status} {detail}\r")
+    return "\n".join(lines)
+
+
+def test_update_judge_accepts_the_whole_story(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(story())
+    assert judge().main([str(log)]) == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("overrides", [{"rollback-reported": "FAIL"}, {"good-marked-good": "ABSENT"},
+                                       {"refuse-bad-signature": "FAIL"}])
+def test_update_judge_refuses_a_failed_or_missing_step(tmp_path: Path, overrides: dict[str, str]) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(story(overrides))
+    assert judge().main([str(log)]) == 1  # type: ignore[attr-defined]
+
+
+def test_update_judge_refuses_a_changed_identity(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(story(shas=("0123456789abcdef", "0123456789abcdef", "fedcba9876543210")))
+    assert judge().main([str(log)]) == 1  # type: ignore[attr-defined]
