@@ -35,6 +35,7 @@ from clinicam.firmware.hardware import HardwareBuilder
 from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_notice
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
 from clinicam.firmware.workflow import events as ev
 from clinicam.firmware.workflow.machine import step
@@ -106,6 +107,7 @@ class Station:
             buffers=self.vault,
         )
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
+        self._recipients: RecipientFollower | None = None
         self.rules = CodeRules.from_config(config.codes)
         self.hw = hardware = build_hardware(
             on_press=self.on_press, on_long_press=self.on_long_press, on_power=self.on_power,
@@ -152,6 +154,7 @@ class Station:
             clock=self.time,
             renewal=self._renewal_agent(),
             on_renewed=self._renewed,
+            on_recipient=self._recipient_announced,
         )
 
     def _renewal_agent(self) -> RenewalAgent | None:
@@ -160,6 +163,16 @@ class Station:
             return None
         policy = RenewalPolicy(True, r.margin_days, r.retry_min_s, r.retry_max_s, r.answer_timeout_s)
         return RenewalAgent(self.identity.dir, self.identity.device_id, policy, utc=self.time.utc)
+
+    def _recipient_announced(self, payload: bytes) -> None:
+        """The site announced a recipient key (issue 17): seal new captures to it."""
+        if self._recipients is None:
+            self._recipients = RecipientFollower(self.identity.dir, self.identity.ca, self.identity.recipient,
+                                                 self.time.utc)
+        new = self._recipients.handle(payload)
+        if new is not None:
+            self.sealer.use_recipient(new)
+            self.uplink.publish_event("recipient-changed")
 
     def _renewed(self, new: Any) -> None:
         """The uplink installed a renewed certificate: sign captures with it from now on."""

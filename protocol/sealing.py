@@ -213,6 +213,14 @@ class Sealer:
                 self._key, self._cert = old
                 raise
 
+    def use_recipient(self, recipient_public: RecipientPublicKey) -> None:
+        """Seal captures from now on to a rotated recipient key (issue 17); ones already
+        sealed keep the key they were sealed to (the relay holds both during the overlap)."""
+        with self._lock:
+            self.recipient = recipient_public
+            self._wrap = recipient_public.hpke_key()
+            self._fingerprint = recipient_public.fingerprint
+
     def _check_identity(self) -> None:
         """Refuse a misprovisioned identity now rather than have every capture rejected."""
         if not is_device_id(self.device_id):

@@ -134,6 +134,27 @@ class Topics:
         """The registrar's topics: (read, write) — every renewal request, every answer."""
         return self.registrar_subscriptions(), [f"{self.prefix}/+/cert"]
 
+    # -- site-wide topics (issue 17): ``_site`` can never be a device id ---------------
+    def site_crl(self) -> str:
+        """``P/_site/crl`` (registrar → broker agent, relays; retained): the CRL bulletin."""
+        return f"{self.prefix}/_site/crl"
+
+    def site_crl_installed(self) -> str:
+        """``P/_site/crl-installed`` (broker agent → registrar; retained): the receipt."""
+        return f"{self.prefix}/_site/crl-installed"
+
+    def site_recipient(self) -> str:
+        """``P/_site/recipient`` (registrar → stations; retained): the recipient key."""
+        return f"{self.prefix}/_site/recipient"
+
+    def registrar_site_acl(self) -> tuple[list[str], list[str]]:
+        """The registrar's site topics: (read, write) — the receipt; the bulletin, the key."""
+        return [self.site_crl_installed()], [self.site_crl(), self.site_recipient()]
+
+    def broker_agent_acl(self) -> tuple[list[str], list[str]]:
+        """The broker agent's topics: (read, write) — the bulletin; the receipt. Nothing else."""
+        return [self.site_crl()], [self.site_crl_installed()]
+
     def relay_acl(self) -> tuple[list[str], list[str]]:
         """A relay worker's topics: (read, write) — every station's uplink, its ack and cmd."""
         return self.relay_subscriptions(), [f"{self.prefix}/+/ack", f"{self.prefix}/+/cmd"]

@@ -128,7 +128,8 @@ def render_acl(
 
     ``registrar`` (two-tier sites): each station may also request a renewal on
     ``P/D/renew`` and read the answer on ``P/D/cert``; the ``registrar`` identity reads
-    every ``renew`` and writes every ``cert`` topic, and nothing else.
+    every ``renew`` and writes every ``cert`` topic; it publishes the CRL bulletin on
+    ``P/_site/crl``, which the ``broker-agent`` and the relay workers read (issue 17).
     """
     t = topics.Topics(prefix)
     relay_read, relay_write = t.relay_acl()
@@ -156,15 +157,26 @@ def render_acl(
         if registrar:
             renew_write, renew_read = t.station_renewal_acl(name)
             lines += [*(f"topic write {topic}" for topic in renew_write),
-                      *(f"topic read {topic}" for topic in renew_read)]
+                      *(f"topic read {topic}" for topic in renew_read),
+                      f"topic read {t.site_recipient()}"]
         lines += [""]
     if registrar:
         registrar_read, registrar_write = t.registrar_acl()
+        site_read, site_write = t.registrar_site_acl()
+        agent_read, agent_write = t.broker_agent_acl()
         lines += [
             "# The registrar (two-tier sites) reads renewal requests and answers them, nothing else.",
             f"user {topics.REGISTRAR}",
             *(f"topic read {topic}" for topic in registrar_read),
             *(f"topic write {topic}" for topic in registrar_write),
+            "# …and publishes the site's CRL bulletin and recipient key; the broker agent",
+            "# installs the CRL and says so (issue 17).",
+            *(f"topic read {topic}" for topic in site_read),
+            *(f"topic write {topic}" for topic in site_write),
+            "",
+            "user broker-agent",
+            *(f"topic read {topic}" for topic in agent_read),
+            *(f"topic write {topic}" for topic in agent_write),
             "",
         ]
     lines += ["# Relay workers read every station's uplink and answer on its ack and cmd topics."]
@@ -175,6 +187,7 @@ def render_acl(
             *(f"topic write {topic}" for topic in relay_write),
             f"topic read {presence_filter(prefix)}",
             f"topic write {presence_topic(prefix, f'relay-{n}')}",
+            *([f"topic read {t.site_crl()}"] if registrar else []),
             "",
         ]
     names = sorted(set(operators))

@@ -382,14 +382,20 @@ def make_crl(
     *,
     now: dt.datetime,
     days: int,
+    number: int | None = None,
 ) -> x509.CertificateRevocationList:
-    """A CRL listing ``(serial, revoked_at)``; valid ``days`` (the broker refuses all when stale)."""
+    """A CRL listing ``(serial, revoked_at)``; valid ``days`` (the broker refuses all when stale).
+
+    ``number`` (the CRL number extension) lets receivers refuse an older CRL (issue 17).
+    """
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.subject)
         .last_update(now - BACKDATE)
         .next_update(now + dt.timedelta(days=days))
     )
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     for serial, when in revoked:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from clinicam.common.errors import ProvisioningError
 from clinicam.protocol.recipient import KEMS, generate_recipient_key
+from clinicam.protocol.revocation import crl_number
 from clinicam.provisioning import brokerconf, pki
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -241,6 +242,7 @@ class Site:
         pki.write_public(self.broker_dir / "ca.pem", pki.cert_pem(self.ca) + pki.cert_pem(issuing))
         self.write_crl(now=now, ca_key=ca_key)
         self._issue_registrar(ca_key, now, pki.DEFAULT_DAYS)
+        self._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
         pki.write_public(self.registrar_dir / "ca.pem", pki.cert_pem(self.ca))
         self.write_acl(now=now)
         return issuing
@@ -252,6 +254,15 @@ class Site:
         pki.write_private(self.registrar_dir / "registrar.key", pki.key_pem(key))
         pki.write_public(self.registrar_dir / "registrar.pem", pki.cert_pem(cert))
         return self.registrar_dir / "registrar.pem"
+
+    def _issue_broker_agent(self, ca_key: pki.PrivateKey, now: dt.datetime, days: int) -> Path:
+        """The broker agent's identity (CN ``broker-agent``, ``broker/agent.pem``): it installs
+        the CRL bulletins on the broker host (``clinicam broker agent``)."""
+        key = pki.new_key()
+        cert = self.issue(key.public_key(), "broker-agent", now=now, days=days, kind="broker", ca_key=ca_key)
+        pki.write_private(self.broker_dir / "agent.key", pki.key_pem(key))
+        pki.write_public(self.broker_dir / "agent.pem", pki.cert_pem(cert))
+        return self.broker_dir / "agent.pem"
 
     def issuing_key(self) -> pki.PrivateKey:
         return pki.load_key(
@@ -301,6 +312,8 @@ class Site:
             return self.broker_dir / "broker.pem"
         if name == "registrar" and self.issuing is not None:
             return self._issue_registrar(self.ca_key(), now, days)
+        if name == "broker-agent" and self.issuing is not None:
+            return self._issue_broker_agent(self.ca_key(), now, days)
         number = name.removeprefix("relay-")
         if not number.isdigit() or not 1 <= int(number) <= self.relays:
             raise ProvisioningError(
@@ -497,7 +510,9 @@ class Site:
                        if r.revoked_at and r.issuer == which]
             days = max(1, (cert.not_valid_after_utc - now).days)
             key = (ca_key or self.ca_key()) if which == "root" else self.issuing_key()
-            pki.write_public(parts[which], pki.crl_pem(pki.make_crl(key, cert, revoked, now=now, days=days)))
+            number = _next_crl_number(parts[which])
+            pki.write_public(parts[which], pki.crl_pem(pki.make_crl(key, cert, revoked, now=now, days=days,
+                                                                    number=number)))
         pem = b"".join(parts[w].read_bytes() for w, c in signers.items() if c is not None)
         pki.write_public(self.crl_pem, pem)
         pki.write_public(self.broker_dir / "crl.pem", pem)
@@ -536,6 +551,14 @@ class Site:
             raise ProvisioningError(f"{path} is missing: {remedy}") from None
         except (OSError, ValueError) as exc:
             raise ProvisioningError(f"{path} is unreadable or not JSON: {remedy}") from exc
+
+
+def _next_crl_number(path: Path) -> int:
+    """One more than the CRL number of the CRL at ``path`` (1 for a new or unnumbered one)."""
+    try:
+        return crl_number(x509.load_pem_x509_crl(path.read_bytes())) + 1
+    except (OSError, ValueError):
+        return 1
 
 
 def _journal_certs(journal: Path) -> list[x509.Certificate]:

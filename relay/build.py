@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 from clinicam.common.errors import ConfigError
 from clinicam.protocol import chain as trust
+from clinicam.protocol import revocation as rv
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
 from clinicam.relay.audit import AuditLog
@@ -65,20 +67,31 @@ class WatchedCrls(Sequence[x509.CertificateRevocationList]):
         self.path = path
         self._stamp: int | None = None
         self._crls: list[x509.CertificateRevocationList] = []
+        self._lock = threading.Lock()
         self._refresh()
         if not self._crls:
             raise ConfigError(f"[identity] crl: {path} is not a readable PEM CRL")
 
+    def adopt(self, crls: Sequence[x509.CertificateRevocationList]) -> None:
+        """Take newer CRLs (a verified bulletin from ``P/_site/crl``): per issuer the higher
+        CRL number wins; an older one or one that drops an entry raises ``RevocationError``."""
+        with self._lock:
+            self._crls = rv.successor(self._crls, crls)
+
     def _refresh(self) -> list[x509.CertificateRevocationList]:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-            if stamp != self._stamp:
-                self._crls = trust.load_crls(self.path.read_bytes(), f"[identity] crl: {self.path}")
-                self._stamp = stamp
-        except (OSError, ConfigError):
-            if self._stamp is not None:
-                log.warning("relay: %s unreadable; keeping the CRLs loaded before", self.path)
-        return self._crls
+        with self._lock:
+            try:
+                stamp = self.path.stat().st_mtime_ns
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._crls = rv.successor(self._crls, trust.load_crls(self.path.read_bytes(),
+                                                                          f"[identity] crl: {self.path}"))
+            except rv.RevocationError as exc:
+                log.warning("relay: %s not taken (%s)", self.path, exc)
+            except (OSError, ConfigError):
+                if self._stamp is not None:
+                    log.warning("relay: %s unreadable; keeping the CRLs loaded before", self.path)
+            return self._crls
 
     def __len__(self) -> int:
         return len(self._refresh())
@@ -92,6 +105,22 @@ class WatchedCrls(Sequence[x509.CertificateRevocationList]):
     def __getitem__(self, i: slice) -> Sequence[x509.CertificateRevocationList]: ...
     def __getitem__(self, i: int | slice) -> Any:
         return self._refresh()[i]
+
+
+class CrlFeed:
+    """The relay's reader of ``P/_site/crl``: verify the bulletin, adopt its CRLs."""
+
+    def __init__(self, crls: WatchedCrls, store: trust.TrustStore) -> None:
+        self.crls, self.store = crls, store
+
+    def __call__(self, payload: bytes) -> None:
+        try:
+            bulletin = rv.parse_bulletin(payload, self.store)
+            self.crls.adopt(bulletin.crls)
+        except rv.RevocationError as exc:
+            log.warning("relay: CRL bulletin not taken: %s", exc)
+            return
+        log.info("relay: CRL %d in force (revoked: %s)", bulletin.number, ", ".join(bulletin.revoked) or "none new")
 
 
 def _crls(path: str) -> Sequence[x509.CertificateRevocationList]:
@@ -152,6 +181,9 @@ def build_relay(config: RelayConfig) -> Relay:
     cert = pki.load_cert(Path(ident.cert))
     client_id = pki.common_name(cert.subject, ident.cert)
     rel, core = config.relay, build_core(config)
+    # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
+    feed = (CrlFeed(core.crls, trust.TrustStore([core.ca_cert], core.chain))
+            if isinstance(core.crls, WatchedCrls) and core.chain else None)
     register = config.metrics.register
     inbox = FairInbox(core.topics.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
     return Relay(core=core, host=config.broker.host, port=config.broker.port,
@@ -159,4 +191,4 @@ def build_relay(config: RelayConfig) -> Relay:
                  keepalive_s=config.broker.keepalive_s, shared_group=rel.shared_group,
                  metrics_listen=config.metrics.listen,
                  inventory=(lambda: provisioned_stations(register)) if register else list,
-                 session_expiry_s=rel.session_expiry_s, inbox=inbox)
+                 session_expiry_s=rel.session_expiry_s, inbox=inbox, crl_feed=feed)

@@ -57,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kick.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"registrar config; default {REGISTRAR_PATH}")
     kick.add_argument("station", help="the revoked station's device id")
     kick.set_defaults(func=cmd_kick)
+    rev = sub.add_parser("revoke", help="revoke a station on the registrar host; the registrar publishes the CRL")
+    rev.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"registrar config; default {REGISTRAR_PATH}")
+    rev.add_argument("--serial", action="append", default=[], metavar="HEX",
+                     help="also revoke this serial (the station's first certificate, from 'provision show')")
+    rev.add_argument("station", help="the station's device id")
+    rev.set_defaults(func=cmd_revoke)
+    rcp = sub.add_parser("recipient-new", help="make a new recipient key here (rotation); the private half never moves")
+    rcp.add_argument("--out", type=Path, default=Path("/etc/clinicam/relay"), help="default /etc/clinicam/relay")
+    rcp.add_argument("--like", type=Path, required=True, metavar="RECIPIENT_PUB",
+                     help="the current recipient.pub: the new key keeps its KEM (stations refuse a KEM change)")
+    rcp.set_defaults(func=cmd_recipient_new)
 
 
 EXIT_USAGE, EXIT_SILENT, EXIT_BROKER = 2, 3, 4
@@ -133,6 +144,52 @@ def cmd_kick(args: argparse.Namespace) -> int:
         return EXIT_BROKER
     print(f"{args.station}: open connection taken over and closed; with the broker's CRL reloaded it cannot "
           "reconnect")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import pki
+    from clinicam.relay.registrar.config import load_registrar_config
+    from clinicam.relay.registrar.core import Journal
+    from clinicam.relay.registrar.revocation import RevocationLog, revoke
+
+    config = load_registrar_config(args.config)
+    iss = config.issuing
+    for serial in args.serial:
+        try:
+            int(serial, 16)
+        except ValueError:
+            print(f"clinicam relay revoke: --serial {serial!r} is not a hexadecimal serial", file=sys.stderr)
+            return EXIT_USAGE
+    number, serials = revoke(args.station, serials=args.serial, crl_path=Path(config.identity.crl),
+                             issuing_cert=pki.load_cert(Path(iss.cert)), issuing_key=pki.load_key(Path(iss.key)),
+                             journal=Journal(Path(iss.journal)), log=RevocationLog(Path(iss.revocations)),
+                             now=pki.utcnow())
+    print(f"{args.station}: serial(s) {', '.join(serials)} revoked in CRL {number} ({config.identity.crl}). "
+          "The running registrar publishes it; the broker agent installs it and the open connection is cut.")
+    return 0
+
+
+def cmd_recipient_new(args: argparse.Namespace) -> int:
+    from clinicam.protocol.recipient import generate_recipient_key, load_recipient_public
+    from clinicam.provisioning import pki
+
+    try:
+        kem = load_recipient_public(args.like.read_bytes()).kem
+    except OSError as exc:
+        raise ConfigError(f"--like {args.like}: cannot be read: give the current recipient.pub") from exc
+    key = generate_recipient_key(kem)
+    stem = f"recipient-{key.fingerprint[:12]}"
+    priv, pub = args.out / f"{stem}.key", args.out / f"{stem}.pub"
+    pki.write_private(priv, key.private_pem())
+    pki.write_public(pub, key.public_pem())
+    print(f"new recipient key {key.fingerprint} ({kem}): {priv} (0600), {pub}\n"
+          f"1. add {priv} to the relays' [identity] recipient_keys, keeping the old key, and restart them;\n"
+          f"2. copy {pub} over the registrar's [issuing] recipient file: it announces it and stations seal\n"
+          "   new captures to it (already sealed ones stay on the old key);\n"
+          "3. once no station reports pending captures from before the switch, remove the old key from\n"
+          "   recipient_keys (retire) and restart the relays; copy the .pub to SITE/relay/recipient.pub\n"
+          "   on the admin machine so new stations get it in their bundle.")
     return 0
 
 

@@ -24,6 +24,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "provision": ("clinicam.provisioning.cli", "site PKI, device keys, certificates, broker config"),
     "station": ("clinicam.firmware.station_cli", "run the station daemon or its selftest"),
     "relay": ("clinicam.relay.cli", "run the relay that opens captures and files them"),
+    "broker": ("clinicam.relay.brokeragent", "the broker agent: installs the site's CRL bulletins"),
     "demo": ("clinicam.tools.demo", "a scripted ward round on simulated hardware"),
     "cards": ("clinicam.tools.cards", "print the site's code cards (purpose, body site…)"),
     "scan": ("clinicam.tools.scan_cli", "decode and classify codes in image files"),

@@ -97,8 +97,11 @@ class Uplink:
                  clock: Clock | None = None,
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
                  on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0,
-                 event_resend_s: float = 30.0) -> None:
+                 event_resend_s: float = 30.0,
+                 on_recipient: Callable[[bytes], None] | None = None) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
+        # Recipient-key rotation (issue 17): the site's announcement, retained on P/_site/recipient.
+        self._on_recipient, self._recipient_topic = on_recipient, f"{topic_prefix}/_site/recipient"
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
         self.renewal, self._on_renewed = renewal, on_renewed
         self._installing = False  # a reconnect with next.pem/next.key is under way
@@ -271,6 +274,9 @@ class Uplink:
                               if x is not None)
                 if self._presence_due is not None:
                     timeout = max(0.0, min(timeout, self._presence_due - self._clock()))
+                wake = self.renewal.wake_in_s() if self.renewal is not None else None
+                if wake is not None:
+                    timeout = min(timeout, wake + 0.05)
             except Exception:  # never let one bad message stop delivery
                 log.exception("uplink: delivery step failed")
 
@@ -493,6 +499,8 @@ class Uplink:
         topics = self.topics.station_subscriptions(self.device)
         if self.renewal is not None:
             topics.append(self.topics.cert(self.device))
+        if self._on_recipient is not None:
+            topics.append(self._recipient_topic)
         client.subscribe([(t, 1) for t in topics])
         self._presence_mid = client.subscribe(presence_filter(self.prefix), qos=1)[1]  # its own SUBACK
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
@@ -598,6 +606,9 @@ class Uplink:
             self._command(payload, bool(msg.retain))
         elif msg.topic == self.topics.cert(self.device) and self.renewal is not None:
             self._post(lambda: self._renewal_answer(payload))
+        elif msg.topic == self._recipient_topic and self._on_recipient is not None:
+            handler = self._on_recipient
+            self._post(lambda: handler(payload))
 
     def _command(self, payload: bytes, retained: bool) -> None:
         try:

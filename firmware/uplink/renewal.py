@@ -82,6 +82,19 @@ class RenewalAgent:
             self._fail("unavailable")  # no answer: the registrar is down or the message lost
         return self._not_before is None or now >= self._not_before
 
+    def wake_in_s(self) -> float | None:
+        """Seconds until ``due`` may change its answer (an answer's timeout, the end of a
+        back-off), so the uplink's loop wakes for it instead of at its next 30-s tick."""
+        now = self._utc()
+        if self.state == "requested" and self._sent_at is not None:
+            at = self._sent_at + timedelta(seconds=self.policy.answer_timeout_s)
+        elif self.state != "installing" and self._not_before is not None:
+            at = self._not_before
+        else:
+            return None
+        # a deadline already past needs no wake-up: the next tick acts on it
+        return (at - now).total_seconds() if at > now else None
+
     def request(self, current: identity.StationIdentity) -> bytes:
         """The ``P/D/renew`` payload; makes (or reuses, after a reboot) ``next.key``."""
         key, req_id = self._pending()

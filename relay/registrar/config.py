@@ -38,6 +38,11 @@ class IssuingSection:
     cert: str = field(default="/etc/clinicam/registrar/issuing.pem", metadata=PATH)
     key: str = field(default="/etc/clinicam/registrar/issuing.key", metadata=PATH)
     journal: str = field(default="/var/lib/clinicam/registrar/journal.jsonl", metadata=PATH)
+    # Which ids each CRL number revoked ('clinicam relay revoke'): the bulletin names them.
+    revocations: str = field(default="/var/lib/clinicam/registrar/revocations.jsonl", metadata=PATH)
+    # The recipient key stations seal to (recipient.pub), announced on P/_site/recipient
+    # whenever the file changes; empty: no announcement (issue 17, key rotation).
+    recipient: str = field(default="", metadata=checked(absolute_path))
     days: int = field(default=pki.DEFAULT_DAYS, metadata=checked(between(1, 825)))
     min_interval_s: float = field(default=86400.0, metadata=checked(between(0, 31536000)))
     max_per_day: int = field(default=50, metadata=checked(between(1, 100000)))

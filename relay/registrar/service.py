@@ -1,7 +1,10 @@
 """The registrar's MQTT side: subscribe to ``P/+/renew``, answer on ``P/D/cert``.
 
 paho's network thread only enqueues; one worker thread runs ``RegistrarCore`` and
-publishes, so decisions (and the journal) are strictly sequential.
+publishes, so decisions (and the journal) are strictly sequential. The same thread
+publishes the site's CRL bulletin (retained, ``P/_site/crl``) whenever ``[identity] crl``
+changes, and cuts the revoked stations' sessions once the broker agent's receipt
+(``P/_site/crl-installed``) names that CRL number (issue 17).
 """
 
 from __future__ import annotations
@@ -10,18 +13,22 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import ConfigError
 from clinicam.protocol import chain as trust
+from clinicam.protocol import recipientann as ra
+from clinicam.protocol import revocation as rv
 from clinicam.protocol.topics import REGISTRAR, Topics
 from clinicam.provisioning import pki
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.registrar.config import RegistrarConfig
 from clinicam.relay.registrar.core import Journal, Policy, RegistrarCore
+from clinicam.relay.registrar.kick import kick
+from clinicam.relay.registrar.revocation import RevocationLog, current_bulletin
 from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,11 @@ class Registrar:
         self.client.on_message = self._on_message
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
+        self._crl_stamp: int | None = None
+        self._published = 0  # the CRL number last published
+        self._pending: dict[int, list[str]] = {}  # CRL number -> ids to cut once installed
+        self._cut: set[int] = set()
+        self._recipient_stamp: int | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="registrar", daemon=True)
@@ -92,20 +104,94 @@ class Registrar:
         if rc.is_failure:
             log.warning("registrar: broker refused the connection (%s)", rc)
             return
-        client.subscribe([(t, 1) for t in self.topics.registrar_subscriptions()])
+        prefix = self.config.issuing.topic_prefix
+        client.subscribe([(t, 1) for t in [*self.topics.registrar_subscriptions(), rv.installed_topic(prefix)]])
+        self._crl_stamp = None  # (re)publish the bulletin on every connection
+        self._recipient_stamp = None
+        self._jobs.put(("", b""))
         self.connected.set()
         log.info("registrar: connected")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if not msg.retain:  # a retained request is a replay, never a fresh one
+        if msg.topic == rv.installed_topic(self.config.issuing.topic_prefix) or not msg.retain:
+            # a retained request is a replay, never a fresh one; a retained receipt is news
             self._jobs.put((msg.topic, bytes(msg.payload)))
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        installed = rv.installed_topic(self.config.issuing.topic_prefix)
+        while True:
             try:
-                out = self.core.handle(*job)
+                job = self._jobs.get(timeout=self.config_poll_s)
+            except queue.Empty:
+                job = ("", b"")
+            if job is None:
+                return
+            for publish in (self._publish_crl, self._publish_recipient):
+                try:
+                    publish()
+                except Exception as exc:  # a missing file must not stop renewals
+                    log.error("registrar: %s failed (%s: %s)", publish.__name__, type(exc).__name__, exc)
+            try:
+                if job[0] == installed:
+                    self._installed(rv.parse_installed(job[1]))
+                    continue
+                out = self.core.handle(*job) if job[0] else None
             except Exception:  # one bad request must not stop the registrar
                 log.exception("registrar: a request could not be handled")
                 continue
             if out is not None:
                 self.client.publish(out[0], out[1], qos=1)
+
+    config_poll_s = 2.0
+
+    def _publish_crl(self) -> None:
+        """Publish the bulletin (retained) when ``[identity] crl`` changed or on (re)connect."""
+        if not self.connected.is_set():
+            return
+        path = Path(self.config.identity.crl)
+        stamp = path.stat().st_mtime_ns
+        if stamp == self._crl_stamp:
+            return
+        iss = self.config.issuing
+        number, payload, ids = current_bulletin(crl_path=path, issuing_cert=self.core.issuing,
+                                                issuing_key=self.core.key, log=RevocationLog(Path(iss.revocations)),
+                                                now=pki.utcnow())
+        self._crl_stamp = stamp
+        if number < 1:
+            return  # a CRL from before CRL numbers: nothing to announce until the next revocation
+        self.client.publish(rv.crl_topic(iss.topic_prefix), payload, qos=1, retain=True)
+        if number > self._published:
+            log.info("registrar: published CRL %d (revoking %s)", number, ", ".join(ids) or "nobody new")
+        self._published = max(self._published, number)
+        if ids and number not in self._cut:
+            self._pending[number] = ids
+
+    def _publish_recipient(self) -> None:
+        """Announce ``[issuing] recipient`` (retained, signed) when it changed or on (re)connect.
+
+        The announcement's time is the file's modification time, so a registrar restart
+        re-announces the same key with the same ``at`` (stations ignore it) and only a new
+        file moves stations on."""
+        path = self.config.issuing.recipient
+        if not path or not self.connected.is_set():
+            return
+        st = Path(path).stat()
+        if st.st_mtime_ns == self._recipient_stamp:
+            return
+        at = datetime.fromtimestamp(st.st_mtime, UTC)
+        payload = ra.build_announcement(recipient_pem=Path(path).read_bytes(), at=at, issuing_key=self.core.key,
+                                        issuing_cert=self.core.issuing)
+        self.client.publish(ra.recipient_topic(self.config.issuing.topic_prefix), payload, qos=1, retain=True)
+        self._recipient_stamp = st.st_mtime_ns
+        log.info("registrar: announced the recipient key %s", path)
+
+    def _installed(self, number: int) -> None:
+        """The broker has loaded CRL ``number``: cut the sessions of the ids it revoked."""
+        for n in sorted(k for k in self._pending if k <= number):
+            for device in self._pending.pop(n):
+                b, ident = self.config.broker, self.config.identity
+                ok = kick(device, host=b.host, port=b.port, ca=Path(ident.ca), issuing_cert=self.core.issuing,
+                          issuing_key=self.core.key)
+                log.info("registrar: %s session of %s (CRL %d)", "cut the" if ok else "could not take over the",
+                         device, n)
+            self._cut.add(n)

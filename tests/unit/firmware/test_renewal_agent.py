@@ -187,3 +187,21 @@ def test_a_root_that_is_not_ours_is_never_adopted(env, tmp_path: Path):
     forged = str(answer.cert_pem) + pki.cert_pem(stranger.ca).decode()
     assert agent.answer(rn.build_answer(answer.req_id, "issued", cert_pem=forged), current)  # the root is ignored
     assert not (d / "next-ca.pem").exists()
+
+
+def test_wake_in_s_names_the_answer_timeout_and_the_end_of_the_back_off(env):
+    """The uplink sleeps until then instead of its 30-s tick (a lost request is re-sent
+    about answer_timeout_s + back-off later, not a minute later)."""
+    _site, d, clock, _core, agent = env
+    current = identity.load_identity(d)
+    assert agent.wake_in_s() is None  # nothing pending
+    clock.at = DUE
+    assert agent.due(current.not_after)
+    agent.request(current)
+    assert agent.wake_in_s() == agent.policy.answer_timeout_s
+    clock.at = DUE + timedelta(seconds=agent.policy.answer_timeout_s + 1)
+    assert not agent.due(current.not_after)  # the timeout: a failure, then a back-off
+    wait = agent.wake_in_s()
+    assert wait is not None and 0 < wait <= agent.policy.retry_min_s * 2
+    clock.at += timedelta(seconds=wait)
+    assert agent.due(current.not_after) and agent.wake_in_s() is None

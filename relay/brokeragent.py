@@ -1,0 +1,245 @@
+"""``clinicam broker agent``: installs the site's CRL bulletins on the broker host (issue 17).
+
+Runs next to Mosquitto with its own identity (CN ``broker-agent``, ``SITE/broker/agent.*``;
+ACL: read ``P/_site/crl``, write ``P/_site/crl-installed``, nothing else). For each
+bulletin the registrar publishes it:
+
+1. verifies it (signed by the site's issuing CA, every CRL by a site CA; ``protocol.revocation``),
+2. refuses an older CRL number or one that drops an entry (anti-rollback, merge never loses),
+3. writes Mosquitto's ``crlfile`` atomically and drops the revoked ids' ``user`` blocks
+   from the ``acl_file``,
+4. sends SIGHUP to Mosquitto (it re-reads the CRL for new connections and the ACL for
+   every client), and
+5. publishes the receipt (retained) naming the CRL number, after which the registrar
+   cuts the revoked stations' open sessions.
+
+No file is copied by hand. The agent holds no signing key: a stolen agent can install
+only what the site signed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clinicam.common.errors import ConfigError
+from clinicam.common.tomlconf import absolute_path, between, checked, load_file, nonempty
+from clinicam.protocol import chain as trust
+from clinicam.protocol import revocation as rv
+from clinicam.protocol.topics import check_prefix
+from clinicam.provisioning import pki
+from cryptography import x509
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path("/etc/clinicam/broker-agent.toml")
+PATH = checked(nonempty, absolute_path)
+AGENT = "broker-agent"
+EXAMPLE = Path(__file__).with_name("broker-agent.example.toml")
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    host: str = field(default="localhost", metadata=checked(nonempty))
+    port: int = field(default=8883, metadata=checked(between(1, 65535)))
+    keepalive_s: int = field(default=30, metadata=checked(between(5, 600)))
+    topic_prefix: str = "clinicam/v1"
+
+
+@dataclass(frozen=True)
+class IdentitySection:
+    cert: str = field(default="/etc/mosquitto/clinicam/agent.pem", metadata=PATH)
+    key: str = field(default="/etc/mosquitto/clinicam/agent.key", metadata=PATH)
+    # the broker's ca.pem: the root and the issuing CA(s) — both the TLS anchor and what
+    # a bulletin must be signed by
+    ca: str = field(default="/etc/mosquitto/clinicam/ca.pem", metadata=PATH)
+
+
+@dataclass(frozen=True)
+class MosquittoSection:
+    crlfile: str = field(default="/etc/mosquitto/clinicam/crl.pem", metadata=PATH)
+    acl_file: str = field(default="/etc/mosquitto/clinicam/acl", metadata=PATH)
+    pid_file: str = field(default="/run/mosquitto/mosquitto.pid", metadata=PATH)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    broker: BrokerSection = BrokerSection()
+    identity: IdentitySection = IdentitySection()
+    mosquitto: MosquittoSection = MosquittoSection()
+
+
+def load_agent_config(path: Path | str = DEFAULT_PATH) -> AgentConfig:
+    config = load_file(path, AgentConfig, example=str(EXAMPLE), kind="broker agent")
+    check_prefix(config.broker.topic_prefix)
+    return config
+
+
+def strip_users(acl: str, devices: Sequence[str]) -> str:
+    """``acl`` without the ``user D`` blocks (up to the next blank line) of ``devices``."""
+    gone = {f"user {d}" for d in devices}
+    out: list[str] = []
+    skipping = False
+    for line in acl.splitlines():
+        if line.strip() in gone:
+            skipping = True
+            continue
+        if skipping and (not line.strip() or line.startswith("user ")):
+            skipping = False
+            if not line.strip():
+                continue
+        if not skipping:
+            out.append(line)
+    return "\n".join(out) + ("\n" if acl.endswith("\n") else "")
+
+
+def site_trust(ca: Path) -> trust.TrustStore:
+    """Roots (self-issued) and issuing CAs of a bundle like the broker's ``ca.pem``."""
+    try:
+        certs = trust.load_certs(ca.read_bytes(), f"[identity] ca: {ca}")
+    except OSError as exc:
+        raise ConfigError(f"[identity] ca: {ca} cannot be read: copy the site's broker/ca.pem") from exc
+    roots = [c for c in certs if c.issuer == c.subject]
+    return trust.TrustStore(roots, [c for c in certs if c.issuer != c.subject])
+
+
+class AgentCore:
+    """``install(payload) -> CRL number now installed``, or ``RevocationError``; no sockets."""
+
+    def __init__(self, config: AgentConfig, reload: Callable[[], None]) -> None:
+        self.config, self.reload = config, reload
+        self.store = site_trust(Path(config.identity.ca))
+        if not self.store.intermediates:
+            raise ConfigError(f"[identity] ca: {config.identity.ca} holds no issuing CA: the broker agent is "
+                              "for two-tier sites (copy broker/ca.pem after 'clinicam provision two-tier')")
+
+    def _held(self) -> list[x509.CertificateRevocationList]:
+        path = Path(self.config.mosquitto.crlfile)
+        try:
+            return trust.load_crls(path.read_bytes(), f"[mosquitto] crlfile: {path}")
+        except (OSError, ConfigError):
+            return []
+
+    def installed_number(self) -> int:
+        own = [rv.crl_number(c) for c in self._held()
+               if any(c.issuer == s.subject for s in self.store.intermediates)]
+        return max(own, default=0)
+
+    def install(self, payload: bytes) -> int:
+        bulletin = rv.parse_bulletin(payload, self.store)
+        held = self._held()
+        merged = rv.successor(held, bulletin.crls)
+        before = self.installed_number()
+        if bulletin.number <= before and rv.crls_pem(merged) == rv.crls_pem(held):
+            return before  # already installed: acknowledge again, no reload
+        m = self.config.mosquitto
+        pki.write_public(Path(m.crlfile), rv.crls_pem(merged))
+        if bulletin.revoked:
+            acl = Path(m.acl_file)
+            try:
+                text = acl.read_text()
+            except OSError as exc:
+                raise ConfigError(f"[mosquitto] acl_file: {acl} cannot be read") from exc
+            pki.write_public(acl, strip_users(text, bulletin.revoked).encode())
+        self.reload()
+        log.info("broker agent: installed CRL %d (revoked: %s)", bulletin.number,
+                 ", ".join(bulletin.revoked) or "none new")
+        return self.installed_number()
+
+
+def sighup_from(pid_file: Path) -> Callable[[], None]:
+    """Reload Mosquitto: SIGHUP to the pid in its ``pid_file``."""
+    def reload() -> None:
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"[mosquitto] pid_file: cannot signal Mosquitto via {pid_file} ({exc}): "
+                              "set pid_file in mosquitto.conf and run the agent as the broker's user") from exc
+    return reload
+
+
+class Agent:
+    """The MQTT side: one connection, one worker thread around ``AgentCore``."""
+
+    def __init__(self, config: AgentConfig, core: AgentCore) -> None:
+        import paho.mqtt.client as mqtt
+        from clinicam.provisioning.tlsctx import client_context
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.config, self.core = config, core
+        self._jobs: queue.Queue[bytes | None] = queue.Queue()
+        ident = config.identity
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=AGENT, protocol=mqtt.MQTTv5)
+        self.client.tls_set_context(client_context(Path(ident.ca), Path(ident.cert), Path(ident.key)))
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda _c, _u, msg: self._jobs.put(bytes(msg.payload))
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="broker-agent", daemon=True)
+        self._thread.start()
+        b = self.config.broker
+        self.client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._jobs.put(None)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            log.warning("broker agent: broker refused the connection (%s)", rc)
+            return
+        client.subscribe(rv.crl_topic(self.config.broker.topic_prefix), qos=1)
+        log.info("broker agent: connected")
+
+    def _run(self) -> None:
+        while (payload := self._jobs.get()) is not None:
+            try:
+                number = self.core.install(payload)
+            except (rv.RevocationError, ConfigError) as exc:
+                log.error("broker agent: CRL bulletin not installed: %s", exc)
+                continue
+            except Exception:  # one bad bulletin must not stop the agent
+                log.exception("broker agent: CRL bulletin not installed")
+                continue
+            self.client.publish(rv.installed_topic(self.config.broker.topic_prefix),
+                                rv.build_installed(number, datetime.now(UTC)), qos=1, retain=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``broker`` command group to the ``clinicam`` parser."""
+    parser = subparsers.add_parser("broker", help="the broker agent: installs the site's CRL bulletins",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="broker_command", metavar="ACTION")
+    agent = sub.add_parser("agent", help="install CRL bulletins into Mosquitto and reload it, until stopped")
+    agent.add_argument("--config", type=Path, default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+    agent.set_defaults(func=cmd_agent)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    config = load_agent_config(args.config)
+    core = AgentCore(config, sighup_from(Path(config.mosquitto.pid_file)))
+    agent = Agent(config, core)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    print("clinicam broker agent: running", file=sys.stderr)
+    stop.wait()
+    agent.stop()
+    return 0

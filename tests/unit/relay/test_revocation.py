@@ -1,0 +1,177 @@
+"""CRL bulletins (issue 17): signed by the issuing CA, CRL numbers that never go back,
+merges that never lose an entry; the registrar host's ``revoke``; the broker agent's
+installation (CRL file, ACL without the revoked ids, one reload). Fixed clock, real
+files, no network."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from clinicam.common.errors import ConfigError
+from clinicam.protocol import chain as trust
+from clinicam.protocol import revocation as rv
+from clinicam.provisioning import identity, pki
+from clinicam.provisioning.site import Site
+from clinicam.relay.brokeragent import AgentConfig, AgentCore, IdentitySection, MosquittoSection, strip_users
+from clinicam.relay.build import WatchedCrls
+from clinicam.relay.registrar.core import Journal
+from clinicam.relay.registrar.revocation import RevocationLog, current_bulletin, revoke
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    s = Site.create(tmp_path / "site", "Unit Clinic", ["broker.example"], relays=1, kem="x25519", now=NOW, tiers=2)
+    for name in ("cart-1", "cart-2"):
+        csr = identity.create_device_key(tmp_path / "st" / name, name)
+        s.sign(csr.read_bytes(), now=NOW)
+    return s
+
+
+def _serial(site: Site, device: str) -> str:
+    return next(r.serial for r in site.records() if r.id == device)
+
+
+def _revoke(site: Site, tmp_path: Path, device: str, when: datetime = NOW) -> tuple[int, list[str]]:
+    assert site.issuing is not None
+    return revoke(device, serials=[_serial(site, device)], crl_path=site.crl_pem, issuing_cert=site.issuing,
+                  issuing_key=site.issuing_key(), journal=Journal(None), log=RevocationLog(tmp_path / "rev.jsonl"),
+                  now=when)
+
+
+def _bulletin(site: Site, tmp_path: Path) -> bytes:
+    assert site.issuing is not None
+    return current_bulletin(crl_path=site.crl_pem, issuing_cert=site.issuing, issuing_key=site.issuing_key(),
+                            log=RevocationLog(tmp_path / "rev.jsonl"), now=NOW)[1]
+
+
+def _store(site: Site) -> trust.TrustStore:
+    assert site.issuing is not None
+    return trust.TrustStore([site.ca], [site.issuing])
+
+
+def _issuing_number(site: Site) -> int:
+    assert site.issuing is not None
+    own = [c for c in trust.load_crls(site.crl_pem.read_bytes(), "crl") if c.issuer == site.issuing.subject]
+    return rv.crl_number(own[0])
+
+
+def test_site_crls_carry_increasing_numbers(site: Site):
+    crls = trust.load_crls(site.crl_pem.read_bytes(), "crl")
+    assert all(rv.crl_number(c) >= 1 for c in crls)
+    before = _issuing_number(site)
+    site.revoke("cart-1", now=NOW)
+    assert _issuing_number(site) == before + 1
+
+
+def test_registrar_revoke_adds_serials_keeps_entries_and_names_the_ids(site: Site, tmp_path: Path):
+    n = _issuing_number(site)
+    assert _revoke(site, tmp_path, "cart-1")[0] == n + 1
+    assert _revoke(site, tmp_path, "cart-2", NOW + timedelta(minutes=1))[0] == n + 2
+    bulletin = rv.parse_bulletin(_bulletin(site, tmp_path), _store(site))
+    assert bulletin.number == n + 2 and bulletin.revoked == ["cart-2"]
+    own = next(c for c in bulletin.crls if c.issuer == site.issuing.subject)  # type: ignore[union-attr]
+    listed = {pki.serial_hex(r.serial_number) for r in own}
+    assert listed == {_serial(site, "cart-1"), _serial(site, "cart-2")}  # the first entry kept
+    lines = [json.loads(x) for x in (tmp_path / "rev.jsonl").read_text().splitlines()]
+    assert [(e["number"], e["device"]) for e in lines] == [(n + 1, "cart-1"), (n + 2, "cart-2")]
+
+
+def test_registrar_revoke_without_a_known_serial_says_what_to_give(site: Site, tmp_path: Path):
+    assert site.issuing is not None
+    with pytest.raises(ConfigError, match="--serial"):
+        revoke("cart-1", serials=[], crl_path=site.crl_pem, issuing_cert=site.issuing,
+               issuing_key=site.issuing_key(), journal=Journal(None), log=RevocationLog(tmp_path / "r"), now=NOW)
+
+
+def test_bulletin_refuses_tampering_and_foreign_signers(site: Site, tmp_path: Path):
+    _revoke(site, tmp_path, "cart-1")
+    good = _bulletin(site, tmp_path)
+    assert rv.parse_bulletin(good, _store(site)).revoked == ["cart-1"]  # control
+    obj = json.loads(good)
+    obj["revoked"] = ["cart-1", "cart-2"]  # an extra id the issuing CA never named
+    with pytest.raises(rv.RevocationError, match="not signed"):
+        rv.parse_bulletin(json.dumps(obj).encode(), _store(site))
+    other = Site.create(tmp_path / "other", "Other", ["b.example"], relays=1, kem="x25519", now=NOW, tiers=2)
+    with pytest.raises(rv.RevocationError, match="not signed by this site"):
+        rv.parse_bulletin(good, _store(other))
+    for bad in (b"", b"[]", b'{"v": 1}', b"\xff"):
+        with pytest.raises(rv.RevocationError):
+            rv.parse_bulletin(bad, _store(site))
+
+
+def test_successor_refuses_rollback_and_lost_entries(site: Site, tmp_path: Path):
+    v1 = trust.load_crls(site.crl_pem.read_bytes(), "v1")
+    _revoke(site, tmp_path, "cart-1")
+    v2 = trust.load_crls(site.crl_pem.read_bytes(), "v2")
+    assert rv.crls_pem(rv.successor(v1, v2)) == rv.crls_pem(v2)
+    with pytest.raises(rv.RevocationError, match="older"):
+        rv.successor(v2, v1)
+    assert site.issuing is not None
+    dropped = pki.make_crl(site.issuing_key(), site.issuing, [], now=NOW, days=30, number=99)
+    with pytest.raises(rv.RevocationError, match="never loses"):
+        rv.successor(v2, [dropped])
+
+
+def test_relay_watched_crls_adopt_a_bulletin_and_ignore_an_older_file(site: Site, tmp_path: Path):
+    relay_crl = tmp_path / "relay-crl.pem"
+    relay_crl.write_bytes(site.crl_pem.read_bytes())  # number 1
+    watched = WatchedCrls(relay_crl)
+    n = _revoke(site, tmp_path, "cart-1")[0]
+    watched.adopt(rv.parse_bulletin(_bulletin(site, tmp_path), _store(site)).crls)
+    assert n in {rv.crl_number(c) for c in watched}
+    relay_crl.write_bytes(relay_crl.read_bytes() + b"\n")  # the old file "changes": an older number
+    assert n in {rv.crl_number(c) for c in watched}
+
+
+def test_strip_users_drops_only_the_revoked_blocks():
+    acl = "# head\n\nuser cart-1\ntopic write a\n\nuser cart-10\ntopic write b\n\nuser relay-1\ntopic read c\n"
+    out = strip_users(acl, ["cart-1"])
+    assert "user cart-1\n" not in out and "topic write a" not in out
+    assert "user cart-10\ntopic write b" in out and "user relay-1\ntopic read c" in out
+
+
+def test_agent_installs_once_rewrites_crl_and_acl_and_refuses_a_replay(site: Site, tmp_path: Path):
+    b = site.broker_dir
+    config = AgentConfig(identity=IdentitySection(cert=str(b / "agent.pem"), key=str(b / "agent.key"),
+                                                  ca=str(b / "ca.pem")),
+                         mosquitto=MosquittoSection(crlfile=str(b / "crl.pem"), acl_file=str(b / "acl"),
+                                                    pid_file=str(tmp_path / "pid")))
+    reloads: list[int] = []
+    core = AgentCore(config, lambda: reloads.append(1))
+    n = _issuing_number(site)
+    first = _bulletin(site, tmp_path)  # what the broker already has
+    assert core.install(first) == n and not reloads
+    _revoke(site, tmp_path, "cart-1")
+    assert core.install(_bulletin(site, tmp_path)) == n + 1 and reloads == [1]
+    assert "user cart-1\n" not in (b / "acl").read_text() and "user cart-2\n" in (b / "acl").read_text()
+    assert core.install(_bulletin(site, tmp_path)) == n + 1 and reloads == [1]  # repeated: no reload
+    with pytest.raises(rv.RevocationError, match="older"):
+        core.install(first)
+    assert reloads == [1] and core.installed_number() == n + 1
+
+
+def test_the_acl_gives_the_site_topic_to_the_registrar_agent_and_relays_only(site: Site):
+    acl = (site.broker_dir / "acl").read_text()
+    blocks = {line: blk for blk in acl.split("\n\n") for line in blk.splitlines() if line.startswith("user ")}
+    assert "topic write clinicam/v1/_site/crl" in blocks["user registrar"]
+    assert "topic read clinicam/v1/_site/crl" in blocks["user broker-agent"]
+    assert "topic write clinicam/v1/_site/crl-installed" in blocks["user broker-agent"]
+    assert "topic read clinicam/v1/_site/crl" in blocks["user relay-1"]
+    station = blocks["user cart-1"]
+    assert "_site/crl" not in station  # stations only read the recipient announcement
+    assert [ln for ln in station.splitlines() if "_site" in ln] == ["topic read clinicam/v1/_site/recipient"]
+    assert "topic write clinicam/v1/_site/recipient" in blocks["user registrar"]
+
+
+def test_the_broker_agent_identity_is_a_root_service_and_can_be_reissued(site: Site):
+    first = pki.load_cert(site.broker_dir / "agent.pem")
+    assert first.issuer == site.ca.subject
+    assert pki.common_name(first.subject, "agent") == "broker-agent"
+    site.reissue("broker-agent", now=NOW)
+    again = pki.load_cert(site.broker_dir / "agent.pem")
+    assert again.serial_number != first.serial_number and again.issuer == site.ca.subject
