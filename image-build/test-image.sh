@@ -36,8 +36,11 @@ INITRAMFS_MODULES="virtio_pci virtio_blk virtio_net ext4 crc32c_generic overlay"
 case $ARCH in
     arm64) QEMU=qemu-system-aarch64; CONSOLE=ttyAMA0
            QEMU_MACHINE=(-M virt -cpu cortex-a72) ;;
+    # No AVX: Debian 12's QEMU 7.2 emulates AVX/AVX2 wrongly under TCG, and numpy's AVX
+    # kernels (the code reader's float passes) segfault there, never on a real CPU
+    # (reproduced with qemu-x86_64 -cpu max/Haswell; fine with these features off).
     amd64) QEMU=qemu-system-x86_64; CONSOLE=ttyS0
-           QEMU_MACHINE=(-M q35 -cpu max) ;;
+           QEMU_MACHINE=(-M q35 -cpu max,avx=off,avx2=off,avx512f=off,fma=off) ;;
     *) echo "CLINICAM_IMAGE_ARCH must be arm64 or amd64" >&2; exit 2 ;;
 esac
 
