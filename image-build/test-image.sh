@@ -40,6 +40,7 @@ case $ARCH in
     # kernels (the code reader's float passes) segfault there, never on a real CPU
     # (reproduced with qemu-x86_64 -cpu max/Haswell; fine with these features off).
     amd64) QEMU=qemu-system-x86_64; CONSOLE=ttyS0
+           # shellcheck disable=SC2054  # the commas belong to one -cpu argument
            QEMU_MACHINE=(-M q35 -cpu max,avx=off,avx2=off,avx512f=off,fma=off) ;;
     *) echo "CLINICAM_IMAGE_ARCH must be arm64 or amd64" >&2; exit 2 ;;
 esac

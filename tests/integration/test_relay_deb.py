@@ -88,7 +88,7 @@ def test_the_package_installs_like_debian_software(installed: Path) -> None:
     assert verify.returncode == 0, verify.stderr
     assert "clinicam-relay.service" not in verify.stderr, verify.stderr  # no warning about our unit
     chroot(root, "/opt/clinicam/venv/bin/python", "-c",
-           "import clinicam.relay.dicomweb_sink, clinicam.relay.dimse_sink, clinicam.relay.fhir_sink")
+           "import clinicam.relay.sinks.dicomweb, clinicam.relay.sinks.dimse, clinicam.relay.sinks.fhir")
 
 
 def test_the_relay_runs_from_the_package_and_files_a_capture(

@@ -38,7 +38,8 @@ def metrics_relay(site: Any, port: int, state: Path, archive: Path, listen: str)
 def test_prometheus_sees_stations_rejections_and_sink_outage(
         site: Any, broker: Any, mqtt_client: Any, tmp_path: Path) -> None:
     archive = tmp_path / "archive"
-    archive.write_bytes(b"")  # a file where the sink's folder should be: the sink is down
+    archive.mkdir()  # the relay checks at start that its sink's folder exists
+    (archive / "station-a").write_bytes(b"")  # a file where station-a's folder should be: the sink is down
     listen = f"{LOOPBACK}:{free_port()}"
     relay = metrics_relay(site, broker.port, tmp_path / "relay", archive, listen)
     prom = Prometheus(tmp_path / "prometheus", [listen])
@@ -53,7 +54,7 @@ def test_prometheus_sees_stations_rejections_and_sink_outage(
         prom.wait_value(retried, lambda v: v is not None and v >= 1, "retry counted")
         assert prom.value('clinicam_relay_sink_seconds_count{sink="archive",outcome="error"}') >= 1
         assert prom.value("clinicam_relay_captures_stored_total") == 0
-        archive.unlink()  # the sink comes back; the station's re-send is stored
+        (archive / "station-a").unlink()  # the sink comes back; the station's re-send is stored
         station.wait_stored([cid])
         prom.wait_value("clinicam_relay_captures_stored_total", lambda v: v == 1.0, "stored counted")
         assert prom.value('clinicam_relay_sink_seconds_count{sink="archive",outcome="stored"}') == 1

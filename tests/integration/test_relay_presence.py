@@ -39,7 +39,8 @@ def retained_status(mqtt_client: Any, site: Any, device: str) -> dict[str, Any]:
 def test_station_without_relay_is_offline_and_resends_at_once_when_one_returns(
         site: Any, broker: Any, mqtt_client: Any, tmp_path: Path) -> None:
     archive = tmp_path / "archive"
-    archive.write_bytes(b"")  # the first relay's sink is down: the capture is retried
+    archive.mkdir()  # the relay checks at start that its sink's folder exists
+    (archive / "station-a").write_bytes(b"")  # but station-a's folder is a file: the sink is down for it
     station = make_station(site, "station-a", broker.port, ack_timeout_s=60.0, retry_min_s=60.0,
                            retry_max_s=120.0, presence_settle_s=0.5)
     relay = None
@@ -64,7 +65,7 @@ def test_station_without_relay_is_offline_and_resends_at_once_when_one_returns(
         relay.kill()
         relay = None
         station.wait_for(lambda _: [e.online for e in presence_events(station)][-1:] == [False])
-        archive.unlink()
+        (archive / "station-a").unlink()
         relay = RelayProcess(relay_toml(site, broker.port, tmp_path / "r2", archive, n=1, worker=0, workers=1))
         back = time.monotonic()
         station.wait_stored([cid], timeout=delay / 2)

@@ -156,7 +156,10 @@ def test_a_running_station_picks_up_the_renewed_certificate_at_its_next_reconnec
             assert str(watcher.wait(lambda: online_since(0))[-1]["cert_not_after"]).startswith(old)
             clinicam("provision", "device-key", str(ident), "--device", device)
             csr, new_pem = str(ident / "device.csr"), str(tmp_path / "new.pem")
-            clinicam("provision", "renew", str(kit.site_dir), csr, "--out", new_pem)
+            # one day more than the default: the new expiry differs even when the kit signed
+            # the first certificate within the same second (the check is to the second)
+            clinicam("provision", "renew", str(kit.site_dir), csr, "--out", new_pem,
+                     "--days", str(pki.DEFAULT_DAYS + 1))
             clinicam("provision", "install", "--cert", new_pem, "--identity-dir", str(ident))
             new = f"{pki.load_cert(ident / 'device.pem').not_valid_after_utc:%Y-%m-%dT%H:%M:%S}"
             assert new != old
