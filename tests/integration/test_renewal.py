@@ -51,7 +51,10 @@ def provisioned(tmp_path: Path) -> dict[str, Path]:
     clinicam("provision", "site-init", str(site), "--site", "Renewal Clinic", "--broker-host", "127.0.0.1",
              "--kem", "x25519")
     clinicam("provision", "device-key", str(station), "--device", DEVICE)
-    clinicam("provision", "sign", str(site), str(station / "device.csr"), "--out", str(tmp_path / "first.pem"))
+    # a first certificate of 30 days, as one due for renewal: the renewed one's expiry is
+    # later even when both are signed within the same second
+    clinicam("provision", "sign", str(site), str(station / "device.csr"), "--out", str(tmp_path / "first.pem"),
+             "--days", "30")
     clinicam("provision", "bundle", str(site), "--device", DEVICE, "--out", str(tmp_path / "bundle"))
     clinicam("provision", "install", "--bundle", str(tmp_path / "bundle"), "--identity-dir", str(station),
              "--allow-address", "127.0.0.1")

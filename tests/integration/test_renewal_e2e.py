@@ -64,7 +64,8 @@ class RenewalSetup(Setup):
 
     def start_relay(self) -> None:
         super().start_relay()
-        self.start_registrar()
+        if self.registrar is None or self.registrar.poll() is not None:
+            self.start_registrar()  # once: a relay restart must not leave a second registrar running
 
     def start_registrar(self) -> None:
         reg = self.site.registrar_dir
