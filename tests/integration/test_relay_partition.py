@@ -6,6 +6,7 @@ a worker in the middle of a stream (DESIGN §5 "Scaling the relay").
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,10 @@ def test_partitioned_relays_one_killed_standby_takes_over(
         assert st.vault.pending_count == 0
     served = {name: {x["device"] for x in audit_decisions(tmp_path / name / "audit.jsonl")}
               for name in ("w0", "w1", "standby")}
-    assert served == {"w0": {victim}, "w1": {survivor}, "standby": {victim}}
+    # w0 may have filed all the victim's captures before the kill (only some acks were
+    # lost): then the standby has nothing to file, only re-sends its ledger never saw.
+    w0_filed = {json.loads(line)["capture_id"] for line in (tmp_path / "w0" / "ledger.jsonl").read_text().splitlines()}
+    left_for_standby = set(ids[victim]) - w0_filed
+    assert served == {"w0": {victim}, "w1": {survivor}, "standby": {victim} if left_for_standby else set()}
     for name, proc in (("w1", w1), ("standby", standby)):
         assert proc is not None and b"Traceback" not in proc.log, name
