@@ -1,82 +1,116 @@
-"""The station's retained status and audit events (DESIGN §5): built and read in one place.
+"""The station's retained status on ``P/D/status`` (DESIGN §5): built and read in one place.
 
-The station builds them with :func:`status_payload` and :func:`event_payload`; the relay
-reads them with :func:`read_status` and :func:`read_event`, which keep only the keys
-DESIGN §5 defines, each checked for the shape it must have. A station bug that put free
-text into a status or event could otherwise carry PHI into the relay's files; such
-values are dropped, never written. The builder refuses a key the reader would drop.
+The station builds a :class:`StationStatus` and publishes :meth:`StationStatus.payload`;
+the relay reads it with :meth:`StationStatus.parse` (or :meth:`StationStatus.from_dict`
+for an object it has decoded already), which keeps only the keys DESIGN §5 defines, each
+checked for the shape it must have (``protocol.fields``). A station bug that put free
+text into its status could otherwise carry PHI into the relay's files; such values are
+dropped, never written. The builder cannot say a key the reader would drop: the
+dataclass has exactly the reader's keys.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
-from clinicam.protocol.event_acks import EVENT_ID
+from clinicam.protocol.fields import (
+    FW,
+    WORD,
+    Shape,
+    is_amount,
+    is_count,
+    is_flag,
+    is_stamp,
+    keep,
+    matches,
+    utc_stamp,
+)
 from clinicam.protocol.ids import HEX32
 
-_WORD = re.compile(r"[a-z0-9-]{1,32}")
-_CMD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
-_FW = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-
-
-def _match(pattern: re.Pattern[str]) -> Callable[[object], bool]:
-    return lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None
+__all__ = ["STATUS_FIELDS", "WILL", "StationStatus", "utc_stamp"]  # utc_stamp: its old home
 
 
 def _is_renewal(v: object) -> bool:
     """The station's certificate renewal state (issue 17): ``{"state", "at", "reason"}``."""
     if not isinstance(v, dict) or set(v) != {"state", "at", "reason"}:
         return False
-    return (_match(_WORD)(v["state"]) and (v["at"] is None or _match(_STAMP)(v["at"]))
-            and (v["reason"] is None or _match(_WORD)(v["reason"])))
+    return (matches(WORD)(v["state"]) and (v["at"] is None or is_stamp(v["at"]))
+            and (v["reason"] is None or matches(WORD)(v["reason"])))
 
 
 # key -> the shape its value must have
-STATUS_FIELDS: Mapping[str, Callable[[object], bool]] = {
-    "state": _match(_WORD),
-    "pending": _is_int,
-    "pending_bytes": _is_int,
-    "boot": _match(HEX32),
-    "fw": _match(_FW),
-    "uptime_s": _is_number,
-    "cert_not_after": _match(_STAMP),
-    "clock_synced": lambda v: isinstance(v, bool),
-    "renewal": lambda v: _is_renewal(v),
+STATUS_FIELDS: dict[str, Shape] = {
+    "state": matches(WORD),
+    "pending": is_count,
+    "pending_bytes": is_count,
+    "boot": matches(HEX32),
+    "fw": matches(FW),
+    "uptime_s": is_amount,
+    "cert_not_after": is_stamp,
+    "clock_synced": is_flag,
+    "renewal": _is_renewal,
     "relay": lambda v: v in ("online", "offline"),  # whether the station sees a relay serving it
 }
-EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
-    "event": _match(_WORD),
-    "at": _match(_STAMP),
-    "capture_id": _match(HEX32),
-    "capture_ids": lambda v: isinstance(v, list) and all(_match(HEX32)(x) for x in v),
-    "session": _match(HEX32),
-    "reason": _match(_WORD),
-    "count": _is_int,
-    "cmd_id": _match(_CMD_ID),
-    "fw": _match(_FW),  # updated / update-failed: the version concerned
-    "event_id": _match(EVENT_ID),  # the relay acknowledges it (protocol.event_acks)
-}
-STATUS_KEYS = tuple(STATUS_FIELDS)
-# the keys an event may carry besides "event" and "at"
+
+# The MQTT will: the broker publishes it (retained) when the station goes away unannounced.
+WILL = json.dumps({"state": "offline"}).encode()
+
+
+@dataclass(frozen=True)
+class StationStatus:
+    """What a station says about itself; ``None`` is "not said" (left out of the payload).
+
+    A station sets every field but ``renewal`` (only a station that renews over MQTT)
+    and ``relay`` (``online``/``offline``: whether it sees a relay serving it; unset
+    until it knows). A status the relay parses has only its well-formed fields set; a
+    will has only ``state``. ``uptime_s`` is whole seconds when a station sends it.
+    """
+
+    state: str | None = None
+    pending: int | None = None
+    pending_bytes: int | None = None
+    boot: str | None = None
+    fw: str | None = None
+    uptime_s: float | None = None
+    cert_not_after: str | None = None  # RFC 3339 (``fields.utc_stamp``)
+    clock_synced: bool | None = None
+    renewal: Mapping[str, Any] | None = None  # {"state", "at", "reason"}
+    relay: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as a JSON object: the fields that are set."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.renewal is not None:
+            out["renewal"] = dict(self.renewal)
+        return out
+
+    def payload(self) -> bytes:
+        """The retained message a station publishes (sorted keys, no spaces)."""
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, obj: object) -> StationStatus:
+        """What the relay keeps of a decoded status: the DESIGN §5 keys, well-formed."""
+        return cls(**keep(obj, STATUS_FIELDS))  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls, payload: bytes) -> StationStatus | None:
+        """The well-formed part of a status message; None if it is not a JSON object."""
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        return cls.from_dict(obj) if isinstance(obj, dict) else None
+
+
+# -- the dict builders and readers these types replace (removed once callers moved) ----
+from clinicam.protocol.events import EVENT_FIELDS  # noqa: E402
+
 EVENT_KEYS = frozenset(EVENT_FIELDS) - {"event", "at"}
-
-
-def utc_stamp(at: float) -> str:
-    """RFC 3339 UTC with milliseconds and ``Z``, the format of every clinicam time."""
-    dt = datetime.fromtimestamp(at, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+STATUS_KEYS = tuple(STATUS_FIELDS)
 
 
 def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, fw: str,
@@ -113,7 +147,7 @@ def event_payload(event: str, at: float, **fields: Any) -> dict[str, Any]:
     return {"event": event, "at": utc_stamp(at), **{k: v for k, v in fields.items() if v is not None}}
 
 
-def _allowed(obj: Mapping[str, Any], fields: Mapping[str, Callable[[object], bool]]) -> dict[str, Any]:
+def _allowed(obj: Mapping[str, Any], fields: Mapping[str, Shape]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k in fields and fields[k](v)}
 
 
