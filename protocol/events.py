@@ -78,7 +78,7 @@ class AuditEvent:
         return cls(**keep(obj, EVENT_FIELDS))  # type: ignore[arg-type]
 
     @classmethod
-    def parse(cls, payload: bytes) -> AuditEvent | None:
+    def parse(cls, payload: bytes | bytearray) -> AuditEvent | None:
         """The well-formed part of an event message; None if it is not a JSON object."""
         try:
             obj = json.loads(payload)

@@ -97,7 +97,7 @@ class StationStatus:
         return cls(**keep(obj, STATUS_FIELDS))  # type: ignore[arg-type]
 
     @classmethod
-    def parse(cls, payload: bytes) -> StationStatus | None:
+    def parse(cls, payload: bytes | bytearray) -> StationStatus | None:
         """The well-formed part of a status message; None if it is not a JSON object."""
         try:
             obj = json.loads(payload)
@@ -105,57 +105,3 @@ class StationStatus:
             return None
         return cls.from_dict(obj) if isinstance(obj, dict) else None
 
-
-# -- the dict builders and readers these types replace (removed once callers moved) ----
-from clinicam.protocol.events import EVENT_FIELDS  # noqa: E402
-
-EVENT_KEYS = frozenset(EVENT_FIELDS) - {"event", "at"}
-STATUS_KEYS = tuple(STATUS_FIELDS)
-
-
-def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, fw: str,
-                   uptime_s: float, cert_not_after: str | None, clock_synced: bool,
-                   renewal: Mapping[str, Any] | None = None, relay: str | None = None) -> dict[str, Any]:
-    """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``).
-
-    ``renewal`` (a station that renews its certificate over MQTT) is its state;
-    ``relay`` is ``online`` or ``offline``: whether the station sees a relay serving it
-    (relay presence), absent until the station knows.
-    """
-    body: dict[str, Any] = {
-        "state": state,
-        "pending": pending,
-        "pending_bytes": pending_bytes,
-        "boot": boot,
-        "fw": fw,
-        "uptime_s": int(uptime_s),
-        "cert_not_after": cert_not_after,
-        "clock_synced": clock_synced,
-    }
-    if renewal is not None:
-        body["renewal"] = dict(renewal)
-    if relay is not None:
-        body["relay"] = relay
-    return body
-
-
-def event_payload(event: str, at: float, **fields: Any) -> dict[str, Any]:
-    """An audit event for ``P/D/event``; refuses keys DESIGN §5 does not define."""
-    unknown = set(fields) - EVENT_KEYS
-    if unknown:
-        raise ValueError(f"event keys must be among {sorted(EVENT_KEYS)}, got {sorted(unknown)}")
-    return {"event": event, "at": utc_stamp(at), **{k: v for k, v in fields.items() if v is not None}}
-
-
-def _allowed(obj: Mapping[str, Any], fields: Mapping[str, Shape]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k in fields and fields[k](v)}
-
-
-def read_status(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What the relay keeps of a station's status: the DESIGN §5 keys, well-formed."""
-    return _allowed(obj, STATUS_FIELDS)
-
-
-def read_event(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What the relay keeps of a station's event: the DESIGN §5 keys, well-formed."""
-    return _allowed(obj, EVENT_FIELDS)

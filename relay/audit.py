@@ -1,6 +1,6 @@
 """The relay's audit log: append-only JSON lines that never block delivery (DESIGN §5).
 
-Station events and the relay's decisions, without PHI (``protocol.status.read_event`` keeps only
+Station events and the relay's decisions, without PHI (``protocol.events.AuditEvent`` keeps only
 the DESIGN §5 keys). Three rules, each from a measured failure (issue 13):
 
 - **Writing never fails the caller.** A log that cannot be written (a full disk, a
@@ -33,12 +33,13 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clinicam.protocol.status import read_event, utc_stamp
+from clinicam.protocol.events import AuditEvent
+from clinicam.protocol.fields import utc_stamp
 from clinicam.relay.ratelimit import Buckets
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,8 @@ class AuditLog:
         self._born: float | None = self._file_started()
 
     # -- what the relay records ----------------------------------------------------------
-    def station_event(self, device: str, event: Mapping[str, Any]) -> None:
-        self._add(device, {"source": "station", "device": device, **read_event(event)})
+    def station_event(self, device: str, event: AuditEvent) -> None:
+        self._add(device, {"source": "station", "device": device, **event.as_dict()})
 
     def decision(self, device: str, capture_id: str | None, status: str, reason: str | None, *,
                  limited: bool = True) -> None:

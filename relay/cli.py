@@ -295,9 +295,9 @@ def format_answer(answer: Any) -> str:
     if answer.event is None:
         return f"sent {sent.cmd} to {sent.station} (command {sent.id}); it expires at {sent.expires}"
     event = answer.event
-    line = f"{sent.station} answered {sent.cmd} (command {sent.id}) at {event.get('at', '?')}"
+    line = f"{sent.station} answered {sent.cmd} (command {sent.id}) at {event.at or '?'}"
     if sent.cmd == "wipe":
-        ids = event.get("capture_ids") or []
-        line += f": wiped {event.get('count', len(ids))} undelivered capture(s)"
+        ids = event.capture_ids or ()
+        line += f": wiped {len(ids) if event.count is None else event.count} undelivered capture(s)"
         line += f" {', '.join(ids)}" if ids else ""
     return line

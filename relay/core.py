@@ -28,11 +28,13 @@ from typing import Any
 from clinicam.common.errors import ConfigError, SinkUnknownPatient, TopicError
 from clinicam.protocol import certprofile
 from clinicam.protocol.acks import Ack
-from clinicam.protocol.event_acks import EVENT_ID, EventAck
+from clinicam.protocol.event_acks import EventAck
+from clinicam.protocol.events import AuditEvent
 from clinicam.protocol.manifest import parse_manifest_message, verify_event
 from clinicam.protocol.reasons import OpenError, PrePolicyCertificate, SinkError
 from clinicam.protocol.recipient import RecipientPrivateKey
 from clinicam.protocol.sealing import OpenedCapture, open_capture
+from clinicam.protocol.status import StationStatus
 from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.ledger import Filed, Ledger
@@ -337,17 +339,16 @@ class RelayCore:
                 log.warning("station %s: malformed %s message (%d bytes)", device, leaf, len(payload))
             return []
         if leaf == "status":
-            self.board.station(device, obj)
+            self.board.station(device, StationStatus.from_dict(obj))
             return []
-        event_id = obj.get("event_id")
-        if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
-            event_id = None
-        elif not self._first_sighting(device, event_id):
+        event = AuditEvent.from_dict(obj)
+        event_id = event.event_id
+        if event_id is not None and not self._first_sighting(device, event_id):
             self.board.count("events-repeated")
             return [EventAck(device, event_id)]  # logged already: just confirm again
-        self.audit.station_event(device, obj)
-        if obj.get("event") == "void":
-            self._void(device, obj)
+        self.audit.station_event(device, event)
+        if event.event == "void":
+            self._void(device, obj)  # the whole message: its signature covers every key
         return [EventAck(device, event_id)] if event_id else []
 
     def _first_sighting(self, device: str, event_id: str) -> bool:

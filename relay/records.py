@@ -2,7 +2,7 @@
 
 Both are read by people (``clinicam relay status``, a privacy officer), so both are
 built from an allow-list: only the keys DESIGN §5 defines, each checked for the shape
-it must have (``clinicam.protocol.status.read_status`` / ``read_event``). A station bug
+it must have (``clinicam.protocol.status.StationStatus`` / ``protocol.events.AuditEvent``). A station bug
 that put free text into a status or event could otherwise carry PHI into a file; such
 values are dropped, never written.
 """
@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.fields import is_stamp, utc_stamp
 from clinicam.protocol.ids import DEVICE_ID
-from clinicam.protocol.status import read_status, utc_stamp
+from clinicam.protocol.status import StationStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ class StatusBoard:
         with self._lock:
             for device, entry in old.items():
                 if isinstance(device, str) and DEVICE_ID.fullmatch(device) and isinstance(entry, dict):
-                    kept = read_status(entry)
+                    kept = StationStatus.from_dict(entry).as_dict()
                     seen = entry.get("seen")
-                    if isinstance(seen, str) and read_status({"cert_not_after": seen}):  # an RFC 3339 stamp
+                    if is_stamp(seen):
                         kept["seen"] = seen
                     if kept.get("state") == "online":  # not known any more: its next status says
                         kept["state"] = "unknown"
@@ -79,13 +80,13 @@ class StatusBoard:
             self._dirty = True
         return len(old)
 
-    def station(self, device: str, status: Mapping[str, Any]) -> None:
-        """Record a station's status (only the DESIGN §5 keys, well-formed).
+    def station(self, device: str, status: StationStatus) -> None:
+        """Record a station's status (as parsed: only the DESIGN §5 keys, well-formed).
 
         A will (``{"state": "offline"}`` alone) changes only the state: what the station
         last said about its vault stays visible.
         """
-        entry = read_status(status)
+        entry = status.as_dict()
         with self._lock:
             if set(entry) == {"state"}:
                 entry = {**self.stations.get(device, {}), **entry}

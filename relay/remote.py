@@ -24,7 +24,6 @@ its own, so it takes nothing over.
 
 from __future__ import annotations
 
-import json
 import secrets
 import ssl
 import time
@@ -36,7 +35,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import BrokerUnreachable, ClinicamError, UplinkError
 from clinicam.protocol.commands import MAX_LIFETIME_S, Command
-from clinicam.protocol.status import utc_stamp
+from clinicam.protocol.events import AuditEvent
+from clinicam.protocol.fields import utc_stamp
+from clinicam.protocol.status import StationStatus
 from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from clinicam.provisioning.tlsctx import client_context
@@ -85,7 +86,7 @@ class Answer:
     (``None`` when not waited for)."""
 
     sent: Sent
-    event: dict[str, Any] | None
+    event: AuditEvent | None
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,8 @@ class _Session:
                                 "the ACL must let it write P/+/cmd (an operator identity, in the broker's "
                                 "reloaded acl)")
 
-    def answer(self, event_topic: str, status_topic: str, sent: Sent, timeout_s: float) -> dict[str, Any]:
-        found: list[dict[str, Any]] = []
+    def answer(self, event_topic: str, status_topic: str, sent: Sent, timeout_s: float) -> AuditEvent:
+        found: list[AuditEvent] = []
 
         def answered() -> bool:
             found.extend(self._events(event_topic, sent.id))
@@ -249,24 +250,17 @@ class _Session:
                  "ignored afterwards." if sent is not None else "")
         return BrokerRefused(f"the broker {self.where} closed the connection {why}.{after}")
 
-    def _events(self, topic: str, cmd_id: str) -> list[dict[str, Any]]:
+    def _events(self, topic: str, cmd_id: str) -> list[AuditEvent]:
         out = []
         for msg in self.messages:
             if msg.topic == topic:
-                event = _json(msg.payload)
-                if event is not None and event.get("cmd_id") == cmd_id:
+                event = AuditEvent.parse(msg.payload)
+                if event is not None and event.cmd_id == cmd_id:
                     out.append(event)
         return out
 
     def _last_state(self, status_topic: str) -> str | None:
         """The station's retained (or latest) status ``state``, to say why it may be silent."""
-        states = [(_json(m.payload) or {}).get("state") for m in self.messages if m.topic == status_topic]
-        return str(states[-1]) if states and states[-1] is not None else None
-
-
-def _json(payload: bytes | bytearray) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
+        states = [(StationStatus.parse(m.payload) or StationStatus()).state
+                  for m in self.messages if m.topic == status_topic]
+        return states[-1] if states and states[-1] is not None else None

@@ -32,6 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -55,9 +56,11 @@ from clinicam.firmware.workflow.events import (
 )
 from clinicam.protocol.commands import CommandGate, CommandRefused
 from clinicam.protocol.event_acks import parse_event_ack
+from clinicam.protocol.events import AuditEvent
+from clinicam.protocol.fields import utc_stamp
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.presence import PresenceBoard, presence_filter, relay_of
-from clinicam.protocol.status import event_payload, status_payload, utc_stamp
+from clinicam.protocol.status import WILL, StationStatus
 from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning.identity import StationIdentity
 from clinicam.provisioning.tlsctx import client_context
@@ -66,8 +69,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
-
-OFFLINE = json.dumps({"state": "offline"}).encode()
 
 # what to do about a refusal, by a word of selftest's explanation of the broker's TLS alert
 _REMEDIES = {
@@ -146,7 +147,7 @@ class Uplink:
         self._ctx = client_context(ident.ca_path, ident.cert_path, ident.key_path)
         self.certificates = CertificateWatch(ident, self._ctx)  # a renewal installed by hand
         client.tls_set_context(self._ctx)
-        client.will_set(self.topics.status(self.device), OFFLINE, qos=1, retain=True)
+        client.will_set(self.topics.status(self.device), WILL, qos=1, retain=True)
         client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         client.max_inflight_messages_set(65535)  # our own window governs; see DeliveryEngine
         client.on_connect = self._on_connect
@@ -169,8 +170,8 @@ class Uplink:
         if self._thread is None:
             return
         if self.engine.connected:
-            body = json.dumps({**self.status(), "state": "offline"}, sort_keys=True, separators=(",", ":"))
-            info = self.client.publish(self.topics.status(self.device), body.encode(), qos=1, retain=True)
+            body = replace(self.status(), state="offline").payload()
+            info = self.client.publish(self.topics.status(self.device), body, qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(timeout)
         self.client.disconnect()
@@ -194,9 +195,8 @@ class Uplink:
         body = None
         if report is not None:
             ids = list(report.capture_ids)
-            body = event_payload("wiped", self._wall(), event_id=self.outbox.new_id(),
-                                 capture_ids=ids, count=len(ids),
-                                 reason=getattr(report, "trigger", None) or None)
+            body = self._event("wiped", capture_ids=ids, count=len(ids),
+                               reason=getattr(report, "trigger", None) or None)
 
         def forget() -> None:
             self.engine.reset()
@@ -229,25 +229,23 @@ class Uplink:
     # -- what the station may call -------------------------------------------------------
     def publish_event(self, event: str, **fields: Any) -> None:
         """Queue an audit event (DESIGN §5 keys only) for ``P/D/event``."""
-        body = event_payload(event, self._wall(), event_id=self.outbox.new_id(), **fields)
+        body = self._event(event, **fields)
         self._post(lambda: self._publish_event(body))
 
     def send_void(self, capture_id: str) -> None:
         """Ask the relay to mark a delivered capture entered-in-error (signed event)."""
-        body = sign_event({"event": "void", "at": utc_stamp(self._wall()), "capture_id": capture_id,
-                           "event_id": self.outbox.new_id()}, self.identity.key)
+        body = sign_event(self._event("void", capture_id=capture_id).as_dict(), self.identity.key)
         self._post(lambda: self._publish_event(body))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StationStatus:
         """The retained status this station publishes."""
         state = ("misconfigured" if self.engine.misconfigured
                  else "online" if self.engine.connected else "offline")
-        not_after = self.identity.not_after
         relay = None if self.relay_seen is None else ("online" if self.relay_seen else "offline")
-        return status_payload(
+        return StationStatus(
             state=state, pending=self.vault.pending_count, pending_bytes=self.vault.pending_bytes,
-            boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
-            cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
+            boot=self.boot_id, fw=self.firmware_version, uptime_s=int(self._clock() - self._started),
+            cert_not_after=utc_stamp(self.identity.not_after.timestamp()),
             clock_synced=bool(self._clock_synced()),
             renewal=self.renewal.status() if self.renewal is not None else None, relay=relay)
 
@@ -297,9 +295,7 @@ class Uplink:
         if expired:
             for cid in expired:
                 self.engine.forget(cid)
-            self._publish_event(event_payload(
-                "expired", self._wall(), capture_ids=list(expired), count=len(expired),
-                event_id=self.outbox.new_id()))
+            self._publish_event(self._event("expired", capture_ids=list(expired), count=len(expired)))
             self._publish_status()
             self._post_event(CapturesExpired(tuple(expired)))
 
@@ -394,7 +390,7 @@ class Uplink:
         self.certificates.adopted(self.identity)
         if self._on_renewed is not None:
             self._on_renewed(self.identity)
-        self._publish_event(event_payload("cert-renewed", self._wall(), event_id=self.outbox.new_id()))
+        self._publish_event(self._event("cert-renewed"))
 
     def _adopt_installed(self) -> None:
         """A certificate renewed by hand on disk ('provision install --cert', same key) becomes
@@ -452,8 +448,13 @@ class Uplink:
         payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         self.client.publish(topic, payload, qos=1, retain=retain)
 
-    def _publish_event(self, body: dict[str, Any]) -> None:
-        """An audit event, kept in the outbox until the relay logs it (DESIGN §5)."""
+    def _event(self, name: str, **fields: Any) -> AuditEvent:
+        """An audit event that happens now, with a fresh ``event_id`` (DESIGN §5 keys only)."""
+        return AuditEvent(name, utc_stamp(self._wall()), event_id=self.outbox.new_id(), **fields)
+
+    def _publish_event(self, event: AuditEvent | dict[str, Any]) -> None:
+        """An audit event (or a signed one), kept in the outbox until the relay logs it (DESIGN §5)."""
+        body = event.as_dict() if isinstance(event, AuditEvent) else event
         self._publish_json(self.topics.event(self.device), self.outbox.keep(body))
 
     def _event_acked(self, event_id: str) -> None:
@@ -466,18 +467,15 @@ class Uplink:
 
     def _publish_status(self) -> None:
         if self.engine.connected:
-            self._publish_json(self.topics.status(self.device), self.status(), retain=True)
+            self.client.publish(self.topics.status(self.device), self.status().payload(), qos=1, retain=True)
 
     def _emit(self, event: UplinkEvent) -> None:
         """Engine outcomes: tell the relay (audit, status) and the station."""
         if isinstance(event, CaptureRejected):
-            self._publish_event(event_payload(
-                "rejected", self._wall(), capture_id=event.capture_id, reason=event.reason,
-                event_id=self.outbox.new_id()))
+            self._publish_event(self._event("rejected", capture_id=event.capture_id, reason=event.reason))
         if isinstance(event, FaultReported):
-            self._publish_event(event_payload(
-                "config-error", self._wall(), capture_id=event.capture_id, reason=event.reason,
-                event_id=self.outbox.new_id()))
+            self._publish_event(self._event("config-error", capture_id=event.capture_id,
+                                            reason=event.reason))
         if isinstance(event, CaptureStored | CaptureRejected | FaultReported):
             self._publish_status()
         self._post_event(event)
@@ -623,7 +621,7 @@ class Uplink:
             ids = list(getattr(report, "capture_ids", []) or [])
             fields.update(capture_ids=ids, count=len(ids))
             self.wiped()
-        body = event_payload(command.cmd, self._wall(), event_id=self.outbox.new_id(), **fields)
+        body = self._event(command.cmd, **fields)
 
         def answer() -> None:
             self._publish_event(body)

@@ -342,7 +342,7 @@ def test_with_a_clock_two_hours_behind_the_command_arrives_expired_and_is_ignore
         wait_until(lambda: any("command ignored (expired)" in line for line in station.stderr()),
                    what="the station's log of the refusal")
         answer = send_command(target, "cmd-clock", "ping", new_id=lambda: "clock-now-2")
-        assert answer.event is not None and (answer.event["event"], answer.event["cmd_id"]) == ("ping", "clock-now-2")
+        assert answer.event is not None and (answer.event.event, answer.event.cmd_id) == ("ping", "clock-now-2")
         station.wait(lambda e: e.get("kind") == "command" and e.get("id") == "clock-now-2")
         assert commands(station) == [("ping", "clock-now-2")]
     finally:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from clinicam.firmware.update_report import UpdateResult, image_version, update_result
-from clinicam.protocol.status import event_payload
+from clinicam.protocol.events import AuditEvent
+from clinicam.protocol.fields import utc_stamp
 
 
 def test_image_version_read_and_checked(tmp_path: Path) -> None:
@@ -37,5 +38,5 @@ def test_update_result_absent_is_none(tmp_path: Path) -> None:
 
 
 def test_update_event_carries_the_version_only() -> None:
-    body = event_payload("update-failed", 0.0, fw="3.0.0")
+    body = AuditEvent("update-failed", utc_stamp(0.0), fw="3.0.0").as_dict()
     assert body == {"event": "update-failed", "at": "1970-01-01T00:00:00.000Z", "fw": "3.0.0"}

@@ -4,7 +4,9 @@ import json
 
 import pytest
 from clinicam.protocol.commands import COMMANDS, Command, CommandGate, CommandRefused
-from clinicam.protocol.status import event_payload, read_event, read_status, status_payload, utc_stamp
+from clinicam.protocol.events import AuditEvent
+from clinicam.protocol.fields import utc_stamp
+from clinicam.protocol.status import StationStatus
 
 NOW = 1_800_000_000.0
 
@@ -46,17 +48,18 @@ def test_stale_or_bad_commands_refused(payload: bytes, retained: bool, why: str)
     assert exc.value.why == why
 
 
-def test_event_payload_only_design_keys() -> None:
-    assert event_payload("ping", 0.0, cmd_id="c1") == {
-        "event": "ping", "at": "1970-01-01T00:00:00.000Z", "cmd_id": "c1"}
-    wiped = event_payload("wiped", NOW, capture_ids=["ab" * 16], count=1, reason="remote")
-    assert read_event(wiped) == wiped  # the relay keeps every key the station sends
-    with pytest.raises(ValueError):
-        event_payload("x", 0.0, patient="p")
+def test_audit_events_have_only_design_keys_and_the_relay_keeps_them_whole() -> None:
+    assert AuditEvent("ping", utc_stamp(0.0), cmd_id="c1").payload() == (
+        b'{"at":"1970-01-01T00:00:00.000Z","cmd_id":"c1","event":"ping"}')
+    wiped = AuditEvent("wiped", utc_stamp(NOW), capture_ids=["ab" * 16], count=1, reason="remote")
+    assert AuditEvent.parse(wiped.payload()) == wiped  # the relay keeps every key the station sends
+    with pytest.raises(TypeError):
+        AuditEvent("x", utc_stamp(0.0), patient="p")  # type: ignore[call-arg]
 
 
 def test_the_status_the_station_publishes_is_kept_whole_by_the_relay() -> None:
-    status = status_payload(state="online", pending=1, pending_bytes=2048, boot="ab" * 16, fw="0.1.0",
-                            uptime_s=12.7, cert_not_after=utc_stamp(NOW + 86400), clock_synced=False)
-    assert read_status(status) == status
-    assert read_status({**status, "note": "free text"}) == status  # positive control: extra keys go
+    status = StationStatus(state="online", pending=1, pending_bytes=2048, boot="ab" * 16, fw="0.1.0",
+                           uptime_s=12, cert_not_after=utc_stamp(NOW + 86400), clock_synced=False)
+    assert StationStatus.parse(status.payload()) == status
+    noted = json.dumps({**status.as_dict(), "note": "free text"}).encode()
+    assert StationStatus.parse(noted) == status  # positive control: extra keys go

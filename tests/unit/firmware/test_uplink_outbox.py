@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 
 from clinicam.firmware.uplink.outbox import EventOutbox
-from clinicam.protocol.status import event_payload
+from clinicam.protocol.events import AuditEvent
+
+EPOCH = "1970-01-01T00:00:00.000Z"
 
 
 class Clock:
@@ -19,7 +21,7 @@ class Clock:
 def test_outbox_keeps_until_acked_and_resends_when_due() -> None:
     clock = Clock()
     box = EventOutbox(resend_s=30, clock=clock, rng=random.Random(2))
-    body = box.keep(event_payload("wiped", 0.0, count=0, event_id=box.new_id()))
+    body = box.keep(AuditEvent("wiped", EPOCH, count=0, event_id=box.new_id()).as_dict())
     assert len(box) == 1 and box.due() == [] and box.next_due_in() == 30
     clock.t += 30
     assert box.due() == [body]  # and now marked sent again
@@ -31,6 +33,6 @@ def test_outbox_keeps_until_acked_and_resends_when_due() -> None:
 
 def test_outbox_is_bounded_and_gives_up_the_oldest() -> None:
     box = EventOutbox(max_events=3, clock=Clock(), rng=random.Random(3))
-    ids = [box.keep(event_payload("ping", 0.0, event_id=box.new_id()))["event_id"] for _ in range(5)]
+    ids = [box.keep(AuditEvent("ping", EPOCH, event_id=box.new_id()).as_dict())["event_id"] for _ in range(5)]
     assert len(box) == 3 and box.dropped == 2
     assert [b["event_id"] for b in box.due(everything=True)] == ids[2:]

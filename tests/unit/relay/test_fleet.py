@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clinicam.protocol.status import StationStatus
 from clinicam.relay import fleet
 from clinicam.relay.metrics import stamp_seconds
 from clinicam.relay.records import StatusBoard
@@ -57,9 +58,9 @@ def test_stations_offline_down_unseen_and_expiring() -> None:
 def test_board_keeps_stations_across_restarts_but_not_their_online_claim(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     first = StatusBoard(path, wall=lambda: 0.0)
-    first.station("ward-1", {"state": "online", "pending": 2})
-    first.station("ward-2", {"state": "offline", "pending": 1})
-    first.station("ward-2", {"state": "offline"})  # its will: the pending count stays known
+    first.station("ward-1", StationStatus(state="online", pending=2))
+    first.station("ward-2", StationStatus(state="offline", pending=1))
+    first.station("ward-2", StationStatus(state="offline"))  # its will: the pending count stays known
     first.flush()  # the relay writes the file on its own schedule (flush_due), not per status
     second = StatusBoard(path, wall=lambda: 10.0)
     assert second.load() == 2

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clinicam.protocol.status import StationStatus
 from clinicam.relay.config import relay_config_from
 from clinicam.relay.metrics import RelayMetrics, TimedSink, provisioned_stations
 from clinicam.relay.records import StatusBoard
@@ -33,9 +34,9 @@ def test_decisions_count_by_status_and_reason() -> None:
 
 def test_station_gauges_from_the_board_and_inventory(tmp_path: Path) -> None:
     board = StatusBoard(None, wall=lambda: 1_700_000_000.0)
-    board.station("ward-1", {"state": "online", "pending": 3, "pending_bytes": 900, "fw": "1.2.3",
-                             "cert_not_after": "2030-01-01T00:00:00Z", "clock_synced": True})
-    board.station("ward-2", {"state": "offline"})
+    board.station("ward-1", StationStatus(state="online", pending=3, pending_bytes=900, fw="1.2.3",
+                                          cert_not_after="2030-01-01T00:00:00Z", clock_synced=True))
+    board.station("ward-2", StationStatus(state="offline"))
     m = RelayMetrics()
     m.stations(board, lambda: ["ward-1", "ward-2", "ward-9"])
     assert sample(m, "clinicam_station_up", station="ward-1") == 1

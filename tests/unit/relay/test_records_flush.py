@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from clinicam.protocol.events import AuditEvent
+from clinicam.protocol.status import StationStatus
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.records import StatusBoard
 
@@ -28,7 +30,7 @@ def test_status_flood_is_coalesced_into_few_writes(tmp_path: Path) -> None:
     board = StatusBoard(tmp_path / "status.json", clock=clock, min_interval_s=1.0)
     for i in range(50_000):
         clock.t += 0.0001  # 50,000 statuses within 5 s
-        board.station("flooder", {"state": "online", "pending": i})
+        board.station("flooder", StationStatus(state="online", pending=i))
         board.flush_due()
     assert 1 <= board.writes <= 6
     board.flush()
@@ -73,9 +75,9 @@ def test_at_the_bound_the_noisiest_device_loses_its_oldest_lines(tmp_path: Path)
     path.mkdir()
     clock = Clock()
     audit = AuditLog(path, clock=clock, max_pending=100, rate_per_s=1e9, burst=1e9)
-    audit.station_event("quiet", {"event": "wiped", "capture_ids": [CID], "count": 1})
+    audit.station_event("quiet", AuditEvent("wiped", capture_ids=[CID], count=1))
     for i in range(500):
-        audit.station_event("noisy", {"event": "ping", "count": i})
+        audit.station_event("noisy", AuditEvent("ping", count=i))
     assert audit.health()["pending_lines"] == 100 and audit.dropped_total == 401
     path.rmdir()
     audit.retry()
@@ -92,8 +94,8 @@ def test_rate_limit_per_device_summarises_and_spares_others(tmp_path: Path) -> N
     clock = Clock()
     audit = AuditLog(path, clock=clock, rate_per_s=10, burst=20)
     for i in range(1000):
-        audit.station_event("noisy", {"event": "ping", "count": i})
-    audit.station_event("quiet", {"event": "wiped", "count": 0})
+        audit.station_event("noisy", AuditEvent("ping", count=i))
+    audit.station_event("quiet", AuditEvent("wiped", count=0))
     clock.t += 10
     audit.retry()
     lines = _read(path)
