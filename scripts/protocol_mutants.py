@@ -2,79 +2,138 @@
 """Break one of the protocol's builders or parsers at a time; the other side's tests must fail.
 
 Issue 14's check that the wire contract has one home: the station's tests use the
-relay's builders and parsers (acks, commands, topics, status, opening) and the relay's
-tests use the station's (topics, sealing, status, signed events). Each target function
-gets ``raise NotImplementedError`` as its first line, the other side's tests run, and
-the file is restored. Exit 1 if any mutant leaves the other side green.
+relay's builders and parsers (acks, commands, topics, status, events, opening) and the
+relay's tests use the station's (topics, sealing, status, events, signed events). Each
+target function's code is replaced by ``raise NotImplementedError`` in a fresh Python
+process (``mutant_site/sitecustomize.py``, applied to every Python process the tests
+start, through the environment), the other side's tests run, and the exit status says
+whether they caught it. Nothing is edited on disk: the tree stays as it is.
 
-Run from a clean checkout (it refuses uncommitted changes under protocol/): it edits
-the sources in place while it runs. About five minutes.
+    scripts/protocol_mutants.py            every mutant against the other side's whole
+                                           unit-test folder (several minutes)
+    scripts/protocol_mutants.py --quick    every mutant against its targeted test files
+                                           only (what ``make test`` runs, through
+                                           tests/integration/test_protocol_mutants.py)
+    scripts/protocol_mutants.py --only NAME [--quick]
+
+Exit 1 if any mutant leaves the other side's tests green.
 """
 
 from __future__ import annotations
 
-import re
+import argparse
+import os
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATION = ["tests/unit/firmware"]
-RELAY = ["tests/unit/relay"]
+SITE = Path(__file__).resolve().parent / "mutant_site"
+STATION = "tests/unit/firmware"
+RELAY = "tests/unit/relay"
+ENV = "CLINICAM_MUTANT"  # "module:qualname" of the function to break
 
-# (file, the target's def line, the other side's tests, what it is)
-TARGETS: list[tuple[str, str, list[str], str]] = [
-    ("protocol/acks.py", r"    def payload\(self\)", STATION, "Ack.payload (relay builds)"),
-    ("protocol/acks.py", r"    def parse\(cls", RELAY, "Ack.parse (station parses)"),
-    ("protocol/commands.py", r"    def payload\(self\)", STATION, "Command.payload (relay builds)"),
-    ("protocol/commands.py", r"    def parse\(cls", [*RELAY, "tests/unit/protocol/test_commands.py"],
-     "Command.parse (station parses)"),
-    ("protocol/topics.py", r"    def parse\(self", STATION, "Topics.parse (relay parses)"),
-    ("protocol/topics.py", r"    def part\(self", RELAY, "Topics.part (station builds)"),
-    ("protocol/topics.py", r"    def manifest\(self", RELAY, "Topics.manifest (station builds)"),
-    ("protocol/topics.py", r"    def event\(self", RELAY, "Topics.event (station builds)"),
-    ("protocol/status.py", r"def read_status\(", STATION, "read_status (relay reads)"),
-    ("protocol/status.py", r"def read_event\(", STATION, "read_event (relay reads)"),
-    ("protocol/status.py", r"def status_payload\(", RELAY, "status_payload (station builds)"),
-    ("protocol/status.py", r"def event_payload\(", RELAY, "event_payload (station builds)"),
-    ("protocol/sealing.py", r"def open_capture\(", STATION, "open_capture (relay opens)"),
-    ("protocol/sealing.py", r"    def seal\(self", RELAY, "Sealer.seal (station seals)"),
-    ("protocol/manifest.py", r"def sign_event\(", RELAY, "sign_event (station signs)"),
-    ("protocol/manifest.py", r"def verify_event\(", [*STATION, "tests/integration/test_station_e2e_clock_void.py"],
-     "verify_event (relay verifies)"),
+
+@dataclass(frozen=True)
+class Mutant:
+    """``target`` (``module:qualname``) broken; ``side``'s tests, or just ``quick`` of them, must fail."""
+
+    target: str
+    side: tuple[str, ...]
+    quick: tuple[str, ...]
+    what: str
+
+    @property
+    def name(self) -> str:
+        return self.target.split(":")[1]
+
+
+F, R = "tests/unit/firmware/", "tests/unit/relay/"
+CLOCK_VOID = "tests/integration/test_station_e2e_clock_void.py"
+TARGETS: list[Mutant] = [
+    Mutant("clinicam.protocol.acks:Ack.payload", (STATION,), (F + "test_uplink_session.py",), "relay builds"),
+    Mutant("clinicam.protocol.acks:Ack.parse", (RELAY,), (R + "test_core.py",), "station parses"),
+    Mutant("clinicam.protocol.commands:Command.payload", (STATION,), (F + "test_uplink_commands.py",),
+           "relay builds"),
+    Mutant("clinicam.protocol.commands:Command.parse", (RELAY, "tests/unit/protocol/test_commands.py"),
+           ("tests/unit/protocol/test_commands.py",), "station parses"),
+    Mutant("clinicam.protocol.topics:Topics.parse", (STATION,), (F + "test_uplink_session.py",), "relay parses"),
+    Mutant("clinicam.protocol.topics:Topics.part", (RELAY,), (R + "test_core.py",), "station builds"),
+    Mutant("clinicam.protocol.topics:Topics.manifest", (RELAY,), (R + "test_core.py",), "station builds"),
+    Mutant("clinicam.protocol.topics:Topics.event", (RELAY,), (R + "test_core.py",), "station builds"),
+    Mutant("clinicam.protocol.status:StationStatus.parse", (STATION,), (F + "test_uplink_commands.py",),
+           "relay reads"),
+    Mutant("clinicam.protocol.status:StationStatus.from_dict", (STATION,), (F + "test_uplink_commands.py",),
+           "relay reads"),
+    Mutant("clinicam.protocol.status:StationStatus.payload", (RELAY,), (R + "test_records.py",), "station builds"),
+    Mutant("clinicam.protocol.events:AuditEvent.parse", (STATION,), (F + "test_uplink_commands.py",),
+           "relay reads"),
+    Mutant("clinicam.protocol.events:AuditEvent.from_dict", (STATION,), (F + "test_uplink_commands.py",),
+           "relay reads"),
+    Mutant("clinicam.protocol.events:AuditEvent.payload", (RELAY,), (R + "test_records.py",), "station builds"),
+    Mutant("clinicam.protocol.events:AuditEvent.as_dict", (RELAY,), (R + "test_records_flush.py",),
+           "the JSON object both sides use"),
+    Mutant("clinicam.protocol.sealing:open_capture", (STATION,), (F + "test_vault.py",), "relay opens"),
+    Mutant("clinicam.protocol.sealing:Sealer.seal", (RELAY,), (R + "test_core.py",), "station seals"),
+    Mutant("clinicam.protocol.manifest:sign_event", (RELAY,), (R + "test_core_identity.py",), "station signs"),
+    Mutant("clinicam.protocol.manifest:verify_event", (STATION, CLOCK_VOID), (F + "test_uplink_wire.py",),
+           "relay verifies"),
 ]
 
 
-def mutant(path: str, rx: str, tests: list[str], name: str) -> bool:
-    """True if the other side's tests fail with this function broken."""
-    file = ROOT / path
-    src = file.read_text()
-    lines = src.split("\n")
-    start = next(k for k, line in enumerate(lines) if re.match(rx, line))
-    end = start
-    while not lines[end].rstrip().endswith(":"):
-        end += 1  # the last line of a signature written over several lines
-    indent = re.match(r"\s*", lines[start]).group(0) + "    "  # type: ignore[union-attr]
-    file.write_text("\n".join([*lines[:end + 1], f"{indent}raise NotImplementedError('mutant')",
-                               *lines[end + 1:]]))
-    try:
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *tests], cwd=ROOT,
-                             capture_output=True, text=True, timeout=900, check=False)
-    finally:
-        file.write_text(src)
-    tail = run.stdout.strip().splitlines()[-1:] or [run.stderr[-200:]]
-    print(f"{name:36s} -> {' '.join(tests)}: {'breaks' if run.returncode else 'STILL GREEN'} ({tail[0]})",
-          flush=True)
-    return run.returncode != 0
+def _pytest(tests: tuple[str, ...], target: str | None, timeout_s: float) -> tuple[int, bool, str]:
+    """(exit status, whether the mutant was applied, pytest's last line)."""
+    with tempfile.TemporaryDirectory(prefix="clinicam-mutant-") as tmp:
+        mark = Path(tmp) / "applied"
+        env = {**os.environ, "CLINICAM_MUTANT_MARK": str(mark),
+               "PYTHONPATH": os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)}
+        env.pop(ENV, None)
+        if target is not None:
+            env[ENV] = target
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        applied = mark.exists()
+    tail = (proc.stdout.strip().splitlines() or [proc.stderr.strip()[-200:]])[-1]
+    return proc.returncode, applied, tail
 
 
-def main() -> int:
-    dirty = subprocess.run(["git", "status", "--porcelain", "protocol"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout
-    if dirty:
-        print("protocol/ has uncommitted changes: commit or stash them first", file=sys.stderr)
-        return 2
-    survivors = [name for path, rx, tests, name in TARGETS if not mutant(path, rx, tests, name)]
+def baseline(quick: bool, timeout_s: float = 1800) -> tuple[bool, str]:
+    """The positive control: (green, last line) of the same tests with nothing broken."""
+    tests = sorted({t for m in TARGETS for t in (m.quick if quick else m.side)})
+    code, _, tail = _pytest(tuple(tests), None, timeout_s)
+    return code == 0, tail
+
+
+def run(mutant: Mutant, quick: bool, timeout_s: float = 900) -> tuple[bool, str]:
+    """(caught, pytest's last line): run the other side's tests with ``mutant`` applied."""
+    code, applied, tail = _pytest(mutant.quick if quick else mutant.side, mutant.target, timeout_s)
+    if not applied:  # the breakage never happened: a green run would prove nothing
+        return False, f"the mutant was not applied ({tail})"
+    return code != 0, tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="each mutant against its targeted test files only")
+    ap.add_argument("--only", metavar="NAME", help="one mutant, e.g. StationStatus.parse")
+    args = ap.parse_args(argv)
+    chosen = [m for m in TARGETS if args.only in (None, m.name)]
+    if not chosen:
+        ap.error(f"no mutant {args.only!r}: one of {', '.join(m.name for m in TARGETS)}")
+    green, tail = baseline(args.quick)
+    print(f"{'nothing broken (positive control)':48s} -> {'green' if green else 'FAILS'} ({tail})", flush=True)
+    if not green:
+        return 1
+    survivors = []
+    for mutant in chosen:
+        caught, tail = run(mutant, args.quick)
+        tests = " ".join(mutant.quick if args.quick else mutant.side)
+        print(f"{mutant.name + ' (' + mutant.what + ')':48s} -> {tests}: "
+              f"{'breaks' if caught else 'STILL GREEN'} ({tail})", flush=True)
+        if not caught:
+            survivors.append(mutant.name)
     return 1 if survivors else 0
 
 
