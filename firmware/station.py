@@ -42,7 +42,7 @@ from clinicam.firmware.workflow.machine import step
 from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.workflow.session import WorkflowPolicy, initial_state
 from clinicam.protocol.sealing import Sealer
-from clinicam.provisioning.identity import StationIdentity
+from clinicam.provisioning.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Station:
     def __init__(
         self,
         config: StationConfig,
-        identity: StationIdentity,
+        identity: DeviceIdentity,
         build_hardware: HardwareBuilder,
         *,
         observer: Observer | None = None,

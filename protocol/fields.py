@@ -3,14 +3,17 @@
 Status (``protocol.status``) and audit events (``protocol.events``) are read by people
 at the relay, so each of their keys has a closed shape checked here: words, counts,
 hex ids, RFC 3339 stamps. Free text has no shape that passes, so it cannot reach the
-relay's files.
+relay's files. :class:`ShapedMessage` is what both messages do with their shapes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any, Self
 
 Shape = Callable[[object], bool]
 
@@ -58,3 +61,51 @@ def keep(obj: object, shapes: dict[str, Shape]) -> dict[str, object]:
     if not isinstance(obj, Mapping):
         return {}
     return {k: v for k, v in obj.items() if k in shapes and shapes[k](v)}
+
+
+def shaped(shape: Shape) -> Any:
+    """A field of a :class:`ShapedMessage`: ``None`` ("not said") unless set; the reader
+    keeps it only if its value has ``shape``."""
+    return dataclasses.field(default=None, metadata={"shape": shape})
+
+
+class ShapedMessage:
+    """A JSON-object message whose every key has a closed shape.
+
+    Subclasses are frozen dataclasses of :func:`shaped` fields, which are the message's
+    keys. The builder writes the fields that are set; the reader keeps a key only if its
+    value has its shape, so free text is dropped, and the builder has no other keys.
+    """
+
+    @classmethod
+    def shapes(cls) -> dict[str, Shape]:
+        """Each key of the message and the shape its value must have, in order."""
+        return {f.name: f.metadata["shape"] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message as a JSON object: the fields that are set."""
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = list(value) if isinstance(value, tuple) else (
+                    dict(value) if isinstance(value, Mapping) else value)
+        return out
+
+    def payload(self) -> bytes:
+        """The message as a station publishes it (sorted keys, no spaces)."""
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, obj: object) -> Self:
+        """What the relay keeps of a decoded message: the keys of ``FIELDS``, well-formed."""
+        return cls(**keep(obj, cls.shapes()))
+
+    @classmethod
+    def parse(cls, payload: bytes | bytearray) -> Self | None:
+        """The well-formed part of a message; None if it is not a JSON object."""
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        return cls.from_dict(obj) if isinstance(obj, dict) else None

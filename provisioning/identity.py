@@ -18,7 +18,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import cast
 
 from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.protocol import chain as trust
@@ -40,42 +40,14 @@ KEY, CSR, CERT, CA, RECIPIENT, BROKER, CRL = (
 )
 
 
-class StationIdentity(Protocol):
-    """What the station needs of its identity: to connect (mTLS), sign and seal.
-
-    ``DeviceIdentity`` (loaded by :func:`load_identity`) is the one implementation;
-    the seam is typed so the station and uplink say exactly what they use.
-    """
-
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def key(self) -> pki.PrivateKey: ...
-    @property
-    def cert_pem(self) -> bytes: ...
-    @property
-    def recipient(self) -> RecipientPublicKey: ...
-    @property
-    def broker_host(self) -> str: ...
-    @property
-    def broker_port(self) -> int: ...
-    @property
-    def key_path(self) -> Path: ...
-    @property
-    def cert_path(self) -> Path: ...
-    @property
-    def ca_path(self) -> Path: ...
-    @property
-    def not_after(self) -> dt.datetime: ...
-    @property
-    def ca(self) -> x509.Certificate: ...
-    @property
-    def dir(self) -> Path: ...
-
-
 @dataclass(frozen=True)
 class DeviceIdentity:
-    """Everything a station needs to connect, sign and seal (DESIGN §4–§5)."""
+    """Everything a station needs to connect, sign and seal (DESIGN §4–§5).
+
+    The station and its uplink take this type itself (loaded by :func:`load_identity`):
+    it is the one implementation, and a ``Protocol`` over a frozen dataclass would have
+    to repeat every field as a read-only property.
+    """
 
     dir: Path
     device_id: str

@@ -62,7 +62,7 @@ from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.presence import PresenceBoard, presence_filter, relay_of
 from clinicam.protocol.status import WILL, StationStatus
 from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
-from clinicam.provisioning.identity import StationIdentity
+from clinicam.provisioning.identity import DeviceIdentity
 from clinicam.provisioning.tlsctx import client_context
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -83,11 +83,11 @@ _REMEDIES = {
 class Uplink:
     """Delivers the vault's sealed captures and keeps the station visible to the relay.
 
-    ``identity`` is ``clinicam.provisioning.identity.DeviceIdentity``; ``wipe`` is the
+    ``identity`` is the station's ``DeviceIdentity``; ``wipe`` is the
     one wipe path (``clinicam.firmware.capture.wipe``), called for a live remote ``wipe``.
     """
 
-    def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
+    def __init__(self, *, identity: DeviceIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
                  wipe: Callable[[], Any] | None = None, host: str | None = None,
                  port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,

@@ -95,7 +95,7 @@ class RenewalAgent:
         # a deadline already past needs no wake-up: the next tick acts on it
         return (at - now).total_seconds() if at > now else None
 
-    def request(self, current: identity.StationIdentity) -> bytes:
+    def request(self, current: identity.DeviceIdentity) -> bytes:
         """The ``P/D/renew`` payload; makes (or reuses, after a reboot) ``next.key``."""
         key, req_id = self._pending()
         csr = pki.make_csr(key, self.device).public_bytes(serialization.Encoding.PEM).decode()
@@ -120,7 +120,7 @@ class RenewalAgent:
 
     # -- the answer --------------------------------------------------------------------
 
-    def answer(self, payload: bytes, current: identity.StationIdentity) -> bool:
+    def answer(self, payload: bytes, current: identity.DeviceIdentity) -> bool:
         """Handle ``P/D/cert``; ``True`` when ``next.pem`` is ready for a reconnect."""
         try:
             ans = rn.parse_answer(payload)
@@ -146,7 +146,7 @@ class RenewalAgent:
         self.state = "installing"
         return True
 
-    def _check_issued(self, chain_pem: str, current: identity.StationIdentity
+    def _check_issued(self, chain_pem: str, current: identity.DeviceIdentity
                       ) -> tuple[list[x509.Certificate], x509.Certificate | None]:
         """The chain to install (leaf, issuing CA) and a re-issued root to adopt, if any.
 

@@ -27,7 +27,7 @@ def _apply(target: str) -> None:
     *owners, name = qualname.split(".")
     for owner in owners:
         obj = getattr(obj, owner)
-    raw = vars(obj)[name]
+    raw = next(vars(k)[name] for k in getattr(obj, "__mro__", (obj,)) if name in vars(k))
     func = getattr(raw, "__func__", raw)  # a classmethod's or staticmethod's function
     func.__code__ = _broken.__code__
     mark = os.environ.get("CLINICAM_MUTANT_MARK")

@@ -94,8 +94,11 @@ def test_event_bytes_and_round_trip(event: AuditEvent, wire: bytes) -> None:
 
 
 def test_the_builder_has_exactly_the_readers_keys() -> None:
-    assert [f.name for f in fields(StationStatus)] == list(STATUS_FIELDS)
-    assert [f.name for f in fields(AuditEvent)] == list(EVENT_FIELDS)
+    assert list(STATUS_FIELDS) == [f.name for f in fields(StationStatus)] == [  # DESIGN §5, plus issue 17's
+        "state", "pending", "pending_bytes", "boot", "fw", "uptime_s", "cert_not_after", "clock_synced",
+        "renewal", "relay"]
+    assert list(EVENT_FIELDS) == [f.name for f in fields(AuditEvent)] == [
+        "event", "at", "capture_id", "capture_ids", "session", "reason", "count", "cmd_id", "fw", "event_id"]
     with pytest.raises(TypeError):
         AuditEvent("x", STAMP, patient="p")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
