@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from clinicam.relay import fleet
@@ -67,3 +68,18 @@ def test_board_keeps_stations_across_restarts_but_not_their_online_claim(tmp_pat
     assert second.stations["ward-2"] == {"state": "offline", "pending": 1, "seen": "1970-01-01T00:00:00.000Z"}
     path.write_text("{")
     assert StatusBoard(path).load() == 0
+
+
+def test_board_takes_the_old_run_status_file_once_when_its_own_is_missing(tmp_path: Path) -> None:
+    """After an upgrade the status file lives in the state directory; the first start reads
+    the old one under /run (a relay that ran before the upgrade), then only its own."""
+    legacy, path = tmp_path / "run" / "status.json", tmp_path / "state" / "status.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps({"stations": {"ward-1": {"state": "offline", "pending": 3}}}))
+    board = StatusBoard(path, wall=lambda: 0.0)
+    assert board.load(fallback=legacy) == 1
+    assert board.stations["ward-1"]["pending"] == 3
+    board.flush()
+    legacy.write_text(json.dumps({"stations": {"ward-9": {"state": "offline"}}}))
+    again = StatusBoard(path)
+    assert again.load(fallback=legacy) == 1 and set(again.stations) == {"ward-1"}  # its own file wins
