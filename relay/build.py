@@ -21,6 +21,7 @@ from clinicam.protocol import revocation as rv
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
 from clinicam.relay.audit import AuditLog
+from clinicam.relay.certificates import HeldCertificate, relay_certificates
 from clinicam.relay.config import LEGACY_STATUS_FILE, RelayConfig, RelaySection
 from clinicam.relay.core import RelayCore
 from clinicam.relay.inbox import FairInbox
@@ -190,6 +191,8 @@ def build_relay(config: RelayConfig) -> Relay:
     # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
     feed = (CrlFeed(core.crls, trust.TrustStore([core.ca_cert], core.chain))
             if isinstance(core.crls, WatchedCrls) and core.chain else None)
+    held = [c for c in relay_certificates(ident) if isinstance(c, HeldCertificate)]
+    core.metrics.certificates((c.role, c.name, c.not_after) for c in held)
     register = config.metrics.register
     inbox = FairInbox(core.topics.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
     return Relay(core=core, host=config.broker.host, port=config.broker.port,

@@ -148,9 +148,10 @@ def _expiry_level(not_after: float, now: float) -> int:
 
 
 def _ends(not_after: float, now: float) -> str:
-    if not_after <= now:
-        return f"expired {_age(now - not_after)} ago"
-    return f"expires in {_age(not_after - now)}"
+    """``expires in 19 d`` (whole days, as the table's days left), or ``expired 2 h ago``."""
+    span = abs(not_after - now)
+    when = f"{math.floor(span / 86400)} d" if span >= 86400 else _age(span)
+    return f"expired {when} ago" if not_after <= now else f"expires in {when}"
 
 
 def _renewal_note(renewal: object) -> str:
