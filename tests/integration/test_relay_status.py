@@ -46,8 +46,8 @@ def test_status_reports_relay_liveness_unseen_stations_and_exit_codes(
         code, text = status(config, "--renewal-margin-days", "500")  # all within the margin now
         assert code == 1 and "WARNING: station station-a: certificate expires in 396 d" in text, text
         assert "WARNING: relay certificate relay-1 expires in" in text
-        assert ["396", "RENEW"] == next(line.split()[-2:] for line in text.splitlines()
-                                        if line.startswith("station ") and "station-a" in line)
+        row = next(line for line in text.splitlines() if line.startswith("station ") and "station-a" in line)
+        assert row.split()[-2:] == ["396", "RENEW"], row
         code, text = status(config, *register)
         assert code == 1 and "never seen" in text and "station-b" in text  # provisioned, unseen: a warning
 
