@@ -22,11 +22,16 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clinicam.common.errors import ConfigError
-from clinicam.relay.config import DEFAULT_PATH, check_files, load_relay_config
+from clinicam.relay.config import DEFAULT_PATH, RelayConfig, check_files, load_relay_config
+
+if TYPE_CHECKING:
+    from clinicam.relay.certificates import HeldCertificate, Unreadable
+    from clinicam.relay.fleet import Limits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -234,7 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1, sort_keys=True))
         return code
     print(header)
-    print(format_status(data))
+    print(format_status(data, certs))
     print(format_certificates(certs))
     for finding in sorted(findings, key=lambda f: -f.level):
         print(finding.line())
@@ -242,7 +247,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def _held_certificates(config: Any, registrar: Path) -> list[Any]:
+def _held_certificates(config: RelayConfig, registrar: Path) -> list[HeldCertificate | Unreadable]:
     from clinicam.relay import certificates
 
     found = list(certificates.relay_certificates(config.identity))
@@ -251,9 +256,10 @@ def _held_certificates(config: Any, registrar: Path) -> list[Any]:
     return certificates.distinct(found)
 
 
-def certificate_rows(data: dict[str, Any], held: list[Any], now: float, limits: Any) -> list[dict[str, Any]]:
+def certificate_rows(data: dict[str, Any], held: list[HeldCertificate | Unreadable], now: float,
+                     limits: Limits) -> list[dict[str, Any]]:
     """Every certificate's end, days left and state (``ok``, ``renew``, ``expired``, ``unknown``):
-    the stations' from their status, then this host's own."""
+    the stations' from their status, then this host's own (``--json``'s ``certificates``)."""
     from clinicam.relay import fleet
     from clinicam.relay.certificates import HeldCertificate
     from clinicam.relay.metrics import stamp_seconds
@@ -277,24 +283,32 @@ def _stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def format_certificates(rows: list[dict[str, Any]]) -> str:
-    """A table of certificates: whose, when it ends, days left, and ``RENEW``/``EXPIRED``."""
-    lines = ["", f"{'certificate':12} {'name':24} {'not after':>10} {'days left':>9}  state"]
+def format_certificates(rows: Sequence[Mapping[str, Any]]) -> str:
+    """This host's certificates (the stations' are a column of theirs): whose, when it ends,
+    days left, and ``RENEW``/``EXPIRED``."""
+    lines = ["", f"{'certificate':12} {'name':24} {'not after':>10}  days left"]
     for row in rows:
-        end = (row["not_after"] or "-")[:10]
-        days = "-" if row["days_left"] is None else str(row["days_left"])
-        state = row["state"] if row["state"] in ("ok", "unknown") else row["state"].upper()
-        lines.append(f"{row['certificate']:12} {row['name']:24} {end:>10} {days:>9}  {state}")
+        if row["certificate"] != "station":
+            end = (row["not_after"] or "-")[:10]
+            lines.append(f"{row['certificate']:12} {row['name']:24} {end:>10}  {_days_cell(row)}")
     return "\n".join(lines)
 
 
-def format_status(data: dict[str, Any]) -> str:
-    """A table of stations, then the relay's counters."""
-    cols = ("state", "relay", "pending", "pending_bytes", "fw", "clock_synced", "renewal", "seen")  # certificates:
-    # their own table (format_certificates)
+def _days_cell(row: Mapping[str, Any] | None) -> str:
+    """``396``, ``10 RENEW``, ``-3 EXPIRED``: days left and, when due, the state."""
+    if row is None or row["days_left"] is None:
+        return "-"
+    return f"{row['days_left']}" + ("" if row["state"] == "ok" else f"  {row['state'].upper()}")
+
+
+def format_status(data: dict[str, Any], certs: Sequence[Mapping[str, Any]] = ()) -> str:
+    """A table of stations (``cert_days``: days their certificate has left, from ``certs``),
+    then the relay's counters."""
+    days = {r["name"]: _days_cell(r) for r in certs if r["certificate"] == "station"}
+    cols = ("state", "relay", "pending", "pending_bytes", "fw", "clock_synced", "cert_days", "renewal", "seen")
     lines = [f"{'station':24} " + " ".join(f"{c:>14}" for c in cols)]
     for device, st in sorted(data.get("stations", {}).items()):
-        st = {**st, "renewal": _renewal_cell(st.get("renewal"))}
+        st = {**st, "renewal": _renewal_cell(st.get("renewal")), "cert_days": days.get(device, "-")}
         lines.append(f"{device:24} " + " ".join(f"{st.get(c, '-')!s:>14}" for c in cols))
     counters = data.get("counters", {})
     if counters:

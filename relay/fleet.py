@@ -99,8 +99,9 @@ def assess_stations(stations: Mapping[str, Mapping[str, Any]], provisioned: Iter
         waiting = f", {pending} capture(s) pending" if isinstance(pending, int) and pending else ""
         if st.get("state") != "online":
             level = CRITICAL if since > limits.down_after_s else WARNING
+            how_long = f"for {_age(since)}" if seen is not None else "(last heard: unknown)"
             findings.append(Finding(level, f"station {device} {st.get('state', 'unknown')} "
-                                           f"for {_age(since)}{waiting}"))
+                                           f"{how_long}{waiting}"))
         elif st.get("relay") == "offline":
             findings.append(Finding(WARNING, f"station {device} is connected but sees no relay serving it{waiting}"))
         expires = stamp_seconds(st.get("cert_not_after"))
@@ -130,8 +131,9 @@ def assess_certificates(held: Iterable[HeldCertificate | Unreadable], now: float
 
 
 def days_left(not_after: float | None, now: float) -> int | None:
-    """Whole days until ``not_after`` (negative once expired); None when unknown."""
-    return None if not_after is None else math.floor((not_after - now) / 86400)
+    """Whole days until ``not_after``, negative once expired (``-3``: expired 3 days ago);
+    None when unknown."""
+    return None if not_after is None else int((not_after - now) / 86400)
 
 
 def cert_state(not_after: float | None, now: float, limits: Limits) -> str:

@@ -112,4 +112,5 @@ def test_certificates_within_the_renewal_margin_warn_and_expired_ones_are_critic
     assert found[2] == "WARNING: registrar.toml [issuing] cert: /w: cannot be read (Permission denied)"
     assert len(found) == 3  # the site CA's ten years are no finding
     assert [fleet.cert_state(NOW + d * day, NOW, limits) for d in (-1, 59, 61)] == ["expired", "renew", "ok"]
-    assert [fleet.days_left(NOW + d, NOW) for d in (-1, 0, 1.5 * day)] == [-1, 0, 1]
+    assert [fleet.days_left(NOW + d, NOW) for d in (-1.5 * day, -1, 0, 1.5 * day)] == [-1, 0, 0, 1]
+    assert fleet.days_left(None, NOW) is None
