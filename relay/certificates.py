@@ -65,7 +65,7 @@ def registrar_certificates(config_path: Path) -> Iterator[HeldCertificate | Unre
     try:
         config = load_registrar_config(config_path)
     except ClinicamError as exc:
-        yield Unreadable(str(config_path), str(exc))
+        yield Unreadable("the registrar's certificates", str(exc))  # the message names the file
         return
     yield from _read("registrar", f"{config_path.name} [identity] cert", config.identity.cert, first_only=True)
     yield from _read("issuing-ca", f"{config_path.name} [issuing] cert", config.issuing.cert, first_only=True)
