@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-from clinicam.protocol.status import utc_stamp
+from clinicam.protocol.fields import utc_stamp
 
 COMMANDS = frozenset({"identify", "wipe", "ping"})
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -51,8 +51,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import BrokerUnreachable
+from clinicam.protocol.fields import utc_stamp
 from clinicam.protocol.presence import presence_filter, presence_topic, relay_of
-from clinicam.protocol.status import utc_stamp
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore, top_counts
 from clinicam.relay.inbox import FairInbox

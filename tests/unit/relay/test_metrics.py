@@ -103,9 +103,9 @@ def test_certificate_expiries_of_the_relay_and_the_stations_renewal() -> None:
     assert sample(m, name, certificate="issuing-ca", subject="Issuing CA") == 1_850_000_000.0  # the first to end
     board = StatusBoard(None)
     failed = {"state": "failed", "at": "2026-12-01T00:00:00Z", "reason": "rate-limited"}
-    board.station("ward-1", {"state": "online", "renewal": failed})
-    board.station("ward-2", {"state": "online", "renewal": {"state": "installed", "at": None, "reason": None}})
-    board.station("ward-3", {"state": "online"})
+    board.station("ward-1", StationStatus(state="online", renewal=failed))
+    board.station("ward-2", StationStatus(state="online", renewal={"state": "installed", "at": None, "reason": None}))
+    board.station("ward-3", StationStatus(state="online"))
     m.stations(board)
     assert sample(m, "clinicam_station_certificate_renewal_failed", station="ward-1") == 1
     assert sample(m, "clinicam_station_certificate_renewal_failed", station="ward-2") == 0

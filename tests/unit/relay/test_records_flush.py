@@ -140,7 +140,7 @@ def test_status_file_is_fsynced_at_most_every_sync_s_and_at_stop(tmp_path: Path)
     board = StatusBoard(tmp_path / "status.json", clock=clock, min_interval_s=1.0, sync_s=60.0)
     for i in range(100_000):
         clock.t += 0.001  # 100,000 statuses within 100 s
-        board.station("flooder", {"state": "online", "pending": i})
+        board.station("flooder", StationStatus(state="online", pending=i))
         board.flush_due()
     assert 90 <= board.writes <= 101  # coalesced to about one write a second ...
     assert board.syncs == 2  # ... and of those, one fsync a minute (the first write, then at 60 s)
