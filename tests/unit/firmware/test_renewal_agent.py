@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from clinicam.firmware.uplink.renewal import NEXT_CERT, NEXT_KEY, NEXT_REQ, RenewalAgent, RenewalPolicy
 from clinicam.protocol import renewal as rn
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import identity, pki
 from clinicam.provisioning.site import Site
 from clinicam.relay.registrar.core import Journal, Policy, RegistrarCore
@@ -48,7 +49,7 @@ def env(tmp_path: Path):
 
 
 def _ask(core: RegistrarCore, payload: bytes) -> bytes:
-    out = core.handle("clinicam/v1/ward3-cart1/renew", payload)
+    out = core.handle(Topics().renew("ward3-cart1"), payload)
     assert out is not None
     return out[1]
 

@@ -18,7 +18,8 @@ from clinicam.protocol.acks import Ack
 from clinicam.protocol.sealing import SealedCapture
 from clinicam.protocol.topics import Topics
 
-P = "clinicam/v1/station-a"
+T = Topics()
+CID1 = f"{1:032x}"
 
 
 class Clock:
@@ -80,10 +81,9 @@ def test_manifest_last_with_response_topic_then_stored() -> None:
     h.engine.connected_with(20, None)
     h.ack_all()
     topics = [t for _, t, _ in h.sent]
-    assert topics == [f"{P}/capture/{1:032x}/part/{i}" for i in range(3)] + [
-        f"{P}/capture/{1:032x}/manifest"]
-    assert h.sent[-1][2] == (f"{P}/ack", bytes.fromhex(f"{1:032x}"))
-    parsed = [Topics().parse(t) for t in topics]  # what the relay understands of them
+    assert topics == [T.part("station-a", CID1, i) for i in range(3)] + [T.manifest("station-a", CID1)]
+    assert h.sent[-1][2] == (T.ack("station-a"), bytes.fromhex(CID1))
+    parsed = [T.parse(t) for t in topics]  # what the relay understands of them
     assert [(p.device, p.kind, p.capture_id, p.part) for p in parsed] == [
         *(("station-a", "part", f"{1:032x}", i) for i in range(3)),
         ("station-a", "manifest", f"{1:032x}", None)]
@@ -168,7 +168,7 @@ def test_disconnect_mid_capture_puts_it_back_and_reconnect_resends() -> None:
 
 def test_part_too_big_for_broker_is_config_error_not_loop() -> None:
     h = Harness([cap(1, size=500), cap(2, parts=1)])
-    limit = publish_packet_size(f"{P}/capture/{1:032x}/part/1", 500) - 1
+    limit = publish_packet_size(T.part("station-a", CID1, 1), 500) - 1
     h.engine.connected_with(20, max_packet=limit)
     assert FaultReported("too-large", f"{1:032x}") in h.events
     assert all(f"{1:032x}" not in t for _, t, _ in h.sent)

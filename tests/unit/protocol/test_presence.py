@@ -15,7 +15,7 @@ from clinicam.protocol.presence import (
 from clinicam.relay.partition import Partition
 from clinicam.relay.standby import Arbiter
 
-P = "clinicam/v1"
+P = "clinicam/v1"  # presence topics below are spelled by hand on purpose: the expected answers
 A, B = "a" * 32, "b" * 32
 
 

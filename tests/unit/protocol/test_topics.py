@@ -1,4 +1,8 @@
-"""Topic names of DESIGN §5: exact strings, strict parsing, no PHI-shaped levels."""
+"""Topic names of DESIGN §5: exact strings, strict parsing, no PHI-shaped levels.
+
+The topics here are spelled by hand on purpose: they are the expected answers for
+``Topics`` and the malformed names it must refuse.
+"""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def test_signing_adds_a_station_and_revoking_drops_it_operators_untouched(fresh:
     d = tmp_path / "st"
     fresh.sign(identity.create_device_key(d, "cart-1").read_bytes(), now=NOW)
     acl = (fresh.broker_dir / "acl").read_text()
-    assert "topic write clinicam/v1/cart-1/capture/#" in rights_of(acl, "cart-1")
+    assert "topic write clinicam/v1/cart-1/capture/#" in rights_of(acl, "cart-1")  # the ACL's text, by hand
     fresh.revoke("cart-1", now=NOW)
     acl = (fresh.broker_dir / "acl").read_text()
     assert rights_of(acl, "cart-1") == [] and "cart-1" not in acl
@@ -175,7 +175,7 @@ def test_cli_sign_says_to_reload_the_acl_and_acl_regenerates_it(
     said = capsys.readouterr().out
     assert "signed cart-9" in said and str(fresh.broker_dir / "acl") in said and "reload" in said
     acl = fresh.broker_dir / "acl"
-    assert "topic write clinicam/v1/cart-9/capture/#" in rights_of(acl.read_text(), "cart-9")
+    assert "topic write clinicam/v1/cart-9/capture/#" in rights_of(acl.read_text(), "cart-9")  # ACL text, by hand
     # an existing site's old ACL (pattern rules) is replaced by 'provision acl'
     acl.write_text("pattern write clinicam/v1/%u/capture/#\n")
     assert main(["provision", "acl", str(fresh.path)]) == 0

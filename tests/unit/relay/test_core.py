@@ -129,6 +129,7 @@ def test_bad_captures_rejected_then_valid_still_flows(
 def test_unknown_topics_and_oversize_parts(unit_site: Any, tmp_path: Path) -> None:
     core = RelayCore(ca_cert=unit_site.ca_cert, recipients=[unit_site.recipient],
                      sinks=[DirectorySink(tmp_path)], reassembler=Reassembler(max_part_bytes=100))
+    # malformed on purpose (Topics would refuse to build them): spelled by hand
     assert core.handle(f"{P}/station-a/capture/xyz/part/0", b"x") == []
     assert core.handle(f"{P}/station-a/capture/{'0' * 32}/part/01", b"x") == []
     assert core.handle("other/thing", b"x") == []

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clinicam.protocol.topics import Topics
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import Ack, RelayCore
 from clinicam.relay.reassembly import CAPTURE_OVERHEAD, PART_OVERHEAD, Reassembler
 from clinicam.relay.sinks.directory import DirectorySink
 
-P = "clinicam/v1"
+T = Topics()
 
 
 class Clock:
@@ -34,10 +35,9 @@ def test_a_refused_capture_is_answered_once_by_its_manifest(unit_site: Any, tmp_
     core = _core(unit_site, tmp_path, Reassembler(max_bytes=10**7, max_station_bytes=CAPTURE_OVERHEAD
                                                   + 2 * PART_OVERHEAD + 2000))
     cap = unit_site.seal("station-a", b"\xff\xd8" + bytes(5000))  # too big for the budget
-    base = f"{P}/station-a/capture/{cap.capture_id}"
-    acks = [a for i, p in enumerate(cap.parts) for a in core.handle(f"{base}/part/{i}", bytes(p))]
+    acks = [a for i, p in enumerate(cap.parts) for a in core.handle(T.part("station-a", cap.capture_id, i), bytes(p))]
     assert acks == []  # no ack (and no log line) per refused part
-    assert core.handle(f"{base}/manifest", cap.manifest) == [
+    assert core.handle(T.manifest("station-a", cap.capture_id), cap.manifest) == [
         Ack("station-a", cap.capture_id, "retry", "too-large")]
     assert 1 <= core.board.counters["refused-buffer-full"] < len(cap.parts)  # the rest, counted
 
@@ -48,10 +48,9 @@ def test_evicted_and_timed_out_captures_answer_retry_in_one_log_line(
     core = _core(unit_site, tmp_path, Reassembler(max_bytes=50 * (CAPTURE_OVERHEAD + PART_OVERHEAD),
                                                   max_age_s=60, clock=clock))
     for i in range(50):  # the flooder fills the whole buffer with manifest-less parts
-        core.handle(f"{P}/station-b/capture/{i:032x}/part/0", b"")
+        core.handle(T.part("station-b", f"{i:032x}", 0), b"")
     cap = unit_site.seal("station-a", b"\xff\xd8" + bytes(100))
-    base = f"{P}/station-a/capture/{cap.capture_id}"
-    assert core.handle(f"{base}/part/0", bytes(cap.parts[0])) == []  # room made by eviction
+    assert core.handle(T.part("station-a", cap.capture_id, 0), bytes(cap.parts[0])) == []  # room made by eviction
     caplog.set_level(logging.WARNING, logger="clinicam.relay")
     clock.t += 61
     acks = core.sweep()
@@ -71,7 +70,7 @@ def test_events_with_an_id_are_acknowledged_and_logged_once(unit_site: Any, tmp_
 
     core = _core(unit_site, tmp_path, Reassembler())
     event = {"event": "wiped", "at": "2026-01-01T00:00:00.000Z", "count": 0, "event_id": "0123456789abcdef"}
-    topic = f"{P}/station-a/event"
+    topic = T.event("station-a")
     for _ in range(3):  # the broker's queued copy and the station's re-sends
         (ack,) = core.handle(topic, json.dumps(event).encode())
         assert ack == EventAck("station-a", "0123456789abcdef")

@@ -17,19 +17,19 @@ import pytest
 from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.sealing import SealedCapture
-from clinicam.protocol.topics import DEFAULT_PREFIX
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
 from clinicam.relay.sinks.directory import DirectorySink
 
-P = DEFAULT_PREFIX
+T = Topics()
 SERVICES = ("operator-x", "relay-9")
 
 
 def messages(device: str, cap: SealedCapture) -> list[tuple[str, bytes]]:
-    base = f"{P}/{device}/capture/{cap.capture_id}"
-    return [*((f"{base}/part/{i}", bytes(p)) for i, p in enumerate(cap.parts)), (f"{base}/manifest", cap.manifest)]
+    return [*((T.part(device, cap.capture_id, i), bytes(p)) for i, p in enumerate(cap.parts)),
+            (T.manifest(device, cap.capture_id), cap.manifest)]
 
 
 def feed(core: RelayCore, msgs: list[tuple[str, bytes]]) -> list[Ack]:
@@ -64,8 +64,8 @@ def test_service_identity_capture_is_identity_and_not_filed(
 def test_service_identity_status_is_never_listed_as_a_station(
         core: RelayCore, who: str) -> None:
     status = json.dumps({"state": "idle", "pending": 0}).encode()
-    core.handle(f"{P}/station-a/status", status)  # positive control
-    core.handle(f"{P}/{who}/status", status)
+    core.handle(T.status("station-a"), status)  # positive control
+    core.handle(T.status(who), status)
     assert sorted(core.board.stations) == ["station-a"]
     assert core.board.counters["refused-non-station"] == 1
 
@@ -76,13 +76,13 @@ def test_service_identity_void_and_events_are_refused(
     cap = unit_site.seal("station-a", b"x" * 1500)
     feed(core, messages("station-a", cap))
     event = {"event": "void", "at": "2026-11-26T12:00:00.000Z", "capture_id": cap.capture_id}
-    core.handle(f"{P}/{who}/event", json.dumps(sign_event(event, unit_site.keys[who])).encode())
-    core.handle(f"{P}/{who}/event", json.dumps({"event": "wiped", "at": event["at"]}).encode())
+    core.handle(T.event(who), json.dumps(sign_event(event, unit_site.keys[who])).encode())
+    core.handle(T.event(who), json.dumps({"event": "wiped", "at": event["at"]}).encode())
     assert not (tmp_path / "out" / "station-a" / f"{cap.capture_id}.void").exists()
     assert [line["device"] for line in core.audit.lines if line["source"] == "station"] == []
     assert core.board.counters["refused-non-station"] == 2
     good = sign_event(event, unit_site.keys["station-a"])  # positive control
-    core.handle(f"{P}/station-a/event", json.dumps(good).encode())
+    core.handle(T.event("station-a"), json.dumps(good).encode())
     assert (tmp_path / "out" / "station-a" / f"{cap.capture_id}.void").exists()
 
 
@@ -137,5 +137,6 @@ def test_deeply_nested_metadata_gets_an_ack_rejected_image(core: RelayCore, unit
 def test_deeply_nested_status_or_event_is_malformed_not_a_crash(core: RelayCore) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     for leaf in ("status", "event"):
-        assert core.handle(f"{P}/station-a/{leaf}", b'{"state":' + deep + b"}") == []
+        topic = T.status("station-a") if leaf == "status" else T.event("station-a")
+        assert core.handle(topic, b'{"state":' + deep + b"}") == []
     assert core.board.counters["malformed-station-message"] == 2

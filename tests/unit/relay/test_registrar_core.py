@@ -12,7 +12,7 @@ from clinicam.common.errors import ProvisioningError
 from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
-from clinicam.protocol.topics import DEFAULT_PREFIX
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import identity, pki
 from clinicam.provisioning.operators import issue_operator
 from clinicam.provisioning.site import Site
@@ -21,7 +21,7 @@ from clinicam.relay.registrar.service import FileTrust
 from cryptography.hazmat.primitives import serialization
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-P = DEFAULT_PREFIX
+T = Topics()
 
 
 class Kit:
@@ -53,9 +53,9 @@ class Kit:
         return payload, new
 
     def ask(self, topic_device: str, payload: bytes) -> rn.RenewalAnswer:
-        out = self.core.handle(f"{P}/{topic_device}/renew", payload)
+        out = self.core.handle(T.renew(topic_device), payload)
         assert out is not None
-        assert out[0] == f"{P}/{topic_device}/cert"
+        assert out[0] == T.cert(topic_device)
         return rn.parse_answer(out[1])
 
 
@@ -124,7 +124,7 @@ def test_a_revoked_station_is_refused(kit: Kit):
 
 def test_malformed_requests_get_a_clear_answer_or_none(kit: Kit):
     a = kit.station("ward3-cart1")
-    assert kit.core.handle(f"{P}/ward3-cart1/renew", b"\xff not json") is None  # nothing to correlate
+    assert kit.core.handle(T.renew("ward3-cart1"), b"\xff not json") is None  # nothing to correlate
     rid = "ab" * 16
     ans = kit.ask("ward3-cart1", b'{"req_id": "' + rid.encode() + b'", "v": 1}')
     assert (ans.req_id, ans.status, ans.reason) == (rid, "refused", "malformed")
@@ -132,7 +132,7 @@ def test_malformed_requests_get_a_clear_answer_or_none(kit: Kit):
         device="ward3-cart1", req_id=rid, at=NOW, current_key=a.key, cert_pem=a.cert_pem.decode(),
         csr_pem=pki.make_csr(a.key, "ward3-cart1").public_bytes(serialization.Encoding.PEM).decode())
     assert kit.ask("ward3-cart1", same_key).reason == "malformed"  # the new key must be new
-    assert kit.core.handle(f"{P}/ward3-cart1/status", b"{}") is None  # not the registrar's topic
+    assert kit.core.handle(T.status("ward3-cart1"), b"{}") is None  # not the registrar's topic
 
 
 def test_revoke_covers_renewed_certificates_once_the_journal_is_imported(kit: Kit):

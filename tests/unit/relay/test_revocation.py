@@ -158,6 +158,7 @@ def test_agent_installs_once_rewrites_crl_and_acl_and_refuses_a_replay(site: Sit
 def test_the_acl_gives_the_site_topic_to_the_registrar_agent_and_relays_only(site: Site):
     acl = (site.broker_dir / "acl").read_text()
     blocks = {line: blk for blk in acl.split("\n\n") for line in blk.splitlines() if line.startswith("user ")}
+    # the ACL's lines spelled by hand on purpose: this checks the text the broker reads
     assert "topic write clinicam/v1/_site/crl" in blocks["user registrar"]
     assert "topic read clinicam/v1/_site/crl" in blocks["user broker-agent"]
     assert "topic write clinicam/v1/_site/crl-installed" in blocks["user broker-agent"]
