@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from clinicam.protocol.topics import Topics
 from paho.mqtt.enums import MQTTErrorCode
 
-P = "clinicam/v1"
+T = Topics()
 MIB = 1024 * 1024
 
 # The relay's bounds in these runs: small, so a flood exceeds them within seconds.
@@ -46,26 +47,26 @@ JUNK = bytes(range(256)) * 400  # 102400 bytes
 
 
 def _incomplete(device: str, i: int) -> tuple[str, bytes, bool]:
-    return f"{P}/{device}/capture/{i:032x}/part/0", JUNK, False
+    return T.part(device, f"{i:032x}", 0), JUNK, False
 
 
 def _zero(device: str, i: int) -> tuple[str, bytes, bool]:
-    return f"{P}/{device}/capture/{i:032x}/part/{i % 7}", b"", False
+    return T.part(device, f"{i:032x}", i % 7), b"", False
 
 
 def _rejected(device: str, i: int) -> tuple[str, bytes, bool]:
     """Parts no capture may have (index past ``max_parts``): each one is a rejection."""
-    return f"{P}/{device}/capture/{i:032x}/part/{100_000 + i % 7}", b"", False
+    return T.part(device, f"{i:032x}", 100_000 + i % 7), b"", False
 
 
 def _status(device: str, i: int) -> tuple[str, bytes, bool]:
     body = {"state": "online", "pending": i, "pending_bytes": 0, "uptime_s": i}
-    return f"{P}/{device}/status", json.dumps(body).encode(), True
+    return T.status(device), json.dumps(body).encode(), True
 
 
 def _event(device: str, i: int) -> tuple[str, bytes, bool]:
     body = {"event": "ping", "at": "2026-01-01T00:00:00.000Z", "count": i}
-    return f"{P}/{device}/event", json.dumps(body).encode(), False
+    return T.event(device), json.dumps(body).encode(), False
 
 
 # name -> (message maker, messages to send before the control starts)

@@ -38,7 +38,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from clinicam.firmware.capture.memory import STATION_ENV
 from clinicam.firmware.codes.gs1 import gs1_check_digit
-from clinicam.protocol.topics import DEFAULT_PREFIX
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning.site import Site
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.tools.demo_setup import DemoSetup
@@ -272,7 +272,7 @@ class Watcher:
             raise TimeoutError("the watcher could not subscribe")
 
     def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
-        client.subscribe([(f"{PREFIX}/+/event", 1), (f"{PREFIX}/+/status", 1)])
+        client.subscribe([(f"{PREFIX}/+/event", 1), (f"{PREFIX}/+/status", 1)])  # filters: Topics builds topics
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
         if all(not code.is_failure for code in codes):
@@ -289,7 +289,7 @@ class Watcher:
         Names compare with ``_`` and ``-`` alike: the workflow spells some with ``_``
         (``session_closed``), the relay's audit allow-list takes only ``-`` (reported).
         """
-        topic = f"{PREFIX}/{device}/event"
+        topic = Topics(PREFIX).event(device)
 
         def same(event: object) -> bool:
             return name is None or str(event).replace("_", "-") == name.replace("_", "-")
@@ -299,7 +299,7 @@ class Watcher:
 
     def statuses(self, device: str) -> list[Event]:
         with self._cond:
-            return [m for t, m in self.messages if t == f"{PREFIX}/{device}/status"]
+            return [m for t, m in self.messages if t == Topics(PREFIX).status(device)]
 
     def wait(self, match: Callable[[], list[Any]], timeout: float = WAIT_S) -> list[Any]:
         """Block until ``match()`` is non-empty; return it."""

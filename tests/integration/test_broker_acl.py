@@ -12,7 +12,7 @@ import queue
 import pytest
 from clinicam.protocol.topics import DEFAULT_PREFIX
 
-P = DEFAULT_PREFIX
+P = DEFAULT_PREFIX  # ACL probes: topics spelled by hand on purpose (the broker's rules are the subject)
 DENIED = 0x80  # MQTT 5: a PUBACK/SUBACK reason code at or above this is a failure
 
 

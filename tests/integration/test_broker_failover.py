@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.presence import presence_topic
+from clinicam.protocol.topics import Topics
 from test_delivery_support import RelayProcess, jpeg_like, make_station, next_json, relay_toml
 
 PREFIX = "clinicam/v1"
@@ -31,10 +33,10 @@ def test_warm_standby_broker_takes_over_and_nothing_is_lost(
         standby = broker_factory("standby", port=site.port)  # same certificate, same ACL, same address
         station.wait_stored(during)
         watcher = mqtt_client(site.admin, broker=standby)
-        watcher.subscribe(f"{PREFIX}/relay/relay-1/status", qos=1)
-        assert next_json(watcher, f"{PREFIX}/relay/relay-1/status")["state"] == "online"  # presence re-published
-        watcher.subscribe(f"{PREFIX}/station-a/status", qos=1)
-        assert next_json(watcher, f"{PREFIX}/station-a/status")["state"] == "online"
+        watcher.subscribe(presence_topic(PREFIX, "relay-1"), qos=1)
+        assert next_json(watcher, presence_topic(PREFIX, "relay-1"))["state"] == "online"  # presence re-published
+        watcher.subscribe(Topics(PREFIX).status("station-a"), qos=1)
+        assert next_json(watcher, Topics(PREFIX).status("station-a"))["state"] == "online"
     finally:
         station.uplink.stop()
         assert relay.stop() == 0

@@ -21,7 +21,7 @@ from clinicam.firmware.workflow.events import (
 from clinicam.protocol.commands import Command
 from clinicam.protocol.manifest import manifest_message
 from clinicam.protocol.sealing import Sealer
-from clinicam.protocol.topics import DEFAULT_PREFIX
+from clinicam.protocol.topics import DEFAULT_PREFIX, Topics
 from clinicam.provisioning.identity import load_identity
 from clinicam.relay.reassembly import Reassembler
 from test_delivery_support import (
@@ -36,6 +36,7 @@ from test_delivery_support import (
 )
 
 P = DEFAULT_PREFIX
+T = Topics(P)
 
 
 def sealer(site: Any, name: str, **kw: Any) -> Sealer:
@@ -57,7 +58,7 @@ def relay(site: Any, broker: Any, tmp_path: Path) -> Iterator[Any]:
 
 def client_for(mqtt_client: Any, site: Any, name: str) -> Any:
     c = mqtt_client(site.device(name))
-    assert c.probe.subscribe(f"{P}/{name}/ack").value < 0x80
+    assert c.probe.subscribe(T.ack(name)).value < 0x80
     return c
 
 
@@ -69,7 +70,7 @@ def test_a_cannot_publish_into_b_and_nothing_is_stored(
     assert codes and all(code == 135 for code in codes)  # not authorized
     # positive control: the same client, on its own topics, is accepted and filed
     assert all(code < 0x80 for code in publish_capture(a, P, "station-a", cap))
-    assert next_json(a, f"{P}/station-a/ack")["status"] == "stored"
+    assert next_json(a, T.ack("station-a"))["status"] == "stored"
     assert list(archived(tmp_path / "archive")) == [cap.capture_id]
     assert not (tmp_path / "archive" / "station-b").exists()
 
@@ -79,7 +80,7 @@ def test_manifest_signed_by_a_under_b_topic_is_identity(
     b = client_for(mqtt_client, site, "station-b")  # a compromised station B
     cap = seal(sealer(site, "station-a"), 20_000)
     publish_capture(b, P, "station-b", cap)
-    ack = next_json(b, f"{P}/station-b/ack")
+    ack = next_json(b, T.ack("station-b"))
     assert ack == {"capture_id": cap.capture_id, "status": "rejected", "reason": "identity",
                    "ref": None}
     assert archived(tmp_path / "archive") == {}
@@ -96,12 +97,12 @@ def test_a_reusing_b_capture_id_cannot_mark_b_stored(
     assert cap_a.capture_id == cap_b.capture_id
     a = client_for(mqtt_client, site, "station-a")
     publish_capture(a, P, "station-a", cap_a)
-    assert next_json(a, f"{P}/station-a/ack")["ref"] == {
+    assert next_json(a, T.ack("station-a"))["ref"] == {
         "directory": f"station-a/{cap_a.capture_id}"}
     assert relay.core.ledger.get("station-b", cap_b.capture_id) is None
     assert b.probe.messages.empty()  # B heard no ack for "its" capture
     publish_capture(b, P, "station-b", cap_b)
-    assert next_json(b, f"{P}/station-b/ack")["ref"] == {
+    assert next_json(b, T.ack("station-b"))["ref"] == {
         "directory": f"station-b/{cap_b.capture_id}"}
     root = tmp_path / "archive"
     assert (root / "station-a" / f"{cap_a.capture_id}.jpg").read_bytes() == jpeg_like(20_000, 3)
@@ -113,14 +114,14 @@ def test_identical_resend_reacked_changed_manifest_is_duplicate_conflict(
     a = client_for(mqtt_client, site, "station-a")
     cap = seal(sealer(site, "station-a"), 20_000)
     publish_capture(a, P, "station-a", cap)
-    first = next_json(a, f"{P}/station-a/ack")
+    first = next_json(a, T.ack("station-a"))
     publish_capture(a, P, "station-a", cap)
-    assert next_json(a, f"{P}/station-a/ack") == first
+    assert next_json(a, T.ack("station-a")) == first
     m = json.loads(cap.manifest)["m"]
     m["seq"] += 1  # validly signed by A, but not the manifest that was filed
     changed = manifest_message(m, load_identity(site.device("station-a").dir).key)
     publish_capture(a, P, "station-a", cap, manifest=changed)
-    assert next_json(a, f"{P}/station-a/ack") == {
+    assert next_json(a, T.ack("station-a")) == {
         "capture_id": cap.capture_id, "status": "rejected", "reason": "duplicate-conflict",
         "ref": None}
 
@@ -129,7 +130,7 @@ def test_bad_input_rejected_with_reasons_valid_captures_still_flow(
         site: Any, relay: Any, mqtt_client: Any, tmp_path: Path) -> None:
     a = client_for(mqtt_client, site, "station-a")
     s = sealer(site, "station-a", chunk_size=40_000)
-    ack_topic = f"{P}/station-a/ack"
+    ack_topic = T.ack("station-a")
 
     def answer(cid: str) -> tuple[str, str | None]:
         ack = next_json(a, ack_topic)
@@ -137,14 +138,14 @@ def test_bad_input_rejected_with_reasons_valid_captures_still_flow(
         return ack["status"], ack["reason"]
 
     cid = "ab" * 16
-    a.probe.publish(f"{P}/station-a/capture/{cid}/manifest", b"\x00garbage\xff")
+    a.probe.publish(T.manifest("station-a", cid), b"\x00garbage\xff")
     assert answer(cid) == ("rejected", "malformed")
-    a.probe.publish(f"{P}/station-a/capture/{cid}/manifest", b'{"m": {}, "sig": "AA=="}')
+    a.probe.publish(T.manifest("station-a", cid), b'{"m": {}, "sig": "AA=="}')
     assert answer(cid) == ("rejected", "malformed")
-    a.probe.publish(f"{P}/station-a/capture/{cid}/part/0", b"x" * 60_000)  # > 50 kB limit
+    a.probe.publish(T.part("station-a", cid, 0), b"x" * 60_000)  # > 50 kB limit
     assert answer(cid) == ("rejected", "too-large")
-    a.probe.publish(f"{P}/station-a/capture/not-a-capture", b"x")  # no answer, no crash
-    a.probe.publish(f"{P}/station-a/status", b"[not a status")
+    a.probe.publish(f"{P}/station-a/capture/not-a-capture", b"x")  # malformed on purpose: no answer, no crash
+    a.probe.publish(T.status("station-a"), b"[not a status")
     missing = seal(s, 100_000, seed=4)
     publish_capture(a, P, "station-a", missing, skip=[2])
     assert answer(missing.capture_id) == ("retry", "incomplete-timeout")
@@ -166,9 +167,9 @@ def test_retained_or_expired_wipe_does_nothing_live_wipe_does(
 
     relay_client = mqtt_client(site.relay(2))  # relays may write P/+/cmd
     admin = mqtt_client(site.admin)
-    admin.probe.subscribe(f"{P}/station-a/event")
+    admin.probe.subscribe(T.event("station-a"))
     now = time.time()
-    topic = f"{P}/station-a/cmd"
+    topic = T.cmd("station-a")
     assert relay_client.probe.publish(topic, cmd("wipe", "stale-1", now, now + 600),
                                       retain=True).value < 0x80
     station = make_station(site, "station-a", broker.port)
@@ -184,9 +185,9 @@ def test_retained_or_expired_wipe_does_nothing_live_wipe_does(
         relay_client.probe.publish(topic, cmd("wipe", "live-3", now, now + 60))
         station.wait_for(lambda seen: CommandReceived("wipe", "live-3") in seen)
         assert station.vault.pending_count == 0
-        answer = next_json(admin, f"{P}/station-a/event")
+        answer = next_json(admin, T.event("station-a"))
         while answer["event"] != "wipe":
-            answer = next_json(admin, f"{P}/station-a/event")
+            answer = next_json(admin, T.event("station-a"))
         assert answer["cmd_id"] == "live-3" and sorted(answer["capture_ids"]) == sorted(ids)
         assert answer["count"] == 2
     finally:
@@ -202,11 +203,11 @@ def test_part_too_big_for_broker_is_configuration_error_not_a_loop(
     try:
         cid = station.capture(jpeg_like(300_000, seed=8))
         station.wait_for(lambda seen: FaultReported("too-large", cid) in seen)
-        event = next_json(admin, f"{P}/station-a/event")
+        event = next_json(admin, T.event("station-a"))
         assert event["event"] == "config-error" and event["reason"] == "too-large"
-        status = next_json(admin, f"{P}/station-a/status")
+        status = next_json(admin, T.status("station-a"))
         while status["state"] != "misconfigured":
-            status = next_json(admin, f"{P}/station-a/status")
+            status = next_json(admin, T.status("station-a"))
         assert station.vault.ids() == [cid]  # kept, never lost, never resent in a loop
         assert not any("/part/" in m.topic for m in list(admin.probe.messages.queue))
     finally:
@@ -221,7 +222,7 @@ def test_undelivered_past_ttl_expires_with_audit_event(
 
     clock = ManualClock(monotonic=1000.0)
     admin = mqtt_client(site.admin)
-    admin.probe.subscribe(f"{P}/station-a/event")
+    admin.probe.subscribe(T.event("station-a"))
     station = make_station(site, "station-a", broker.port, vault=Vault(ttl_s=600, clock=clock.monotonic),
                            clock=clock)
     try:
@@ -230,7 +231,7 @@ def test_undelivered_past_ttl_expires_with_audit_event(
         station.uplink.wake()
         station.wait_for(lambda seen: CapturesExpired((cid,)) in seen)
         assert station.vault.pending_count == 0
-        event = next_json(admin, f"{P}/station-a/event")
+        event = next_json(admin, T.event("station-a"))
         assert event["event"] == "expired" and event["capture_ids"] == [cid]
         assert event["count"] == 1
     finally:

@@ -26,6 +26,7 @@ from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.workflow.events import CaptureStored
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.protocol.sealing import Sealer
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning.identity import load_identity
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.core import RelayCore
@@ -223,10 +224,10 @@ def audit_decisions(path: Path) -> list[dict[str, Any]]:
 def publish_capture(client: Any, prefix: str, device: str, sealed: Any,
                     manifest: bytes | None = None, skip: Sequence[int] = ()) -> list[int]:
     """Publish a sealed capture by hand (parts, then manifest); PUBACK reason codes."""
-    base = f"{prefix}/{device}/capture/{sealed.capture_id}"
-    codes = [client.probe.publish(f"{base}/part/{i}", bytes(p)).value
+    topics = Topics(prefix)
+    codes = [client.probe.publish(topics.part(device, sealed.capture_id, i), bytes(p)).value
              for i, p in enumerate(sealed.parts) if i not in skip]
-    codes.append(client.probe.publish(f"{base}/manifest", manifest or sealed.manifest).value)
+    codes.append(client.probe.publish(topics.manifest(device, sealed.capture_id), manifest or sealed.manifest).value)
     return codes
 
 

@@ -17,7 +17,7 @@ from clinicam.protocol.acks import Ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.recipient import generate_recipient_key
 from clinicam.protocol.sealing import SealedCapture, Sealer
-from clinicam.protocol.topics import DEFAULT_PREFIX
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from clinicam.relay.core import RelayCore
 from clinicam.relay.sinks import dicom
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs Orthanc (apt orthanc orthanc-dicomweb) and sekmet (.venv-fhir)",
 )
 
-P = DEFAULT_PREFIX
+T = Topics()
 DEVICE = "ward7-cart2"
 ISSUER = "urn:oid:2.999.1"
 
@@ -93,11 +93,10 @@ def seal(world: World, index: int, patient: str = "SYN0001") -> SealedCapture:
 
 
 def deliver(world: World, cap: SealedCapture) -> list[Ack]:
-    base = f"{P}/{DEVICE}/capture/{cap.capture_id}"
     acks: list[Ack] = []
     for i, part in enumerate(cap.parts):
-        acks += world.core.handle(f"{base}/part/{i}", bytes(part))
-    return acks + world.core.handle(f"{base}/manifest", cap.manifest)
+        acks += world.core.handle(T.part(DEVICE, cap.capture_id, i), bytes(part))
+    return acks + world.core.handle(T.manifest(DEVICE, cap.capture_id), cap.manifest)
 
 
 def cid(cap: SealedCapture) -> str:
@@ -132,7 +131,7 @@ def test_signed_void_reaches_every_sink(world: World) -> None:
     [ack] = deliver(world, cap)
     assert ack.status == "stored" and ack.ref is not None
     event = {"event": "void", "at": "2026-03-02T10:00:00.000Z", "capture_id": cid(cap)}
-    world.core.handle(f"{P}/{DEVICE}/event",
+    world.core.handle(T.event(DEVICE),
                       json.dumps(sign_event(event, world.device_key)).encode())
     note = dicom.rejection_note_uid(DEVICE, cid(cap))
     assert len(world.stow_pacs.find_instances(note)) == 1

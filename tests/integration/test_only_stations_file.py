@@ -35,7 +35,7 @@ from clinicam.tools.brokerproc import Mosquitto
 from clinicam.tools.demo_setup import CLI, to_toml
 from station_kit import wait_until
 
-P = DEFAULT_PREFIX
+P = DEFAULT_PREFIX  # ACL probes: topics spelled by hand on purpose (the broker's rules are the subject)
 NOT_AUTHORIZED = 0x87
 ADMIN_ACL = "user admin-test\ntopic read #\n"
 # What every site's ACL said before this fix: Mosquitto applies these to every client.

@@ -23,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from clinicam.protocol.recipient import load_recipient_public
+from clinicam.protocol.topics import Topics
 from clinicam.tools.demo_setup import CLI
 
 from tests.integration.station_kit import FAST_UPLINK, PREFIX, Watcher, ids, opening, press
@@ -64,8 +65,9 @@ class ManifestWatcher(Watcher):
     def recipients(self, device: str) -> dict[str, str]:
         """capture id -> the recipient fingerprint its manifest names."""
         with self._cond:
-            return {t.split("/")[-2]: m["m"]["recipient"] for t, m in self.messages
-                    if t.startswith(f"{PREFIX}/{device}/capture/") and t.endswith("/manifest")}
+            parsed = [(Topics(PREFIX).parse(t), m) for t, m in self.messages]
+            return {str(p.capture_id): m["m"]["recipient"] for p, m in parsed
+                    if (p.device, p.kind) == (device, "manifest")}
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clinicam.protocol.topics import Topics
 from clinicam.relay.audit import AuditLog
 from clinicam.relay.records import StatusBoard
 from station_kit import FAST_UPLINK, Setup, ids, opening, press, wait_until
 from test_delivery_support import eventually, jpeg_like, make_core, make_station, start_relay
 
-P = "clinicam/v1"
+T = Topics()
 CID = "5e" * 16
 
 
@@ -61,15 +62,15 @@ def test_retained_parts_and_events_are_not_replayed_to_the_relay(
     flooder = mqtt_client(site.device("station-b"))
     event = {"event": "wiped", "at": "2026-01-01T00:00:00.000Z", "capture_ids": [CID], "count": 1}
     for n in range(2):  # two retained events on the topic: the broker keeps the last
-        assert flooder.probe.publish(f"{P}/station-b/event", json.dumps({**event, "count": n}).encode(),
+        assert flooder.probe.publish(T.event("station-b"), json.dumps({**event, "count": n}).encode(),
                                      retain=True).value < 0x80  # 0x10: no subscriber yet
-    assert flooder.probe.publish(f"{P}/station-b/capture/{CID}/part/0", b"x" * 100, retain=True).value < 0x80
+    assert flooder.probe.publish(T.part("station-b", CID, 0), b"x" * 100, retain=True).value < 0x80
     core = make_core(site, tmp_path)
     for n in range(2):  # and again after a relay restart
         relay = start_relay(site, broker.port, core)
         try:
             live = {**event, "event": "session-opened", "capture_ids": []}
-            assert flooder.probe.publish(f"{P}/station-b/event", json.dumps(live).encode()).value == 0
+            assert flooder.probe.publish(T.event("station-b"), json.dumps(live).encode()).value == 0
             eventually(lambda n=n: sum(x.get("event") == "session-opened" for x in core.audit.lines) > n)
         finally:
             relay.stop()
@@ -85,14 +86,14 @@ def test_core_ignores_retained_captures_and_events_that_still_arrive(
     core = make_core(site, tmp_path)
     event = json.dumps({"event": "wiped", "at": "2026-01-01T00:00:00.000Z", "count": 0}).encode()
     for _ in range(3):
-        assert core.handle(f"{P}/station-b/event", event, retained=True) == []
-        assert core.handle(f"{P}/station-b/capture/{CID}/part/0", b"x", retained=True) == []
-    assert core.handle(f"{P}/station-b/status", b'{"state":"online"}', retained=True) == []
+        assert core.handle(T.event("station-b"), event, retained=True) == []
+        assert core.handle(T.part("station-b", CID, 0), b"x", retained=True) == []
+    assert core.handle(T.status("station-b"), b'{"state":"online"}', retained=True) == []
     assert core.board.counters["ignored-retained-event"] == 3
     assert core.board.counters["ignored-retained-part"] == 3
     assert "station-b" in core.board.stations  # a retained status is the latest status
     assert not core.audit.lines and core.reassembler.buffered_bytes == 0
-    core.handle(f"{P}/station-b/event", event)  # positive control: not retained, audited
+    core.handle(T.event("station-b"), event)  # positive control: not retained, audited
     assert [x["event"] for x in core.audit.lines] == ["wiped"]
     said = [r for r in caplog.records if "ignoring retained" in r.getMessage()]
     assert sorted(r.getMessage().split()[2] for r in said) == ["event", "part"]  # once per kind

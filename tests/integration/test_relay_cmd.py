@@ -251,6 +251,7 @@ def test_the_operator_may_not_acknowledge_nor_read_nor_write_captures(setup: Ope
     setup.stop_relay()  # nobody else consumes the synthetic capture
     device = "cmd-acks"
     d = setup.identity_dir(device)
+    # ACL probes: topics spelled by hand on purpose (a malformed capture topic among them)
     ack, capture = f"{PREFIX}/{device}/ack", f"{PREFIX}/{device}/capture/c0ffee/0"
     station = Client(setup, d / identity.CERT, d / identity.KEY, device)
     relay = Client(setup, *setup.site.relay_files(2), "relay-2")

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from clinicam.tools.brokerproc import LOOPBACK, free_port
 from prometheus_server import Prometheus
@@ -27,7 +28,7 @@ from test_delivery_support import (
     relay_toml,
 )
 
-PREFIX = "clinicam/v1"
+T = Topics()
 CANARY = "SYNTH-4815162342"
 
 
@@ -79,10 +80,10 @@ def test_prometheus_sees_stations_rejections_and_sink_outage(
 
         # a rejected capture increments exactly its reason's label
         b = mqtt_client(site.device("station-b"))
-        assert b.subscribe(f"{PREFIX}/station-b/ack", qos=1)[0] == 0
+        assert b.subscribe(T.ack("station-b"), qos=1)[0] == 0
         bad = "ab" * 16
-        b.probe.publish(f"{PREFIX}/station-b/capture/{bad}/manifest", b"not a manifest")
-        ack = next_json(b, f"{PREFIX}/station-b/ack")
+        b.probe.publish(T.manifest("station-b", bad), b"not a manifest")
+        ack = next_json(b, T.ack("station-b"))
         assert (ack["status"], ack["reason"]) == ("rejected", "malformed")
         prom.wait_value('clinicam_relay_captures_rejected_total{reason="malformed"}', lambda v: v == 1.0)
         reasons = {r["metric"]["reason"] for r in prom.query("clinicam_relay_captures_rejected_total")}

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from clinicam.firmware.workflow.events import CaptureRetryScheduled, CaptureSent, RelayPresenceChanged
+from clinicam.protocol.topics import Topics
 from test_delivery_support import (
     RelayProcess,
     audit_decisions,
@@ -23,7 +24,7 @@ from test_delivery_support import (
     start_relay,
 )
 
-PREFIX = "clinicam/v1"
+T = Topics()
 
 
 def presence_events(station: Any) -> list[RelayPresenceChanged]:
@@ -32,8 +33,8 @@ def presence_events(station: Any) -> list[RelayPresenceChanged]:
 
 def retained_status(mqtt_client: Any, site: Any, device: str) -> dict[str, Any]:
     c = mqtt_client(site.admin)
-    c.subscribe(f"{PREFIX}/{device}/status", qos=1)
-    return next_json(c, f"{PREFIX}/{device}/status")
+    c.subscribe(T.status(device), qos=1)
+    return next_json(c, T.status(device))
 
 
 def test_station_without_relay_is_offline_and_resends_at_once_when_one_returns(

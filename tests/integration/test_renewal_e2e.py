@@ -217,6 +217,7 @@ def test_renewal_requests_from_an_operator_another_station_or_a_revoked_station_
     operator = Client(setup, op.cn, op.cert, op.key)
     gone = Client(setup, GONE, gone_dir / identity.CERT, gone_dir / identity.KEY)
     try:
+        # ACL probes (who may ask for whom): topics spelled by hand on purpose
         for c, name in ((other, OTHER), (gone, GONE)):
             c.subscribe(f"{PREFIX}/{name}/cert")
         # Positive control: OTHER asks for itself, on its own topic, and is answered.

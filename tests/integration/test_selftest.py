@@ -173,6 +173,7 @@ def test_packet_limit_verdict_agrees_with_the_broker(site, broker_factory, mqtt_
 def test_selftest_on_a_live_station_takes_its_session_over(site, broker, mqtt_client, tmp_path):
     """The broker forces client id = CN: a selftest's CONNECT disconnects the running daemon once."""
     live = mqtt_client(site.device("station-a"))  # stands in for the running station daemon
+    # an ACL probe, spelled by hand on purpose
     assert live.probe.publish("clinicam/v1/station-a/event", b"{}").value < 0x80  # positive control
     assert not live.probe.disconnected.is_set()
     rc, lines = _run(_config(tmp_path, _station_dir(site, tmp_path)))
