@@ -10,6 +10,8 @@ bootstrap:
 demo: bootstrap
 	@$(PY) -m clinicam.tools.cli demo $(DEMO_ARGS)
 
+# The suite includes tests/unit/test_protocol_mutants.py: each protocol builder/parser broken
+# in turn (in memory), the other side's targeted tests must fail (scripts/protocol_mutants.py).
 test: bootstrap lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
