@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 Shape = Callable[[object], bool]
 
@@ -77,15 +77,17 @@ class ShapedMessage:
     value has its shape, so free text is dropped, and the builder has no other keys.
     """
 
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # a subclass is a dataclass
+
     @classmethod
     def shapes(cls) -> dict[str, Shape]:
         """Each key of the message and the shape its value must have, in order."""
-        return {f.name: f.metadata["shape"] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return {f.name: f.metadata["shape"] for f in dataclasses.fields(cls)}
 
     def as_dict(self) -> dict[str, Any]:
         """The message as a JSON object: the fields that are set."""
         out = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is not None:
                 out[f.name] = list(value) if isinstance(value, tuple) else (
@@ -98,7 +100,7 @@ class ShapedMessage:
 
     @classmethod
     def from_dict(cls, obj: object) -> Self:
-        """What the relay keeps of a decoded message: the keys of ``FIELDS``, well-formed."""
+        """What the relay keeps of a decoded message: its keys, each only if well-formed."""
         return cls(**keep(obj, cls.shapes()))
 
     @classmethod
