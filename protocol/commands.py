@@ -109,7 +109,7 @@ class Command:
             obj = json.loads(payload, object_pairs_hook=_no_duplicates)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CommandRefused("malformed") from exc
-        if not isinstance(obj, dict) or not _KEYS <= set(obj):
+        if not isinstance(obj, dict) or not _KEYS.issubset(obj):
             raise CommandRefused("malformed")
         cmd, cid = obj["cmd"], obj["id"]
         if cmd not in COMMANDS or not isinstance(cid, str) or not _ID.fullmatch(cid):
