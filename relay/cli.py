@@ -294,9 +294,10 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         return cmd_update(args)
     if args.station is None:
         return refuse(f"name the station to send {args.command} to")
-    given = [f"--{o.replace('rollout_group', 'group').replace('_', '-')}" for o in ("url", "sha256", "version", "rollout_group", "percent", "rollout_id")
-             if getattr(args, o) is not None]
-    given += [flag for flag, on in (("--allow-downgrade", args.allow_downgrade), ("--dry-run", args.dry_run)) if on]
+    update_only = {"--url": args.url, "--sha256": args.sha256, "--version": args.version,
+                   "--group": args.rollout_group, "--percent": args.percent, "--rollout-id": args.rollout_id,
+                   "--allow-downgrade": args.allow_downgrade or None, "--dry-run": args.dry_run or None}
+    given = [flag for flag, value in update_only.items() if value is not None]
     if given:
         return refuse(f"{given[0]} goes only with the update command")
     if not DEVICE_ID.fullmatch(args.station):
@@ -356,6 +357,8 @@ def cmd_update(args: argparse.Namespace) -> int:
         return refuse("name one station, or choose with --group NAME and/or --percent N (not both ways)")
     if not 0 < args.ttl <= MAX_LIFETIME_S or args.timeout <= 0 or args.concurrency < 1:
         return refuse(f"--ttl must be in (0, {MAX_LIFETIME_S:g}], --timeout above 0, --concurrency at least 1")
+    if args.percent is not None and not 0 < args.percent <= 100:
+        return refuse("--percent must be above 0 and at most 100")
     if (args.cert is None) != (args.key is None):
         return refuse("give --cert and --key together (an operator identity from 'clinicam provision operator')")
     config = load_relay_config(args.config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_the_bucket_is_stable_and_depends_on_rollout_and_station() -> None:
 
 def test_raising_the_percentage_keeps_those_already_chosen() -> None:
     chosen = [set(pick_percent(FLEET, p, "1.4.0")) for p in (1, 10, 25, 50, 100)]
-    for smaller, larger in zip(chosen, chosen[1:], strict=False):
+    for smaller, larger in itertools.pairwise(chosen):
         assert smaller <= larger
     assert chosen[-1] == set(FLEET)
     assert 5 <= len(chosen[1]) <= 40  # about 10 % of 200 (binomial; the inputs are fixed, so is this)
