@@ -359,6 +359,9 @@ def cmd_update(args: argparse.Namespace) -> int:
         return refuse(f"--ttl must be in (0, {MAX_LIFETIME_S:g}], --timeout above 0, --concurrency at least 1")
     if args.percent is not None and not 0 < args.percent <= 100:
         return refuse("--percent must be above 0 and at most 100")
+    if args.no_wait or args.yes:
+        return refuse(f"{'--no-wait' if args.no_wait else '--yes'} does not go with update: its answers are "
+                      "the table (bound the wait with --timeout)")
     if (args.cert is None) != (args.key is None):
         return refuse("give --cert and --key together (an operator identity from 'clinicam provision operator')")
     config = load_relay_config(args.config)

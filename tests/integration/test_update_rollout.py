@@ -241,6 +241,7 @@ def test_usage_errors_send_nothing(setup: OperatorSetup, tmp_path: Path) -> None
         (["update", *update_args(), "--group", "nope", "--groups", str(tmp_path / "none.toml")], "no groups file"),
         (["update", *update_args(), "--percent", "0"], "--percent"),
         (["upd-a", "ping", "--url", URL], "only with the update command"),
+        (["upd-a", "update", *update_args(), "--no-wait"], "--no-wait does not go with update"),
     ):
         done = operator_cmd(setup, *args)
         assert done.returncode == 2 and message in done.stderr and done.stdout == "", (args, done.stderr)
