@@ -344,7 +344,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     """``relay cmd … update``: check the order, choose the stations, send, tabulate the answers."""
     from clinicam.common.errors import UplinkError
     from clinicam.protocol.commands import MAX_LIFETIME_S
-    from clinicam.relay import remote, rollout  # remote imports paho only here
+    from clinicam.relay import fanout, remote, rollout  # these import paho only here
 
     def refuse(message: str) -> int:
         print(f"clinicam relay cmd update: {message}", file=sys.stderr)
@@ -377,7 +377,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         return 0
     target = remote.Remote.from_config(config, args.cert, args.key)
     try:
-        outcomes = remote.send_commands(target, targets, "update", update=order, ttl_s=args.ttl,
+        outcomes = fanout.send_commands(target, targets, "update", update=order, ttl_s=args.ttl,
                                         timeout_s=args.timeout, concurrency=args.concurrency)
     except UplinkError as exc:  # unreachable, refused (TLS, ACL), connection taken over
         print(f"clinicam relay cmd update: {exc}", file=sys.stderr)

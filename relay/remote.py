@@ -1,6 +1,6 @@
 """One remote command to one station (DESIGN §5 ``P/D/cmd``), and the station's answer.
 
-``clinicam relay cmd`` sends ``identify``, ``wipe``, ``ping`` or ``update`` with an *operator*
+``clinicam relay cmd`` sends ``identify``, ``wipe`` or ``ping`` with an *operator*
 identity (``clinicam provision operator``, CN ``operator-NAME``): the broker's ACL lets it
 write ``P/+/cmd`` and read ``P/+/event`` and ``P/+/status``, and nothing else. A relay
 certificate would also do, but it may write ``P/+/ack`` (a forged "stored" ack makes a
@@ -19,10 +19,7 @@ Sent with the identity of a running ``clinicam relay run`` (the fallback when no
 operator certificate is given), the command takes over that relay's session for a
 moment: the relay reconnects after its back-off (stations re-send anything
 unacknowledged, nothing is lost) and in turn ends this connection. An operator's CN is
-its own, so it takes nothing over. For the same reason a rollout to many stations
-(:func:`send_commands`) uses *one* connection, subscribed to ``P/+/event`` and
-``P/+/status``, with a bounded number of commands awaiting their answer: parallel
-connections under one CN would take each other's sessions over.
+its own, so it takes nothing over.
 """
 
 from __future__ import annotations
@@ -31,20 +28,23 @@ import json
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import BrokerUnreachable, ClinicamError, UplinkError
-from clinicam.protocol.commands import MAX_LIFETIME_S, Command, UpdateOrder
+from clinicam.protocol.commands import MAX_LIFETIME_S, Command
 from clinicam.protocol.status import utc_stamp
 from clinicam.protocol.topics import Topics
 from clinicam.provisioning import pki
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import RelayConfig
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+if TYPE_CHECKING:
+    from clinicam.protocol.commands import UpdateOrder
 
 CONNECT_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 0x8E
@@ -128,12 +128,13 @@ def send_command(remote: Remote, station: str, cmd: str, *, ttl_s: float = 300.0
                  monotonic: Callable[[], float] = time.monotonic,
                  new_id: Callable[[], str] = new_command_id) -> Answer:
     """Publish ``cmd`` (with ``update``'s order for ``"update"``) to ``station`` and, with
-    ``wait``, return its answer.
+    ``wait``, return its answer; many stations at once: ``clinicam.relay.fanout``.
 
     Raises ``TopicError`` for a bad station id, ``BrokerUnreachable``/``BrokerRefused``
     when the broker cannot be used, ``StationSilent`` when no answer came in time.
     """
-    _check_ttl(ttl_s)
+    if not 0 < ttl_s <= MAX_LIFETIME_S:
+        raise ValueError(f"ttl must be above 0 and at most {MAX_LIFETIME_S:g} s (stations refuse longer)")
     cmd_topic, event_topic = remote.topics.cmd(station), remote.topics.event(station)
     session = _Session(remote, monotonic)
     try:
@@ -142,72 +143,14 @@ def send_command(remote: Remote, station: str, cmd: str, *, ttl_s: float = 300.0
             session.subscribe([event_topic, remote.topics.status(station)])
         now = wall()
         sent = Sent(station, cmd, new_id(), now, now + ttl_s)
-        session.publish(cmd_topic, Command(cmd, sent.id, sent.issued_at, sent.expires_at, update).payload(), sent)
+        command = Command(cmd, sent.id, sent.issued_at, sent.expires_at, update)
+        session.publish(cmd_topic, command.payload(), sent)
         if not wait:
             return Answer(sent, None)
         event = session.answer(event_topic, remote.topics.status(station), sent, timeout_s)
         return Answer(sent, event)
     finally:
         session.close()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One station of a rollout: what was sent, its answer (``None``: silent in time) and,
-    for a silent one, the ``state`` of its last status (``None``: no status known)."""
-
-    sent: Sent
-    event: dict[str, Any] | None
-    last_state: str | None = None
-
-
-def send_commands(remote: Remote, stations: Sequence[str], cmd: str, *, update: UpdateOrder | None = None,
-                  ttl_s: float = 300.0, timeout_s: float = 30.0, concurrency: int = 10,
-                  wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                  new_id: Callable[[], str] = new_command_id) -> list[Outcome]:
-    """Send ``cmd`` to each of ``stations`` over one connection, at most ``concurrency``
-    awaiting an answer at a time, each waited for up to ``timeout_s``; one
-    :class:`Outcome` per station, in the given order. Each command is stamped when it
-    is published, so a long rollout does not send stale ones. Raises as
-    :func:`send_command` for the broker; a silent station is an outcome, not an error.
-    """
-    _check_ttl(ttl_s)
-    if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
-    for station in stations:
-        remote.topics.cmd(station)  # TopicError for a bad id, before anything is sent
-    session = _Session(remote, monotonic)
-    waiting: dict[str, tuple[Sent, float]] = {}  # command id -> (sent, deadline)
-    done: dict[str, Outcome] = {}
-    todo = list(stations)
-    try:
-        session.connect()
-        prefix = remote.topics.prefix
-        session.subscribe([f"{prefix}/+/event", f"{prefix}/+/status"])
-        while todo or waiting:
-            while todo and len(waiting) < concurrency:
-                station = todo.pop(0)
-                now = wall()
-                sent = Sent(station, cmd, new_id(), now, now + ttl_s)
-                command = Command(cmd, sent.id, sent.issued_at, sent.expires_at, update)
-                session.publish(remote.topics.cmd(station), command.payload(), sent)
-                waiting[sent.id] = (sent, monotonic() + timeout_s)
-            session.pump()
-            for sent, event in session.answers(waiting):
-                del waiting[sent.id]
-                done[sent.station] = Outcome(sent, event)
-            for cmd_id, (sent, deadline) in list(waiting.items()):
-                if monotonic() >= deadline:
-                    del waiting[cmd_id]
-                    done[sent.station] = Outcome(sent, None, session.last_state(sent.station))
-    finally:
-        session.close()
-    return [done[station] for station in stations]
-
-
-def _check_ttl(ttl_s: float) -> None:
-    if not 0 < ttl_s <= MAX_LIFETIME_S:
-        raise ValueError(f"ttl must be above 0 and at most {MAX_LIFETIME_S:g} s (stations refuse longer)")
 
 
 class _Session:
@@ -219,7 +162,6 @@ class _Session:
         self.lost: Any = None
         self.acks: dict[int, list[Any]] = {}
         self.messages: list[mqtt.MQTTMessage] = []
-        self.states: dict[str, Any] = {}
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=remote.client_id, protocol=mqtt.MQTTv5)
         c.tls_set_context(client_context(remote.ca, remote.cert, remote.key))
         c.on_connect = lambda _c, _u, _f, rc, _p: setattr(self, "connack", rc)
@@ -278,34 +220,6 @@ class _Session:
         if not self._until(answered, timeout_s, sent):
             raise StationSilent(sent, timeout_s, self._last_state(status_topic))
         return found[0]
-
-    def pump(self) -> None:
-        """Run the network loop once (up to 0.1 s); a lost connection is an error."""
-        if self.lost is not None:
-            raise self._lost_error(None)
-        self.client.loop(timeout=0.1)
-
-    def answers(self, waiting: dict[str, tuple[Sent, Any]]) -> list[tuple[Sent, dict[str, Any]]]:
-        """Events that answer a waiting command (on its own station's topic), taken once;
-        the latest status of each station is kept for :meth:`last_state`."""
-        found: list[tuple[Sent, dict[str, Any]]] = []
-        for msg in self.messages:
-            parts = msg.topic.split("/")
-            if len(parts) < 3:
-                continue
-            station, kind, body = parts[-2], parts[-1], _json(msg.payload)
-            if kind == "status":
-                self.states[station] = (body or {}).get("state")
-            elif kind == "event" and body is not None and body.get("cmd_id") in waiting:
-                sent = waiting[body["cmd_id"]][0]
-                if sent.station == station and all(s.id != sent.id for s, _ in found):
-                    found.append((sent, body))
-        self.messages.clear()
-        return found
-
-    def last_state(self, station: str) -> str | None:
-        state = self.states.get(station)
-        return str(state) if state is not None else None
 
     def close(self) -> None:
         self.client.disconnect()  # harmless when never or no longer connected

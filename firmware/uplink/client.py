@@ -646,5 +646,4 @@ class Uplink:
         refusal = "unavailable" if self._on_update is None else self._on_update(command.id, order)
         event = "update-requested" if refusal is None else "update-refused"
         log.info("uplink: update %s to %s (command %s)", event, order.version, command.id)
-        self._publish_event(event_payload(event, self._wall(), event_id=self.outbox.new_id(), cmd_id=command.id,
-                                          fw=order.version, reason=refusal))
+        self.publish_event(event, cmd_id=command.id, fw=order.version, reason=refusal)

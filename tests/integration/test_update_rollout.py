@@ -31,7 +31,8 @@ from clinicam.firmware.update_handoff import REQUEST_NAME, RESULT_NAME
 from clinicam.protocol.commands import Command, UpdateOrder
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import load_relay_config
-from clinicam.relay.remote import Remote, send_commands
+from clinicam.relay.fanout import send_commands
+from clinicam.relay.remote import Remote
 from clinicam.tools.demo_setup import CLI
 from paho.mqtt.enums import CallbackAPIVersion
 from station_kit import FAST_UPLINK, PREFIX, WAIT_S, Setup, Station, Watcher, ids, opening, press, wait_until

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from clinicam.protocol.commands import COMMANDS, Command, CommandGate, CommandRefused, UpdateOrder
+from clinicam.protocol.commands import COMMANDS, Command, CommandGate, CommandRefused
 from clinicam.protocol.status import event_payload, read_event, read_status, status_payload, utc_stamp
 
 NOW = 1_800_000_000.0
@@ -60,22 +60,3 @@ def test_the_status_the_station_publishes_is_kept_whole_by_the_relay() -> None:
                             uptime_s=12.7, cert_not_after=utc_stamp(NOW + 86400), clock_synced=False)
     assert read_status(status) == status
     assert read_status({**status, "note": "free text"}) == status  # positive control: extra keys go
-
-
-def test_an_update_follows_the_same_rules_as_any_command() -> None:
-    """Stale, retained or replayed updates are refused like a wipe; the live one passes once."""
-    order = UpdateOrder("https://updates.example.org/b.raucb", "ab" * 32, "1.4.0")
-
-    def update(id: str = "u1", issued: float = NOW - 5, expires: float = NOW + 60) -> bytes:
-        return Command("update", id, issued, expires, order).payload()
-
-    gate = CommandGate()
-    for payload, retained, why in ((update(), True, "retained"), (update(expires=NOW - 1), False, "expired"),
-                                   (update(issued=NOW - 10, expires=NOW + 86400), False, "lifetime")):
-        with pytest.raises(CommandRefused) as exc:
-            gate.admit(payload, retained=retained, now=NOW)
-        assert exc.value.why == why
-    assert gate.admit(update(), retained=False, now=NOW).update == order
-    with pytest.raises(CommandRefused) as exc:
-        gate.admit(update(), retained=False, now=NOW)
-    assert exc.value.why == "repeated"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from clinicam.protocol.commands import Command, CommandRefused, UpdateOrder
+from clinicam.protocol.commands import Command, CommandGate, CommandRefused, UpdateOrder
 
 
 @pytest.mark.parametrize("cmd", ["identify", "wipe", "ping"])
@@ -96,3 +96,23 @@ def test_a_key_given_twice_is_malformed() -> None:
     with pytest.raises(CommandRefused) as info:
         Command.parse(twice.encode())
     assert info.value.why == "malformed"
+
+
+def test_an_update_follows_the_same_gate_as_any_command() -> None:
+    """Stale, retained or replayed updates are refused like a wipe; the live one passes once."""
+    now = 1_800_000_000.0
+
+    def update(issued: float = now - 5, expires: float = now + 60) -> bytes:
+        return Command("update", "u1", issued, expires, ORDER).payload()
+
+    gate = CommandGate()
+    for payload, retained, why in ((update(), True, "retained"), (update(expires=now - 1), False, "expired"),
+                                   (update(issued=now + 3600, expires=now + 3700), False, "not-yet-valid"),
+                                   (update(issued=now - 10, expires=now + 86400), False, "lifetime")):
+        with pytest.raises(CommandRefused) as info:
+            gate.admit(payload, retained=retained, now=now)
+        assert info.value.why == why
+    assert gate.admit(update(), retained=False, now=now).update == ORDER
+    with pytest.raises(CommandRefused) as info:
+        gate.admit(update(), retained=False, now=now)
+    assert info.value.why == "repeated"

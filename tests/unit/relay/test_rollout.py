@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from clinicam.relay.remote import Outcome, Sent
+from clinicam.relay.fanout import Outcome
+from clinicam.relay.remote import Sent
 from clinicam.relay.rollout import (
     RolloutError,
     bucket,
