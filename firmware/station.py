@@ -141,6 +141,7 @@ class Station:
             vault=self.vault,
             post=self.post,
             wipe=lambda: self.wipe_now("remote"),
+            on_update=self._update_requested,
             host=u.host or None,
             port=u.port,
             topic_prefix=u.topic_prefix,
@@ -158,7 +159,6 @@ class Station:
             renewal=self._renewal_agent(),
             on_renewed=self._renewed,
             on_recipient=self._recipient_announced,
-            on_update=self._update_requested,
         )
 
     def _renewal_agent(self) -> RenewalAgent | None:
@@ -177,17 +177,6 @@ class Station:
         if new is not None:
             self.sealer.use_recipient(new)
             self.uplink.publish_event("recipient-changed")
-
-    def _update_requested(self, cmd_id: str, order: UpdateOrder) -> str | None:
-        """A live ``update`` command (the uplink's thread): hand it to root, or say why not."""
-        try:
-            self.updates.request(cmd_id, order)
-        except UpdateUnavailable as exc:
-            log.warning("update %s not handed over: %s", order.version, exc)
-            self._observe({"kind": "update", "status": "refused", "id": cmd_id, "reason": "unavailable"})
-            return "unavailable"
-        self._observe({"kind": "update", "status": "requested", "id": cmd_id, "version": order.version})
-        return None
 
     def _renewed(self, new: Any) -> None:
         """The uplink installed a renewed certificate: sign captures with it from now on."""
@@ -439,6 +428,17 @@ class Station:
         self._update_reported = result
         log.info("update: %s %s", result.event, result.version)
         self.uplink.publish_event(result.event, fw=result.version)
+
+    def _update_requested(self, cmd_id: str, order: UpdateOrder) -> str | None:
+        """A live ``update`` command (the uplink's thread): hand it to root, or say why not."""
+        try:
+            self.updates.request(cmd_id, order)
+        except UpdateUnavailable as exc:
+            log.warning("update %s not handed over: %s", order.version, exc)
+            self._observe({"kind": "update", "status": "refused", "id": cmd_id, "reason": "unavailable"})
+            return "unavailable"
+        self._observe({"kind": "update", "status": "requested", "id": cmd_id, "version": order.version})
+        return None
 
     def _report_update_request(self) -> None:
         """How the root side's ``update-request`` ended, once per result (refused, busy, failed)."""

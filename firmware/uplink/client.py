@@ -87,7 +87,8 @@ class Uplink:
     """
 
     def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
-                 wipe: Callable[[], Any] | None = None, host: str | None = None,
+                 wipe: Callable[[], Any] | None = None,
+                 on_update: Callable[[str, UpdateOrder], str | None] | None = None, host: str | None = None,
                  port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
@@ -98,8 +99,7 @@ class Uplink:
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
                  on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0,
                  event_resend_s: float = 30.0,
-                 on_recipient: Callable[[bytes], None] | None = None,
-                 on_update: Callable[[str, UpdateOrder], str | None] | None = None) -> None:
+                 on_recipient: Callable[[bytes], None] | None = None) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # A live "update" command: the station hands it to root; None or a refusal reason.
         self._on_update = on_update
