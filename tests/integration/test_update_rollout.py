@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from clinicam.firmware.update_handoff import REQUEST_NAME, RESULT_NAME
 from clinicam.protocol.commands import Command, UpdateOrder
+from clinicam.protocol.topics import Topics
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import load_relay_config
 from clinicam.relay.fanout import send_commands
@@ -262,7 +263,7 @@ class MalformedSender:
         self.client = c
 
     def send(self, payload: bytes) -> None:
-        info = self.client.publish(f"{PREFIX}/upd-b/cmd", payload, qos=1)
+        info = self.client.publish(Topics(PREFIX).cmd("upd-b"), payload, qos=1)
         wait_until(lambda: info.mid in self.acked, WAIT_S, what="the broker's PUBACK")
 
     def close(self) -> None:
