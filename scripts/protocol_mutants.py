@@ -80,7 +80,8 @@ TARGETS: list[Mutant] = [
 ]
 
 
-def _pytest(tests: tuple[str, ...], target: str | None, timeout_s: float) -> tuple[int, bool, str]:
+def _pytest(tests: tuple[str, ...], target: str | None, timeout_s: float,
+            quick: bool) -> tuple[int, bool, str]:
     """(exit status, whether the mutant was applied, pytest's last line)."""
     with tempfile.TemporaryDirectory(prefix="clinicam-mutant-") as tmp:
         mark = Path(tmp) / "applied"
@@ -89,7 +90,9 @@ def _pytest(tests: tuple[str, ...], target: str | None, timeout_s: float) -> tup
         env.pop(ENV, None)
         if target is not None:
             env[ENV] = target
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        # quick: without hypothesis's plugin (half of pytest's start; no targeted file uses it)
+        plugins = ["-p", "no:cacheprovider", *(["-p", "no:hypothesispytest"] if quick else [])]
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *plugins, *tests],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
         applied = mark.exists()
     tail = (proc.stdout.strip().splitlines() or [proc.stderr.strip()[-200:]])[-1]
@@ -99,13 +102,13 @@ def _pytest(tests: tuple[str, ...], target: str | None, timeout_s: float) -> tup
 def baseline(quick: bool, timeout_s: float = 1800) -> tuple[bool, str]:
     """The positive control: (green, last line) of the same tests with nothing broken."""
     tests = sorted({t for m in TARGETS for t in (m.quick if quick else m.side)})
-    code, _, tail = _pytest(tuple(tests), None, timeout_s)
+    code, _, tail = _pytest(tuple(tests), None, timeout_s, quick)
     return code == 0, tail
 
 
 def run(mutant: Mutant, quick: bool, timeout_s: float = 900) -> tuple[bool, str]:
     """(caught, pytest's last line): run the other side's tests with ``mutant`` applied."""
-    code, applied, tail = _pytest(mutant.quick if quick else mutant.side, mutant.target, timeout_s)
+    code, applied, tail = _pytest(mutant.quick if quick else mutant.side, mutant.target, timeout_s, quick)
     if not applied:  # the breakage never happened: a green run would prove nothing
         return False, f"the mutant was not applied ({tail})"
     return code != 0, tail

@@ -3,7 +3,7 @@
 ``scripts/protocol_mutants.py --quick`` as tests: one mutant at a time (the function's
 code replaced by ``raise NotImplementedError`` in a fresh process; nothing on disk is
 edited), the other side's targeted test files must fail. The positive control runs the
-same files with nothing broken. About 1.5 s of CPU a mutant (pytest's start in a fresh
+same files with nothing broken. About 0.5 s of CPU a mutant (pytest's start in a fresh
 process); the script without ``--quick`` runs each against the other side's whole test
 folder (about 4 min).
 """
