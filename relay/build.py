@@ -128,6 +128,14 @@ def _crls(path: str) -> Sequence[x509.CertificateRevocationList]:
     return WatchedCrls(Path(path)) if path else []
 
 
+def _roots(path: str) -> list[x509.Certificate]:
+    """``[identity] ca``: the site's root(s) — two while a CA rotation overlaps (issue 17)."""
+    try:
+        return trust.load_certs(Path(path).read_bytes(), f"[identity] ca: {path}")
+    except OSError as exc:
+        raise ConfigError(f"[identity] ca: {path} cannot be read: copy the site's ca.pem") from exc
+
+
 def _chain(path: str) -> list[x509.Certificate]:
     """``[identity] chain``: the issuing CA certificate(s) of a two-tier site (``chain.pem``)."""
     if not path:
@@ -151,7 +159,7 @@ def build_core(config: RelayConfig) -> RelayCore:
     board = StatusBoard(Path(rel.status_file))
     board.load()  # every station seen before a restart stays listed
     return RelayCore(
-        ca_cert=pki.load_cert(Path(ident.ca)),
+        ca_cert=_roots(ident.ca),
         recipients=recipients,
         crls=_crls(ident.crl),
         chain=_chain(ident.chain),
@@ -182,7 +190,7 @@ def build_relay(config: RelayConfig) -> Relay:
     client_id = pki.common_name(cert.subject, ident.cert)
     rel, core = config.relay, build_core(config)
     # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
-    feed = (CrlFeed(core.crls, trust.TrustStore([core.ca_cert], core.chain))
+    feed = (CrlFeed(core.crls, trust.TrustStore(core.roots, core.chain))
             if isinstance(core.crls, WatchedCrls) and core.chain else None)
     register = config.metrics.register
     inbox = FairInbox(core.topics.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
