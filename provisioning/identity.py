@@ -291,7 +291,7 @@ def _check_cert(
 
 def _parse_crl(
     data: bytes, roots: tuple[x509.Certificate, ...], where: str, chain: tuple[x509.Certificate, ...] = (),
-    issuer: x509.Name | None = None,
+    issuer: x509.Name | None = None, obsolete_ok: bool = False,
 ) -> x509.CertificateRevocationList | None:
     """Check every CRL of ``crl.pem`` (signed by the root or the issuing CA); return the
     one of ``issuer`` (default: the root)."""
@@ -300,9 +300,16 @@ def _parse_crl(
     except ConfigError as exc:
         raise ProvisioningError(f"{where} is not a PEM CRL: copy the site's crl.pem again") from exc
     signers = {c.subject: c for c in (*roots, *chain)}
-    for crl in crls:
-        signer = signers.get(crl.issuer)
-        if signer is None or not crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, signer.public_key())):
+    known = [c for c in crls if c.issuer in signers]
+    if not known and obsolete_ok:
+        return None  # the CRLs of a CA generation this station has left (CA rotation)
+    if not known:
+        raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
+    # A CRL of an issuing CA this station no longer chains through (it renewed under a
+    # rotated CA, issue 17) is not this station's concern; a known issuer's must verify.
+    for crl in known:
+        signer = signers[crl.issuer]
+        if not crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, signer.public_key())):
             raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
     wanted = issuer or roots[0].subject
     return next((c for c in crls if c.issuer == wanted), None)
@@ -341,7 +348,8 @@ def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
     recipient = load_recipient_public(_must(directory / RECIPIENT, remedy))
     host, port = _broker_json(directory / BROKER, remedy)
     crl_path = directory / CRL
-    crl = _parse_crl(crl_path.read_bytes(), roots, str(crl_path), chain, cert.issuer) if crl_path.exists() else None
+    crl = (_parse_crl(crl_path.read_bytes(), roots, str(crl_path), chain, cert.issuer, obsolete_ok=True)
+           if crl_path.exists() else None)
     return DeviceIdentity(directory, device_id, key, cert, leaf_pem(cert_pem), roots[0], ca_pem, recipient, host,
                           port, crl, chain, roots)
 
