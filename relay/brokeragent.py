@@ -139,8 +139,10 @@ class AgentCore:
             return []
 
     def installed_number(self) -> int:
-        own = [rv.crl_number(c) for c in self._held()
-               if any(c.issuer == s.subject for s in self.store.intermediates)]
+        """The CRL number of the current issuing CA (the first in the cafile: after a CA
+        rotation, the new one — its numbers start again at 1)."""
+        current = self.store.intermediates[:1]
+        own = [rv.crl_number(c) for c in self._held() if any(c.issuer == s.subject for s in current)]
         return max(own, default=0)
 
     def install_trust(self, payload: bytes, now: datetime | None = None) -> int:
@@ -264,8 +266,14 @@ class Agent:
                     self.core.install_trust(payload)
                 except (ta.TrustUpdateError, rv.RevocationError, ConfigError) as exc:
                     log.error("broker agent: trust update not installed: %s", exc)
+                    continue
                 except Exception:  # one bad update must not stop the agent
                     log.exception("broker agent: trust update not installed")
+                    continue
+                # the receipt now counts the new issuing CA's CRLs: replace the old CA's retained one
+                self.client.publish(rv.installed_topic(self.config.broker.topic_prefix),
+                                    rv.build_installed(self.core.installed_number(), datetime.now(UTC)),
+                                    qos=1, retain=True)
                 continue
             try:
                 number = self.core.install(payload)
