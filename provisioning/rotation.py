@@ -126,7 +126,8 @@ def finish(site: Site, *, now: dt.datetime | None = None, force: bool = False) -
             "import the registrar's journal ('clinicam provision import-renewals'), wait for them to renew, "
             "or retire them; --force cuts them off")
     root, root_key = site.ca, site.ca_key()
-    for name in ("broker", "registrar", "broker-agent", *(f"relay-{n}" for n in range(1, site.relays + 1))):
+    site._issue_broker(root_key, now, pki.DEFAULT_DAYS)  # reissue() refuses it during the overlap
+    for name in ("registrar", "broker-agent", *(f"relay-{n}" for n in range(1, site.relays + 1))):
         site.reissue(name, now=now)
     pki.write_public(site.ca_pem, pki.cert_pem(root))
     pki.write_public(site.chain_pem, pki.cert_pem(site.issuing))

@@ -308,6 +308,11 @@ class Site:
         The old certificate stays valid until it expires; ``revoke`` its serial to cut it.
         """
         now = now or pki.utcnow()
+        if name == "broker" and "rotation" in self.read_info():
+            raise ProvisioningError(
+                "a CA rotation is under way: the broker keeps its certificate from the old root until "
+                "'clinicam provision rotate-ca SITE --finish' (stations that have not yet taken the new "
+                "roots must still verify it)")
         if name == "broker":
             self._issue_broker(self.ca_key(), now, days)
             return self.broker_dir / "broker.pem"

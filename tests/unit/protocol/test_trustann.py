@@ -131,3 +131,5 @@ def test_rotation_needs_two_tiers_and_one_at_a_time(tmp_path: Path):
     rotation.begin(site, now=NOW)
     with pytest.raises(ProvisioningError, match="already under way"):
         rotation.begin(Site(site.path), now=NOW)
+    with pytest.raises(ProvisioningError, match="broker keeps its certificate from the old root"):
+        Site(site.path).reissue("broker", now=NOW)
