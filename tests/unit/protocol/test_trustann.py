@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clinicam.common.errors import ProvisioningError
+from clinicam.firmware.selftest.identity import IdentityReview
 from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.firmware.uplink.trust import TrustFollower, held_number, trust_status
 from clinicam.protocol import chain as trust
@@ -70,6 +71,9 @@ def test_begin_then_finish_moves_the_site_and_a_station_follows_both_updates(tmp
     renewed = agent.promote()
     assert renewed.cert.issuer == i2.subject and not agent.forced
     assert trust.TrustStore(renewed.anchors, renewed.chain).path(renewed.cert)[-1] == r2
+    # selftest: the chain to the new root, and that ca.pem holds two roots for now
+    line = IdentityReview(d, NOW).check_certificate()
+    assert line.status == "PASS" and "clinicam CA Unit Clinic 2" in line.detail and "2 roots" in line.detail
 
     # Finish: signed by R2, cross-certified from R1 — a receiver holding R1 alone verifies it.
     site.records()  # the register knows only the admin-signed certificate: the station looks behind
