@@ -17,7 +17,7 @@ from clinicam.firmware.uplink.trust import TrustFollower, held_number, trust_sta
 from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
 from clinicam.protocol import trustann as ta
-from clinicam.provisioning import identity, pki, rotation
+from clinicam.provisioning import identity, pki, report, rotation
 from clinicam.provisioning.site import Site
 from cryptography.hazmat.primitives import hashes
 
@@ -132,7 +132,9 @@ def test_rotation_needs_two_tiers_and_one_at_a_time(tmp_path: Path):
     site = _site(tmp_path / "s")
     with pytest.raises(ProvisioningError, match="no CA rotation"):
         rotation.finish(site, now=NOW)
+    assert not [ln for ln in report.describe_site(site, NOW).lines if ln.startswith("CA rotation")]
     rotation.begin(site, now=NOW)
+    assert [ln for ln in report.describe_site(Site(site.path), NOW).lines if ln.startswith("CA rotation")]
     with pytest.raises(ProvisioningError, match="already under way"):
         rotation.begin(Site(site.path), now=NOW)
     with pytest.raises(ProvisioningError, match="broker keeps its certificate from the old root"):
