@@ -29,9 +29,12 @@ from clinicam.protocol.fields import (
     shaped,
     utc_stamp,
 )
-from clinicam.protocol.ids import HEX32
+from clinicam.protocol.ids import HEX32, is_hex
 
 __all__ = ["STATUS_FIELDS", "WILL", "StationStatus", "utc_stamp"]  # utc_stamp: its old home
+
+
+_SHA256 = is_hex(64)
 
 
 def _is_renewal(v: object) -> bool:
@@ -42,6 +45,15 @@ def _is_renewal(v: object) -> bool:
             and (v["reason"] is None or matches(WORD)(v["reason"])))
 
 
+def _is_trust(v: object) -> bool:
+    """Which root the station is on (issue 17, CA rotation): ``{"number", "root"}`` —
+    the trust update number it holds (or null) and the SHA-256 of the root its
+    certificate chains to (64 hex, or null)."""
+    if not isinstance(v, dict) or set(v) != {"number", "root"}:
+        return False
+    return (v["number"] is None or is_count(v["number"])) and (v["root"] is None or _SHA256(v["root"]))
+
+
 # The MQTT will: the broker publishes it (retained) when the station goes away unannounced.
 WILL = json.dumps({"state": "offline"}).encode()
 
@@ -50,10 +62,11 @@ WILL = json.dumps({"state": "offline"}).encode()
 class StationStatus(ShapedMessage):
     """What a station says about itself; ``None`` is "not said" (left out of the payload).
 
-    A station sets every field but ``renewal`` (only a station that renews over MQTT)
-    and ``relay`` (``online``/``offline``: whether it sees a relay serving it; unset
-    until it knows). A status the relay parses has only its well-formed fields set; a
-    will has only ``state``. ``uptime_s`` is whole seconds when a station sends it.
+    A station sets every field but ``renewal`` (only a station that renews over MQTT),
+    ``relay`` (``online``/``offline``: whether it sees a relay serving it; unset until
+    it knows) and ``trust`` (which root it is on: a station that follows CA rotations).
+    A status the relay parses has only its well-formed fields set; a will has only
+    ``state``. ``uptime_s`` is whole seconds when a station sends it.
     """
 
     state: str | None = shaped(matches(WORD))
@@ -66,6 +79,7 @@ class StationStatus(ShapedMessage):
     clock_synced: bool | None = shaped(is_flag)
     renewal: Mapping[str, Any] | None = shaped(_is_renewal)  # {"state", "at", "reason"}
     relay: str | None = shaped(lambda v: v in ("online", "offline"))
+    trust: Mapping[str, Any] | None = shaped(_is_trust)  # {"number", "root"}: CA rotation
 
 
 # key -> the shape its value must have

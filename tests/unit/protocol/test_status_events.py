@@ -2,7 +2,8 @@
 
 The expected bytes were written by the dict builders these value types replaced
 (``status_payload``/``event_payload``, JSON with sorted keys and no spaces as the uplink
-sent them; checked equal at commit 5f7605b), so the wire did not change.
+sent them; checked equal at commit 5f7605b; the ``trust`` case from main's builder at
+0814bb2), so the wire did not change.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ STATUS_CASES: list[tuple[StationStatus, bytes]] = [
      b'{"boot":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","cert_not_after":"1970-01-01T00:00:00.000Z",'
      b'"clock_synced":true,"fw":"0","pending":7,"pending_bytes":1000000000,"relay":"online",'
      b'"renewal":{"at":null,"reason":null,"state":"idle"},"state":"offline","uptime_s":86400}'),
+    (StationStatus(state="online", pending=0, pending_bytes=0, boot=BOOT, fw="1.0.0", uptime_s=3,
+                   cert_not_after=STAMP, clock_synced=True, trust={"number": 2, "root": "ab" * 32}),
+     b'{"boot":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","cert_not_after":"2027-01-15T08:00:00.123Z",'
+     b'"clock_synced":true,"fw":"1.0.0","pending":0,"pending_bytes":0,"state":"online",'
+     b'"trust":{"number":2,"root":"abababababababababababababababababababababababababababababababab"},'
+     b'"uptime_s":3}'),
 ]
 
 
@@ -96,7 +103,7 @@ def test_event_bytes_and_round_trip(event: AuditEvent, wire: bytes) -> None:
 def test_the_builder_has_exactly_the_readers_keys() -> None:
     assert list(STATUS_FIELDS) == [f.name for f in fields(StationStatus)] == [  # DESIGN §5, plus issue 17's
         "state", "pending", "pending_bytes", "boot", "fw", "uptime_s", "cert_not_after", "clock_synced",
-        "renewal", "relay"]
+        "renewal", "relay", "trust"]
     assert list(EVENT_FIELDS) == [f.name for f in fields(AuditEvent)] == [
         "event", "at", "capture_id", "capture_ids", "session", "reason", "count", "cmd_id", "fw", "event_id"]
     with pytest.raises(TypeError):
