@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
     _operator(sub)
     _revoke(sub)
+    _publish_crl(sub)
+    _import_revocations(sub)
     _reissue(sub)
     _crl(sub)
     _acl(sub)
@@ -84,8 +86,9 @@ def _site_init(sub: Any) -> None:
         default=brokerconf.DEFAULT_CONF_DIR,
         help="where the broker/ folder will be installed on the broker host",
     )
-    p.add_argument("--tiers", type=int, choices=[1, 2], default=1,
-                   help="2: an offline root and an online issuing CA for station certificates (registrar)")
+    p.add_argument("--tiers", type=int, choices=[1, 2], default=2,
+                   help="2 (default): an offline root and an online issuing CA for station certificates, which "
+                        "renew themselves (registrar); 1: one site CA, renewals by hand (small sites)")
     p.add_argument("--ca-passphrase-file", type=Path, metavar="FILE",
                    help="protect the root key with the passphrase in FILE (first line)")
     p.add_argument("--ask-ca-passphrase", action="store_true",
@@ -140,10 +143,38 @@ def _operator(sub: Any) -> None:
 
 
 def _revoke(sub: Any) -> None:
-    p = sub.add_parser("revoke", help="revoke a device id or one serial; rewrite the CRLs")
+    p = sub.add_parser("revoke", help="revoke an id or one serial; rewrite the CRLs and the root's CRL bulletin")
     p.add_argument("site_dir", metavar="SITE", type=Path)
     p.add_argument("target", metavar="ID|SERIAL")
+    p.add_argument("--publish", action="store_true",
+                   help="then publish the bulletin at once (as 'publish-crl' does)")
+    _broker_args(p)
     p.set_defaults(func=_cmd_revoke)
+
+
+def _broker_args(p: Any) -> None:
+    p.add_argument("--broker-host", metavar="HOST", help="default: the site's first broker host")
+    p.add_argument("--broker-port", type=int, metavar="PORT", help="default: the site's broker port")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker agent (default 60)")
+
+
+def _publish_crl(sub: Any) -> None:
+    p = sub.add_parser("publish-crl", help="send the root's CRL bulletin to the broker and relays; cut the "
+                                           "revoked identities' sessions")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    _broker_args(p)
+    p.set_defaults(func=_cmd_publish_crl)
+
+
+def _import_revocations(sub: Any) -> None:
+    p = sub.add_parser("import-revocations", help="record revocations made on the relay host (relay revoke) "
+                                                  "in the register and the ACL")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("file", metavar="FILE", type=Path, nargs="?",
+                   help="the relay host's crl.pem or a CRL bulletin; default: the registrar's bulletin, "
+                        "read from the broker as the admin identity")
+    _broker_args(p)
+    p.set_defaults(func=_cmd_import_revocations)
 
 
 def _reissue(sub: Any) -> None:
@@ -361,19 +392,54 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     site = _open(args.site_dir)
-    if site.issuing is not None:
-        print("two tiers: certificates the registrar renewed are revoked by id only once recorded here "
-              "('clinicam provision import-renewals SITE journal.jsonl' first)")
-    hit = site.revoke(args.target)
+    hit = site.revoke(args.target, issuing=False)
     for rec in hit:
         print(f"revoked {rec.id} serial {rec.serial}")
-    print(f"ACL rewritten without {', '.join(sorted({rec.id for rec in hit}))}: "
-          f"copy {site.broker_dir / 'acl'} to the broker too")
-    print(
-        f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and RESTART it "
-        "(a reload refuses new connections but keeps a revoked station's open one); "
-        f"give {site.crl_pem} to the relays"
-    )
+    print(f"CRL and ACL rewritten; the signed bulletin is {site.root_bulletin_path}")
+    if args.publish:
+        return _publish(site, args)
+    print(f"  send it: clinicam provision publish-crl {site.path} (the broker agent installs it, the relays "
+          "adopt it, open sessions are cut)")
+    return 0
+
+
+def _address(site: Site, args: argparse.Namespace) -> tuple[str, int]:
+    return args.broker_host or site.hosts[0], args.broker_port or site.port
+
+
+def _cmd_publish_crl(args: argparse.Namespace) -> int:
+    return _publish(_open(args.site_dir), args)
+
+
+def _publish(site: Site, args: argparse.Namespace) -> int:
+    from clinicam.provisioning.crlpublish import publish_root_bulletin
+
+    host, port = _address(site, args)
+    done = publish_root_bulletin(site, host=host, port=port, timeout_s=args.timeout)
+    print(f"root CRL {done.number} published on {host}:{port} (retained)")
+    if not done.installed:
+        print(f"the broker agent did not confirm CRL {done.number} within {args.timeout:g} s: is 'clinicam broker "
+              "agent' running on the broker host? It installs the retained bulletin when it starts; then run "
+              "publish-crl again to cut open sessions", file=sys.stderr)
+        return 1
+    for ident, ok in sorted(done.cut.items()):
+        print(f"{'cut the session of' if ok else 'no session taken over for'} {ident}")
+    return 0
+
+
+def _cmd_import_revocations(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import crlpublish
+
+    site = _open(args.site_dir)
+    if args.file is not None:
+        crls = crlpublish.crls_from_file(site, args.file)
+    else:
+        host, port = _address(site, args)
+        crls = crlpublish.fetch_registrar_bulletin(site, host=host, port=port, timeout_s=min(args.timeout, 30)).crls
+    marked = site.import_revocations(crls)
+    for rec in marked:
+        print(f"recorded revoked {rec.id} serial {rec.serial}")
+    print(f"{len(marked)} revocation(s) recorded; {site.broker_dir / 'acl'} rewritten without them")
     return 0
 
 

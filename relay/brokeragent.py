@@ -1,10 +1,11 @@
 """``clinicam broker agent``: installs the site's CRL bulletins on the broker host (issue 17).
 
 Runs next to Mosquitto with its own identity (CN ``broker-agent``, ``SITE/broker/agent.*``;
-ACL: read ``P/_site/crl``, write ``P/_site/crl-installed``, nothing else). For each
-bulletin the registrar publishes it:
+ACL: read ``P/_site/crl`` and ``P/_site/crl-root``, write ``P/_site/crl-installed``,
+nothing else). For each bulletin the registrar (issuing CA) or the admin machine (root;
+the only author on a single-tier site) publishes it:
 
-1. verifies it (signed by the site's issuing CA, every CRL by a site CA; ``protocol.revocation``),
+1. verifies it (signed by its author, a site CA; every CRL by a site CA; ``protocol.revocation``),
 2. refuses an older CRL number or one that drops an entry (anti-rollback, merge never loses),
 3. writes Mosquitto's ``crlfile`` atomically and drops the revoked ids' ``user`` blocks
    from the ``acl_file``,
@@ -119,9 +120,9 @@ class AgentCore:
     def __init__(self, config: AgentConfig, reload: Callable[[], None]) -> None:
         self.config, self.reload = config, reload
         self.store = site_trust(Path(config.identity.ca))
-        if not self.store.intermediates:
-            raise ConfigError(f"[identity] ca: {config.identity.ca} holds no issuing CA: the broker agent is "
-                              "for two-tier sites (copy broker/ca.pem after 'clinicam provision two-tier')")
+        if not self.store.roots:
+            raise ConfigError(f"[identity] ca: {config.identity.ca} holds no root certificate: copy the site's "
+                              "broker/ca.pem")
 
     def _held(self) -> list[x509.CertificateRevocationList]:
         path = Path(self.config.mosquitto.crlfile)
@@ -130,17 +131,27 @@ class AgentCore:
         except (OSError, ConfigError):
             return []
 
+    def _number_of(self, cas: Sequence[x509.Certificate]) -> int:
+        return max((rv.crl_number(c) for c in self._held() if any(c.issuer == s.subject for s in cas)), default=0)
+
     def installed_number(self) -> int:
-        own = [rv.crl_number(c) for c in self._held()
-               if any(c.issuer == s.subject for s in self.store.intermediates)]
-        return max(own, default=0)
+        """The issuing CA's CRL number loaded (0 on a single-tier site)."""
+        return self._number_of(self.store.intermediates)
+
+    def installed_root(self) -> int:
+        """The root's CRL number loaded."""
+        return self._number_of(self.store.roots)
 
     def install(self, payload: bytes) -> int:
         bulletin = rv.parse_bulletin(payload, self.store)
         held = self._held()
-        merged = rv.successor(held, bulletin.crls)
+        mine = [c for c in held if c.issuer == bulletin.signer]
+        if mine and rv.crl_number(mine[0]) > bulletin.number:
+            raise rv.RevocationError(f"CRL number {bulletin.number} is older than the installed "
+                                     f"{rv.crl_number(mine[0])}: refused (replay or stale copy)")
+        merged = rv.successor(held, bulletin.crls, author=bulletin.signer)
         before = self.installed_number()
-        if bulletin.number <= before and rv.crls_pem(merged) == rv.crls_pem(held):
+        if rv.crls_pem(merged) == rv.crls_pem(held):
             return before  # already installed: acknowledge again, no reload
         m = self.config.mosquitto
         pki.write_public(Path(m.crlfile), rv.crls_pem(merged))
@@ -204,7 +215,8 @@ class Agent:
         if rc.is_failure:
             log.warning("broker agent: broker refused the connection (%s)", rc)
             return
-        client.subscribe(rv.crl_topic(self.config.broker.topic_prefix), qos=1)
+        prefix = self.config.broker.topic_prefix
+        client.subscribe([(rv.crl_topic(prefix), 1), (rv.root_crl_topic(prefix), 1)])
         log.info("broker agent: connected")
 
     def _run(self) -> None:
@@ -218,7 +230,8 @@ class Agent:
                 log.exception("broker agent: CRL bulletin not installed")
                 continue
             self.client.publish(rv.installed_topic(self.config.broker.topic_prefix),
-                                rv.build_installed(number, datetime.now(UTC)), qos=1, retain=True)
+                                rv.build_installed(number, datetime.now(UTC), root=self.core.installed_root()),
+                                qos=1, retain=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -80,8 +80,8 @@ class Relay:
                  instance: str | None = None, session_expiry_s: int = 0,
                  inbox: FairInbox | None = None, crl_feed: Callable[[bytes], None] | None = None) -> None:
         self.core, self.host, self.port = core, host, port
-        # two-tier sites: the CRL bulletin (P/_site/crl) goes to crl_feed (issue 17)
-        self.crl_feed, self._crl_topic = crl_feed, core.topics.site_crl()
+        # the CRL bulletins (P/_site/crl, P/_site/crl-root) go to crl_feed (issue 17)
+        self.crl_feed, self._crl_topics = crl_feed, core.topics.site_crls()
         self._crl_mid: int | None = None
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
@@ -187,7 +187,7 @@ class Relay:
             msg = self.inbox.get(timeout=max(0.0, wake - time.monotonic()))
             try:
                 self._reconnect_after_yield()
-                if msg is not None and msg.topic == self._crl_topic and self.crl_feed is not None:
+                if msg is not None and msg.topic in self._crl_topics and self.crl_feed is not None:
                     self.crl_feed(msg.payload)
                     continue
                 rid = relay_of(self.core.topics.prefix, msg.topic) if msg else None
@@ -335,7 +335,7 @@ class Relay:
         self.arbiter.board.relays.clear()
         self._subscribe("presence", [(presence_filter(self.core.topics.prefix), 1)])
         if self.crl_feed is not None:  # active or standing by: every relay follows the CRL
-            self._crl_mid = client.subscribe(self._crl_topic, qos=1)[1]
+            self._crl_mid = client.subscribe([(t, 1) for t in self._crl_topics])[1]
         log.info("relay: connected to %s:%d as %s", self.host, self.port, self.relay_id)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
@@ -344,7 +344,8 @@ class Relay:
         refused = [rc for rc in reason_codes if rc.is_failure]
         if mid == self._crl_mid:
             if refused:
-                log.warning("relay: the broker refused %s (%s): regenerate the ACL", self._crl_topic, refused[0])
+                log.warning("relay: the broker refused %s (%s): regenerate the ACL", " or ".join(self._crl_topics),
+                            refused[0])
             return
         if refused:
             log.error("relay: broker refused a subscription to %s topics (%s): regenerate the broker's "

@@ -190,8 +190,8 @@ def test_an_older_or_forged_bulletin_changes_nothing(setup: RevocationSetup):
     issuing, key = setup.site.issuing, setup.site.issuing_key()
     assert issuing is not None
     old = trust.load_crls((setup.site_dir / "crl.pem").read_bytes(), "site crl")  # CRL number 1
-    stale = rv.build_bulletin(crls=old, revoked=[], at=pki.utcnow(), issuing_key=key,  # type: ignore[arg-type]
-                              issuing_cert=issuing)
+    stale = rv.build_bulletin(crls=old, revoked=[], at=pki.utcnow(), signer_key=key,  # type: ignore[arg-type]
+                              signer_cert=issuing)
     before = (setup.site.broker_dir / "crl.pem").read_bytes()
     with pytest.raises(rv.RevocationError, match="older"):
         core.install(stale)

@@ -12,7 +12,7 @@ from clinicam.tools.brokerproc import rewrite_conf
 from clinicam.tools.cli import main
 
 
-def _site(tmp_path: Path) -> Path:
+def _site(tmp_path: Path, *more: str) -> Path:
     site = tmp_path / "site"
     assert (
         main(
@@ -28,6 +28,7 @@ def _site(tmp_path: Path) -> Path:
                 "2",
                 "--kem",
                 "x25519",
+                *more,
             ]
         )
         == 0
@@ -35,8 +36,9 @@ def _site(tmp_path: Path) -> Path:
     return site
 
 
-def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    site = _site(tmp_path)
+@pytest.mark.parametrize("tiers", ["2", "1"])
+def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiers: str):
+    site = _site(tmp_path, "--tiers", tiers)
     station = tmp_path / "station"
     assert main(["provision", "device-key", str(station), "--device", "cart-7"]) == 0
     sign = ["provision", "sign", str(site), str(station / "device.csr"), "--out", str(tmp_path / "cart-7.pem")]
@@ -57,7 +59,21 @@ def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "cart-7" in out and "PRIVATE KEY" not in out
     assert main(["provision", "show", "--site", str(site)]) == 0
+    capsys.readouterr()
+    if tiers == "2":
+        # The issuing CA's CRL has one author, the registrar host: the admin is sent there.
+        assert main(["provision", "revoke", str(site), "cart-7"]) == 1
+        assert "clinicam relay revoke" in capsys.readouterr().err
+        return
     assert main(["provision", "revoke", str(site), "cart-7"]) == 0
+    out = capsys.readouterr().out
+    assert "crl-root-bulletin.json" in out and "publish-crl" in out
+
+
+def test_two_tiers_are_the_default(tmp_path: Path):
+    site = json.loads((_site(tmp_path) / "site.json").read_text())
+    assert site["tiers"] == 2
+    assert json.loads((_site(tmp_path / "one", "--tiers", "1") / "site.json").read_text()).get("tiers", 1) == 1
 
 
 def test_cli_usage_errors_exit_2(tmp_path: Path):
@@ -85,6 +101,7 @@ def test_generated_conf_has_the_security_settings(tmp_path: Path):
         "listener 8883",
         "crlfile /etc/mosquitto/clinicam/crl.pem",
         "acl_file /etc/mosquitto/clinicam/acl",
+        "pid_file /run/mosquitto/mosquitto.pid",  # the broker agent's reload (SIGHUP)
     ):
         assert line in conf
 
@@ -113,8 +130,13 @@ def test_generated_acl_is_design_section_5():
         f"topic read {p}/relay/+/status",
     ]
     own = [f"topic write {p}/relay/relay-{n}/status" for n in (1, 2)]  # each relay writes only its own
-    assert acl == [*station("cart-1"), *station("cart-2"), "user relay-1", *relay, own[0],
-                   "user relay-2", *relay, own[1]]
+    crl = [f"topic read {p}/_site/crl", f"topic read {p}/_site/crl-root"]  # both CRL bulletins (issue 17)
+    # The broker agent installs the bulletins; the admin machine publishes the root's.
+    agent = ["user broker-agent", *crl, f"topic write {p}/_site/crl-installed"]
+    admin = ["user admin", f"topic read {p}/_site/crl-installed", f"topic read {p}/_site/crl",
+             f"topic write {p}/_site/crl-root"]
+    assert acl == [*station("cart-1"), *station("cart-2"), *agent, *admin, "user relay-1", *relay, own[0], *crl,
+                   "user relay-2", *relay, own[1], *crl]
     assert not any(ln.startswith("pattern") for ln in acl)  # patterns apply to operators and relays too
 
 
