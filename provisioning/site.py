@@ -177,12 +177,13 @@ class Site:
         prefix: str = brokerconf.DEFAULT_PREFIX,
         conf_dir: str = brokerconf.DEFAULT_CONF_DIR,
         now: dt.datetime | None = None,
-        tiers: int = 1,
+        tiers: int = 2,
         passphrase: bytes | None = None,
     ) -> Site:
         """Make a new site: CA, broker files, relay identities, recipient key, empty CRL.
 
-        ``tiers=2`` adds the issuing CA (as ``two_tier`` does for an existing site);
+        ``tiers=2`` (the default) adds the issuing CA (as ``two_tier`` does for an
+        existing site); ``tiers=1`` keeps one site CA (small sites, renewals by hand);
         ``passphrase`` encrypts the root key.
         """
         now = now or pki.utcnow()
@@ -215,6 +216,7 @@ class Site:
         pki.write_public(site.relay_dir / "recipient.pub", recipient.public_pem())
         site.write_crl(now=now, ca_key=ca_key)
         site._issue_admin(ca_key, now, pki.DEFAULT_DAYS)
+        site._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
         if tiers == 2:
             site._add_issuing_ca(ca_key, now)
         return site
@@ -254,7 +256,8 @@ class Site:
         pki.write_public(self.broker_dir / "ca.pem", pki.cert_pem(self.ca) + pki.cert_pem(issuing))
         self.write_crl(now=now, ca_key=ca_key)
         self._issue_registrar(ca_key, now, pki.DEFAULT_DAYS)
-        self._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
+        if not (self.broker_dir / "agent.pem").exists():  # a site from before the agent
+            self._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
         pki.write_public(self.registrar_dir / "ca.pem", pki.cert_pem(self.ca))
         self.write_acl(now=now)
         return issuing

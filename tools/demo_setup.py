@@ -111,6 +111,7 @@ class DemoSetup:
     # --- the parts ------------------------------------------------------------------------
 
     def provision(self) -> None:
+        # Two tiers, as 'site-init' makes by default: stations from the issuing CA.
         self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port, relays=1)
         for device in self.devices:
             self.identity_dir(device)
@@ -169,6 +170,8 @@ class DemoSetup:
                     "key": str(relay / "relay-1.key"),
                     "ca": str(self.site_dir / "ca.pem"),
                     "crl": str(self.site_dir / "crl.pem"),
+                    # two tiers: the issuing CA that signs the stations
+                    **({"chain": str(self.site.chain_pem)} if self.site.issuing is not None else {}),
                     "recipient_keys": [str(relay / "recipient.key")],
                 },
             },

@@ -56,12 +56,6 @@ class RenewalSetup(Setup):
                 self.broker.reload()
         return d
 
-    def relay_config(self) -> Path:
-        path = super().relay_config()
-        crl = f'crl = "{self.site_dir / "crl.pem"}"'
-        path.write_text(path.read_text().replace(crl, f'{crl}\nchain = "{self.site.chain_pem}"'))
-        return path
-
     def start_relay(self) -> None:
         super().start_relay()
         if self.registrar is None or self.registrar.poll() is not None:

@@ -27,6 +27,7 @@ META = {"patient": {"id": "SYN-TWO-TIER-1", "issuer": "GS1", "encounter": None},
 
 
 def _create(path: Path, **kw: object) -> Site:
+    kw.setdefault("tiers", 1)  # a single-tier site unless the test asks for two (the default of site-init)
     return Site.create(path, "Unit Clinic", ["broker.example"], relays=1, kem="x25519", now=NOW, **kw)  # type: ignore[arg-type]
 
 
