@@ -244,7 +244,13 @@ def test_renewal_requests_from_an_operator_another_station_or_a_revoked_station_
 
 
 class SingleTierSetup(Setup):
-    """A single-tier site (no registrar): stations signed for 30 days."""
+    """A single-tier site (``--tiers 1``, no registrar): stations signed for 30 days."""
+
+    def provision(self) -> None:
+        self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port,
+                                relays=2, tiers=1)
+        for device in self.devices:
+            self.identity_dir(device)
 
     def identity_dir(self, device: str) -> Path:
         d = self.stations_dir / device / "identity"
