@@ -290,3 +290,35 @@ def test_a_renewal_imported_after_its_revocation_stays_revoked(site: Site, tmp_p
     assert [r.serial for r in added] == [pki.serial_hex(renewed.serial_number)]
     assert all(r.revoked_at for r in site.records() if r.id == "cart-1")
     assert "user cart-1\n" not in (site.broker_dir / "acl").read_text()
+
+
+def test_the_registrar_takes_the_roots_bulletin_into_its_crl_file(site: Site, tmp_path: Path):
+    """A root revocation published by the admin machine reaches the registrar's own
+    ``[identity] crl`` (its renewals then refuse it); a replayed older one changes nothing."""
+    from clinicam.relay.registrar.config import registrar_config_from
+    from clinicam.relay.registrar.service import Registrar, build_core
+
+    reg = site.registrar_dir
+    crl = tmp_path / "registrar-crl.pem"
+    crl.write_bytes(site.crl_pem.read_bytes())  # as installed on the relay host
+    config = registrar_config_from({
+        "identity": {"cert": str(reg / "registrar.pem"), "key": str(reg / "registrar.key"),
+                     "ca": str(site.ca_pem), "crl": str(crl)},
+        "issuing": {"cert": str(reg / "issuing.pem"), "key": str(reg / "issuing.key"),
+                    "journal": str(tmp_path / "journal.jsonl"), "revocations": str(tmp_path / "rev.jsonl")},
+    })
+    registrar = Registrar(config, build_core(config))
+    site.revoke("relay-1", now=NOW, issuing=False)
+    first = site.root_bulletin_path.read_bytes()
+    serial = int(_serial(site, "relay-1"), 16)
+    root_crl = lambda: next(c for c in trust.load_crls(crl.read_bytes(), "r") if c.issuer == site.ca.subject)  # noqa: E731
+    assert root_crl().get_revoked_certificate_by_serial_number(serial) is None  # control
+    registrar._adopt_root(first)
+    assert root_crl().get_revoked_certificate_by_serial_number(serial) is not None
+    assert any(c.issuer == site.issuing.subject for c in trust.load_crls(crl.read_bytes(), "r"))  # type: ignore[union-attr]
+    site.reissue("relay-1", now=NOW)
+    site.revoke("relay-1", now=NOW, issuing=False)
+    registrar._adopt_root(site.root_bulletin_path.read_bytes())
+    newer = crl.read_bytes()
+    registrar._adopt_root(first)  # a replay: refused, the file stays
+    assert crl.read_bytes() == newer
