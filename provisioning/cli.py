@@ -23,8 +23,8 @@ from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, two-tier, import-renewals, sign, renew, operator,
-revoke, reissue, crl, acl, bundle, show --site.
+On the site's admin machine: site-init, two-tier, import-renewals, import-revocations, sign,
+renew, operator, revoke, publish-crl, reissue, crl, acl, bundle, show --site.
 A root key protected by a passphrase (site-init --ca-passphrase-file) is read from the
 file named by CLINICAM_CA_PASSPHRASE_FILE, or asked for on a terminal when signing needs it.
 On a station: device-key, install, apply-network (root, run by the unit), show.
@@ -178,9 +178,10 @@ def _import_revocations(sub: Any) -> None:
 
 
 def _reissue(sub: Any) -> None:
-    p = sub.add_parser("reissue", help="new key and certificate for the broker, a relay worker or the registrar")
+    p = sub.add_parser("reissue", help="new key and certificate for a site service (broker, relay, agent, admin, "
+                                       "registrar)")
     p.add_argument("site_dir", metavar="SITE", type=Path)
-    p.add_argument("service", metavar="broker|relay-N|registrar")
+    p.add_argument("service", metavar="broker|broker-agent|admin|relay-N|registrar")
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
     p.set_defaults(func=_cmd_reissue)
 
