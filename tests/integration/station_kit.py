@@ -100,10 +100,14 @@ def press(n: int = 1) -> list[Step]:
 
 
 class Setup(DemoSetup):
-    """``DemoSetup`` whose site also has ``relay-2``, the tests' watcher identity."""
+    """``DemoSetup`` whose site also has ``relay-2``, the tests' watcher identity.
+    ``tiers`` as ``site-init --tiers`` (two by default)."""
+
+    tiers = 2
 
     def provision(self) -> None:
-        self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port, relays=2)
+        self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port, relays=2,
+                                tiers=self.tiers)
         for device in self.devices:
             self.identity_dir(device)
 

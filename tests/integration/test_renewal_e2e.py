@@ -246,11 +246,7 @@ def test_renewal_requests_from_an_operator_another_station_or_a_revoked_station_
 class SingleTierSetup(Setup):
     """A single-tier site (``--tiers 1``, no registrar): stations signed for 30 days."""
 
-    def provision(self) -> None:
-        self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port,
-                                relays=2, tiers=1)
-        for device in self.devices:
-            self.identity_dir(device)
+    tiers = 1
 
     def identity_dir(self, device: str) -> Path:
         d = self.stations_dir / device / "identity"
