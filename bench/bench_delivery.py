@@ -68,7 +68,8 @@ class Bench:
         core = RelayCore(ca_cert=x509.load_pem_x509_certificate(ca.read_bytes()),
                          recipients=[load_recipient_private(
                              (self.root / "site/relay/recipient.key").read_bytes())],
-                         sinks=[DirectorySink(out)])
+                         sinks=[DirectorySink(out)],
+                         chain=[self.site.issuing] if self.site.issuing is not None else [])
         return Relay(core=core, host=LOOPBACK, port=self.site.port, ca=ca, cert=cert, key=key,
                      client_id=f"relay-{n}")
 
@@ -82,6 +83,7 @@ class Bench:
             f'status_file = "{state}/status.json"\naudit_log = "{state}/audit.jsonl"\n'
             f'[broker]\nhost = "{LOOPBACK}"\nport = {self.site.port}\n'
             f'[identity]\ncert = "{cert}"\nkey = "{key}"\nca = "{self.root}/site/ca.pem"\n'
+            f'chain = "{self.site.chain_pem if self.site.issuing is not None else ""}"\n'
             f'recipient_keys = ["{self.root}/site/relay/recipient.key"]\n'
             f'[[sinks]]\ntype = "directory"\nname = "archive"\npath = "{out}"\n')
         proc = subprocess.Popen([sys.executable, "-m", "clinicam.tools.cli", "relay", "run",
