@@ -451,8 +451,11 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
-    path = _open(args.site_dir).write_crl()
-    print(f"CRL re-issued: {path} and broker/crl.pem")
+    site = _open(args.site_dir)
+    # Two tiers: the issuing CA's CRL is the relay host's to sign (one author per CRL).
+    path = site.write_crl(issuers={"root"} if site.issuing is not None else None)
+    print(f"CRL re-issued: {path} and broker/crl.pem" + (" (the root's; the issuing CA's is the relay host's)"
+                                                         if site.issuing is not None else ""))
     return 0
 
 

@@ -158,3 +158,13 @@ def test_rewrite_conf_changes_only_paths_listener_and_local_lines(tmp_path: Path
     assert "tls_version tlsv1.1" in lines and "tls_version tlsv1.2" not in lines
     assert "require_certificate true" in lines and "allow_anonymous false" in lines
     assert any(ln.startswith("user ") for ln in lines)
+
+
+def test_crl_on_a_two_tier_site_re_signs_the_roots_only(tmp_path: Path):
+    site = _site(tmp_path)
+    issuing = site / "registrar" / "crl-issuing.pem"
+    root = site / "ca" / "crl-root.pem"
+    before_issuing, before_root = issuing.read_bytes(), root.read_bytes()
+    assert main(["provision", "crl", str(site)]) == 0
+    assert issuing.read_bytes() == before_issuing  # the relay host's to sign
+    assert root.read_bytes() != before_root
