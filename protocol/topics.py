@@ -157,13 +157,19 @@ class Topics:
         """``P/_site/recipient`` (registrar → stations; retained): the recipient key."""
         return f"{self.prefix}/_site/recipient"
 
+    def site_trust(self) -> str:
+        """``P/_site/trust`` (registrar → stations, broker agent; retained): the CA rotation's trust update."""
+        return f"{self.prefix}/_site/trust"
+
     def registrar_site_acl(self) -> tuple[list[str], list[str]]:
-        """The registrar's site topics: (read, write) — the receipt; the bulletin, the key."""
-        return [self.site_crl_installed(), self.site_crl_root()], [self.site_crl(), self.site_recipient()]
+        """The registrar's site topics: (read, write) — the receipt, the root's bulletin; the
+        bulletin, the key, the trust update."""
+        return ([self.site_crl_installed(), self.site_crl_root()],
+                [self.site_crl(), self.site_recipient(), self.site_trust()])
 
     def broker_agent_acl(self) -> tuple[list[str], list[str]]:
-        """The broker agent's topics: (read, write) — the bulletin; the receipt. Nothing else."""
-        return self.site_crls(), [self.site_crl_installed()]
+        """The broker agent's topics: (read, write) — both bulletins, the trust update; the receipt."""
+        return [*self.site_crls(), self.site_trust()], [self.site_crl_installed()]
 
     def admin_acl(self) -> tuple[list[str], list[str]]:
         """The admin machine's topics (CN ``admin``): (read, write) — the receipt and the
