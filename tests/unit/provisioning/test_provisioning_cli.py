@@ -132,7 +132,7 @@ def test_generated_acl_is_design_section_5():
     own = [f"topic write {p}/relay/relay-{n}/status" for n in (1, 2)]  # each relay writes only its own
     crl = [f"topic read {p}/_site/crl", f"topic read {p}/_site/crl-root"]  # both CRL bulletins (issue 17)
     # The broker agent installs the bulletins; the admin machine publishes the root's.
-    agent = ["user broker-agent", *crl, f"topic write {p}/_site/crl-installed"]
+    agent = ["user broker-agent", *crl, f"topic read {p}/_site/trust", f"topic write {p}/_site/crl-installed"]
     admin = ["user admin", f"topic read {p}/_site/crl-installed", f"topic read {p}/_site/crl",
              f"topic write {p}/_site/crl-root"]
     assert acl == [*station("cart-1"), *station("cart-2"), *agent, *admin, "user relay-1", *relay, own[0], *crl,
