@@ -35,6 +35,7 @@ from clinicam.firmware.hardware import HardwareBuilder
 from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_notice
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.eventstore import EventStore
 from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
 from clinicam.firmware.workflow import events as ev
@@ -132,7 +133,7 @@ class Station:
         self._cert_checked = self._clock()
 
     def _make_uplink(self, boot: str) -> Uplink:
-        u = self.config.uplink
+        u, events = self.config.uplink, self.config.events
         return Uplink(
             identity=self.identity,
             vault=self.vault,
@@ -155,6 +156,9 @@ class Station:
             renewal=self._renewal_agent(),
             on_renewed=self._renewed,
             on_recipient=self._recipient_announced,
+            event_store=EventStore.open(events.dir),
+            max_events=events.max_events,
+            event_resend_s=events.resend_s,
         )
 
     def _renewal_agent(self) -> RenewalAgent | None:
