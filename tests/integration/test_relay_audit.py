@@ -257,3 +257,27 @@ def test_station_keeps_an_event_until_the_relay_logs_it_across_a_broker_restart(
         station.uplink.stop()
     opened = [x for x in core.audit.lines if x.get("event") == "session-opened"]
     assert len(opened) == 1 and opened[0]["device"] == "station-a"
+
+
+def test_a_station_sends_what_its_event_store_kept_and_reports_what_it_gave_up(
+        site: Any, broker: Any, tmp_path: Path) -> None:
+    """What an earlier run left in ``events.json`` is sent at start and removed once the
+    relay logs it; the count it had to give up at its bound is reported once."""
+    from clinicam.firmware.uplink.eventstore import EventStore
+
+    store = tmp_path / "events"
+    store.mkdir()
+    kept = {"event": "wiped", "at": "2026-01-01T00:00:00.000Z", "capture_ids": [CID], "count": 1,
+            "reason": "battery", "event_id": "0123456789abcdef"}
+    (store / "events.json").write_text(json.dumps({"v": 1, "dropped": 3, "events": [kept]}))
+    core = make_core(site, tmp_path)
+    relay = start_relay(site, broker.port, core)
+    station = make_station(site, "station-a", broker.port, event_store=EventStore(store))
+    try:
+        eventually(lambda: json.loads((store / "events.json").read_text()) == {"v": 1, "dropped": 0, "events": []})
+    finally:
+        station.uplink.stop()
+        relay.stop()
+    logged = [x for x in core.audit.lines if x.get("device") == "station-a"]
+    assert [(x["event"], x.get("event_id")) for x in logged if x["event"] == "wiped"] == [("wiped", kept["event_id"])]
+    assert [x["count"] for x in logged if x["event"] == "events-dropped"] == [3]
