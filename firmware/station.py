@@ -36,6 +36,7 @@ from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_n
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.update_handoff import UpdateHandoff, UpdateUnavailable
 from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.eventstore import EventStore
 from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
 from clinicam.firmware.uplink.trust import TrustFollower
@@ -137,7 +138,7 @@ class Station:
         self._cert_checked = self._clock()
 
     def _make_uplink(self, boot: str) -> Uplink:
-        u = self.config.uplink
+        u, events = self.config.uplink, self.config.events
         return Uplink(
             identity=self.identity,
             vault=self.vault,
@@ -162,6 +163,9 @@ class Station:
             on_renewed=self._renewed,
             on_recipient=self._recipient_announced,
             on_trust=self._trust_update,
+            event_store=EventStore.open(events.dir),
+            max_events=events.max_events,
+            event_resend_s=events.resend_s,
         )
 
     def _renewal_agent(self) -> RenewalAgent | None:

@@ -205,6 +205,7 @@ class DemoSetup:
             "hardware": {"backend": "sim"},
             "identity": {"dir": str(self.identity_dir(device))},
             "uplink": {"host": "127.0.0.1", "port": self.port, "ack_timeout_s": 10.0, "reconnect_max_s": 2.0},
+            "events": {"dir": str(self.events_dir(device))},
             "workflow": {"require_consent": True, "stop_drain_s": 10.0},
             "power": {"mains_pin": 5, "battery_pin": 6, "tamper_pin": 13},
             "memory": {"lock": "warn"},
@@ -214,6 +215,12 @@ class DemoSetup:
         path = self.stations_dir / device / "station.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(to_toml(sections))
+        return path
+
+    def events_dir(self, device: str) -> Path:
+        """The station's persistent event store (on the appliance /var/lib/clinicam/events)."""
+        path = self.stations_dir / device / "events"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
     def write_script(self, steps: list[dict[str, Any]], name: str = "script.json") -> Path:
