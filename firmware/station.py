@@ -232,7 +232,7 @@ class Station:
         self._process(ev.Tick(self._clock()))
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
         # The status line says what update-install's idle check reads: phase and vault.
-        self.notifier.ready(self.status_line(self.state.phase.value))
+        self.notifier.ready(self.status_line(self.state.phase.value, self.state.online))
         log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
         self._report_update()
         self._check_certificate()
@@ -339,15 +339,17 @@ class Station:
                     "online": action.online,
                 }
             )
-            self.notifier.status(self.status_line(action.state))
+            self.notifier.status(self.status_line(action.state, action.online))
 
-    def status_line(self, phase: str) -> str:
-        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending"``.
+    def status_line(self, phase: str, online: bool) -> str:
+        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending; online|offline"``.
 
         Root tools read it with ``systemctl show -P StatusText``: ``idle; 0 pending``
-        (no session, empty vault) is when update-install may stop the station.
+        (no session, empty vault) is when update-install may stop the station, and
+        ``online`` (the broker connection is up) is part of what update-confirm needs
+        before it commits a trial slot.
         """
-        return f"{phase}; {self.vault.pending_count} pending"
+        return f"{phase}; {self.vault.pending_count} pending; {'online' if online else 'offline'}"
 
     def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)
