@@ -311,6 +311,7 @@ def test_update_judge_accepts_the_whole_story(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("overrides", [{"rollback-reported": "FAIL"}, {"good-marked-good": "ABSENT"},
+                                       {"update-server-other-port": "FAIL"}, {"good-marked-after-connected": "ABSENT"},
                                        {"refuse-bad-signature": "FAIL"}])
 def test_update_judge_refuses_a_failed_or_missing_step(tmp_path: Path, overrides: dict[str, str]) -> None:
     log = tmp_path / "console.log"
