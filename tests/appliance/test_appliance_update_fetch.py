@@ -90,12 +90,13 @@ def identity(tmp: Path, d: Path, ca: str = "ca", client: bool = True) -> Path:
     return ident
 
 
-def fetch(tmp: Path, ident: Path, url: str, digest: str) -> subprocess.CompletedProcess[str]:
+def fetch(tmp: Path, ident: Path, url: str, digest: str, tmpfs: str = "none") -> subprocess.CompletedProcess[str]:
     recorder = tmp / "update-install"
     recorder.write_text('#!/bin/sh\necho "update-install $*" > "$(dirname "$0")/installed"\n')
     recorder.chmod(0o755)
     env = dict(os.environ, CLINICAM_IDENTITY_DIR=str(ident), CLINICAM_UPDATE_RUN=str(tmp / "run"),
-               CLINICAM_UPDATE_INSTALL=str(recorder), CLINICAM_FETCH_ATTEMPTS="3", CLINICAM_FETCH_BACKOFF_S="0")
+               CLINICAM_UPDATE_INSTALL=str(recorder), CLINICAM_FETCH_ATTEMPTS="3", CLINICAM_FETCH_BACKOFF_S="0",
+               CLINICAM_FETCH_TMPFS=tmpfs)
     return subprocess.run(["sh", str(FETCH), url, digest, "--wait-idle", "60"], env=env, capture_output=True,
                           text=True, check=False, timeout=60)
 
@@ -109,7 +110,7 @@ def test_fetch_resumes_a_dropped_download_and_hands_over(tmp_path: Path, site: t
     first, second = requests(d, "cut.raucb")
     assert first["range"] == "" and first["cut"] is True
     assert second["range"] == f"bytes={first['sent']}-" and second["sent"] == len(PAYLOAD) - first["sent"]
-    bundle = tmp_path / "run/bundle.raucb"
+    bundle = tmp_path / "run/spool/bundle.raucb"
     assert bundle.read_bytes() == PAYLOAD
     assert (tmp_path / "installed").read_text().split() == ["update-install", str(bundle), "--wait-idle", "60"]
 
@@ -118,7 +119,7 @@ def test_fetch_refuses_a_wrong_digest(tmp_path: Path, site: tuple[Path, str]) ->
     d, base = site
     result = fetch(tmp_path, identity(tmp_path, d), f"{base}/station.raucb", "0" * 64)
     assert result.returncode == 3 and "SHA-256" in result.stderr
-    assert not (tmp_path / "installed").exists() and not (tmp_path / "run/bundle.raucb").exists()
+    assert not (tmp_path / "installed").exists() and not (tmp_path / "run/spool/bundle.raucb").exists()
 
 
 @pytest.mark.parametrize(("ca", "client"), [("other-ca", True), ("ca", False)])
@@ -129,3 +130,17 @@ def test_fetch_needs_the_pinned_ca_and_a_client_certificate(tmp_path: Path, site
                    hashlib.sha256(PAYLOAD).hexdigest())
     assert result.returncode == 6 and "gave up" in result.stderr
     assert not (tmp_path / "installed").exists()
+
+
+def test_a_bundle_that_does_not_fit_in_ram_is_refused_at_once(tmp_path: Path, site: tuple[Path, str]) -> None:
+    """A spool smaller than the bundle (a tmpfs of 64 KiB): a clear message, no retries."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting the spool tmpfs needs root (as make test runs)")
+    d, base = site
+    try:
+        result = fetch(tmp_path, identity(tmp_path, d), f"{base}/station.raucb", hashlib.sha256(PAYLOAD).hexdigest(),
+                       tmpfs="64k")
+    finally:
+        subprocess.run(["umount", str(tmp_path / "run/spool")], check=False, timeout=30)
+    assert result.returncode == 6 and "does not fit in" in result.stderr and "CLINICAM_FETCH_TMPFS" in result.stderr
+    assert "resuming" not in result.stderr and not (tmp_path / "installed").exists()
