@@ -16,6 +16,7 @@ tests/appliance/test_appliance_update_fetch.py. Test-only: never part of an imag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import json
 import os
@@ -84,7 +85,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with self.lock, self.log.open("a") as f:
             f.write(line + "\n")
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -124,10 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"update-server: {exc}", file=sys.stderr)
         return 1
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -124,7 +124,8 @@ def test_standin_bundle_has_no_boot_image_and_refuses_one(bundle: Path, keys: Pa
     assert [list(entry) for entry in info["images"]] == [["rootfs"]]
     root = pi_root(tmp_path)
     (root / "etc/rauc/system.conf").write_text((UPDATE / "system-standin.conf").read_text())
-    result = make_bundle(keys, "--rootfs", str(root), "--out", str(tmp_path / "s.raucb"), "--boot", str(root / "boot/firmware"))
+    result = make_bundle(keys, "--rootfs", str(root), "--out", str(tmp_path / "s.raucb"),
+                         "--boot", str(root / "boot/firmware"))
     assert result.returncode != 0 and "has no [slot.boot.N]" in result.stderr
 
 

@@ -1,7 +1,8 @@
 """update-fetch (image-build/update/update-fetch) against the update server the boot
-test runs (image-build/standin/update-server.py) on loopback, which pins like the broker: site CA, client certificate required, Range
-requests. The first transfer is cut off half way: the download must resume, not
-restart; a wrong digest, a wrong CA and a missing client certificate are refused.
+test runs (image-build/standin/update-server.py) on loopback, pinning like the
+broker: site CA, client certificate required, Range requests. The first transfer is
+cut off half way: the download must resume, not restart; a wrong digest, a wrong CA
+and a missing client certificate are refused.
 update-install is replaced by a recorder (the install itself runs in make test-update)."""
 
 from __future__ import annotations

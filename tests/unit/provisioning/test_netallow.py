@@ -78,7 +78,7 @@ def test_update_server_is_resolved_now_and_must_be_https() -> None:
     def fail(host: str) -> list[str]:
         raise OSError("Name or service not known")
 
-    with pytest.raises(ProvisioningError, match="update server host 'nowhere.example'.*https://ADDRESS:PORT"):
+    with pytest.raises(ProvisioningError, match=r"update server host 'nowhere\.example'.*https://ADDRESS:PORT"):
         netallow.UpdateServer.parse("https://nowhere.example", resolve=fail)
 
 
@@ -136,5 +136,5 @@ def test_apply_sets_the_unit_and_the_firewall(tmp_path: Path) -> None:
     assert run.calls[1][1] is not None and "update4 { 10.0.0.9 . 8443 }" in run.calls[1][1]
     assert "update-fetch may reach https://10.0.0.9:8443" in account
     failing = Recorder(fail="nft")
-    with pytest.raises(ProvisioningError, match="nftables.service"):
+    with pytest.raises(ProvisioningError, match=r"nftables\.service"):
         netallow.apply(tmp_path, run=failing)
