@@ -143,6 +143,44 @@ install_bundle() {  # install_bundle NAME BUNDLE [CHECK-RESUMED]: fetch, install
     systemctl --no-block poweroff
 }
 
+order_bundle() {  # order_bundle NAME BUNDLE VERSION [CHECK-RESUMED]: as a remote "update" command
+    # The station's hand-off (clinicam.firmware.update_handoff): it writes the order
+    # into its RuntimeDirectory; update-request.path starts update-request.service
+    # (root), which checks it and runs update-fetch. Here the order is written as the
+    # station writes it; the service's journal is followed until the reboot.
+    if ! systemctl -q is-enabled update-request.path 2>/dev/null; then
+        info "$1: no update-request.path in this image: update-fetch called directly"
+        install_bundle "$1" "$2" "${4:-}"
+        return
+    fi
+    t0=$(uptime_s) seen=0 fetched="" order=/run/clinicam/update-request.json
+    info "$1: order for $3 written to $order at uptime ${t0}s"
+    printf '{"id": "updatecheck-%s", "url": "%s/%s", "sha256": "%s", "version": "%s", "allow_downgrade": false}\n' \
+        "$3" "$SERVER" "$2" "$(digest "$2")" "$3" > "$order.tmp"
+    chown clinicam:clinicam "$order.tmp"; mv "$order.tmp" "$order"
+    i=0
+    while [ $i -lt 1800 ]; do
+        journalctl -b -u update-request.service -o cat --no-pager > /run/update-request.log 2>/dev/null
+        tail -n +$((seen + 1)) /run/update-request.log | grep -v '%' | sed "s/^/BOOTCHECK-INFO $1: /"
+        seen=$(wc -l < /run/update-request.log)
+        if [ -z "$fetched" ] && grep -q "SHA-256 matches" /run/update-request.log; then
+            fetched=$(uptime_s)
+            info "time $1 order to fetched: $(since "$t0")s"
+            if [ -n "${4:-}" ]; then
+                check "$4" "$(grep -E 'link dropped|SHA-256 matches' /run/update-request.log | tr '\n' ' ')" \
+                    grep -q "link dropped at [1-9]" /run/update-request.log
+            fi
+        fi
+        if grep -q "rebooting for a trial boot" /run/update-request.log; then
+            info "time $1 install: $(since "${fetched:-$t0}")s"; info "$1: rebooting at uptime $(uptime_s)s"; sleep 900
+        fi
+        if grep -q "update-fetch exit" /run/update-request.log; then break; fi
+        sleep 2; i=$((i + 2))
+    done
+    report "$1" FAIL "update-request ended without a reboot: $(grep 'update-fetch exit' /run/update-request.log || echo 'no exit line')"
+    systemctl --no-block poweroff
+}
+
 first_boot() {
     report update-begin INFO "slot=$(slot) version=$version"
     station_ready station-ready-1
@@ -163,7 +201,7 @@ first_boot() {
     rauc_refuses rauc-refuses-downgrade downgrade.raucb "Pre-install handler error"
     info "time refusals (six, each fetched over HTTPS): $(since "$t0")s (uptime $(uptime_s)s)"
     station_ready station-after-refusals
-    install_bundle install-good good.raucb good-fetch-resumed
+    order_bundle install-good good.raucb 2.0.0 good-fetch-resumed
 }
 
 confirmed_boot() {
