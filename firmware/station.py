@@ -34,6 +34,7 @@ from clinicam.firmware.config import StationConfig
 from clinicam.firmware.hardware import HardwareBuilder
 from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_notice
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
+from clinicam.firmware.update_handoff import UpdateHandoff, UpdateUnavailable
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
@@ -41,6 +42,7 @@ from clinicam.firmware.workflow import events as ev
 from clinicam.firmware.workflow.machine import step
 from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.workflow.session import WorkflowPolicy, initial_state
+from clinicam.protocol.commands import UpdateOrder
 from clinicam.protocol.sealing import Sealer
 from clinicam.provisioning.identity import StationIdentity
 
@@ -109,6 +111,7 @@ class Station:
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
         self._recipients: RecipientFollower | None = None
         self.rules = CodeRules.from_config(config.codes)
+        self.updates = UpdateHandoff.from_environment(os.environ, started_at=self.time.wall())
         self.hw = hardware = build_hardware(
             on_press=self.on_press, on_long_press=self.on_long_press, on_power=self.on_power,
             on_code=self.on_scanned,
@@ -138,6 +141,7 @@ class Station:
             vault=self.vault,
             post=self.post,
             wipe=lambda: self.wipe_now("remote"),
+            on_update=self._update_requested,
             host=u.host or None,
             port=u.port,
             topic_prefix=u.topic_prefix,
@@ -427,6 +431,26 @@ class Station:
         log.info("update: %s %s", result.event, result.version)
         self.uplink.publish_event(result.event, fw=result.version)
 
+    def _update_requested(self, cmd_id: str, order: UpdateOrder) -> str | None:
+        """A live ``update`` command (the uplink's thread): hand it to root, or say why not."""
+        try:
+            self.updates.request(cmd_id, order)
+        except UpdateUnavailable as exc:
+            log.warning("update %s not handed over: %s", order.version, exc)
+            self._observe({"kind": "update", "status": "refused", "id": cmd_id, "reason": "unavailable"})
+            return "unavailable"
+        self._observe({"kind": "update", "status": "requested", "id": cmd_id, "version": order.version})
+        return None
+
+    def _report_update_request(self) -> None:
+        """How the root side's ``update-request`` ended, once per result (refused, busy, failed)."""
+        outcome = self.updates.outcome()
+        if outcome is None:
+            return
+        log.warning("update %s: %s %s (exit %d)", outcome.version, outcome.event, outcome.reason, outcome.exit)
+        self._observe({"kind": "update", "status": outcome.event, "id": outcome.cmd_id, "reason": outcome.reason})
+        self.uplink.publish_event(outcome.event, cmd_id=outcome.cmd_id, fw=outcome.version, reason=outcome.reason)
+
     # --- housekeeping ------------------------------------------------------------------------
 
     def _check_certificate(self) -> None:
@@ -445,6 +469,7 @@ class Station:
         if self._healthy():
             self.notifier.watchdog()
         self._report_update()
+        self._report_update_request()
 
     def _healthy(self) -> bool:
         """The watchdog's question: are the camera and uplink threads alive? (Online or not.)"""

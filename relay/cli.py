@@ -11,7 +11,10 @@ than --down-after, an expired certificate).
 ``cmd`` sends one station ``identify``, ``wipe`` or ``ping`` (DESIGN §5) with an operator
 identity (``--cert``/``--key``; the relay's own as a fallback) and waits for the answer;
 exit 0 answered, 2 usage, 3 no answer in time, 4 the broker refused or closed the
-connection, 1 configuration or identity problem.
+connection, 1 configuration or identity problem. ``cmd … update`` orders a firmware
+update (``--url``, ``--sha256``, ``--version``) from one station, a ``--group`` or a
+stable ``--percent`` (``clinicam.relay.rollout``), and prints a table of the answers:
+exit 0 all took it, 3 some were silent, 4 some refused (or the broker refused).
 """
 
 from __future__ import annotations
@@ -86,16 +89,40 @@ def _register_cmd(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--cert", type=Path, metavar="PEM", help="operator certificate (operator-NAME.pem); with --key")
     cmd.add_argument("--key", type=Path, metavar="KEY", help="its private key; without both, the relay's identity "
                      "from --config is used (it may also write acks, and takes over a running relay's session)")
-    cmd.add_argument("station", help="the station's device id (its certificate's name)")
+    cmd.add_argument("station", nargs="?",
+                     help="the station's device id (its certificate's name); for update, or --group/--percent")
     cmd.add_argument("command", choices=sorted(COMMANDS),
-                     help="identify: play the ready signal; ping: answer only; wipe: erase undelivered captures")
+                     help="identify: play the ready signal; ping: answer only; wipe: erase undelivered captures; "
+                     "update: fetch and install a signed bundle when idle")
     cmd.add_argument("--ttl", type=float, default=300.0, metavar="SECONDS",
                      help="the station ignores the command after this long (default 300, at most 3600)")
     cmd.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                      help="how long to wait for the answer (default 30)")
     cmd.add_argument("--no-wait", action="store_true", help="publish and return without waiting for the answer")
     cmd.add_argument("--yes", action="store_true", help="confirm a wipe (it destroys undelivered captures)")
+    _register_update_options(cmd)
     cmd.set_defaults(func=cmd_cmd)
+
+
+def _register_update_options(cmd: argparse.ArgumentParser) -> None:
+    from clinicam.relay.rollout import DEFAULT_GROUPS
+
+    up = cmd.add_argument_group("update", "what to install and where (README, 'Rolling out an update')")
+    up.add_argument("--url", help="the bundle on the site's update server (https://…)")
+    up.add_argument("--sha256", metavar="HEX", help="the bundle's SHA-256 (sha256sum), 64 lowercase hex digits")
+    up.add_argument("--version", help="the bundle's version (rauc info: Version); stations check it")
+    up.add_argument("--allow-downgrade", action="store_true", help="let stations install an older version")
+    up.add_argument("--group", dest="rollout_group", metavar="NAME", help="every station of this group (--groups file)")
+    up.add_argument("--percent", type=float, metavar="N",
+                    help="a stable N %% of the known stations (or of --group): raising N keeps those already chosen")
+    up.add_argument("--groups", type=Path, default=DEFAULT_GROUPS, metavar="TOML",
+                    help=f"the [groups] file (default {DEFAULT_GROUPS})")
+    up.add_argument("--register", type=Path, metavar="JSON",
+                    help="the site's ca/register.json: known stations (default [metrics] register)")
+    up.add_argument("--rollout-id", metavar="ID", help="what --percent hashes with the device id (default --version)")
+    up.add_argument("--concurrency", type=int, default=10, metavar="N",
+                    help="commands awaiting their answer at once (default 10)")
+    up.add_argument("--dry-run", action="store_true", help="list the chosen stations and send nothing")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -263,6 +290,16 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         print(f"clinicam relay cmd: {message}", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.command == "update":
+        return cmd_update(args)
+    if args.station is None:
+        return refuse(f"name the station to send {args.command} to")
+    update_only = {"--url": args.url, "--sha256": args.sha256, "--version": args.version,
+                   "--group": args.rollout_group, "--percent": args.percent, "--rollout-id": args.rollout_id,
+                   "--allow-downgrade": args.allow_downgrade or None, "--dry-run": args.dry_run or None}
+    given = [flag for flag, value in update_only.items() if value is not None]
+    if given:
+        return refuse(f"{given[0]} goes only with the update command")
     if not DEVICE_ID.fullmatch(args.station):
         return refuse("a station id is 3 to 64 lowercase letters, digits and '-' "
                       "(as 'clinicam relay status' lists them)")
@@ -301,3 +338,101 @@ def format_answer(answer: Any) -> str:
         line += f": wiped {event.get('count', len(ids))} undelivered capture(s)"
         line += f" {', '.join(ids)}" if ids else ""
     return line
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    """``relay cmd … update``: check the order, choose the stations, send, tabulate the answers."""
+    from clinicam.common.errors import UplinkError
+    from clinicam.protocol.commands import MAX_LIFETIME_S
+    from clinicam.relay import fanout, remote, rollout  # these import paho only here
+
+    def refuse(message: str) -> int:
+        print(f"clinicam relay cmd update: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    order = _update_order(args)
+    if isinstance(order, str):
+        return refuse(order)
+    if (args.station is None) == (args.rollout_group is None and args.percent is None):
+        return refuse("name one station, or choose with --group NAME and/or --percent N (not both ways)")
+    if not 0 < args.ttl <= MAX_LIFETIME_S or args.timeout <= 0 or args.concurrency < 1:
+        return refuse(f"--ttl must be in (0, {MAX_LIFETIME_S:g}], --timeout above 0, --concurrency at least 1")
+    if args.percent is not None and not 0 < args.percent <= 100:
+        return refuse("--percent must be above 0 and at most 100")
+    if args.no_wait or args.yes:
+        return refuse(f"{'--no-wait' if args.no_wait else '--yes'} does not go with update: its answers are "
+                      "the table (bound the wait with --timeout)")
+    if (args.cert is None) != (args.key is None):
+        return refuse("give --cert and --key together (an operator identity from 'clinicam provision operator')")
+    config = load_relay_config(args.config)
+    seen = rollout.seen_stations(Path(config.relay.status_file))
+    try:
+        targets = _update_targets(args, config, seen)
+    except rollout.RolloutError as exc:
+        return refuse(str(exc))
+    skipped = {s: order.version for s in sorted(rollout.running_version(seen, targets, order.version))}
+    targets = [s for s in targets if s not in skipped]
+    if args.dry_run:
+        print(_dry_run(targets, skipped, seen, order.version))
+        return 0
+    target = remote.Remote.from_config(config, args.cert, args.key)
+    try:
+        outcomes = fanout.send_commands(target, targets, "update", update=order, ttl_s=args.ttl,
+                                        timeout_s=args.timeout, concurrency=args.concurrency)
+    except UplinkError as exc:  # unreachable, refused (TLS, ACL), connection taken over
+        print(f"clinicam relay cmd update: {exc}", file=sys.stderr)
+        return EXIT_BROKER
+    print(rollout.format_table(outcomes, skipped))
+    code = rollout.exit_code(outcomes)
+    print(f"update {order.version}: {len(outcomes)} sent, {len(skipped)} skipped; follow it with "
+          "'clinicam relay status' (fw) and the audit log (updated / update-failed)")
+    return code
+
+
+def _update_order(args: argparse.Namespace) -> Any:
+    """The order, or the message saying which option is wrong."""
+    from clinicam.protocol.commands import MAX_URL, SHA256_HEX, UPDATE_URL, VERSION, UpdateOrder
+
+    if args.url is None or args.sha256 is None or args.version is None:
+        return "update needs --url, --sha256 and --version (the bundle's, from 'rauc info' and 'sha256sum')"
+    if len(args.url) > MAX_URL or not UPDATE_URL.fullmatch(args.url):
+        return ("--url must be https://HOST[:PORT]/PATH on the site's update server, without spaces, "
+                "credentials or a fragment")
+    if not SHA256_HEX.fullmatch(args.sha256):
+        return "--sha256 must be 64 lowercase hex digits (sha256sum of the bundle)"
+    if not VERSION.fullmatch(args.version):
+        return "--version must be 1 to 40 letters, digits, '.', '+' or '-', starting with a letter or digit"
+    return UpdateOrder(args.url, args.sha256, args.version, args.allow_downgrade)
+
+
+def _update_targets(args: argparse.Namespace, config: Any, seen: dict[str, Any]) -> list[str]:
+    from clinicam.protocol.ids import DEVICE_ID
+    from clinicam.relay import rollout
+    from clinicam.relay.metrics import provisioned_stations
+
+    if args.station is not None:
+        if not DEVICE_ID.fullmatch(args.station):
+            raise rollout.RolloutError("a station id is 3 to 64 lowercase letters, digits and '-'")
+        return [args.station]
+    register = args.register or (Path(config.metrics.register) if config.metrics.register else None)
+    known = rollout.known_stations(seen, provisioned_stations(register) if register else [])
+    population = known
+    if args.rollout_group is not None:
+        population = rollout.resolve_group(rollout.load_groups(args.groups), args.rollout_group, known,
+                                           source=args.groups)
+    if args.percent is not None:
+        if not population:
+            raise rollout.RolloutError("no known stations to choose from: the relay's status file lists none "
+                                       "and no register was given (--register or [metrics] register)")
+        population = rollout.pick_percent(population, args.percent, args.rollout_id or args.version)
+    return population
+
+
+def _dry_run(targets: list[str], skipped: dict[str, str], seen: dict[str, Any], version: str) -> str:
+    lines = [f"would send update {version} to {len(targets)} station(s); {len(skipped)} already run it"]
+    lines.append(f"{'station':24} {'state':>10} {'fw':>14}")
+    for station in targets:
+        st = seen.get(station, {})
+        lines.append(f"{station:24} {st.get('state', '-')!s:>10} {st.get('fw', '-')!s:>14}")
+    lines += [f"{station:24} {'skipped':>10} {v:>14}" for station, v in skipped.items()]
+    return "\n".join(lines)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from clinicam.common.errors import BrokerUnreachable, ClinicamError, UplinkError
@@ -42,6 +42,9 @@ from clinicam.provisioning import pki
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.config import RelayConfig
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+if TYPE_CHECKING:
+    from clinicam.protocol.commands import UpdateOrder
 
 CONNECT_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 0x8E
@@ -120,11 +123,12 @@ def new_command_id() -> str:
 
 
 def send_command(remote: Remote, station: str, cmd: str, *, ttl_s: float = 300.0,
-                 timeout_s: float = 30.0, wait: bool = True,
+                 timeout_s: float = 30.0, wait: bool = True, update: UpdateOrder | None = None,
                  wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  new_id: Callable[[], str] = new_command_id) -> Answer:
-    """Publish ``cmd`` to ``station`` and, with ``wait``, return its answer.
+    """Publish ``cmd`` (with ``update``'s order for ``"update"``) to ``station`` and, with
+    ``wait``, return its answer; many stations at once: ``clinicam.relay.fanout``.
 
     Raises ``TopicError`` for a bad station id, ``BrokerUnreachable``/``BrokerRefused``
     when the broker cannot be used, ``StationSilent`` when no answer came in time.
@@ -139,7 +143,8 @@ def send_command(remote: Remote, station: str, cmd: str, *, ttl_s: float = 300.0
             session.subscribe([event_topic, remote.topics.status(station)])
         now = wall()
         sent = Sent(station, cmd, new_id(), now, now + ttl_s)
-        session.publish(cmd_topic, Command(cmd, sent.id, sent.issued_at, sent.expires_at).payload(), sent)
+        command = Command(cmd, sent.id, sent.issued_at, sent.expires_at, update)
+        session.publish(cmd_topic, command.payload(), sent)
         if not wait:
             return Answer(sent, None)
         event = session.answer(event_topic, remote.topics.status(station), sent, timeout_s)

@@ -53,7 +53,7 @@ from clinicam.firmware.workflow.events import (
     UplinkEvent,
     UplinkLost,
 )
-from clinicam.protocol.commands import CommandGate, CommandRefused
+from clinicam.protocol.commands import Command, CommandGate, CommandRefused, UpdateOrder
 from clinicam.protocol.event_acks import parse_event_ack
 from clinicam.protocol.manifest import sign_event
 from clinicam.protocol.presence import PresenceBoard, presence_filter, relay_of
@@ -87,7 +87,8 @@ class Uplink:
     """
 
     def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
-                 wipe: Callable[[], Any] | None = None, host: str | None = None,
+                 wipe: Callable[[], Any] | None = None,
+                 on_update: Callable[[str, UpdateOrder], str | None] | None = None, host: str | None = None,
                  port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
@@ -100,6 +101,8 @@ class Uplink:
                  event_resend_s: float = 30.0,
                  on_recipient: Callable[[bytes], None] | None = None) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
+        # A live "update" command: the station hands it to root; None or a refusal reason.
+        self._on_update = on_update
         # Recipient-key rotation (issue 17): the site's announcement, retained on P/_site/recipient.
         self._on_recipient, self._recipient_topic = on_recipient, f"{topic_prefix}/_site/recipient"
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
@@ -617,6 +620,10 @@ class Uplink:
             log.warning("uplink: command ignored (%s)", exc.why)
             self._post_event(CommandIgnored(exc.why))
             return
+        if command.update is not None:
+            self._post(lambda: self._update(command))
+            self._post_event(CommandReceived(command.cmd, command.id))
+            return
         fields: dict[str, Any] = {"cmd_id": command.id}
         if command.cmd == "wipe" and self._wipe is not None:
             report = self._wipe()  # now, not behind the queue (DESIGN §3.4)
@@ -630,3 +637,13 @@ class Uplink:
             self._publish_status()
         self._post(answer)
         self._post_event(CommandReceived(command.cmd, command.id))
+
+    def _update(self, command: Command) -> None:
+        """On the delivery thread (a file write, never the workflow's): hand the order
+        over and answer ``update-requested``, or ``update-refused`` with the reason."""
+        order = command.update
+        assert order is not None
+        refusal = "unavailable" if self._on_update is None else self._on_update(command.id, order)
+        event = "update-requested" if refusal is None else "update-refused"
+        log.info("uplink: update %s to %s (command %s)", event, order.version, command.id)
+        self.publish_event(event, cmd_id=command.id, fw=order.version, reason=refusal)

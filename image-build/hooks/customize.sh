@@ -121,11 +121,12 @@ install_update() {
     [ -f "$up/system-$target.conf" ] || { say "CLINICAM_UPDATE_TARGET=$target: no $up/system-$target.conf"; exit 1; }
     install -D -m 0644 "$up/system-$target.conf" "$ROOTFS/etc/rauc/system.conf"
     install -D -m 0755 -t "$ROOTFS/usr/lib/clinicam" "$up/rauc-tryboot" "$up/rauc-pre-install" "$up/rauc-post-install" \
-        "$up/update-install" "$up/update-confirm" "$up/update-fetch"
+        "$up/update-install" "$up/update-confirm" "$up/update-fetch" "$up/update-request"
     install -D -m 0644 "$up/update.conf" "$ROOTFS/usr/share/clinicam/update.conf"
-    install -m 0644 "$SRC/systemd/update-confirm.service" "$UNITDIR/"
+    install -m 0644 "$SRC/systemd/update-confirm.service" "$SRC/systemd/update-request.path" \
+        "$SRC/systemd/update-request.service" "$UNITDIR/"
     install -D -m 0644 "$SRC/systemd/rauc.service.d/10-clinicam.conf" "$UNITDIR/rauc.service.d/10-clinicam.conf"
-    systemctl --root="$ROOTFS" enable update-confirm.service
+    systemctl --root="$ROOTFS" enable update-confirm.service update-request.path
     if [ -n "${CLINICAM_UPDATE_KEYRING:-}" ]; then
         install -m 0644 "$CLINICAM_UPDATE_KEYRING" "$ROOTFS/etc/rauc/keyring.pem"
     else
