@@ -110,6 +110,7 @@ class Station:
         )
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
         self._recipients: RecipientFollower | None = None
+        self._broker_up = False  # the MQTT session (the status line's online|offline)
         self.rules = CodeRules.from_config(config.codes)
         self.updates = UpdateHandoff.from_environment(os.environ, started_at=self.time.wall())
         self.hw = hardware = build_hardware(
@@ -236,7 +237,7 @@ class Station:
         self._process(ev.Tick(self._clock()))
         self._observe({"kind": "ready", "device": self.device.id, "backend": self.hw.backend})
         # The status line says what update-install's idle check reads: phase and vault.
-        self.notifier.ready(self.status_line(self.state.phase.value, self.state.online))
+        self.notifier.ready(self.status_line(self.state.phase.value))
         log.info("station %s ready (backend %s, firmware %s)", self.device.id, self.hw.backend, self.version)
         self._report_update()
         self._check_certificate()
@@ -296,6 +297,9 @@ class Station:
         elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
             status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
             self._observe({"kind": "uplink", "status": status})
+            # The broker connection itself (the workflow's "online" also needs a relay).
+            self._broker_up = isinstance(event, ev.UplinkConnected)
+            self.notifier.status(self.status_line(self.state.phase.value))
             return event
         elif isinstance(event, ev.CaptureStored):
             self.counts["stored"] += 1
@@ -343,17 +347,17 @@ class Station:
                     "online": action.online,
                 }
             )
-            self.notifier.status(self.status_line(action.state, action.online))
+            self.notifier.status(self.status_line(action.state))
 
-    def status_line(self, phase: str, online: bool) -> str:
+    def status_line(self, phase: str) -> str:
         """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending; online|offline"``.
 
         Root tools read it with ``systemctl show -P StatusText``: ``idle; 0 pending``
         (no session, empty vault) is when update-install may stop the station, and
-        ``online`` (the broker connection is up) is part of what update-confirm needs
-        before it commits a trial slot.
+        ``online`` (the MQTT session with the broker is up, whether or not a relay
+        serves us) is part of what update-confirm needs before it commits a trial slot.
         """
-        return f"{phase}; {self.vault.pending_count} pending; {'online' if online else 'offline'}"
+        return f"{phase}; {self.vault.pending_count} pending; {'online' if self._broker_up else 'offline'}"
 
     def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)
