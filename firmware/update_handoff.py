@@ -43,6 +43,7 @@ OUTCOMES: Mapping[int, tuple[str, str]] = {
     4: ("update-refused", "busy"),      # the station was not idle within --wait-idle
     5: ("update-failed", "install"),    # rauc install failed; the station was restarted
     6: ("update-failed", "download"),   # the update server could not be reached or read
+    7: ("update-refused", "server"),    # not the update server recorded at provisioning
 }
 UNKNOWN_OUTCOME = ("update-failed", "error")
 

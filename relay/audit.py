@@ -51,7 +51,7 @@ class AuditLog:
                  clock: Callable[[], float] = time.monotonic, rate_per_s: float = 20.0,
                  burst: float = 200.0, max_pending: int = 20000,
                  rotate_bytes: int = 64 * 1024 * 1024, rotate_age_s: float = 7 * 86400.0,
-                 keep: int = 30, retry_s: float = 1.0) -> None:
+                 keep: int = 52, retry_s: float = 1.0) -> None:
         self._path = Path(path) if path else None
         self._wall, self._clock = wall, clock
         self.rate_per_s, self.burst, self.max_pending = rate_per_s, burst, max_pending

@@ -21,7 +21,8 @@ from clinicam.protocol import revocation as rv
 from clinicam.protocol.recipient import load_recipient_private
 from clinicam.provisioning import pki
 from clinicam.relay.audit import AuditLog
-from clinicam.relay.config import RelayConfig
+from clinicam.relay.certificates import HeldCertificate, relay_certificates
+from clinicam.relay.config import LEGACY_STATUS_FILE, RelayConfig, RelaySection
 from clinicam.relay.core import RelayCore
 from clinicam.relay.inbox import FairInbox
 from clinicam.relay.ledger import Ledger
@@ -149,7 +150,10 @@ def build_core(config: RelayConfig) -> RelayCore:
     state = Path(rel.state_dir)
     metrics = RelayMetrics()
     board = StatusBoard(Path(rel.status_file))
-    board.load()  # every station seen before a restart stays listed
+    # every station seen before a restart or reboot stays listed; after an upgrade, once,
+    # from where the file was before (a relay.toml that sets its own path is left alone)
+    moved = rel.status_file_moved or rel.status_file == RelaySection().status_file
+    board.load(fallback=LEGACY_STATUS_FILE if moved else None)
     return RelayCore(
         ca_cert=pki.load_cert(Path(ident.ca)),
         recipients=recipients,
@@ -178,12 +182,17 @@ def build_relay(config: RelayConfig) -> Relay:
     """A ``Relay`` ready to ``start()``."""
     ident = config.identity
     Path(config.relay.state_dir).mkdir(parents=True, exist_ok=True)
+    if config.relay.status_file_moved:
+        log.warning("relay: [relay] status_file names %s, the old place (lost at reboot): using %s; "
+                    "remove the line from relay.toml", LEGACY_STATUS_FILE, config.relay.status_file)
     cert = pki.load_cert(Path(ident.cert))
     client_id = pki.common_name(cert.subject, ident.cert)
     rel, core = config.relay, build_core(config)
     # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
     feed = (CrlFeed(core.crls, trust.TrustStore([core.ca_cert], core.chain))
             if isinstance(core.crls, WatchedCrls) and core.chain else None)
+    held = [c for c in relay_certificates(ident) if isinstance(c, HeldCertificate)]
+    core.metrics.certificates((c.role, c.name, c.not_after) for c in held)
     register = config.metrics.register
     inbox = FairInbox(core.topics.prefix, station_bytes=rel.inbox_station_bytes, total_bytes=rel.inbox_bytes)
     return Relay(core=core, host=config.broker.host, port=config.broker.port,

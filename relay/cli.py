@@ -4,10 +4,11 @@
 SIGTERM or SIGINT. ``status`` reads the status file the running relay keeps (no PHI:
 station states, pending counts, firmware, certificate expiry, and relay counters),
 says how old it is and whether the relay that wrote it still runs, lists provisioned
-stations never seen, and exits 0 all well, 1 warnings (stations offline for less than
---down-after, certificates expiring within 30 days, stations unseen or seeing no
-relay), 2 critical (relay not running, hung or disconnected, a station down longer
-than --down-after, an expired certificate).
+stations never seen and every certificate's end date (the stations', and on this host
+the relay's, its CAs' and the registrar's), and exits 0 all well, 1 warnings (stations
+offline for less than --down-after, a certificate ending within the renewal margin,
+stations unseen or seeing no relay), 2 critical (relay not running, hung or
+disconnected, a station down longer than --down-after, an expired certificate).
 ``cmd`` sends one station ``identify``, ``wipe`` or ``ping`` (DESIGN §5) with an operator
 identity (``--cert``/``--key``; the relay's own as a fallback) and waits for the answer;
 exit 0 answered, 2 usage, 3 no answer in time, 4 the broker refused or closed the
@@ -24,11 +25,16 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clinicam.common.errors import ConfigError
-from clinicam.relay.config import DEFAULT_PATH, check_files, load_relay_config
+from clinicam.relay.config import DEFAULT_PATH, RelayConfig, check_files, load_relay_config
+
+if TYPE_CHECKING:
+    from clinicam.relay.certificates import HeldCertificate, Unreadable
+    from clinicam.relay.fleet import Limits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,9 +55,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a station offline longer than this is critical (default 600)")
     status.add_argument("--stale-after", type=float, default=30.0, metavar="SECONDS",
                         help="status data older than this means the relay is hung (default 30)")
+    status.add_argument("--renewal-margin-days", type=float, default=60.0, metavar="DAYS",
+                        help="a certificate ending within this is a warning, expired critical (default 60, "
+                             "the stations' [renewal] margin_days)")
+    from clinicam.relay.registrar.config import DEFAULT_PATH as REGISTRAR_PATH
+
+    status.add_argument("--registrar", type=Path, default=REGISTRAR_PATH, metavar="TOML",
+                        help=f"the registrar's configuration, when it runs on this host: its certificate and "
+                             f"issuing CA are shown too (default {REGISTRAR_PATH}, skipped when absent)")
     status.set_defaults(func=cmd_status)
     _register_cmd(sub)
-    from clinicam.relay.registrar.config import DEFAULT_PATH as REGISTRAR_PATH
 
     reg = sub.add_parser("registrar", help="renew station certificates over MQTT (two-tier sites)")
     reg.add_argument("--config", type=Path, default=REGISTRAR_PATH, help=f"default {REGISTRAR_PATH}")
@@ -238,31 +251,91 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: unreadable status file") from exc
     register = args.register or (Path(config.metrics.register) if config.metrics.register else None)
     provisioned = provisioned_stations(register) if register else []
-    limits = fleet.Limits(stale_after_s=args.stale_after, down_after_s=args.down_after)
+    limits = fleet.Limits(stale_after_s=args.stale_after, down_after_s=args.down_after,
+                          expiry_warn_s=args.renewal_margin_days * 86400)
     now = time.time()
+    held = _held_certificates(config, args.registrar)
     header, findings = fleet.assess_relay(data, now, limits)
     findings += fleet.assess_stations(data.get("stations", {}), provisioned, now, limits)
+    findings += fleet.assess_certificates(held, now, limits)
     code = fleet.exit_code(findings)
+    certs = certificate_rows(data, held, now, limits)
     if args.json:
-        report = {**data, "assessment": {"exit": code, "relay": header,
+        report = {**data, "assessment": {"exit": code, "relay": header, "certificates": certs,
                                          "findings": [f.line() for f in findings]}}
         print(json.dumps(report, indent=1, sort_keys=True))
         return code
     print(header)
-    print(format_status(data))
+    print(format_status(data, certs))
+    print(format_certificates(certs))
     for finding in sorted(findings, key=lambda f: -f.level):
         print(finding.line())
     print(f"status: {('OK', 'WARNING', 'CRITICAL')[code]} (exit {code})")
     return code
 
 
-def format_status(data: dict[str, Any]) -> str:
-    """A table of stations, then the relay's counters."""
-    cols = ("state", "relay", "pending", "pending_bytes", "fw", "clock_synced", "cert_not_after", "renewal",
-            "seen")
+def _held_certificates(config: RelayConfig, registrar: Path) -> list[HeldCertificate | Unreadable]:
+    from clinicam.relay import certificates
+
+    found = list(certificates.relay_certificates(config.identity))
+    if registrar.exists():  # the registrar runs on this host
+        found += certificates.registrar_certificates(registrar)
+    return certificates.distinct(found)
+
+
+def certificate_rows(data: dict[str, Any], held: list[HeldCertificate | Unreadable], now: float,
+                     limits: Limits) -> list[dict[str, Any]]:
+    """Every certificate's end, days left and state (``ok``, ``renew``, ``expired``, ``unknown``):
+    the stations' from their status, then this host's own (``--json``'s ``certificates``)."""
+    from clinicam.relay import fleet
+    from clinicam.relay.certificates import HeldCertificate
+    from clinicam.relay.metrics import stamp_seconds
+
+    rows = []
+    for device, st in sorted(data.get("stations", {}).items()):
+        end = stamp_seconds(st.get("cert_not_after"))
+        rows.append({"certificate": "station", "name": device, "not_after": st.get("cert_not_after"),
+                     "days_left": fleet.days_left(end, now), "state": fleet.cert_state(end, now, limits)})
+    for cert in held:
+        if isinstance(cert, HeldCertificate):
+            rows.append({"certificate": cert.role, "name": cert.name, "not_after": _stamp(cert.not_after),
+                         "days_left": fleet.days_left(cert.not_after, now),
+                         "state": fleet.cert_state(cert.not_after, now, limits)})
+    return rows
+
+
+def _stamp(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_certificates(rows: Sequence[Mapping[str, Any]]) -> str:
+    """This host's certificates (the stations' are a column of theirs): whose, when it ends,
+    days left, and ``RENEW``/``EXPIRED``."""
+    lines = ["", f"{'certificate':12} {'name':24} {'not after':>10}  days left"]
+    for row in rows:
+        if row["certificate"] != "station":
+            end = (row["not_after"] or "-")[:10]
+            lines.append(f"{row['certificate']:12} {row['name']:24} {end:>10}  {_days_cell(row)}")
+    return "\n".join(lines)
+
+
+def _days_cell(row: Mapping[str, Any] | None) -> str:
+    """``396``, ``10 RENEW``, ``-3 EXPIRED``: days left and, when due, the state."""
+    if row is None or row["days_left"] is None:
+        return "-"
+    return f"{row['days_left']}" + ("" if row["state"] == "ok" else f"  {row['state'].upper()}")
+
+
+def format_status(data: dict[str, Any], certs: Sequence[Mapping[str, Any]] = ()) -> str:
+    """A table of stations (``cert_days``: days their certificate has left, from ``certs``),
+    then the relay's counters."""
+    days = {r["name"]: _days_cell(r) for r in certs if r["certificate"] == "station"}
+    cols = ("state", "relay", "pending", "pending_bytes", "fw", "clock_synced", "cert_days", "renewal", "seen")
     lines = [f"{'station':24} " + " ".join(f"{c:>14}" for c in cols)]
     for device, st in sorted(data.get("stations", {}).items()):
-        st = {**st, "renewal": _renewal_cell(st.get("renewal"))}
+        st = {**st, "renewal": _renewal_cell(st.get("renewal")), "cert_days": days.get(device, "-")}
         lines.append(f"{device:24} " + " ".join(f"{st.get(c, '-')!s:>14}" for c in cols))
     counters = data.get("counters", {})
     if counters:

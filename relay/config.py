@@ -31,6 +31,8 @@ from clinicam.common.tomlconf import (
 from clinicam.protocol.topics import DEFAULT_PREFIX
 
 DEFAULT_PATH = Path("/etc/clinicam/relay.toml")
+# Where the status file lived before it moved under state_dir (a tmpfs: lost at reboot).
+LEGACY_STATUS_FILE = "/run/clinicam-relay/status.json"
 EXAMPLE = Path(__file__).with_name("relay.example.toml")
 
 NAME = checked(matches(r"[a-z0-9-]{1,32}", "lowercase letters, digits and '-'"))
@@ -50,7 +52,8 @@ class RelaySection:
     standby_for: tuple[int, ...] = ()
     shared_group: str = ""  # only behind a broker that keeps one publisher on one worker
     state_dir: str = field(default="/var/lib/clinicam-relay", metadata=PATH)
-    status_file: str = field(default="/run/clinicam-relay/status.json", metadata=PATH)
+    # Every station seen and its last status: persistent, so a reboot forgets none (issue 16).
+    status_file: str = field(default="/var/lib/clinicam-relay/status.json", metadata=PATH)
     audit_log: str = field(default="/var/lib/clinicam-relay/audit.jsonl", metadata=PATH)
     # A persistent broker session (the broker queues events while the relay is away).
     # Off by default: Mosquitto 2.0.11 segfaults on a reload (SIGHUP) after a persistent
@@ -65,12 +68,22 @@ class RelaySection:
     )
 
     @property
+    def status_file_moved(self) -> bool:
+        """True when relay.toml named the old ``/run`` status file (then ``state_dir``'s is used)."""
+        return bool(getattr(self, "_status_file_moved", False))
+
+    @property
     def legacy_until(self) -> datetime | None:
         """``legacy_station_certs_until`` as an aware UTC datetime, or None."""
         text = self.legacy_station_certs_until
         return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
 
     def __post_init__(self) -> None:
+        if self.status_file == LEGACY_STATUS_FILE:
+            # the old default, kept by every relay.toml edited before it moved (a conffile):
+            # take the new one, so an upgrade does not keep losing stations at each reboot
+            object.__setattr__(self, "status_file", str(Path(self.state_dir) / "status.json"))
+            object.__setattr__(self, "_status_file_moved", True)
         if self.inbox_station_bytes > self.inbox_bytes:
             raise ValueError(f"inbox_station_bytes: must not exceed inbox_bytes ({self.inbox_bytes})")
         try:
@@ -124,7 +137,7 @@ class ReassemblySection:
 class AuditSection:
     rotate_bytes: int = field(default=64 * 1024 * 1024, metadata=checked(between(64 * 1024, 64 * 1024**3)))
     rotate_days: float = field(default=7.0, metadata=checked(between(0.01, 3660)))
-    keep: int = field(default=30, metadata=checked(between(0, 100000)))
+    keep: int = field(default=52, metadata=checked(between(0, 100000)))
     rate_per_s: float = field(default=20.0, metadata=checked(between(0.1, 100000)))
     burst: int = field(default=200, metadata=checked(between(1, 1000000)))
     max_pending_lines: int = field(default=20000, metadata=checked(between(100, 10000000)))

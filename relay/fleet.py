@@ -11,11 +11,13 @@ are passed in.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clinicam.relay.certificates import REMEDY, HeldCertificate, Unreadable
 from clinicam.relay.metrics import stamp_seconds
 
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -28,7 +30,9 @@ class Limits:
 
     stale_after_s: float = 30.0  # status file older than this (the relay writes every few s): relay hung
     down_after_s: float = 600.0  # a station offline longer than this is critical, before that a warning
-    expiry_warn_s: float = 30 * 86400.0  # a station certificate expiring within this: warning
+    # a certificate ending within this is a warning (expired: critical): the stations'
+    # renewal margin ([renewal] margin_days), from which a station should have renewed
+    expiry_warn_s: float = 60 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -95,20 +99,69 @@ def assess_stations(stations: Mapping[str, Mapping[str, Any]], provisioned: Iter
         waiting = f", {pending} capture(s) pending" if isinstance(pending, int) and pending else ""
         if st.get("state") != "online":
             level = CRITICAL if since > limits.down_after_s else WARNING
+            how_long = f"for {_age(since)}" if seen is not None else "(last heard: unknown)"
             findings.append(Finding(level, f"station {device} {st.get('state', 'unknown')} "
-                                           f"for {_age(since)}{waiting}"))
+                                           f"{how_long}{waiting}"))
         elif st.get("relay") == "offline":
             findings.append(Finding(WARNING, f"station {device} is connected but sees no relay serving it{waiting}"))
         expires = stamp_seconds(st.get("cert_not_after"))
         if expires is not None and expires - now < limits.expiry_warn_s:
-            level = CRITICAL if expires <= now else WARNING
-            when = "expired" if expires <= now else f"expires in {_age(expires - now)}"
-            findings.append(Finding(level, f"station {device}: certificate {when}; "
-                                           "'clinicam provision renew'"))
+            findings.append(Finding(_expiry_level(expires, now), f"station {device}: certificate "
+                                    f"{_ends(expires, now)}{_renewal_note(st.get('renewal'))}; it renews itself "
+                                    "on a two-tier site (README 'Certificate lifecycle'), else "
+                                    "'clinicam provision renew'"))
     unseen = sorted(set(provisioned) - set(stations))
     if unseen:
         findings.append(Finding(WARNING, f"{len(unseen)} provisioned station(s) never seen: {', '.join(unseen)}"))
     return findings
+
+
+def assess_certificates(held: Iterable[HeldCertificate | Unreadable], now: float,
+                        limits: Limits) -> list[Finding]:
+    """This host's own certificates (relay, CAs, registrar) ending within the margin, or unreadable."""
+    findings = []
+    for cert in held:
+        if isinstance(cert, Unreadable):
+            findings.append(Finding(WARNING, f"{cert.source}: {cert.problem}"))
+        elif cert.not_after - now < limits.expiry_warn_s:
+            remedy = REMEDY[cert.role].format(name=cert.name)
+            findings.append(Finding(_expiry_level(cert.not_after, now),
+                                    f"{cert.role} certificate {cert.name} {_ends(cert.not_after, now)}: {remedy}"))
+    return findings
+
+
+def days_left(not_after: float | None, now: float) -> int | None:
+    """Whole days until ``not_after``, negative once expired (``-3``: expired 3 days ago);
+    None when unknown."""
+    return None if not_after is None else int((not_after - now) / 86400)
+
+
+def cert_state(not_after: float | None, now: float, limits: Limits) -> str:
+    """``ok``, ``renew`` (within the margin), ``expired``, or ``unknown``."""
+    if not_after is None:
+        return "unknown"
+    if not_after <= now:
+        return "expired"
+    return "renew" if not_after - now < limits.expiry_warn_s else "ok"
+
+
+def _expiry_level(not_after: float, now: float) -> int:
+    return CRITICAL if not_after <= now else WARNING
+
+
+def _ends(not_after: float, now: float) -> str:
+    """``expires in 19 d`` (whole days, as the table's days left), or ``expired 2 h ago``."""
+    span = abs(not_after - now)
+    when = f"{math.floor(span / 86400)} d" if span >= 86400 else _age(span)
+    return f"expired {when} ago" if not_after <= now else f"expires in {when}"
+
+
+def _renewal_note(renewal: object) -> str:
+    """``, last renewal failed (rate-limited)``: what the station said about renewing."""
+    if not isinstance(renewal, dict) or not isinstance(renewal.get("state"), str):
+        return ""
+    reason = f" ({renewal['reason']})" if isinstance(renewal.get("reason"), str) else ""
+    return f", last renewal {renewal['state']}{reason}"
 
 
 def exit_code(findings: Iterable[Finding]) -> int:

@@ -99,6 +99,8 @@ _STATION_GAUGES = {
     "pending_captures": "sealed captures waiting in the station's vault",
     "pending_bytes": "bytes of sealed captures waiting in the station's vault",
     "certificate_expiry_timestamp_seconds": "the station certificate's notAfter",
+    "certificate_renewal_failed": "1 while the station's last certificate renewal failed (it retries with "
+                                  "back-off), 0 for any other renewal state",
     "clock_synced": "1 when the station's clock is synchronised",
     "relay_seen": "1 when the station sees a relay serving it (relay presence)",
 }
@@ -111,13 +113,14 @@ def _station_values(st: dict[str, Any]) -> dict[str, float | None]:
     def number(value: object) -> float | None:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    relay = st.get("relay")
+    relay, renewal = st.get("relay"), st.get("renewal")
     return {
         "up": 1.0 if st.get("state") == "online" else 0.0,
         "last_seen_timestamp_seconds": stamp_seconds(st.get("seen")),
         "pending_captures": number(st.get("pending")),
         "pending_bytes": number(st.get("pending_bytes")),
         "certificate_expiry_timestamp_seconds": stamp_seconds(st.get("cert_not_after")),
+        "certificate_renewal_failed": float(renewal.get("state") == "failed") if isinstance(renewal, dict) else None,
         "clock_synced": flag(st.get("clock_synced")),
         "relay_seen": None if relay is None else float(relay == "online"),
     }
@@ -164,6 +167,20 @@ class RelayMetrics:
     def stations(self, board: BoardLike, inventory: Callable[[], Iterable[str]] = list) -> None:
         self.registry.register(StationCollector(board, inventory))
 
+    def certificates(self, held: Iterable[tuple[str, str, float]]) -> None:
+        """``clinicam_relay_certificate_expiry_timestamp_seconds{certificate, subject}``: the
+        notAfter of each (role, CN, notAfter) this relay holds (its client certificate, its
+        CAs), as loaded at start — the ones it presents and trusts until restarted."""
+        fam = GaugeMetricFamily("clinicam_relay_certificate_expiry_timestamp_seconds",
+                                "notAfter of a certificate this relay holds (certificate: relay, site-ca, "
+                                "issuing-ca; subject: its CN)", labels=["certificate", "subject"])
+        ends: dict[tuple[str, str], float] = {}
+        for role, name, not_after in held:  # the same role and name twice (a CA rotation): the first to end
+            ends[(role, name)] = min(not_after, ends.get((role, name), not_after))
+        for (role, name), not_after in sorted(ends.items()):
+            fam.add_metric([role, name], not_after)
+        self.registry.register(_Fixed([fam]))
+
     # -- the endpoint ---------------------------------------------------------------------
     def serve(self, listen: str) -> tuple[str, int]:
         """Serve ``/metrics`` on ``host:port``; returns the bound address (port 0 = any free)."""
@@ -180,6 +197,14 @@ class RelayMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
 
 
 class _Gauges(Collector):

@@ -32,14 +32,21 @@ class StatusBoard:
     by the relay's worker after every message and sweep) at most every
     ``min_interval_s`` when something changed, and at least every ``refresh_s`` anyway,
     so its counters and ``updated`` are current even when no station talks. A status
-    flood therefore costs one dict update per message, not a file rewrite; the file is
-    replaced atomically but not fsynced (it lives in /run and is rebuilt at start).
+    flood therefore costs one dict update per message, not a file rewrite. The file is
+    replaced atomically (readers never see half of it) and lives in the relay's state
+    directory, so every station seen survives a restart and a reboot; it is fsynced at
+    most every ``sync_s`` (and by ``flush(sync=True)`` at stop), never per status: a
+    power cut loses at most the last ``sync_s`` of changes, which the stations' retained
+    statuses bring back.
     """
 
     def __init__(self, path: Path | str | None, wall: Callable[[], float] = time.time, *,
                  clock: Callable[[], float] = time.monotonic, min_interval_s: float = 1.0,
-                 refresh_s: float = 5.0) -> None:
+                 refresh_s: float = 5.0, sync_s: float = 60.0) -> None:
         self._path = Path(path) if path else None
+        self.sync_s = sync_s
+        self._synced_at: float | None = None
+        self.syncs = 0
         self._wall, self._clock = wall, clock
         self.min_interval_s, self.refresh_s = min_interval_s, refresh_s
         self._lock = threading.Lock()
@@ -52,16 +59,21 @@ class StatusBoard:
         # who writes this file and how it is, read at every write (``clinicam relay status``)
         self.writer: Callable[[], dict[str, Any]] | None = None
 
-    def load(self) -> int:
+    def load(self, fallback: Path | str | None = None) -> int:
         """Take back the stations of a previous run's file (a relay restart forgets none).
 
         Only the stations, re-checked against the allow-list; counters start again.
-        Returns how many were taken; an unreadable file is left to be overwritten.
+        ``fallback`` is read when the file does not exist yet (the status file's old place
+        under /run, once, after an upgrade). Returns how many were taken; an unreadable
+        file is left to be overwritten.
         """
         if self._path is None:
             return 0
+        source = self._path
+        if fallback is not None and not source.exists():
+            source = Path(fallback)
         try:
-            old = json.loads(self._path.read_text(encoding="utf-8")).get("stations", {})
+            old = json.loads(source.read_text(encoding="utf-8")).get("stations", {})
         except (OSError, ValueError, AttributeError):
             return 0
         if not isinstance(old, dict):
@@ -132,22 +144,30 @@ class StatusBoard:
         self.flush()
         return True
 
-    def flush(self) -> None:
-        """Rewrite the status file now, atomically (readers never see half of it)."""
-        self._flushed_at = self._clock()
+    def flush(self, *, sync: bool = False) -> None:
+        """Rewrite the status file now, atomically (readers never see half of it); to
+        disk (fsync) with ``sync`` or when the last fsync is ``sync_s`` old."""
+        now = self._flushed_at = self._clock()
         if self._path is None:
             return
         body = json.dumps(self.snapshot(), indent=1, sort_keys=True).encode() + b"\n"
         with self._lock:
             self._dirty = False
+        durable = sync or self._synced_at is None or now - self._synced_at >= self.sync_s
         try:
-            _replace(self._path, body)
+            _replace(self._path, body, durable=durable)
             self.writes += 1
         except OSError as exc:  # the status file is a view: never fail the relay over it
             log.warning("status: cannot write %s (%s)", self._path, type(exc).__name__)
+            return
+        if durable:
+            self._synced_at, self.syncs = now, self.syncs + 1
 
 
-def _replace(path: Path, data: bytes) -> None:
+def _replace(path: Path, data: bytes, *, durable: bool) -> None:
+    """Write a temporary file and rename it over ``path``; with ``durable``, fsync the
+    file before and its directory after the rename (so a power cut leaves the old file
+    or the new one, not an empty one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -155,9 +175,17 @@ def _replace(path: Path, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if durable:
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
 
 
 def __getattr__(name: str) -> Any:

@@ -176,7 +176,7 @@ class Relay:
         self.client.disconnect()
         self.client.loop_stop()
         self.core.metrics.close()
-        self._heartbeat()
+        self._heartbeat(sync=True)
 
     # -- worker thread ---------------------------------------------------------------
     def _work(self) -> None:
@@ -206,10 +206,10 @@ class Relay:
             except Exception as exc:  # one bad message must never stop the relay
                 log.error("relay: message handling failed (%s)", type(exc).__name__)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, sync: bool = False) -> None:
         """Rewrite the status file: its age tells ``clinicam relay status`` we are alive."""
         self.core.board.writer = self._writer
-        self.core.board.flush()
+        self.core.board.flush(sync=sync)
 
     def _writer(self) -> dict[str, Any]:
         return {"id": self.relay_id, "pid": os.getpid(), "instance": self.arbiter.instance,

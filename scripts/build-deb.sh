@@ -6,9 +6,10 @@
 # relay imports (cryptography, paho-mqtt, prometheus-client, pydicom, pynetdicom: no
 # numpy, zbar or camera stack), pinned to the versions the tests ran with; then
 # dpkg-deb. The package carries the systemd unit, the service user (sysusers.d, or
-# adduser without systemd), /etc/clinicam/relay.toml as a conffile and a logrotate
-# policy for the audit log. Build on the architecture you deploy (the wheels are
-# binary): amd64 here, arm64 on a Pi.
+# adduser without systemd) and /etc/clinicam/relay.toml as a conffile. No logrotate
+# policy: the relay rotates its audit log itself ([audit] in relay.toml), and the
+# maintainer scripts remove the policy older packages shipped. Build on the
+# architecture you deploy (the wheels are binary): amd64 here, arm64 on a Pi.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,14 +49,14 @@ if grep -rqI "$PWD/$STAGE" "$STAGE$VENV"; then echo "build-deb: staging path lef
 install -D -m 0644 systemd/clinicam-relay.service "$STAGE/lib/systemd/system/clinicam-relay.service"
 install -D -m 0644 packaging/relay/sysusers.conf "$STAGE/usr/lib/sysusers.d/clinicam-relay.conf"
 install -D -m 0644 relay/relay.example.toml "$STAGE/etc/clinicam/relay.toml"
-install -D -m 0644 packaging/relay/logrotate "$STAGE/etc/logrotate.d/clinicam-relay"
 install -D -m 0644 docs/prometheus/clinicam-alerts.yml "$STAGE/usr/share/doc/clinicam-relay/clinicam-alerts.yml"
 install -d "$STAGE/usr/bin"
 ln -s "$VENV/bin/clinicam" "$STAGE/usr/bin/clinicam"
 
 # 3. the control files
 install -m 0644 packaging/relay/conffiles "$STAGE/DEBIAN/conffiles"
-install -m 0755 packaging/relay/postinst packaging/relay/prerm packaging/relay/postrm "$STAGE/DEBIAN/"
+install -m 0755 packaging/relay/preinst packaging/relay/postinst packaging/relay/prerm packaging/relay/postrm \
+    "$STAGE/DEBIAN/"
 size=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$size/" \
     packaging/relay/control.in > "$STAGE/DEBIAN/control"

@@ -87,12 +87,12 @@ class Uplink:
     """
 
     def __init__(self, *, identity: StationIdentity, vault: VaultLike, post: Callable[[UplinkEvent], None],
-                 wipe: Callable[[], Any] | None = None,
-                 on_update: Callable[[str, UpdateOrder], str | None] | None = None, host: str | None = None,
+                 wipe: Callable[[], Any] | None = None, host: str | None = None,
                  port: int | None = None, topic_prefix: str = DEFAULT_PREFIX,
                  ack_timeout_s: float = 60.0, max_inflight: int = 8, keepalive_s: int = 30,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
                  retry_min_s: float = 2.0, retry_max_s: float = 300.0,
+                 on_update: Callable[[str, UpdateOrder], str | None] | None = None,
                  boot_id: str = "0" * 32, firmware_version: str = "0",
                  clock_synced: Callable[[], bool] = lambda: True,
                  clock: Clock | None = None,

@@ -28,7 +28,9 @@ class Root:
 
     def __init__(self, tmp: Path) -> None:
         self.runtime, self.run_dir, self.calls = tmp / "run-clinicam", tmp / "run-update", tmp / "fetch-calls"
+        self.identity = tmp / "identity"  # allow.json, as 'provision install' writes it
         self.runtime.mkdir()
+        self.identity.mkdir()
         self.fetch = tmp / "update-fetch"
         self.fetch.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$CALLS"\nexit "${FAKE_EXIT:-0}"\n')
         self.fetch.chmod(0o755)
@@ -41,6 +43,7 @@ class Root:
     def run(self, fetch_exit: int = 0) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, CLINICAM_UPDATE_REQUEST=str(self.request), CLINICAM_UPDATE_FETCH=str(self.fetch),
                    CLINICAM_UPDATE_RUN=str(self.run_dir), CLINICAM_UPDATE_WAIT_IDLE_S="900",
+                   CLINICAM_IDENTITY_DIR=str(self.identity),
                    CALLS=str(self.calls), FAKE_EXIT=str(fetch_exit))
         return subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=30, check=False)
 
@@ -125,6 +128,39 @@ def test_a_link_is_not_followed(root: Root, tmp_path: Path) -> None:
     assert target.exists() and not root.request.is_symlink()  # the link went, its target stays
     target.rename(root.request)  # positive control: the same content as a plain file is fetched
     assert root.run().returncode == 0 and root.fetched() is not None
+
+
+def allow(root: Root, server: str | None) -> None:
+    doc: dict[str, object] = {"ip_allow": ["192.0.2.10"], "broker_port": 8883}
+    if server is not None:
+        doc["update_server"] = {"url": server, "addresses": ["192.0.2.20"], "port": int(server.rsplit(":", 1)[1])}
+    (root.identity / "allow.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("url", [ORDER.url, "https://UPDATES.example.org:8443/other/b.raucb"])
+def test_the_recorded_update_server_is_fetched_from(root: Root, url: str) -> None:
+    allow(root, "https://updates.example.org:8443")
+    root.order(order=UpdateOrder(url, DIGEST, "1.4.0"))
+    assert root.run().returncode == 0 and root.fetched() is not None and root.fetched()[0] == url
+
+
+@pytest.mark.parametrize("server,url,message", [
+    ("https://updates.example.org:8443", "https://updates.example.org/b.raucb", "updates.example.org:443 is not"),
+    ("https://updates.example.org:8443", "https://evil.example.org:8443/b.raucb", "is not the update server"),
+    (None, ORDER.url, "no update server is recorded"),
+])
+def test_another_server_is_refused_before_any_download(root: Root, server: str | None, url: str,
+                                                        message: str) -> None:
+    """The firewall lets root reach only the recorded server: anything else is refused at
+    once (exit 7, update-refused/server) instead of failing after minutes of retries."""
+    allow(root, server)
+    root.order("cmd-7", UpdateOrder(url, DIGEST, "1.4.0"))
+    done = root.run()
+    assert done.returncode == 7 and message in done.stdout, done.stdout + done.stderr
+    assert root.fetched() is None and not root.request.exists()
+    outcome = parse_outcome((root.run_dir / RESULT_NAME).read_bytes())
+    assert outcome is not None
+    assert (outcome.event, outcome.reason, outcome.cmd_id) == ("update-refused", "server", "cmd-7")
 
 
 def test_no_order_is_nothing_to_do(root: Root) -> None:

@@ -1,16 +1,20 @@
 """``make deb``: the relay host's package, installed into a clean Debian 12 root.
 
 mmdebstrap builds a minimal bookworm (with systemd and logrotate, as on a server);
-apt installs the package there and resolves its dependencies from the archive. Then:
-dpkg has it with relay.toml as a conffile, the service user and directories exist,
-logrotate accepts the policy, ``systemd-analyze verify`` passes on the unit inside that
-root, and ``clinicam relay run`` from the package, as the service user, files a real
-station's capture from the real broker. Needs root and the Debian mirror (a package
-registry); skipped without them.
+the root first gets a stand-in for a package of 0.1.0 (its logrotate policy as a conffile)
+and an old relay's status file under /run, then apt installs the package over it and
+resolves its dependencies from the archive. Then: dpkg has it with relay.toml as its only
+conffile, the old logrotate policy is gone (the relay rotates its audit log itself,
+``[audit]``), the old status file's stations were carried to the state directory, the
+service user and directories exist, ``systemd-analyze verify`` passes on the unit inside
+that root, and ``clinicam relay run`` from the package, as the service user, files a real
+station's capture from the real broker and keeps the carried stations. Needs root and
+the Debian mirror (a package registry); skipped without them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -62,8 +66,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            timeout=1200)
     assert built.returncode == 0, built.stderr
     deb = REPO / built.stdout.split(":")[0].strip()
-    root = tmp_path_factory.mktemp("debian12") / "root"
-    hooks = [f"copy-in {deb} /tmp",
+    work = tmp_path_factory.mktemp("debian12")
+    old, root = old_package(work), work / "root"
+    status = '{"stations": {"station-old": {"state": "offline", "pending": 2}}}'
+    hooks = [f"copy-in {deb} {old} /tmp",
+             f'chroot "$1" dpkg -i /tmp/{old.name}',
+             f"mkdir -p \"$1/run/clinicam-relay\" && echo '{status}' > \"$1/run/clinicam-relay/status.json\"",
              f'chroot "$1" apt-get install -y --no-install-recommends /tmp/{deb.name}']
     boot = subprocess.run(["mmdebstrap", "--variant=minbase", "--include=systemd,logrotate",
                            *[f"--customize-hook={h}" for h in hooks], "bookworm", str(root), mirror()],
@@ -72,17 +80,38 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def old_package(work: Path) -> Path:
+    """What packages up to 0.1.0 left on a host: /etc/logrotate.d/clinicam-relay as a conffile."""
+    stage = work / "old"
+    (stage / "DEBIAN").mkdir(parents=True)
+    (stage / "etc/logrotate.d").mkdir(parents=True)
+    (stage / "etc/logrotate.d/clinicam-relay").write_text("/var/lib/clinicam-relay/audit.jsonl {\n    weekly\n}\n")
+    (stage / "DEBIAN/conffiles").write_text("/etc/logrotate.d/clinicam-relay\n")
+    (stage / "DEBIAN/control").write_text(
+        "Package: clinicam-relay\nVersion: 0.0.9\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: stand-in for the 0.1.0 package\n")
+    deb = work / "clinicam-relay_0.0.9_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(stage), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
 def test_the_package_installs_like_debian_software(installed: Path) -> None:
     root = installed
     assert chroot(root, "dpkg-query", "-W", "-f=${Status}", "clinicam-relay") == "install ok installed"
     conffiles = chroot(root, "dpkg-query", "-W", "-f=${Conffiles}", "clinicam-relay")
-    assert "/etc/clinicam/relay.toml" in conffiles and "/etc/logrotate.d/clinicam-relay" in conffiles
+    assert "/etc/clinicam/relay.toml" in conffiles  # positive control for the next line
+    # one rotation, the relay's own: the upgrade removed the old package's logrotate policy
+    assert "logrotate" not in conffiles, conffiles
+    assert not list((root / "etc/logrotate.d").glob("clinicam-relay*"))
+    assert (root / "etc/logrotate.d").is_dir()  # logrotate is installed there
+    moved = root / "var/lib/clinicam-relay/status.json"  # the old /run status file, carried over
+    assert '"station-old"' in moved.read_text() and moved.stat().st_uid == UID
     user = chroot(root, "getent", "passwd", "clinicam-relay").split(":")
     assert user[2] == str(UID) and user[6].strip() == "/usr/sbin/nologin"
     state, keys = (root / "var/lib/clinicam-relay").stat(), (root / "etc/clinicam/relay").stat()
     assert (state.st_uid, oct(state.st_mode & 0o777)) == (UID, "0o700")
     assert (keys.st_uid, keys.st_gid, oct(keys.st_mode & 0o777)) == (0, UID, "0o750")
-    chroot(root, "logrotate", "-d", "/etc/logrotate.d/clinicam-relay")
     verify = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "clinicam-relay.service"],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stderr
@@ -104,9 +133,6 @@ def test_the_relay_runs_from_the_package_and_files_a_capture(
     conf = (root / "etc/clinicam/relay.toml").read_text()
     conf = conf.replace('host = "localhost"', 'host = "127.0.0.1"').replace("port = 8883", f"port = {broker.port}")
     (root / "etc/clinicam/relay.toml").write_text(conf)
-    run = root / "run/clinicam-relay"  # systemd's RuntimeDirectory= makes it under the unit
-    run.mkdir(parents=True, exist_ok=True)
-    os.chown(run, UID, UID)
     command = [shutil.which("chroot") or "chroot", f"--userspec={UID}:{UID}", str(root),
                "/usr/bin/clinicam", "relay", "run", "--config", "/etc/clinicam/relay.toml"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE,
@@ -131,3 +157,6 @@ def test_the_relay_runs_from_the_package_and_files_a_capture(
     filed = root / "var/lib/clinicam-relay/captures/station-a" / f"{cid}.jpg"
     assert filed.exists() and filed.stat().st_uid == UID
     assert (root / "var/lib/clinicam-relay/audit.jsonl").exists()
+    # the status file is in the state directory: both the carried station and the new one
+    stations = json.loads((root / "var/lib/clinicam-relay/status.json").read_text())["stations"]
+    assert {"station-old", "station-a"} <= set(stations), stations

@@ -4,16 +4,19 @@
 ``/metrics``; a Prometheus started here scrapes it every second, and the test asks
 Prometheus's HTTP API what a dashboard or an alert would see: a station going down
 and coming back, a rejected capture under its reason code, a sink outage as retries,
-and a provisioned station that was never seen.
+a provisioned station that was never seen, and certificate end dates (the station's
+from its status, the relay's own and its CA's) as the files say.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from clinicam.provisioning import pki
 from clinicam.tools.brokerproc import LOOPBACK, free_port
 from prometheus_server import Prometheus
 from test_delivery_support import (
@@ -47,6 +50,20 @@ def test_prometheus_sees_stations_rejections_and_sink_outage(
     try:
         up = 'clinicam_station_up{station="station-a"}'
         prom.wait_value(up, lambda v: v == 1.0, "station-a up")
+
+        # certificate end dates, exactly the certificates' notAfter; days left as an alert computes it
+        station_end = pki.load_cert(site.device("station-a").cert).not_valid_after_utc.timestamp()
+        relay_end = pki.load_cert(site.relay(1).cert).not_valid_after_utc.timestamp()
+        ca_end = pki.load_cert(site.ca_pem).not_valid_after_utc.timestamp()
+        expiry = 'clinicam_station_certificate_expiry_timestamp_seconds{station="station-a"}'
+        assert prom.value(expiry) == station_end
+        own = "clinicam_relay_certificate_expiry_timestamp_seconds"
+        assert {(r["metric"]["certificate"], r["metric"]["subject"]): float(r["value"][1])
+                for r in prom.query(own)} == {("relay", "relay-1"): relay_end,
+                                              ("site-ca", pki.common_name(pki.load_cert(site.ca_pem).subject,
+                                                                          "ca")): ca_end}
+        left = prom.value(f'({own}{{certificate="relay"}} - time()) / 86400')
+        assert left is not None and abs(left - (relay_end - time.time()) / 86400) < 0.01
 
         # a sink outage shows as retries with the sink's reason code, and in the histogram
         cid = station.capture(jpeg_like(50_000, seed=1), patient=CANARY)

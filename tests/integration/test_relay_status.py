@@ -2,8 +2,9 @@
 
 A real relay process, real stations, the real broker: the status says how old its data
 is and whether its writer runs, keeps every station across a relay *and* broker
-restart (retained messages gone), lists provisioned stations never seen, and its exit
-code is 0/1/2 as documented.
+restart (retained messages gone), lists provisioned stations never seen and every
+certificate's days left (warning within the renewal margin), and its exit code is
+0/1/2 as documented.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def test_status_reports_relay_liveness_unseen_stations_and_exit_codes(
         code, text = status(config)
         assert code == 0, text  # all well
         assert "relay-1 (pid" in text and "running, connected, serving" in text and "written" in text
+        row = next(line for line in text.splitlines() if line.startswith("station-a"))
+        assert " 396 " in row and "RENEW" not in row, text  # 397 days (cert_days, from its status)
+        relay_cert = next(line for line in text.splitlines() if line.startswith("relay        relay-1"))
+        assert relay_cert.split()[-1] == "396", text  # the relay's own, from its file
+        code, text = status(config, "--renewal-margin-days", "500")  # all within the margin now
+        assert code == 1 and "WARNING: station station-a: certificate expires in 396 d" in text, text
+        assert "WARNING: relay certificate relay-1 expires in 396 d" in text
+        row = next(line for line in text.splitlines() if line.startswith("station-a"))
+        assert " 396  RENEW " in row, row
         code, text = status(config, *register)
         assert code == 1 and "never seen" in text and "station-b" in text  # provisioned, unseen: a warning
 

@@ -51,7 +51,8 @@ def test_an_unwritable_runtime_directory_is_unavailable_not_a_crash(tmp_path: Pa
 
 @pytest.mark.parametrize("code,event,reason", [
     (2, "update-refused", "invalid"), (3, "update-refused", "bundle"), (4, "update-refused", "busy"),
-    (5, "update-failed", "install"), (6, "update-failed", "download"), (1, "update-failed", "error"),
+    (5, "update-failed", "install"), (6, "update-failed", "download"), (7, "update-refused", "server"),
+    (1, "update-failed", "error"),
 ])
 def test_each_exit_status_is_one_event(code: int, event: str, reason: str) -> None:
     outcome = parse_outcome(json.dumps({"id": "c-1", "version": "1.4.0", "exit": code, "at": 1}).encode())

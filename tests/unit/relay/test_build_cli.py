@@ -91,3 +91,46 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
     assert "station-a" in text and "online" in text and "stored" in text
     status["stations"]["station-a"]["renewal"] = {"state": "failed", "at": None, "reason": "revoked"}
     assert "failed:revoked" in format_status(status)
+
+
+def test_relay_status_shows_every_certificate_and_warns_within_the_renewal_margin(tmp_path: Path) -> None:
+    """Stations' end dates from their status; the relay's, its CA's and the registrar's from the files."""
+    import datetime as dt
+
+    ca_key = pki.new_key()
+    ca = pki.make_ca(ca_key, "unit", now=pki.utcnow())
+    (tmp_path / "ca.pem").write_bytes(pki.cert_pem(ca))
+    relay = pki.issue(ca_key, ca, pki.new_key().public_key(), "relay-1", now=pki.utcnow(), days=20)
+    (tmp_path / "r.pem").write_bytes(pki.cert_pem(relay))
+    registrar = tmp_path / "registrar.toml"
+    registrar.write_text(f'[identity]\ncert = "{tmp_path / "r.pem"}"\n[issuing]\ncert = "{tmp_path / "gone.pem"}"\n')
+    toml = tmp_path / "relay.toml"
+    toml.write_text(f'[relay]\nstatus_file = "{tmp_path / "s.json"}"\nstate_dir = "{tmp_path / "state"}"\n'
+                    f'[identity]\nca = "{tmp_path / "ca.pem"}"\ncert = "{tmp_path / "r.pem"}"\n'
+                    f'[[sinks]]\ntype = "directory"\nname = "a"\npath = "{tmp_path}"\n')
+    soon = (pki.utcnow() + dt.timedelta(days=10, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (pki.utcnow() + dt.timedelta(days=300, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {"updated": "x", "stations": {"ward-1": {"state": "online", "cert_not_after": later},
+                                           "ward-2": {"state": "online", "cert_not_after": soon}}}
+    (tmp_path / "s.json").write_text(json.dumps(status))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["relay", "status", "--config", str(toml), "--registrar", str(registrar)])
+    text = out.getvalue()
+    stations = {line.split()[0]: line for line in text.splitlines() if line.startswith("ward-")}
+    assert " 300 " in stations["ward-1"] and "RENEW" not in stations["ward-1"], text  # cert_days
+    assert " 10  RENEW " in stations["ward-2"], text
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in text.splitlines()}
+    assert rows[("relay", "relay-1")][1:] == ["19", "RENEW"], text  # 20 days, backdated 5 min
+    assert len(rows[("site-ca", "clinicam")][-1]) == 4, text  # ten years: days left, no state
+    assert rows[("registrar", "relay-1")][1:] == ["19", "RENEW"], text  # the registrar runs here too
+    assert "WARNING: station ward-2: certificate expires in 10 d" in text
+    assert "WARNING: relay certificate relay-1 expires in 19 d: 'clinicam provision reissue SITE relay-1'" in text
+    assert f"WARNING: registrar.toml [issuing] cert: {tmp_path / 'gone.pem'}: cannot be read" in text
+    assert code == 1  # warnings only (the file names no writer: also a warning)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["relay", "status", "--config", str(toml), "--registrar", str(registrar), "--json",
+              "--renewal-margin-days", "5"])
+    certs = json.loads(out.getvalue())["assessment"]["certificates"]
+    assert {c["name"]: c["state"] for c in certs if c["certificate"] == "station"} == {"ward-1": "ok", "ward-2": "ok"}

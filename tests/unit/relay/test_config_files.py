@@ -142,3 +142,18 @@ def test_relay_run_refuses_an_unreadable_token_and_says_which(open_tmp: Path, fi
         f"clinicam relay: relay.toml: [sinks#2] token_file: {files['token']} cannot be read by nobody "
         "(permission denied): check its owner and mode\n"
     )
+
+
+def test_the_old_run_status_file_is_read_as_the_state_directory_one(tmp_path: Path) -> None:
+    """relay.toml is a conffile: an edited one keeps the old default after an upgrade, and a
+    status file under /run would forget every station at each reboot (issue 16)."""
+    from clinicam.relay.config import LEGACY_STATUS_FILE, relay_config_from
+
+    sink = [{"type": "directory", "name": "a", "path": str(tmp_path / "a")}]
+    old = relay_config_from({"relay": {"state_dir": str(tmp_path / "s"), "status_file": LEGACY_STATUS_FILE},
+                             "sinks": sink})
+    assert old.relay.status_file == str(tmp_path / "s" / "status.json") and old.relay.status_file_moved
+    own = relay_config_from({"relay": {"status_file": str(tmp_path / "x.json")}, "sinks": sink})
+    assert own.relay.status_file == str(tmp_path / "x.json") and not own.relay.status_file_moved
+    default = relay_config_from({"sinks": sink}).relay
+    assert default.status_file == "/var/lib/clinicam-relay/status.json" == f"{default.state_dir}/status.json"

@@ -90,3 +90,22 @@ def test_endpoint_is_off_by_default() -> None:
     on = relay_config_from({"sinks": [ARCHIVE], "metrics": {"listen": "127.0.0.1:9464"}})
     assert on.metrics.listen == "127.0.0.1:9464"
     assert b"clinicam_relay_captures_stored_total" in generate_latest(RelayMetrics().registry)
+
+
+def test_certificate_expiries_of_the_relay_and_the_stations_renewal() -> None:
+    m = RelayMetrics()
+    m.certificates([("relay", "relay-1", 1_800_000_000.0), ("site-ca", "Site CA", 2_000_000_000.0),
+                    ("issuing-ca", "Issuing CA", 1_900_000_000.0), ("issuing-ca", "Issuing CA", 1_850_000_000.0)])
+    name = "clinicam_relay_certificate_expiry_timestamp_seconds"
+    assert sample(m, name, certificate="relay", subject="relay-1") == 1_800_000_000.0
+    assert sample(m, name, certificate="site-ca", subject="Site CA") == 2_000_000_000.0
+    assert sample(m, name, certificate="issuing-ca", subject="Issuing CA") == 1_850_000_000.0  # the first to end
+    board = StatusBoard(None)
+    failed = {"state": "failed", "at": "2026-12-01T00:00:00Z", "reason": "rate-limited"}
+    board.station("ward-1", {"state": "online", "renewal": failed})
+    board.station("ward-2", {"state": "online", "renewal": {"state": "installed", "at": None, "reason": None}})
+    board.station("ward-3", {"state": "online"})
+    m.stations(board)
+    assert sample(m, "clinicam_station_certificate_renewal_failed", station="ward-1") == 1
+    assert sample(m, "clinicam_station_certificate_renewal_failed", station="ward-2") == 0
+    assert sample(m, "clinicam_station_certificate_renewal_failed", station="ward-3") is None

@@ -130,3 +130,19 @@ def test_first_stored_decisions_are_never_rate_limited(tmp_path: Path) -> None:
     lines = _read(tmp_path / "audit.jsonl")
     assert sum(x["decision"] == "stored" for x in lines) == 50
     assert sum(x["decision"] == "rejected" for x in lines) == 5
+
+
+def test_status_file_is_fsynced_at_most_every_sync_s_and_at_stop(tmp_path: Path) -> None:
+    """It lives on disk now (kept across reboots): a status flood must not become an fsync storm."""
+    clock = Clock()
+    board = StatusBoard(tmp_path / "status.json", clock=clock, min_interval_s=1.0, sync_s=60.0)
+    for i in range(100_000):
+        clock.t += 0.001  # 100,000 statuses within 100 s
+        board.station("flooder", {"state": "online", "pending": i})
+        board.flush_due()
+    assert 90 <= board.writes <= 101  # coalesced to about one write a second ...
+    assert board.syncs == 2  # ... and of those, one fsync a minute (the first write, then at 60 s)
+    board.flush(sync=True)  # the relay's last write at stop
+    assert board.syncs == 3
+    assert json.loads((tmp_path / "status.json").read_text())["stations"]["flooder"]["pending"] == 99_999
+    assert not list(tmp_path.glob(".*.tmp"))  # replaced atomically, no temporary left
