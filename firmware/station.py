@@ -38,13 +38,14 @@ from clinicam.firmware.update_handoff import UpdateHandoff, UpdateUnavailable
 from clinicam.firmware.uplink.client import Uplink
 from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
+from clinicam.firmware.uplink.trust import TrustFollower
 from clinicam.firmware.workflow import events as ev
 from clinicam.firmware.workflow.machine import step
 from clinicam.firmware.workflow.metadata import CameraFacts, DeviceInfo, SessionFacts, build_metadata
 from clinicam.firmware.workflow.session import WorkflowPolicy, initial_state
 from clinicam.protocol.commands import UpdateOrder
 from clinicam.protocol.sealing import Sealer
-from clinicam.provisioning.identity import StationIdentity
+from clinicam.provisioning.identity import StationIdentity, load_identity
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Station:
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
         self._recipients: RecipientFollower | None = None
         self._broker_up = False  # the MQTT session (the status line's online|offline)
+        self._trust: TrustFollower | None = None
         self.rules = CodeRules.from_config(config.codes)
         self.updates = UpdateHandoff.from_environment(os.environ, started_at=self.time.wall())
         self.hw = hardware = build_hardware(
@@ -160,6 +162,7 @@ class Station:
             renewal=self._renewal_agent(),
             on_renewed=self._renewed,
             on_recipient=self._recipient_announced,
+            on_trust=self._trust_update,
         )
 
     def _renewal_agent(self) -> RenewalAgent | None:
@@ -172,12 +175,29 @@ class Station:
     def _recipient_announced(self, payload: bytes) -> None:
         """The site announced a recipient key (issue 17): seal new captures to it."""
         if self._recipients is None:
-            self._recipients = RecipientFollower(self.identity.dir, self.identity.ca, self.identity.recipient,
+            self._recipients = RecipientFollower(self.identity.dir, self.identity.anchors, self.identity.recipient,
                                                  self.time.utc)
         new = self._recipients.handle(payload)
         if new is not None:
             self.sealer.use_recipient(new)
             self.uplink.publish_event("recipient-changed")
+
+    def _trust_update(self, payload: bytes) -> None:
+        """The site's trust update (issue 17, CA rotation; delivery thread): new roots, and
+        a renewal now when this station's certificate is not from the current issuing CA."""
+        if self._trust is None:
+            self._trust = TrustFollower(self.identity.dir, self.time.utc)
+        outcome = self._trust.handle(payload, self.identity)
+        if outcome is None:
+            return
+        if outcome.installed:
+            new = load_identity(self.identity.dir)
+            self.identity = new
+            if self._recipients is not None:
+                self._recipients.root = new.anchors
+            self.uplink.adopt_trust(new, outcome.update.roots_pem)
+        if self.uplink.renewal is not None:
+            self.uplink.renewal.force(outcome.renew)
 
     def _renewed(self, new: Any) -> None:
         """The uplink installed a renewed certificate: sign captures with it from now on."""

@@ -266,7 +266,7 @@ def _check_profile(cert: x509.Certificate, now: datetime, legacy_until: datetime
 def check_device_cert(
     pem: str,
     device: str,
-    ca_cert: x509.Certificate,
+    ca_cert: x509.Certificate | Sequence[x509.Certificate],
     *,
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,
@@ -284,7 +284,9 @@ def check_device_cert(
     now = now or datetime.now(UTC)
     # Two-tier sites: the relay holds the issuing CA(s) (``chain_certs``), DESIGN §4.
     all_crls = [*crls, *([crl] if crl is not None else [])]
-    store = chain.TrustStore([ca_cert], tuple(chain_certs), tuple(all_crls))
+    # Several roots while a CA rotation overlaps (issue 17): each is an anchor.
+    roots = [ca_cert] if isinstance(ca_cert, x509.Certificate) else list(ca_cert)
+    store = chain.TrustStore(roots, tuple(chain_certs), tuple(all_crls))
     _check_issuer(cert, store, now)
     _check_profile(cert, now, legacy_until)
     _check_validity(cert, now)

@@ -15,6 +15,7 @@ retired key; and the KEM may not change (a hybrid site never falls back to X2551
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,9 +58,18 @@ def build_announcement(*, recipient_pem: bytes, at: datetime, issuing_key: ec.El
     return canonical({**body, "sig": b64(sign(canonical(body), issuing_key))})
 
 
-def parse_announcement(payload: bytes, *, root: x509.Certificate, now: datetime,
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def parse_announcement(payload: bytes, *, root: x509.Certificate | Sequence[x509.Certificate], now: datetime,
                        current: RecipientPublicKey | None = None) -> Announcement:
-    """Verify an announcement against the pinned ``root``; ``AnnouncementError`` otherwise."""
+    """Verify an announcement against the pinned ``root`` (or any of several, while a CA
+    rotation overlaps); ``AnnouncementError`` otherwise."""
     if len(payload) > MAX_ANNOUNCEMENT:
         raise AnnouncementError("recipient announcement larger than 64 KiB")
     try:
@@ -76,10 +86,9 @@ def parse_announcement(payload: bytes, *, root: x509.Certificate, now: datetime,
         pub = load_recipient_public(pem)
     except (ValueError, TypeError, UnicodeEncodeError, ClinicamError) as exc:
         raise AnnouncementError(f"recipient announcement: unreadable field ({type(exc).__name__})") from exc
-    try:
-        signer.verify_directly_issued_by(root)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise AnnouncementError("recipient announcement: signer not issued by this site's root") from exc
+    roots = [root] if isinstance(root, x509.Certificate) else list(root)
+    if not any(_issued_by(signer, r) for r in roots):
+        raise AnnouncementError("recipient announcement: signer not issued by this site's root")
     try:
         bc = signer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound as exc:

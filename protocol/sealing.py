@@ -418,7 +418,7 @@ def open_capture(
     *,
     topic_device: str,
     topic_capture_id: str,
-    ca_cert: x509.Certificate,
+    ca_cert: x509.Certificate | Sequence[x509.Certificate],
     recipients: Sequence[RecipientPrivateKey],
     crl: x509.CertificateRevocationList | None = None,
     now: datetime | None = None,

@@ -21,6 +21,7 @@ _WORD = re.compile(r"[a-z0-9-]{1,32}")
 _CMD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 _FW = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_int(v: object) -> bool:
@@ -43,6 +44,15 @@ def _is_renewal(v: object) -> bool:
             and (v["reason"] is None or _match(_WORD)(v["reason"])))
 
 
+def _is_trust(v: object) -> bool:
+    """Which root the station is on (issue 17, CA rotation): ``{"number", "root"}`` —
+    the trust update number it holds (or null) and the SHA-256 of the root its
+    certificate chains to (64 hex, or null)."""
+    if not isinstance(v, dict) or set(v) != {"number", "root"}:
+        return False
+    return (v["number"] is None or _is_int(v["number"])) and (v["root"] is None or _match(_SHA256)(v["root"]))
+
+
 # key -> the shape its value must have
 STATUS_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "state": _match(_WORD),
@@ -55,6 +65,7 @@ STATUS_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "clock_synced": lambda v: isinstance(v, bool),
     "renewal": lambda v: _is_renewal(v),
     "relay": lambda v: v in ("online", "offline"),  # whether the station sees a relay serving it
+    "trust": lambda v: _is_trust(v),
 }
 EVENT_FIELDS: Mapping[str, Callable[[object], bool]] = {
     "event": _match(_WORD),
@@ -81,12 +92,14 @@ def utc_stamp(at: float) -> str:
 
 def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, fw: str,
                    uptime_s: float, cert_not_after: str | None, clock_synced: bool,
-                   renewal: Mapping[str, Any] | None = None, relay: str | None = None) -> dict[str, Any]:
+                   renewal: Mapping[str, Any] | None = None, relay: str | None = None,
+                   trust: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The retained ``P/D/status`` object (the will is ``{"state": "offline"}``).
 
     ``renewal`` (a station that renews its certificate over MQTT) is its state;
     ``relay`` is ``online`` or ``offline``: whether the station sees a relay serving it
-    (relay presence), absent until the station knows.
+    (relay presence), absent until the station knows. ``trust`` says which root the
+    station is on (CA rotation).
     """
     body: dict[str, Any] = {
         "state": state,
@@ -102,6 +115,8 @@ def status_payload(*, state: str, pending: int, pending_bytes: int, boot: str, f
         body["renewal"] = dict(renewal)
     if relay is not None:
         body["relay"] = relay
+    if trust is not None:
+        body["trust"] = dict(trust)
     return body
 
 

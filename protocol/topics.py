@@ -147,13 +147,17 @@ class Topics:
         """``P/_site/recipient`` (registrar → stations; retained): the recipient key."""
         return f"{self.prefix}/_site/recipient"
 
+    def site_trust(self) -> str:
+        """``P/_site/trust`` (registrar → stations, broker agent; retained): the CA rotation's trust update."""
+        return f"{self.prefix}/_site/trust"
+
     def registrar_site_acl(self) -> tuple[list[str], list[str]]:
-        """The registrar's site topics: (read, write) — the receipt; the bulletin, the key."""
-        return [self.site_crl_installed()], [self.site_crl(), self.site_recipient()]
+        """The registrar's site topics: (read, write) — the receipt; the bulletin, the key, the trust update."""
+        return [self.site_crl_installed()], [self.site_crl(), self.site_recipient(), self.site_trust()]
 
     def broker_agent_acl(self) -> tuple[list[str], list[str]]:
-        """The broker agent's topics: (read, write) — the bulletin; the receipt. Nothing else."""
-        return [self.site_crl()], [self.site_crl_installed()]
+        """The broker agent's topics: (read, write) — the bulletin, the trust update; the receipt."""
+        return [self.site_crl(), self.site_trust()], [self.site_crl_installed()]
 
     def relay_acl(self) -> tuple[list[str], list[str]]:
         """A relay worker's topics: (read, write) — every station's uplink, its ack and cmd."""

@@ -158,7 +158,7 @@ def render_acl(
             renew_write, renew_read = t.station_renewal_acl(name)
             lines += [*(f"topic write {topic}" for topic in renew_write),
                       *(f"topic read {topic}" for topic in renew_read),
-                      f"topic read {t.site_recipient()}"]
+                      f"topic read {t.site_recipient()}", f"topic read {t.site_trust()}"]
         lines += [""]
     if registrar:
         registrar_read, registrar_write = t.registrar_acl()

@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="provision_command", metavar="SUBCOMMAND")
     _site_init(sub)
     _two_tier(sub)
+    _rotate_ca(sub)
     _import_renewals(sub)
     _device_key(sub)
     _sign(sub, "sign", "sign a station's CSR for a new device id", _cmd_sign)
@@ -112,6 +113,15 @@ def _two_tier(sub: Any) -> None:
     p = sub.add_parser("two-tier", help="migrate a single-tier site: add the issuing CA for station certificates")
     p.add_argument("site_dir", metavar="SITE", type=Path)
     p.set_defaults(func=_cmd_two_tier)
+
+
+def _rotate_ca(sub: Any) -> None:
+    p = sub.add_parser("rotate-ca", help="move a two-tier site to a new root and issuing CA (stations renew "
+                       "over MQTT); --finish retires the old root")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("--finish", action="store_true", help="every station renewed: retire the old root")
+    p.add_argument("--force", action="store_true", help="with --finish: even if stations are still behind")
+    p.set_defaults(func=_cmd_rotate_ca)
 
 
 def _device_key(sub: Any) -> None:
@@ -296,6 +306,33 @@ def _cmd_two_tier(args: argparse.Namespace) -> int:
     print(f"  2. on the relay host: copy {site.chain_pem} and {site.crl_pem}, set [identity] chain; "
           f"copy {site.registrar_dir} there (mode 0700)")
     print("  3. station certificates signed so far stay valid; new ones and renewals come from the issuing CA")
+    return 0
+
+
+def _cmd_rotate_ca(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import rotation
+
+    site = _open(args.site_dir)
+    if args.finish:
+        step = rotation.finish(site, force=args.force)
+        print(f"CA rotation finished: root {pki.common_name(step.roots[0].subject, 'ca.pem')!r} alone; "
+              f"trust update {step.number} in {step.trust_file}")
+        print(f"  1. copy {site.broker_dir}/broker.pem, broker.key, agent.pem, agent.key to the broker and "
+              "reload it (kill -HUP); restart the broker agent")
+        print(f"  2. on the relay host: copy {site.relay_dir}, {site.registrar_dir}, {site.ca_pem}, "
+              f"{site.chain_pem}, {site.crl_pem}; restart the relays and the registrar")
+        print(f"  3. then copy {step.trust_file} over the registrar's [issuing] trust: the broker and the "
+              "stations drop the old root; operators need new identities ('provision operator')")
+        return 0
+    step = rotation.begin(site)
+    print(f"CA rotation started: new root {pki.common_name(step.roots[0].subject, 'ca.pem')!r}, issuing CA "
+          f"{pki.common_name(step.issuing.subject, 'chain.pem')!r}; trust update {step.number} in {step.trust_file}")
+    print(f"  1. on the relay host: copy {site.registrar_dir} (the new issuing CA), {site.ca_pem}, "
+          f"{site.chain_pem}, {site.crl_pem}; restart the relays and the registrar")
+    print(f"  2. copy {step.trust_file} to the file the registrar's [issuing] trust names: the broker agent "
+          "and every station install it, and stations renew under the new issuing CA at once")
+    print("  3. when every station shows the new root (clinicam relay status), import the registrar's journal "
+          "('provision import-renewals') and run 'rotate-ca SITE --finish'")
     return 0
 
 

@@ -70,6 +70,12 @@ class StationIdentity(Protocol):
     @property
     def ca(self) -> x509.Certificate: ...
     @property
+    def anchors(self) -> tuple[x509.Certificate, ...]: ...
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]: ...
+    @property
+    def cert(self) -> x509.Certificate: ...
+    @property
     def dir(self) -> Path: ...
 
 
@@ -89,6 +95,12 @@ class DeviceIdentity:
     broker_port: int
     crl: x509.CertificateRevocationList | None = None  # the device certificate's issuer's
     chain: tuple[x509.Certificate, ...] = ()  # issuing CA(s) after the leaf in device.pem
+    # Every root of ca.pem: two while a CA rotation overlaps (issue 17); ``ca`` is the first.
+    roots: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def anchors(self) -> tuple[x509.Certificate, ...]:
+        return self.roots or (self.ca,)
 
     @property
     def key_path(self) -> Path:
@@ -177,14 +189,14 @@ def install(
     key = pki.load_key(identity_dir / KEY, "make it first with 'clinicam provision device-key'")
     ca_pem = _read(files.ca)
     cert_pem = _read(files.cert)
-    ca = pki.parse_cert(ca_pem, str(files.ca))
+    roots = _roots(ca_pem, str(files.ca))
     cert, chain = _leaf_and_chain(cert_pem, str(files.cert))
-    _check_cert(cert, key, ca, str(files.cert), now, chain)
+    _check_cert(cert, key, roots, str(files.cert), now, chain)
     _check_not_older(cert, identity_dir / CERT, str(files.cert))
     load_recipient_public(_read(files.recipient))
     crl_pem = _read(files.crl) if files.crl else None
     if crl_pem is not None:
-        _parse_crl(crl_pem, ca, str(files.crl), chain)
+        _parse_crl(crl_pem, roots, str(files.crl), chain)
     _ensure_dir(identity_dir)
     os.chmod(identity_dir / KEY, 0o600)
     pki.write_public(identity_dir / CA, ca_pem)
@@ -237,6 +249,14 @@ def _leaf_and_chain(data: bytes, where: str) -> tuple[x509.Certificate, tuple[x5
     return certs[0], tuple(certs[1:])
 
 
+def _roots(data: bytes, where: str, remedy: str = "copy the site's ca.pem again") -> tuple[x509.Certificate, ...]:
+    """Every root of ``ca.pem``: one, or two while a CA rotation overlaps (current first)."""
+    try:
+        return tuple(trust.load_certs(data, where))
+    except ConfigError as exc:
+        raise ProvisioningError(f"{exc}: {remedy}") from exc
+
+
 def leaf_pem(data: bytes) -> bytes:
     """The first certificate of a chain file (the manifest's ``cert`` is the leaf alone)."""
     blocks = trust.pem_blocks(data, "CERTIFICATE")
@@ -244,8 +264,8 @@ def leaf_pem(data: bytes) -> bytes:
 
 
 def _check_cert(
-    cert: x509.Certificate, key: pki.PrivateKey, ca: x509.Certificate, where: str, now: dt.datetime | None,
-    chain: tuple[x509.Certificate, ...] = (),
+    cert: x509.Certificate, key: pki.PrivateKey, roots: tuple[x509.Certificate, ...], where: str,
+    now: dt.datetime | None, chain: tuple[x509.Certificate, ...] = (),
 ) -> str:
     """Check key match, issuer (directly or via the issuing CA in ``chain``), EKU and
     (when ``now`` is given) validity; return the CN."""
@@ -255,7 +275,7 @@ def _check_cert(
             "station or another key; sign this station's device.csr"
         )
     try:
-        trust.TrustStore([ca], chain).path(cert, now)
+        trust.TrustStore(roots, chain).path(cert, now)
     except trust.ChainError as exc:
         why = "" if str(exc) == trust.NOT_ISSUED else f" ({exc})"
         raise ProvisioningError(
@@ -270,8 +290,8 @@ def _check_cert(
 
 
 def _parse_crl(
-    data: bytes, ca: x509.Certificate, where: str, chain: tuple[x509.Certificate, ...] = (),
-    issuer: x509.Name | None = None,
+    data: bytes, roots: tuple[x509.Certificate, ...], where: str, chain: tuple[x509.Certificate, ...] = (),
+    issuer: x509.Name | None = None, obsolete_ok: bool = False,
 ) -> x509.CertificateRevocationList | None:
     """Check every CRL of ``crl.pem`` (signed by the root or the issuing CA); return the
     one of ``issuer`` (default: the root)."""
@@ -279,12 +299,19 @@ def _parse_crl(
         crls = trust.load_crls(data, where)
     except ConfigError as exc:
         raise ProvisioningError(f"{where} is not a PEM CRL: copy the site's crl.pem again") from exc
-    signers = {c.subject: c for c in (ca, *chain)}
-    for crl in crls:
-        signer = signers.get(crl.issuer)
-        if signer is None or not crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, signer.public_key())):
+    signers = {c.subject: c for c in (*roots, *chain)}
+    known = [c for c in crls if c.issuer in signers]
+    if not known and obsolete_ok:
+        return None  # the CRLs of a CA generation this station has left (CA rotation)
+    if not known:
+        raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
+    # A CRL of an issuing CA this station no longer chains through (it renewed under a
+    # rotated CA, issue 17) is not this station's concern; a known issuer's must verify.
+    for crl in known:
+        signer = signers[crl.issuer]
+        if not crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, signer.public_key())):
             raise ProvisioningError(f"{where} was not signed by this site's CA: copy the site's crl.pem")
-    wanted = issuer or ca.subject
+    wanted = issuer or roots[0].subject
     return next((c for c in crls if c.issuer == wanted), None)
 
 
@@ -315,15 +342,16 @@ def load_identity(directory: Path = DEFAULT_DIR) -> DeviceIdentity:
     if key_path.stat().st_mode & 0o077:
         raise ProvisioningError(f"{key_path} is readable by others: run 'chmod 600 {key_path}'")
     ca_pem, cert_pem = _must(directory / CA, remedy), _must(directory / CERT, remedy)
-    ca = pki.parse_cert(ca_pem, str(directory / CA), remedy)
+    roots = _roots(ca_pem, str(directory / CA), remedy)
     cert, chain = _leaf_and_chain(cert_pem, str(directory / CERT))
-    device_id = _check_cert(cert, key, ca, str(directory / CERT), None, chain)
+    device_id = _check_cert(cert, key, roots, str(directory / CERT), None, chain)
     recipient = load_recipient_public(_must(directory / RECIPIENT, remedy))
     host, port = _broker_json(directory / BROKER, remedy)
     crl_path = directory / CRL
-    crl = _parse_crl(crl_path.read_bytes(), ca, str(crl_path), chain, cert.issuer) if crl_path.exists() else None
-    return DeviceIdentity(directory, device_id, key, cert, leaf_pem(cert_pem), ca, ca_pem, recipient, host, port,
-                          crl, chain)
+    crl = (_parse_crl(crl_path.read_bytes(), roots, str(crl_path), chain, cert.issuer, obsolete_ok=True)
+           if crl_path.exists() else None)
+    return DeviceIdentity(directory, device_id, key, cert, leaf_pem(cert_pem), roots[0], ca_pem, recipient, host,
+                          port, crl, chain, roots)
 
 
 def finish_renewal(directory: Path) -> bool:

@@ -288,6 +288,36 @@ def make_ca(
     )
 
 
+def root_name(site: str, generation: int = 1) -> x509.Name:
+    """A site root's name; a rotated root's carries its generation (OpenSSL picks an
+    issuer by name, so two roots side by side must not share one)."""
+    return _name(f"clinicam CA {site}" + (f" {generation}" if generation > 1 else ""), site)
+
+
+def cross_certify(issuer_key: PrivateKey, issuer: x509.Certificate, root: x509.Certificate, *,
+                  now: dt.datetime) -> x509.Certificate:
+    """``root``'s name and key certified by another root ``issuer`` (CA rotation): whoever
+    holds only ``issuer`` can verify what ``root`` signs. Never outlives either."""
+    bc = root.extensions.get_extension_for_class(x509.BasicConstraints).value
+    key = root.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(root.subject)
+        .issuer_name(issuer.subject)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(root.not_valid_after_utc, issuer.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=bc.path_length), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
 def make_issuing_ca(
     root_key: PrivateKey, root: x509.Certificate, key: PrivateKey, site: str, number: int, *,
     now: dt.datetime, days: int = ISSUING_DAYS,

@@ -81,7 +81,13 @@ def describe_site(site: Site, now: dt.datetime | None = None) -> Report:
         f"recipient:     {site.kem} {_recipient_fingerprint(site)}",
         f"site CA:       sha256 {pki.fingerprint(site.ca)}",
     ]
-    r.expiry("site CA", site.ca.not_valid_after_utc, now, "plan a new site CA and re-provision")
+    r.expiry("site CA", site.ca.not_valid_after_utc, now,
+             "move the site to a new root: 'clinicam provision rotate-ca SITE'" if site.tiers == 2
+             else "plan a new site CA and re-provision")
+    rotation = site.read_info().get("rotation")
+    if isinstance(rotation, dict):
+        r.lines.append(f"CA rotation:   under way since {str(rotation.get('started', '?'))[:10]} (generation "
+                       f"{rotation.get('generation')}); 'rotate-ca SITE --finish' once every station renewed")
     r.lines.append("issued:")
     records = [rec for rec in site.records() if rec.kind != "ca"]
     newer = superseded(records)

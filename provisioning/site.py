@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clinicam.common.errors import ProvisioningError
+from clinicam.protocol.chain import load_certs
 from clinicam.protocol.recipient import KEMS, generate_recipient_key
 from clinicam.protocol.revocation import crl_number
 from clinicam.provisioning import brokerconf, pki
@@ -307,6 +308,11 @@ class Site:
         The old certificate stays valid until it expires; ``revoke`` its serial to cut it.
         """
         now = now or pki.utcnow()
+        if name == "broker" and "rotation" in self.read_info():
+            raise ProvisioningError(
+                "a CA rotation is under way: the broker keeps its certificate from the old root until "
+                "'clinicam provision rotate-ca SITE --finish' (stations that have not yet taken the new "
+                "roots must still verify it)")
         if name == "broker":
             self._issue_broker(self.ca_key(), now, days)
             return self.broker_dir / "broker.pem"
@@ -457,11 +463,9 @@ class Site:
         added: list[Record] = []
         for n, cert in enumerate(_journal_certs(journal), 1):
             where = f"{journal} line {n}"
-            try:
-                cert.verify_directly_issued_by(self.issuing)
-            except (ValueError, TypeError, InvalidSignature) as exc:
+            if not any(_issued_by(cert, ca) for ca in self.issuing_cas()):
                 raise ProvisioningError(f"{where}: not issued by this site's issuing CA: is it this site's "
-                                        "journal?") from exc
+                                        "journal?")
             pki.check_id(pki.common_name(cert.subject, where))
             serial = pki.serial_hex(cert.serial_number)
             if serial in known:
@@ -514,9 +518,28 @@ class Site:
             pki.write_public(parts[which], pki.crl_pem(pki.make_crl(key, cert, revoked, now=now, days=days,
                                                                     number=number)))
         pem = b"".join(parts[w].read_bytes() for w, c in signers.items() if c is not None)
+        pem += self._previous_crls()
         pki.write_public(self.crl_pem, pem)
         pki.write_public(self.broker_dir / "crl.pem", pem)
         return self.crl_pem
+
+    def _previous_crls(self) -> bytes:
+        """The last CRLs of the CA generation a rotation replaces (``provision rotate-ca``):
+        they stay in ``crl.pem`` until the rotation finishes, since the broker checks a
+        certificate against its own issuer's CRL."""
+        path = self.path / "ca" / "previous" / "crl.pem"
+        return path.read_bytes() if path.exists() else b""
+
+    def read_info(self) -> dict:
+        """``site.json`` as it is on disk."""
+        return self._json(self.path / "site.json", "restore it from the site's backup")
+
+    def write_info(self, info: dict) -> None:
+        _write_json(self.path / "site.json", info, mode=0o644)
+
+    def issuing_cas(self) -> list[x509.Certificate]:
+        """Every issuing CA of ``chain.pem`` (two during a CA rotation, the current first)."""
+        return load_certs(self.chain_pem.read_bytes(), str(self.chain_pem)) if self.issuing is not None else []
 
     # -- station bundle -----------------------------------------------------------------
 
@@ -529,9 +552,11 @@ class Site:
             raise ProvisioningError(f"{device!r} has no valid certificate: sign its CSR first")
         newest = max(valid, key=lambda r: r.not_after)
         out = Path(out)
-        chain = pki.cert_pem(self.issuing) if newest.issuer == "issuing" and self.issuing else b""
+        leaf = self.certificate(newest)
+        # its own issuing CA: during a CA rotation chain.pem holds the new one and the old one
+        chain = b"".join(pki.cert_pem(c) for c in self.issuing_cas() if c.subject == leaf.issuer)
         # A chain file: the certificate, then its issuing CA (sent in the TLS handshake).
-        pki.write_public(out / "device.pem", pki.cert_pem(self.certificate(newest)) + chain)
+        pki.write_public(out / "device.pem", pki.cert_pem(leaf) + chain)
         pki.write_public(out / "ca.pem", self.ca_pem.read_bytes())
         pki.write_public(out / "crl.pem", self.crl_pem.read_bytes())
         pki.write_public(out / "recipient.pub", (self.relay_dir / "recipient.pub").read_bytes())
@@ -576,6 +601,14 @@ def _journal_certs(journal: Path) -> list[x509.Certificate]:
         if isinstance(entry, dict) and entry.get("outcome") == "issued" and isinstance(entry.get("cert"), str):
             certs.append(pki.parse_cert(entry["cert"].encode(), f"{journal} line {n}"))
     return certs
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _encrypted(path: Path) -> bool:

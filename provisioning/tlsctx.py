@@ -3,6 +3,9 @@
 DESIGN §3.5: TLS 1.2 or later, the site CA as the only trust anchor (never the system
 store), the broker's name verified, and a client certificate always presented. There
 is deliberately no switch to turn any of it off.
+
+``ca`` may hold several roots (a CA rotation's overlap, issue 17): OpenSSL takes every
+certificate of the file as an anchor, so the broker verifies under either root.
 """
 
 from __future__ import annotations

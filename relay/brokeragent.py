@@ -13,6 +13,10 @@ bulletin the registrar publishes it:
 5. publishes the receipt (retained) naming the CRL number, after which the registrar
    cuts the revoked stations' open sessions.
 
+It also installs the site's trust update (``P/_site/trust``, CA rotation): signed by a
+root the broker trusts, it rewrites Mosquitto's ``cafile`` (and merges the new CAs'
+CRLs) and reloads it — Mosquitto 2.0 re-reads its cafile on SIGHUP.
+
 No file is copied by hand. The agent holds no signing key: a stolen agent can install
 only what the site signed.
 """
@@ -20,6 +24,7 @@ only what the site signed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import queue
@@ -36,6 +41,7 @@ from clinicam.common.errors import ConfigError
 from clinicam.common.tomlconf import absolute_path, between, checked, load_file, nonempty
 from clinicam.protocol import chain as trust
 from clinicam.protocol import revocation as rv
+from clinicam.protocol import trustann as ta
 from clinicam.protocol.topics import check_prefix
 from clinicam.provisioning import pki
 from cryptography import x509
@@ -70,6 +76,8 @@ class MosquittoSection:
     crlfile: str = field(default="/etc/mosquitto/clinicam/crl.pem", metadata=PATH)
     acl_file: str = field(default="/etc/mosquitto/clinicam/acl", metadata=PATH)
     pid_file: str = field(default="/run/mosquitto/mosquitto.pid", metadata=PATH)
+    # Mosquitto's cafile: the agent rewrites it from the site's trust update (CA rotation)
+    cafile: str = field(default="/etc/mosquitto/clinicam/ca.pem", metadata=PATH)
 
 
 @dataclass(frozen=True)
@@ -131,9 +139,43 @@ class AgentCore:
             return []
 
     def installed_number(self) -> int:
-        own = [rv.crl_number(c) for c in self._held()
-               if any(c.issuer == s.subject for s in self.store.intermediates)]
+        """The CRL number of the current issuing CA (the first in the cafile: after a CA
+        rotation, the new one — its numbers start again at 1)."""
+        current = self.store.intermediates[:1]
+        own = [rv.crl_number(c) for c in self._held() if any(c.issuer == s.subject for s in current)]
         return max(own, default=0)
+
+    def install_trust(self, payload: bytes, now: datetime | None = None) -> int:
+        """Install a trust update (CA rotation) into Mosquitto's cafile; the number now held.
+
+        Verified against the roots the cafile holds now; an update not above the held
+        number (``trust.json`` beside the cafile) changes nothing. The cafile becomes the
+        update's roots, its issuing CA and the issuing CAs held that one of those roots
+        issued; the update's CRLs are merged into the crlfile (Mosquitto checks a
+        certificate against its issuer's CRL, so the new issuing CA's must be there);
+        then one SIGHUP: Mosquitto re-reads both.
+        """
+        m = self.config.mosquitto
+        cafile = Path(m.cafile)
+        try:
+            held = trust.load_certs(cafile.read_bytes(), f"[mosquitto] cafile: {cafile}")
+        except OSError as exc:
+            raise ConfigError(f"[mosquitto] cafile: {cafile} cannot be read") from exc
+        update = ta.parse_trust(payload, [c for c in held if c.issuer == c.subject], now or datetime.now(UTC))
+        state = cafile.with_name("trust.json")
+        number = _held_trust(state)
+        if update.number <= number:
+            return number
+        keep = [c for c in held if c.issuer != c.subject and not ta.same_cert(c, update.issuing)
+                and any(c.issuer == r.subject for r in update.roots)]
+        if update.crls:
+            pki.write_public(Path(m.crlfile), rv.crls_pem(rv.successor(self._held(), update.crls)))
+        pki.write_public(cafile, update.roots_pem + b"".join(ta.pem(c) for c in [update.issuing, *keep]))
+        pki.write_public(state, json.dumps({"number": update.number}).encode())
+        self.reload()
+        self.store = site_trust(cafile)
+        log.info("broker agent: installed trust update %d (%d root(s))", update.number, len(update.roots))
+        return update.number
 
     def install(self, payload: bytes) -> int:
         bulletin = rv.parse_bulletin(payload, self.store)
@@ -157,6 +199,13 @@ class AgentCore:
         return self.installed_number()
 
 
+def _held_trust(state: Path) -> int:
+    try:
+        return int(json.loads(state.read_text())["number"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def sighup_from(pid_file: Path) -> Callable[[], None]:
     """Reload Mosquitto: SIGHUP to the pid in its ``pid_file``."""
     def reload() -> None:
@@ -178,12 +227,12 @@ class Agent:
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.config, self.core = config, core
-        self._jobs: queue.Queue[bytes | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         ident = config.identity
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=AGENT, protocol=mqtt.MQTTv5)
         self.client.tls_set_context(client_context(Path(ident.ca), Path(ident.cert), Path(ident.key)))
         self.client.on_connect = self._on_connect
-        self.client.on_message = lambda _c, _u, msg: self._jobs.put(bytes(msg.payload))
+        self.client.on_message = lambda _c, _u, msg: self._jobs.put((msg.topic, bytes(msg.payload)))
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -204,11 +253,28 @@ class Agent:
         if rc.is_failure:
             log.warning("broker agent: broker refused the connection (%s)", rc)
             return
-        client.subscribe(rv.crl_topic(self.config.broker.topic_prefix), qos=1)
+        prefix = self.config.broker.topic_prefix
+        client.subscribe([(rv.crl_topic(prefix), 1), (ta.trust_topic(prefix), 1)])
         log.info("broker agent: connected")
 
     def _run(self) -> None:
-        while (payload := self._jobs.get()) is not None:
+        trust_topic = ta.trust_topic(self.config.broker.topic_prefix)
+        while (job := self._jobs.get()) is not None:
+            topic, payload = job
+            if topic == trust_topic:
+                try:
+                    self.core.install_trust(payload)
+                except (ta.TrustUpdateError, rv.RevocationError, ConfigError) as exc:
+                    log.error("broker agent: trust update not installed: %s", exc)
+                    continue
+                except Exception:  # one bad update must not stop the agent
+                    log.exception("broker agent: trust update not installed")
+                    continue
+                # the receipt now counts the new issuing CA's CRLs: replace the old CA's retained one
+                self.client.publish(rv.installed_topic(self.config.broker.topic_prefix),
+                                    rv.build_installed(self.core.installed_number(), datetime.now(UTC)),
+                                    qos=1, retain=True)
+                continue
             try:
                 number = self.core.install(payload)
             except (rv.RevocationError, ConfigError) as exc:

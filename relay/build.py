@@ -129,6 +129,14 @@ def _crls(path: str) -> Sequence[x509.CertificateRevocationList]:
     return WatchedCrls(Path(path)) if path else []
 
 
+def _roots(path: str) -> list[x509.Certificate]:
+    """``[identity] ca``: the site's root(s) — two while a CA rotation overlaps (issue 17)."""
+    try:
+        return trust.load_certs(Path(path).read_bytes(), f"[identity] ca: {path}")
+    except OSError as exc:
+        raise ConfigError(f"[identity] ca: {path} cannot be read: copy the site's ca.pem") from exc
+
+
 def _chain(path: str) -> list[x509.Certificate]:
     """``[identity] chain``: the issuing CA certificate(s) of a two-tier site (``chain.pem``)."""
     if not path:
@@ -155,7 +163,7 @@ def build_core(config: RelayConfig) -> RelayCore:
     moved = rel.status_file_moved or rel.status_file == RelaySection().status_file
     board.load(fallback=LEGACY_STATUS_FILE if moved else None)
     return RelayCore(
-        ca_cert=pki.load_cert(Path(ident.ca)),
+        ca_cert=_roots(ident.ca),
         recipients=recipients,
         crls=_crls(ident.crl),
         chain=_chain(ident.chain),
@@ -189,7 +197,7 @@ def build_relay(config: RelayConfig) -> Relay:
     client_id = pki.common_name(cert.subject, ident.cert)
     rel, core = config.relay, build_core(config)
     # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
-    feed = (CrlFeed(core.crls, trust.TrustStore([core.ca_cert], core.chain))
+    feed = (CrlFeed(core.crls, trust.TrustStore(core.roots, core.chain))
             if isinstance(core.crls, WatchedCrls) and core.chain else None)
     held = [c for c in relay_certificates(ident) if isinstance(c, HeldCertificate)]
     core.metrics.certificates((c.role, c.name, c.not_after) for c in held)

@@ -27,8 +27,10 @@ REMEDY = {
              "[identity] cert and restart the relay",
     "registrar": "'clinicam provision reissue SITE registrar' on the admin machine, install it "
                  "and restart the registrar",
-    "site-ca": "move the site to a new root before then (docs/interfaces.md, CA rotation)",
-    "issuing-ca": "issue a new issuing CA from the root before then (README 'Certificate lifecycle')",
+    "site-ca": "move the site to a new root before then ('clinicam provision rotate-ca', README "
+               "'Certificate lifecycle')",
+    "issuing-ca": "rotate to a new root and issuing CA before then ('clinicam provision rotate-ca', README "
+                  "'Certificate lifecycle')",
 }
 
 

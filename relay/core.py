@@ -63,7 +63,8 @@ def top_counts(counts: Mapping[str, int], n: int = 3) -> str:
 class RelayCore:
     """Everything the relay decides, for the stations of its partition."""
 
-    def __init__(self, *, ca_cert: x509.Certificate, recipients: Sequence[RecipientPrivateKey],
+    def __init__(self, *, ca_cert: x509.Certificate | Sequence[x509.Certificate],
+                 recipients: Sequence[RecipientPrivateKey],
                  sinks: Sequence[Sink], quarantine: Sink | None = None,
                  crl: x509.CertificateRevocationList | None = None,
                  topic_prefix: str = DEFAULT_PREFIX, partition: Partition | None = None,
@@ -77,6 +78,8 @@ class RelayCore:
         if not sinks:
             raise ConfigError("the relay needs at least one sink to file captures into")
         self.ca_cert, self.recipients, self.crl = ca_cert, list(recipients), crl
+        # Every root of ``[identity] ca``: two while a CA rotation overlaps (issue 17).
+        self.roots = [ca_cert] if isinstance(ca_cert, x509.Certificate) else list(ca_cert)
         # Two-tier sites: the issuing CA(s) and every CRL of crl.pem (root's and issuing CA's).
         # ``crls`` may be a live view (build.WatchedCrls): a CRL replaced on disk applies to
         # the next capture, without a restart.

@@ -59,6 +59,7 @@ class IdentityReview:
         self.broker_problem = ""
         self.chain: tuple[x509.Certificate, ...] = ()  # issuing CA(s) after the leaf in device.pem
         self.path: list[x509.Certificate] = []  # the verified chain above the leaf
+        self.roots: tuple[x509.Certificate, ...] = ()  # every root of ca.pem
 
     @property
     def install_remedy(self) -> str:
@@ -171,7 +172,12 @@ class IdentityReview:
             return CheckResult(name, FAIL, f"cannot check the chain: {identity.CA} is missing or unreadable",
                                self.install_remedy)
         try:
-            self.path = trust.TrustStore([ca], self.chain).path(cert, self.now)
+            # every root of ca.pem: two while a CA rotation overlaps (issue 17)
+            self.roots = tuple(trust.load_certs((self.dir / identity.CA).read_bytes(), identity.CA))
+        except (ConfigError, OSError):
+            self.roots = (ca,)
+        try:
+            self.path = trust.TrustStore(self.roots, self.chain).path(cert, self.now)
         except trust.ChainError as exc:  # other issuer name, key or signature; a bad issuing CA
             why = "" if str(exc) == trust.NOT_ISSUED else f"{exc}; "
             return CheckResult(name, FAIL,
@@ -210,6 +216,8 @@ class IdentityReview:
             return CheckResult(name, WARN, f"{device_id}: expires {_day(end)} (in {_days(left)})",
                                self.renew_remedy)
         under = f" under root {_cn(self.path[-1].subject)!r}" if len(self.path) > 1 else ""
+        if len(self.roots) > 1:
+            under += f" ({identity.CA} trusts {len(self.roots)} roots: a CA rotation is under way)"
         return CheckResult(name, PASS, f"{device_id}, issued by {_cn(cert.issuer)!r}{under}, "
                            f"valid until {_day(end)} ({_days(left)})")
 

@@ -41,6 +41,7 @@ from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
 from clinicam.firmware.uplink.outbox import EventOutbox
 from clinicam.firmware.uplink.renewal import RenewalAgent
+from clinicam.firmware.uplink.trust import trust_status
 from clinicam.firmware.workflow.events import (
     CaptureRejected,
     CapturesExpired,
@@ -99,12 +100,15 @@ class Uplink:
                  rng: random.Random | None = None, renewal: RenewalAgent | None = None,
                  on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0,
                  event_resend_s: float = 30.0,
-                 on_recipient: Callable[[bytes], None] | None = None) -> None:
+                 on_recipient: Callable[[bytes], None] | None = None,
+                 on_trust: Callable[[bytes], None] | None = None) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # A live "update" command: the station hands it to root; None or a refusal reason.
         self._on_update = on_update
         # Recipient-key rotation (issue 17): the site's announcement, retained on P/_site/recipient.
         self._on_recipient, self._recipient_topic = on_recipient, f"{topic_prefix}/_site/recipient"
+        # CA rotation (issue 17): the site's trust update, retained on P/_site/trust.
+        self._on_trust, self._trust_topic = on_trust, Topics(topic_prefix).site_trust()
         # Certificate renewal over MQTT (issue 17): the agent decides, the uplink connects.
         self.renewal, self._on_renewed = renewal, on_renewed
         self._installing = False  # a reconnect with next.pem/next.key is under way
@@ -252,7 +256,8 @@ class Uplink:
             boot=self.boot_id, fw=self.firmware_version, uptime_s=self._clock() - self._started,
             cert_not_after=utc_stamp(not_after.timestamp()) if not_after else None,
             clock_synced=bool(self._clock_synced()),
-            renewal=self.renewal.status() if self.renewal is not None else None, relay=relay)
+            renewal=self.renewal.status() if self.renewal is not None else None, relay=relay,
+            trust=trust_status(self.identity) if self._on_trust is not None else None)
 
     # -- the delivery thread -------------------------------------------------------------
     def _post(self, job: Callable[[], None]) -> None:
@@ -399,6 +404,15 @@ class Uplink:
             self._on_renewed(self.identity)
         self._publish_event(event_payload("cert-renewed", self._wall(), event_id=self.outbox.new_id()))
 
+    def adopt_trust(self, identity: StationIdentity, roots_pem: bytes) -> None:
+        """A trust update was installed (delivery thread): its roots verify the broker from
+        the next handshake on (a retired root stays in this context until a restart)."""
+        self._ctx.load_verify_locations(cadata=roots_pem.decode("ascii"))
+        self.identity = identity
+        self.certificates.adopted(identity)
+        self._publish_event(event_payload("trust-changed", self._wall(), event_id=self.outbox.new_id()))
+        self._publish_status()
+
     def _adopt_installed(self) -> None:
         """A certificate renewed by hand on disk ('provision install --cert', same key) becomes
         the station's: new captures and the status at once, TLS at the next reconnect."""
@@ -504,6 +518,8 @@ class Uplink:
             topics.append(self.topics.cert(self.device))
         if self._on_recipient is not None:
             topics.append(self._recipient_topic)
+        if self._on_trust is not None:
+            topics.append(self._trust_topic)
         client.subscribe([(t, 1) for t in topics])
         self._presence_mid = client.subscribe(presence_filter(self.prefix), qos=1)[1]  # its own SUBACK
         log.info("uplink: connected (receive maximum %d, maximum packet %s)", receive_max, max_packet)
@@ -612,6 +628,9 @@ class Uplink:
         elif msg.topic == self._recipient_topic and self._on_recipient is not None:
             handler = self._on_recipient
             self._post(lambda: handler(payload))
+        elif msg.topic == self._trust_topic and self._on_trust is not None:
+            trust_handler = self._on_trust
+            self._post(lambda: trust_handler(payload))
 
     def _command(self, payload: bytes, retained: bool) -> None:
         try:

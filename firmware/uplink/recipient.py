@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -30,8 +30,8 @@ PUB = "recipient.pub"
 class RecipientFollower:
     """``handle(payload) -> new key | None`` for one station's identity directory."""
 
-    def __init__(self, identity_dir: Path, root: x509.Certificate, current: RecipientPublicKey,
-                 wall: Callable[[], datetime]) -> None:
+    def __init__(self, identity_dir: Path, root: x509.Certificate | Sequence[x509.Certificate],
+                 current: RecipientPublicKey, wall: Callable[[], datetime]) -> None:
         self.dir, self.root, self.current, self._wall = identity_dir, root, current, wall
 
     def _held_at(self) -> datetime | None:

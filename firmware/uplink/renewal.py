@@ -31,6 +31,7 @@ from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
 from clinicam.protocol import renewal as rn
 from clinicam.protocol.manifest import rfc3339_ms
+from clinicam.protocol.trustann import same_cert
 from clinicam.provisioning import identity, pki
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -66,13 +67,16 @@ class RenewalAgent:
         self._failures = 0
         self._not_before: datetime | None = None
         self._sent_at: datetime | None = None
+        self.forced = False  # the site's trust update names another issuing CA: renew now
 
     # -- asking ------------------------------------------------------------------------
 
     def due(self, not_after: datetime) -> bool:
         """Whether to send a request now (also after a lost answer or a back-off)."""
         now = self._utc()
-        if not self.policy.enabled or now < not_after - timedelta(days=self.policy.margin_days):
+        if not self.policy.enabled:
+            return False
+        if not self.forced and now < not_after - timedelta(days=self.policy.margin_days):
             return False
         if self.state == "installing":
             return False
@@ -81,6 +85,12 @@ class RenewalAgent:
                 return False
             self._fail("unavailable")  # no answer: the registrar is down or the message lost
         return self._not_before is None or now >= self._not_before
+
+    def force(self, on: bool = True) -> None:
+        """A CA rotation (issue 17): renew now, whatever the margin (back-off still applies)."""
+        if on and not self.forced:
+            log.info("renewal: the site's issuing CA changed: renewing now")
+        self.forced = on
 
     def wake_in_s(self) -> float | None:
         """Seconds until ``due`` may change its answer (an answer's timeout, the end of a
@@ -142,16 +152,18 @@ class RenewalAgent:
             return False
         pki.write_public(self.dir / NEXT_CERT, b"".join(pki.cert_pem(c) for c in chain))
         if root is not None:
-            pki.write_public(self.dir / NEXT_CA, pki.cert_pem(root))
+            pki.write_public(self.dir / NEXT_CA, b"".join(pki.cert_pem(r) for r in root))
         self.state = "installing"
         return True
 
     def _check_issued(self, chain_pem: str, current: identity.StationIdentity
-                      ) -> tuple[list[x509.Certificate], x509.Certificate | None]:
-        """The chain to install (leaf, issuing CA) and a re-issued root to adopt, if any.
+                      ) -> tuple[list[x509.Certificate], list[x509.Certificate] | None]:
+        """The chain to install (leaf, issuing CA) and the new ``ca.pem`` roots when one
+        of ours came re-issued.
 
         A root in the answer is adopted only when it is *our* root re-issued: the same
-        name and key as ``ca.pem`` (what ``provision two-tier`` does), never another one.
+        name and key as one in ``ca.pem`` (what ``provision two-tier`` does), never
+        another one; a new root only ever arrives in a signed trust update.
         """
         try:
             certs = trust.load_certs(chain_pem.encode(), "the renewal answer")
@@ -159,11 +171,14 @@ class RenewalAgent:
         except Exception as exc:
             raise ProvisioningError(f"unusable answer or pending key ({type(exc).__name__})") from exc
         leaf, rest = certs[0], certs[1:]
-        ours = [c for c in rest if c.subject == current.ca.subject and c.public_key() == current.ca.public_key()]
-        root = ours[0] if ours and ours[0] != current.ca else None
+        anchors = tuple(current.anchors)
+        # our root re-issued (same name and key, another certificate): adopted in its place
+        reissued = {a.subject: c for c in rest for a in anchors
+                    if c.subject == c.issuer and same_cert(c, a) and c != a}
+        roots = [reissued.get(a.subject, a) for a in anchors]
         inter = [c for c in rest if c.subject != c.issuer]
         try:
-            trust.TrustStore([root or current.ca], inter).path(leaf, self._utc())
+            trust.TrustStore(roots, inter).path(leaf, self._utc())
         except trust.ChainError as exc:
             raise ProvisioningError(f"does not chain to ca.pem: {exc}") from exc
         pki.check_validity(leaf, "the renewed certificate", self._utc())
@@ -171,7 +186,7 @@ class RenewalAgent:
             raise ProvisioningError("not for this station's new key and id")
         if certprofile.profile(leaf) != "station" or not pki.has_client_auth(leaf):
             raise ProvisioningError("not a station certificate")
-        return [leaf, *inter], root
+        return [leaf, *inter], (roots if reissued else None)
 
     @property
     def next_files(self) -> tuple[Path, Path]:
@@ -188,6 +203,7 @@ class RenewalAgent:
         (self.dir / NEXT_REQ).unlink(missing_ok=True)
         _fsync_dir(self.dir)
         self.state, self.reason, self.last = "installed", None, self._utc()
+        self.forced = False
         self._failures, self._not_before = 0, None
         self._save()
         new = identity.load_identity(self.dir)

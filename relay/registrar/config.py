@@ -43,6 +43,9 @@ class IssuingSection:
     # The recipient key stations seal to (recipient.pub), announced on P/_site/recipient
     # whenever the file changes; empty: no announcement (issue 17, key rotation).
     recipient: str = field(default="", metadata=checked(absolute_path))
+    # The site's trust update (CA rotation, 'clinicam provision rotate-ca': SITE/trust.json),
+    # published as it is on P/_site/trust whenever the file changes; empty: none.
+    trust: str = field(default="", metadata=checked(absolute_path))
     days: int = field(default=pki.DEFAULT_DAYS, metadata=checked(between(1, 825)))
     min_interval_s: float = field(default=86400.0, metadata=checked(between(0, 31536000)))
     max_per_day: int = field(default=50, metadata=checked(between(1, 100000)))

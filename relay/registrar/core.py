@@ -149,7 +149,7 @@ class RegistrarCore:
             raise rn.RenewalRefused("identity", "the current certificate names another device")
         store = self.trust_store()
         try:
-            cert = check_device_cert(req.cert_pem, device, store.roots[0], now=now,
+            cert = check_device_cert(req.cert_pem, device, list(store.roots), now=now,
                                      chain_certs=tuple(store.intermediates), crls=tuple(store.crls),
                                      legacy_until=now + timedelta(seconds=1))
         except PrePolicyCertificate:  # pragma: no cover - legacy_until admits them

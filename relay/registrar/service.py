@@ -22,6 +22,7 @@ from clinicam.common.errors import ConfigError
 from clinicam.protocol import chain as trust
 from clinicam.protocol import recipientann as ra
 from clinicam.protocol import revocation as rv
+from clinicam.protocol import trustann as ta
 from clinicam.protocol.topics import REGISTRAR, Topics
 from clinicam.provisioning import pki
 from clinicam.provisioning.tlsctx import client_context
@@ -85,6 +86,7 @@ class Registrar:
         self._pending: dict[int, list[str]] = {}  # CRL number -> ids to cut once installed
         self._cut: set[int] = set()
         self._recipient_stamp: int | None = None
+        self._trust_stamp: int | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="registrar", daemon=True)
@@ -108,6 +110,7 @@ class Registrar:
         client.subscribe([(t, 1) for t in [*self.topics.registrar_subscriptions(), rv.installed_topic(prefix)]])
         self._crl_stamp = None  # (re)publish the bulletin on every connection
         self._recipient_stamp = None
+        self._trust_stamp = None
         self._jobs.put(("", b""))
         self.connected.set()
         log.info("registrar: connected")
@@ -126,7 +129,7 @@ class Registrar:
                 job = ("", b"")
             if job is None:
                 return
-            for publish in (self._publish_crl, self._publish_recipient):
+            for publish in (self._publish_crl, self._publish_recipient, self._publish_trust):
                 try:
                     publish()
                 except Exception as exc:  # a missing file must not stop renewals
@@ -184,6 +187,24 @@ class Registrar:
         self.client.publish(ra.recipient_topic(self.config.issuing.topic_prefix), payload, qos=1, retain=True)
         self._recipient_stamp = st.st_mtime_ns
         log.info("registrar: announced the recipient key %s", path)
+
+    def _publish_trust(self) -> None:
+        """Publish ``[issuing] trust`` (retained) as it is, when it changed or on (re)connect.
+
+        The file is signed offline by a root (``provision rotate-ca``); the registrar only
+        checks that it parses as a trust update before passing it on."""
+        path = self.config.issuing.trust
+        if not path or not self.connected.is_set():
+            return
+        st = Path(path).stat()
+        if st.st_mtime_ns == self._trust_stamp:
+            return
+        payload = Path(path).read_bytes()
+        roots = trust.load_certs(Path(self.config.identity.ca).read_bytes(), self.config.identity.ca)
+        update = ta.parse_trust(payload, roots, pki.utcnow())
+        self.client.publish(ta.trust_topic(self.config.issuing.topic_prefix), payload, qos=1, retain=True)
+        self._trust_stamp = st.st_mtime_ns
+        log.info("registrar: published trust update %d (%d root(s))", update.number, len(update.roots))
 
     def _installed(self, number: int) -> None:
         """The broker has loaded CRL ``number``: cut the sessions of the ids it revoked."""

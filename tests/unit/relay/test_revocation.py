@@ -163,9 +163,13 @@ def test_the_acl_gives_the_site_topic_to_the_registrar_agent_and_relays_only(sit
     assert "topic write clinicam/v1/_site/crl-installed" in blocks["user broker-agent"]
     assert "topic read clinicam/v1/_site/crl" in blocks["user relay-1"]
     station = blocks["user cart-1"]
-    assert "_site/crl" not in station  # stations only read the recipient announcement
-    assert [ln for ln in station.splitlines() if "_site" in ln] == ["topic read clinicam/v1/_site/recipient"]
+    assert "_site/crl" not in station  # stations only read the recipient key and the trust update
+    assert [ln for ln in station.splitlines() if "_site" in ln] == ["topic read clinicam/v1/_site/recipient",
+                                                                   "topic read clinicam/v1/_site/trust"]
     assert "topic write clinicam/v1/_site/recipient" in blocks["user registrar"]
+    assert "topic write clinicam/v1/_site/trust" in blocks["user registrar"]
+    assert "topic read clinicam/v1/_site/trust" in blocks["user broker-agent"]
+    assert "_site/trust" not in blocks["user relay-1"]
 
 
 def test_the_broker_agent_identity_is_a_root_service_and_can_be_reissued(site: Site):
