@@ -235,6 +235,12 @@ def _install(sub: Any) -> None:
         help="an address (or prefix) the station may reach; repeat for several "
         "(default: the broker host's addresses, resolved now)",
     )
+    p.add_argument(
+        "--update-server",
+        metavar="https://HOST[:PORT]",
+        help="the site's update server: its addresses (resolved now) and port are let through the "
+        "firewall for update-fetch (root) and nothing else (a renewal keeps the recorded one)",
+    )
     p.set_defaults(func=_cmd_install)
 
 
@@ -520,12 +526,16 @@ def _cmd_install(args: argparse.Namespace) -> int:
     else:
         files = identity.InstallFiles(args.ca, args.cert, args.recipient, args.broker_host, args.broker_port, args.crl)
     addresses = netallow.normalise(args.allow_address) if args.allow_address else None
-    if addresses is None and args.bundle is None and args.ca is None:
-        addresses = netallow.read(args.identity_dir)  # a renewal keeps the recorded addresses
+    update = netallow.UpdateServer.parse(args.update_server) if args.update_server else None
+    if args.bundle is None and args.ca is None:  # a renewal keeps what was recorded
+        recorded = netallow.read_all(args.identity_dir)
+        if recorded is not None:
+            addresses = addresses or recorded.ip_allow
+            update = update or recorded.update_server
     addresses = addresses or netallow.addresses_for(files.broker_host)
     owner = _owner(args.owner)
     ident = identity.install(files, args.identity_dir, owner=owner)
-    allow = netallow.write(args.identity_dir, addresses)
+    allow = netallow.write(args.identity_dir, addresses, files.broker_port, update)
     if owner is not None:
         shutil.chown(allow, owner[0], owner[1])
     print(f"installed identity {ident.device_id} in {ident.dir}")
@@ -534,7 +544,9 @@ def _cmd_install(args: argparse.Namespace) -> int:
             "a running station takes the renewed certificate by itself: new photos and its status "
             "within 30 s, the broker connection at its next reconnect (no restart needed)"
         )
-    print(f"the station may reach {' '.join(addresses)} (recorded in {allow})")
+    print(f"the station may reach {' '.join(addresses)} port {files.broker_port} (recorded in {allow})")
+    if update is not None:
+        print(f"update-fetch may reach the update server {update.url} ({' '.join(update.addresses)})")
     return _print(report.describe_identity(ident))
 
 

@@ -52,9 +52,20 @@ def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(install) == 1
     assert "cannot resolve the broker host 'mqtt.example'" in capsys.readouterr().err
     assert not (station / "device.pem").exists()
-    assert main([*install, "--allow-address", "192.0.2.10", "--allow-address", "2001:db8::/64"]) == 0
-    assert "may reach 192.0.2.10 2001:db8::/64" in capsys.readouterr().out
-    assert json.loads((station / "allow.json").read_text()) == {"ip_allow": ["192.0.2.10", "2001:db8::/64"]}
+    allow = [*install, "--allow-address", "192.0.2.10", "--allow-address", "2001:db8::/64"]
+    # An update server that update-fetch could not use: refused before anything is installed.
+    assert main([*allow, "--update-server", "http://192.0.2.20:8080"]) == 1
+    assert "give https://HOST[:PORT]" in capsys.readouterr().err
+    assert not (station / "device.pem").exists()
+    assert main([*allow, "--update-server", "https://192.0.2.20:8443"]) == 0
+    out = capsys.readouterr().out
+    assert "may reach 192.0.2.10 2001:db8::/64 port 8883" in out
+    assert "update-fetch may reach the update server https://192.0.2.20:8443 (192.0.2.20)" in out
+    assert json.loads((station / "allow.json").read_text()) == {
+        "ip_allow": ["192.0.2.10", "2001:db8::/64"],
+        "broker_port": 8883,
+        "update_server": {"url": "https://192.0.2.20:8443", "addresses": ["192.0.2.20"], "port": 8443},
+    }
     assert main(["provision", "show", "--identity-dir", str(station)]) == 0
     out = capsys.readouterr().out
     assert "cart-7" in out and "PRIVATE KEY" not in out
