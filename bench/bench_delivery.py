@@ -68,22 +68,29 @@ class Bench:
         core = RelayCore(ca_cert=x509.load_pem_x509_certificate(ca.read_bytes()),
                          recipients=[load_recipient_private(
                              (self.root / "site/relay/recipient.key").read_bytes())],
-                         sinks=[DirectorySink(out)])
+                         sinks=[DirectorySink(out)],
+                         chain=[self.site.issuing] if self.site.issuing is not None else [])
         return Relay(core=core, host=LOOPBACK, port=self.site.port, ca=ca, cert=cert, key=key,
                      client_id=f"relay-{n}")
 
-    def relay_process(self, out: Path, n: int, worker: int, workers: int) -> subprocess.Popen[bytes]:
+    def relay_process(self, out: Path, n: int = 1, worker: int = 0, workers: int = 1, *,
+                      relay_extra: str = "", tail: str = "") -> subprocess.Popen[bytes]:
+        """``clinicam relay run`` as its own process; returns once it serves.
+
+        ``relay_extra`` adds ``[relay]`` keys, ``tail`` whole sections (the fairness
+        bench's bounds)."""
         cert, key = self.site.relay_files(n)
         state = self.root / f"relay-{n}-{worker}-{workers}-{time.monotonic_ns()}"
         state.mkdir(parents=True)
         conf = state / "relay.toml"
         conf.write_text(
             f'[relay]\nworker = {worker}\nworkers = {workers}\nstate_dir = "{state}"\n'
-            f'status_file = "{state}/status.json"\naudit_log = "{state}/audit.jsonl"\n'
+            f'status_file = "{state}/status.json"\naudit_log = "{state}/audit.jsonl"\n{relay_extra}'
             f'[broker]\nhost = "{LOOPBACK}"\nport = {self.site.port}\n'
             f'[identity]\ncert = "{cert}"\nkey = "{key}"\nca = "{self.root}/site/ca.pem"\n'
+            f'chain = "{self.site.chain_pem if self.site.issuing is not None else ""}"\n'
             f'recipient_keys = ["{self.root}/site/relay/recipient.key"]\n'
-            f'[[sinks]]\ntype = "directory"\nname = "archive"\npath = "{out}"\n')
+            f'[[sinks]]\ntype = "directory"\nname = "archive"\npath = "{out}"\n{tail}')
         proc = subprocess.Popen([sys.executable, "-m", "clinicam.tools.cli", "relay", "run",
                                  "--config", str(conf)], stderr=subprocess.PIPE)
         assert proc.stderr is not None
@@ -97,14 +104,24 @@ class Bench:
 
 
 class Station:
-    def __init__(self, ident: identity.DeviceIdentity, port: int) -> None:
+    """A station's real uplink and sealer, in this process, on pre-made images."""
+
+    def __init__(self, ident: identity.DeviceIdentity, port: int, **uplink: Any) -> None:
         self.ident = ident
         self.vault = Vault(max_captures=1000, max_bytes=2**31)
         self.sealer = Sealer(ident.device_id, ident.key, ident.cert_pem, ident.recipient)
         self.events: queue.Queue[Any] = queue.Queue()
         self.uplink = Uplink(identity=ident, vault=self.vault, post=self.events.put,
-                             port=port, ack_timeout_s=120.0)
+                             port=port, **{"ack_timeout_s": 120.0, **uplink})
         self.uplink.start()
+
+    def deliver(self, n: int, size: int, seed: int, timeout: float = 120.0) -> float:
+        """Seal ``n`` captures, wake the uplink: seconds until all are stored."""
+        ids = {self.seal(size, seed + k) for k in range(n)}
+        t0 = time.perf_counter()
+        self.uplink.wake()
+        self.wait_stored(ids, timeout)
+        return time.perf_counter() - t0
 
     def seal(self, size: int, seed: int) -> str:
         image = bytearray(random.Random(seed).randbytes(size))

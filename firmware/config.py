@@ -143,6 +143,20 @@ class UplinkSection:
 
 
 @dataclass(frozen=True)
+class EventsSection:
+    """Audit events kept until the relay logs them (``firmware.uplink.outbox``).
+
+    ``dir`` on the persistent partition makes them outlive the process (a stop while no
+    relay is connected); it must exist (the unit's ``StateDirectory=`` makes it); ""
+    keeps them in RAM only. They carry ids, codes and counts, never PHI.
+    """
+
+    dir: str = field(default="/var/lib/clinicam/events", metadata=checked(absolute_path))
+    max_events: int = field(default=256, metadata=checked(between(16, 4096)))
+    resend_s: float = field(default=30.0, metadata=checked(between(0.5, 3600)))
+
+
+@dataclass(frozen=True)
 class RenewalSection:
     """Certificate renewal over MQTT (issue 17): from ``margin_days`` before expiry."""
 
@@ -226,6 +240,7 @@ class StationConfig:
     power: PowerSection = PowerSection()
     identity: IdentitySection = IdentitySection()
     uplink: UplinkSection = UplinkSection()
+    events: EventsSection = EventsSection()
     renewal: RenewalSection = RenewalSection()
     sealing: SealingSection = SealingSection()
     vault: VaultSection = VaultSection()

@@ -36,6 +36,7 @@ from clinicam.firmware.journal import CERT_CHECK_EVERY_S, Journal, certificate_n
 from clinicam.firmware.sdnotify import Notifier, watchdog_interval_s
 from clinicam.firmware.update_handoff import UpdateHandoff, UpdateUnavailable
 from clinicam.firmware.uplink.client import Uplink
+from clinicam.firmware.uplink.eventstore import EventStore
 from clinicam.firmware.uplink.recipient import RecipientFollower
 from clinicam.firmware.uplink.renewal import RenewalAgent, RenewalPolicy
 from clinicam.firmware.uplink.trust import TrustFollower
@@ -111,6 +112,7 @@ class Station:
         )
         self.counts = {"sealed": 0, "stored": 0, "rejected": 0, "refused": 0, "voided": 0}
         self._recipients: RecipientFollower | None = None
+        self._broker_up = False  # the MQTT session (the status line's online|offline)
         self._trust: TrustFollower | None = None
         self.rules = CodeRules.from_config(config.codes)
         self.updates = UpdateHandoff.from_environment(os.environ, started_at=self.time.wall())
@@ -137,7 +139,7 @@ class Station:
         self._cert_checked = self._clock()
 
     def _make_uplink(self, boot: str) -> Uplink:
-        u = self.config.uplink
+        u, events = self.config.uplink, self.config.events
         return Uplink(
             identity=self.identity,
             vault=self.vault,
@@ -162,6 +164,9 @@ class Station:
             on_renewed=self._renewed,
             on_recipient=self._recipient_announced,
             on_trust=self._trust_update,
+            event_store=EventStore.open(events.dir),
+            max_events=events.max_events,
+            event_resend_s=events.resend_s,
         )
 
     def _renewal_agent(self) -> RenewalAgent | None:
@@ -316,6 +321,9 @@ class Station:
         elif isinstance(event, ev.UplinkConnected | ev.UplinkLost):
             status = "connected" if isinstance(event, ev.UplinkConnected) else "lost"
             self._observe({"kind": "uplink", "status": status})
+            # The broker connection itself (the workflow's "online" also needs a relay).
+            self._broker_up = isinstance(event, ev.UplinkConnected)
+            self.notifier.status(self.status_line(self.state.phase.value))
             return event
         elif isinstance(event, ev.CaptureStored):
             self.counts["stored"] += 1
@@ -366,12 +374,14 @@ class Station:
             self.notifier.status(self.status_line(action.state))
 
     def status_line(self, phase: str) -> str:
-        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending"``.
+        """The systemd status line (sd_notify STATUS=): ``"<phase>; <n> pending; online|offline"``.
 
         Root tools read it with ``systemctl show -P StatusText``: ``idle; 0 pending``
-        (no session, empty vault) is when update-install may stop the station.
+        (no session, empty vault) is when update-install may stop the station, and
+        ``online`` (the MQTT session with the broker is up, whether or not a relay
+        serves us) is part of what update-confirm needs before it commits a trial slot.
         """
-        return f"{phase}; {self.vault.pending_count} pending"
+        return f"{phase}; {self.vault.pending_count} pending; {'online' if self._broker_up else 'offline'}"
 
     def _signal(self, pattern: PatternName) -> None:
         self.hw.panel.signal(pattern)

@@ -4,9 +4,18 @@
 #
 #   bundle.sh --rootfs DIR | --image ROOT.ext4   --out FILE.raucb
 #             [--version V] [--compatible C] [--size MiB]
+#             [--boot DIR | --boot-image BOOT.vfat] [--boot-size MiB]
 #
 # The version defaults to DIR/usr/share/clinicam/image-version, the compatible to the
 # [system] compatible of DIR/etc/rauc/system.conf: the bundle says what it contains.
+# Boot slot (the Pi: kernel, firmware, config.txt and cmdline.txt live on the slot's
+# own FAT partition, boot-a/boot-b, not in the root): when the root's system.conf has
+# [slot.boot.N] slots, the bundle carries boot.vfat too, made from DIR/boot/firmware
+# (or --boot DIR, or a ready --boot-image), --boot-size MiB (default 256: the release
+# layout's boot-a/boot-b, rpi-image-gen/image/clinicam/clinicam-image.yaml). RAUC
+# writes it into the boot slot beside the root slot it installs; rauc-post-install
+# points its cmdline.txt at that root. A root without boot slots (the stand-in) gets
+# none, and refuses --boot.
 # Signing: CLINICAM_UPDATE_CERT and CLINICAM_UPDATE_KEY (a file, or a PKCS#11 URL for
 # the key); the bundle is verified against CLINICAM_UPDATE_KEYRING before it is kept.
 # Defaults: the development keys of image-build/work/update-keys (made on first use
@@ -19,8 +28,8 @@ set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 KEYS=$HERE/work/update-keys
-rootfs="" image="" out="" version="" compatible="" size=""
-usage() { echo "usage: bundle.sh --rootfs DIR|--image ROOT.ext4 --out FILE.raucb [--version V] [--compatible C] [--size MiB]" >&2; exit 2; }
+rootfs="" image="" out="" version="" compatible="" size="" boot="" boot_image="" boot_size=256
+usage() { echo "usage: bundle.sh --rootfs DIR|--image ROOT.ext4 --out FILE.raucb [--version V] [--compatible C] [--size MiB] [--boot DIR|--boot-image BOOT.vfat] [--boot-size MiB]" >&2; exit 2; }
 die() { echo "bundle: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -30,6 +39,9 @@ while [ $# -gt 0 ]; do
         --version) version=${2:?}; shift ;;
         --compatible) compatible=${2:?}; shift ;;
         --size) size=${2:?}; shift ;;
+        --boot) boot=${2:?}; shift ;;
+        --boot-image) boot_image=${2:?}; shift ;;
+        --boot-size) boot_size=${2:?}; shift ;;
         *) usage ;;
     esac
     shift
@@ -54,6 +66,27 @@ if [ -n "$rootfs" ]; then
     [ -n "$compatible" ] || compatible=$(awk -F= '/^\[system\]/ {s = 1; next} /^\[/ {s = 0}
         s && $1 == "compatible" {print $2}' "$rootfs/etc/rauc/system.conf" 2>/dev/null)
 fi
+# Does the target have boot slots? The root's own system.conf says so.
+boot_slots=no
+if [ -n "$rootfs" ] && grep -q '^\[slot\.boot\.' "$rootfs/etc/rauc/system.conf" 2>/dev/null; then
+    boot_slots=yes
+    [ -n "$boot" ] || [ -n "$boot_image" ] || boot=$rootfs/boot/firmware
+elif [ -n "$rootfs" ] && { [ -n "$boot" ] || [ -n "$boot_image" ]; }; then
+    die "--boot given, but $rootfs/etc/rauc/system.conf has no [slot.boot.N]: this target boots its kernel from the root"
+fi
+if [ -n "$boot" ] && [ -n "$boot_image" ]; then die "give --boot DIR or --boot-image FILE, not both"; fi
+if [ -n "$boot" ]; then
+    for f in config.txt cmdline.txt; do
+        [ -f "$boot/$f" ] || die "$boot/$f missing: not the Pi's boot partition content (the boot slot needs kernel, firmware, $f)"
+    done
+    command -v mkfs.vfat >/dev/null || die "mkfs.vfat missing: apt-get install dosfstools"
+    command -v mcopy >/dev/null || die "mcopy missing: apt-get install mtools"
+fi
+if [ -n "$boot_image" ]; then
+    [ -f "$boot_image" ] || die "--boot-image $boot_image: no such file"
+    [ "$(stat -c %s "$boot_image")" -le $((boot_size * 1048576)) ] ||
+        die "--boot-image $boot_image is larger than the boot slot (--boot-size $boot_size MiB)"
+fi
 [ -n "$version" ] || die "no version: pass --version"
 [ -n "$compatible" ] || die "no compatible: pass --compatible (or a --rootfs with /etc/rauc/system.conf)"
 
@@ -66,6 +99,21 @@ if [ -n "$rootfs" ]; then
 else
     cp "$image" "$work/content/rootfs.ext4"
 fi
+boot_section=""
+if [ -n "$boot" ]; then
+    # One FAT image for either boot slot, the size of the slot (raw copy by RAUC).
+    kib=$(du -sk "$boot" | cut -f1)
+    [ "$kib" -lt $((boot_size * 1024 * 9 / 10)) ] ||
+        die "$boot holds ${kib} KiB: more than the boot slot's $boot_size MiB can take (--boot-size)"
+    mkfs.vfat -C -n BOOT "$work/content/boot.vfat" $((boot_size * 1024)) >/dev/null
+    MTOOLS_SKIP_CHECK=1 mcopy -s -p -m -i "$work/content/boot.vfat" "$boot"/* ::
+fi
+if [ -n "$boot_image" ]; then cp "$boot_image" "$work/content/boot.vfat"; fi
+if [ -f "$work/content/boot.vfat" ]; then
+    boot_section="
+[image.boot]
+filename=boot.vfat"
+fi
 cat > "$work/content/manifest.raucm" <<MANIFEST
 [update]
 compatible=$compatible
@@ -77,6 +125,7 @@ format=verity
 
 [image.rootfs]
 filename=rootfs.ext4
+$boot_section
 MANIFEST
 # Verify as a station does: its keyring, certificate purpose codesign.
 printf '[system]\ncompatible=%s\nbootloader=noop\n[keyring]\npath=%s\ncheck-purpose=codesign\n' \
@@ -88,4 +137,5 @@ rauc --conf="$work/verify.conf" bundle --cert="$cert" --key="$key" \
     { cat "$work/log" >&2; die "rauc bundle failed"; }
 rauc --conf="$work/verify.conf" info "$out" >/dev/null 2>"$work/log" ||
     { cat "$work/log" >&2; die "$out does not verify against $keyring"; }
-echo "bundle: $out ($compatible $version, $(( $(stat -c %s "$out") / 1048576 )) MiB)"
+[ $boot_slots = no ] || [ -f "$work/content/boot.vfat" ] || die "internal: boot slots but no boot.vfat"
+echo "bundle: $out ($compatible $version$([ -f "$work/content/boot.vfat" ] && echo ", root + boot slot"), $(( $(stat -c %s "$out") / 1048576 )) MiB)"

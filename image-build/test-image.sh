@@ -25,6 +25,10 @@ SUITE=bookworm
 STATION_UID=975
 ROOTFS=$WORK/rootfs
 STANDIN=$HERE/standin
+# Extra arguments for the stand-in's provisioning (test-update.sh: the broker's port on
+# the host, the update server).
+SITE_INIT_ARGS=()
+INSTALL_ARGS=()
 # PyPI's lgpio for the stand-in's venv (Raspberry Pi OS bookworm ships python3-lgpio 0.2.2).
 LGPIO_VERSION=0.2.2.0
 # Extra packages the stand-in needs that the Pi image gets elsewhere (firmware, kernel
@@ -286,11 +290,11 @@ TOML
     fi
     if "$PY" -m clinicam.tools.cli provision --help >/dev/null 2>&1; then
         local c=("$PY" -m clinicam.tools.cli provision)
-        "${c[@]}" site-init --site standin --broker-host 10.0.2.2 --relays 1 "$WORK/site" >/dev/null
+        "${c[@]}" site-init --site standin --broker-host 10.0.2.2 --relays 1 "${SITE_INIT_ARGS[@]}" "$WORK/site" >/dev/null
         "${c[@]}" device-key --device standin-01 "$p/etc/identity" >/dev/null
         "${c[@]}" sign --out "$WORK/site/standin-01.pem" "$WORK/site" "$p/etc/identity/device.csr" >/dev/null
         "${c[@]}" bundle --device standin-01 --out "$WORK/bundle" "$WORK/site" >/dev/null
-        "${c[@]}" install --bundle "$WORK/bundle" --identity-dir "$p/etc/identity" >/dev/null
+        "${c[@]}" install --bundle "$WORK/bundle" --identity-dir "$p/etc/identity" "${INSTALL_ARGS[@]}" >/dev/null
     fi
     chown -R "0:$gid" "$p/etc"; chmod -R g-w,o-rwx "$p/etc"
     chmod 0750 "$p/etc" ; [ -d "$p/etc/identity" ] && chmod 0750 "$p/etc/identity"

@@ -19,6 +19,7 @@ _INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
 MAX_PART = 2**32 - 1  # the AAD carries i as uint32
 DEVICE_TOPICS = ("ack", "status", "event", "cmd", "renew", "cert")
 REGISTRAR = "registrar"  # the registrar's identity (CN), issue 17
+ADMIN = "admin"  # the admin machine's identity (CN): publishes the root's CRL bulletin, issue 17
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,15 @@ class Topics:
         """``P/_site/crl`` (registrar → broker agent, relays; retained): the CRL bulletin."""
         return f"{self.prefix}/_site/crl"
 
+    def site_crl_root(self) -> str:
+        """``P/_site/crl-root`` (admin → broker agent, relays, registrar; retained): the
+        root-signed CRL bulletin (root-level and single-tier revocations)."""
+        return f"{self.prefix}/_site/crl-root"
+
+    def site_crls(self) -> list[str]:
+        """Both bulletin topics: one author each, so neither overwrites the other's retained copy."""
+        return [self.site_crl(), self.site_crl_root()]
+
     def site_crl_installed(self) -> str:
         """``P/_site/crl-installed`` (broker agent → registrar; retained): the receipt."""
         return f"{self.prefix}/_site/crl-installed"
@@ -152,12 +162,19 @@ class Topics:
         return f"{self.prefix}/_site/trust"
 
     def registrar_site_acl(self) -> tuple[list[str], list[str]]:
-        """The registrar's site topics: (read, write) — the receipt; the bulletin, the key, the trust update."""
-        return [self.site_crl_installed()], [self.site_crl(), self.site_recipient(), self.site_trust()]
+        """The registrar's site topics: (read, write) — the receipt, the root's bulletin; the
+        bulletin, the key, the trust update."""
+        return ([self.site_crl_installed(), self.site_crl_root()],
+                [self.site_crl(), self.site_recipient(), self.site_trust()])
 
     def broker_agent_acl(self) -> tuple[list[str], list[str]]:
-        """The broker agent's topics: (read, write) — the bulletin, the trust update; the receipt."""
-        return [self.site_crl(), self.site_trust()], [self.site_crl_installed()]
+        """The broker agent's topics: (read, write) — both bulletins, the trust update; the receipt."""
+        return [*self.site_crls(), self.site_trust()], [self.site_crl_installed()]
+
+    def admin_acl(self) -> tuple[list[str], list[str]]:
+        """The admin machine's topics (CN ``admin``): (read, write) — the receipt and the
+        registrar's bulletin (to import relay-host revocations); the root's bulletin."""
+        return [self.site_crl_installed(), self.site_crl()], [self.site_crl_root()]
 
     def relay_acl(self) -> tuple[list[str], list[str]]:
         """A relay worker's topics: (read, write) — every station's uplink, its ack and cmd."""

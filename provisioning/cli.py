@@ -23,8 +23,8 @@ from clinicam.provisioning.site import Site
 
 EXIT_USAGE = 2
 DESCRIPTION = """\
-On the site's admin machine: site-init, two-tier, import-renewals, sign, renew, operator,
-revoke, reissue, crl, acl, bundle, show --site.
+On the site's admin machine: site-init, two-tier, import-renewals, import-revocations, sign,
+renew, operator, revoke, publish-crl, reissue, crl, acl, bundle, show --site.
 A root key protected by a passphrase (site-init --ca-passphrase-file) is read from the
 file named by CLINICAM_CA_PASSPHRASE_FILE, or asked for on a terminal when signing needs it.
 On a station: device-key, install, apply-network (root, run by the unit), show.
@@ -49,6 +49,8 @@ def register(subparsers: Any) -> None:
     _sign(sub, "renew", "re-sign a CSR for an existing id before or just after expiry", _cmd_renew)
     _operator(sub)
     _revoke(sub)
+    _publish_crl(sub)
+    _import_revocations(sub)
     _reissue(sub)
     _crl(sub)
     _acl(sub)
@@ -85,8 +87,9 @@ def _site_init(sub: Any) -> None:
         default=brokerconf.DEFAULT_CONF_DIR,
         help="where the broker/ folder will be installed on the broker host",
     )
-    p.add_argument("--tiers", type=int, choices=[1, 2], default=1,
-                   help="2: an offline root and an online issuing CA for station certificates (registrar)")
+    p.add_argument("--tiers", type=int, choices=[1, 2], default=2,
+                   help="2 (default): an offline root and an online issuing CA for station certificates, which "
+                        "renew themselves (registrar); 1: one site CA, renewals by hand (small sites)")
     p.add_argument("--ca-passphrase-file", type=Path, metavar="FILE",
                    help="protect the root key with the passphrase in FILE (first line)")
     p.add_argument("--ask-ca-passphrase", action="store_true",
@@ -150,16 +153,45 @@ def _operator(sub: Any) -> None:
 
 
 def _revoke(sub: Any) -> None:
-    p = sub.add_parser("revoke", help="revoke a device id or one serial; rewrite the CRLs")
+    p = sub.add_parser("revoke", help="revoke an id or one serial; rewrite the CRLs and the root's CRL bulletin")
     p.add_argument("site_dir", metavar="SITE", type=Path)
     p.add_argument("target", metavar="ID|SERIAL")
+    p.add_argument("--publish", action="store_true",
+                   help="then publish the bulletin at once (as 'publish-crl' does)")
+    _broker_args(p)
     p.set_defaults(func=_cmd_revoke)
 
 
-def _reissue(sub: Any) -> None:
-    p = sub.add_parser("reissue", help="new key and certificate for the broker, a relay worker or the registrar")
+def _broker_args(p: Any) -> None:
+    p.add_argument("--broker-host", metavar="HOST", help="default: the site's first broker host")
+    p.add_argument("--broker-port", type=int, metavar="PORT", help="default: the site's broker port")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker agent (default 60)")
+
+
+def _publish_crl(sub: Any) -> None:
+    p = sub.add_parser("publish-crl", help="send the root's CRL bulletin to the broker and relays; cut the "
+                                           "revoked identities' sessions")
     p.add_argument("site_dir", metavar="SITE", type=Path)
-    p.add_argument("service", metavar="broker|relay-N|registrar")
+    _broker_args(p)
+    p.set_defaults(func=_cmd_publish_crl)
+
+
+def _import_revocations(sub: Any) -> None:
+    p = sub.add_parser("import-revocations", help="record revocations made on the relay host (relay revoke) "
+                                                  "in the register and the ACL")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("file", metavar="FILE", type=Path, nargs="?",
+                   help="the relay host's crl.pem or a CRL bulletin; default: the registrar's bulletin, "
+                        "read from the broker as the admin identity")
+    _broker_args(p)
+    p.set_defaults(func=_cmd_import_revocations)
+
+
+def _reissue(sub: Any) -> None:
+    p = sub.add_parser("reissue", help="new key and certificate for a site service (broker, relay, agent, admin, "
+                                       "registrar)")
+    p.add_argument("site_dir", metavar="SITE", type=Path)
+    p.add_argument("service", metavar="broker|broker-agent|admin|relay-N|registrar")
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
     p.set_defaults(func=_cmd_reissue)
 
@@ -202,6 +234,12 @@ def _install(sub: Any) -> None:
         metavar="ADDR",
         help="an address (or prefix) the station may reach; repeat for several "
         "(default: the broker host's addresses, resolved now)",
+    )
+    p.add_argument(
+        "--update-server",
+        metavar="https://HOST[:PORT]",
+        help="the site's update server: its addresses (resolved now) and port are let through the "
+        "firewall for update-fetch (root) and nothing else (a renewal keeps the recorded one)",
     )
     p.set_defaults(func=_cmd_install)
 
@@ -398,19 +436,54 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     site = _open(args.site_dir)
-    if site.issuing is not None:
-        print("two tiers: certificates the registrar renewed are revoked by id only once recorded here "
-              "('clinicam provision import-renewals SITE journal.jsonl' first)")
-    hit = site.revoke(args.target)
+    hit = site.revoke(args.target, issuing=False)
     for rec in hit:
         print(f"revoked {rec.id} serial {rec.serial}")
-    print(f"ACL rewritten without {', '.join(sorted({rec.id for rec in hit}))}: "
-          f"copy {site.broker_dir / 'acl'} to the broker too")
-    print(
-        f"CRL rewritten: copy {site.broker_dir / 'crl.pem'} to the broker and RESTART it "
-        "(a reload refuses new connections but keeps a revoked station's open one); "
-        f"give {site.crl_pem} to the relays"
-    )
+    print(f"CRL and ACL rewritten; the signed bulletin is {site.root_bulletin_path}")
+    if args.publish:
+        return _publish(site, args)
+    print(f"  send it: clinicam provision publish-crl {site.path} (the broker agent installs it, the relays "
+          "adopt it, open sessions are cut)")
+    return 0
+
+
+def _address(site: Site, args: argparse.Namespace) -> tuple[str, int]:
+    return args.broker_host or site.hosts[0], args.broker_port or site.port
+
+
+def _cmd_publish_crl(args: argparse.Namespace) -> int:
+    return _publish(_open(args.site_dir), args)
+
+
+def _publish(site: Site, args: argparse.Namespace) -> int:
+    from clinicam.provisioning.crlpublish import publish_root_bulletin
+
+    host, port = _address(site, args)
+    done = publish_root_bulletin(site, host=host, port=port, timeout_s=args.timeout)
+    print(f"root CRL {done.number} published on {host}:{port} (retained)")
+    if not done.installed:
+        print(f"the broker agent did not confirm CRL {done.number} within {args.timeout:g} s: is 'clinicam broker "
+              "agent' running on the broker host? It installs the retained bulletin when it starts; then run "
+              "publish-crl again to cut open sessions", file=sys.stderr)
+        return 1
+    for ident, ok in sorted(done.cut.items()):
+        print(f"{'cut the session of' if ok else 'no session taken over for'} {ident}")
+    return 0
+
+
+def _cmd_import_revocations(args: argparse.Namespace) -> int:
+    from clinicam.provisioning import crlpublish
+
+    site = _open(args.site_dir)
+    if args.file is not None:
+        crls = crlpublish.crls_from_file(site, args.file)
+    else:
+        host, port = _address(site, args)
+        crls = crlpublish.fetch_registrar_bulletin(site, host=host, port=port, timeout_s=min(args.timeout, 30)).crls
+    marked = site.import_revocations(crls)
+    for rec in marked:
+        print(f"recorded revoked {rec.id} serial {rec.serial}")
+    print(f"{len(marked)} revocation(s) recorded; {site.broker_dir / 'acl'} rewritten without them")
     return 0
 
 
@@ -421,8 +494,11 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
-    path = _open(args.site_dir).write_crl()
-    print(f"CRL re-issued: {path} and broker/crl.pem")
+    site = _open(args.site_dir)
+    # Two tiers: the issuing CA's CRL is the relay host's to sign (one author per CRL).
+    path = site.write_crl(issuers={"root"} if site.issuing is not None else None)
+    print(f"CRL re-issued: {path} and broker/crl.pem" + (" (the root's; the issuing CA's is the relay host's)"
+                                                         if site.issuing is not None else ""))
     return 0
 
 
@@ -450,12 +526,16 @@ def _cmd_install(args: argparse.Namespace) -> int:
     else:
         files = identity.InstallFiles(args.ca, args.cert, args.recipient, args.broker_host, args.broker_port, args.crl)
     addresses = netallow.normalise(args.allow_address) if args.allow_address else None
-    if addresses is None and args.bundle is None and args.ca is None:
-        addresses = netallow.read(args.identity_dir)  # a renewal keeps the recorded addresses
+    update = netallow.UpdateServer.parse(args.update_server) if args.update_server else None
+    if args.bundle is None and args.ca is None:  # a renewal keeps what was recorded
+        recorded = netallow.read_all(args.identity_dir)
+        if recorded is not None:
+            addresses = addresses or recorded.ip_allow
+            update = update or recorded.update_server
     addresses = addresses or netallow.addresses_for(files.broker_host)
     owner = _owner(args.owner)
     ident = identity.install(files, args.identity_dir, owner=owner)
-    allow = netallow.write(args.identity_dir, addresses)
+    allow = netallow.write(args.identity_dir, addresses, files.broker_port, update)
     if owner is not None:
         shutil.chown(allow, owner[0], owner[1])
     print(f"installed identity {ident.device_id} in {ident.dir}")
@@ -464,7 +544,9 @@ def _cmd_install(args: argparse.Namespace) -> int:
             "a running station takes the renewed certificate by itself: new photos and its status "
             "within 30 s, the broker connection at its next reconnect (no restart needed)"
         )
-    print(f"the station may reach {' '.join(addresses)} (recorded in {allow})")
+    print(f"the station may reach {' '.join(addresses)} port {files.broker_port} (recorded in {allow})")
+    if update is not None:
+        print(f"update-fetch may reach the update server {update.url} ({' '.join(update.addresses)})")
     return _print(report.describe_identity(ident))
 
 

@@ -7,6 +7,7 @@ Layout (DESIGN §7) keeps apart what must stay apart::
     SITE/broker/                             the broker's key, cert, config, ACL, CRL
     SITE/relay/                              relay workers' keys and the recipient key
     SITE/chain.pem  SITE/registrar/          two tiers: the issuing CA (docs/interfaces.md)
+    SITE/admin/                              the admin machine's MQTT identity (root CRL bulletins)
 
 A two-tier site (``"tiers": 2`` in site.json) signs station certificates with an
 issuing CA whose key lives in ``registrar/`` (copied to the relay host, like
@@ -145,6 +146,16 @@ class Site:
         return self.path / "relay"
 
     @property
+    def admin_dir(self) -> Path:
+        """The admin machine's MQTT identity (CN ``admin``): it publishes the root's CRL bulletin."""
+        return self.path / "admin"
+
+    @property
+    def root_bulletin_path(self) -> Path:
+        """The root's signed CRL bulletin, made by ``revoke``, sent by ``publish-crl``."""
+        return self.admin_dir / "crl-root-bulletin.json"
+
+    @property
     def register_path(self) -> Path:
         return self.path / "ca" / "register.json"
 
@@ -167,12 +178,13 @@ class Site:
         prefix: str = brokerconf.DEFAULT_PREFIX,
         conf_dir: str = brokerconf.DEFAULT_CONF_DIR,
         now: dt.datetime | None = None,
-        tiers: int = 1,
+        tiers: int = 2,
         passphrase: bytes | None = None,
     ) -> Site:
         """Make a new site: CA, broker files, relay identities, recipient key, empty CRL.
 
-        ``tiers=2`` adds the issuing CA (as ``two_tier`` does for an existing site);
+        ``tiers=2`` (the default) adds the issuing CA (as ``two_tier`` does for an
+        existing site); ``tiers=1`` keeps one site CA (small sites, renewals by hand);
         ``passphrase`` encrypts the root key.
         """
         now = now or pki.utcnow()
@@ -204,6 +216,8 @@ class Site:
         pki.write_private(site.relay_dir / "recipient.key", recipient.private_pem())
         pki.write_public(site.relay_dir / "recipient.pub", recipient.public_pem())
         site.write_crl(now=now, ca_key=ca_key)
+        site._issue_admin(ca_key, now, pki.DEFAULT_DAYS)
+        site._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
         if tiers == 2:
             site._add_issuing_ca(ca_key, now)
         return site
@@ -243,7 +257,8 @@ class Site:
         pki.write_public(self.broker_dir / "ca.pem", pki.cert_pem(self.ca) + pki.cert_pem(issuing))
         self.write_crl(now=now, ca_key=ca_key)
         self._issue_registrar(ca_key, now, pki.DEFAULT_DAYS)
-        self._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
+        if not (self.broker_dir / "agent.pem").exists():  # a site from before the agent
+            self._issue_broker_agent(ca_key, now, pki.DEFAULT_DAYS)
         pki.write_public(self.registrar_dir / "ca.pem", pki.cert_pem(self.ca))
         self.write_acl(now=now)
         return issuing
@@ -264,6 +279,16 @@ class Site:
         pki.write_private(self.broker_dir / "agent.key", pki.key_pem(key))
         pki.write_public(self.broker_dir / "agent.pem", pki.cert_pem(cert))
         return self.broker_dir / "agent.pem"
+
+    def _issue_admin(self, ca_key: pki.PrivateKey, now: dt.datetime, days: int) -> Path:
+        """The admin machine's identity (CN ``admin``, ``admin/admin.pem``): publishes the
+        root's CRL bulletin and reads the registrar's; nothing else (``brokerconf``)."""
+        key = pki.new_key()
+        cert = self.issue(key.public_key(), "admin", now=now, days=days, kind="admin", ca_key=ca_key)
+        _mkdir(self.admin_dir, 0o700)
+        pki.write_private(self.admin_dir / "admin.key", pki.key_pem(key))
+        pki.write_public(self.admin_dir / "admin.pem", pki.cert_pem(cert))
+        return self.admin_dir / "admin.pem"
 
     def issuing_key(self) -> pki.PrivateKey:
         return pki.load_key(
@@ -318,13 +343,15 @@ class Site:
             return self.broker_dir / "broker.pem"
         if name == "registrar" and self.issuing is not None:
             return self._issue_registrar(self.ca_key(), now, days)
-        if name == "broker-agent" and self.issuing is not None:
+        if name == "broker-agent":
             return self._issue_broker_agent(self.ca_key(), now, days)
+        if name == "admin":
+            return self._issue_admin(self.ca_key(), now, days)
         number = name.removeprefix("relay-")
         if not number.isdigit() or not 1 <= int(number) <= self.relays:
             raise ProvisioningError(
-                f"{name!r} is not a service of this site: use 'broker', 'registrar' (two tiers) "
-                f"or relay-1 … relay-{self.relays}"
+                f"{name!r} is not a service of this site: use 'broker', 'broker-agent', 'admin', "
+                f"'registrar' (two tiers) or relay-1 … relay-{self.relays}"
             )
         self._issue_relay(int(number), self.ca_key(), now, days)
         return self.relay_files(int(number))[0]
@@ -428,8 +455,14 @@ class Site:
         self.write_acl(now=now)  # an id whose last certificate had lapsed is back in it
         return cert
 
-    def revoke(self, target: str, *, now: dt.datetime | None = None) -> list[Record]:
-        """Revoke every unrevoked certificate of an id, or one by serial; rewrite the CRLs."""
+    def revoke(self, target: str, *, now: dt.datetime | None = None, issuing: bool = True) -> list[Record]:
+        """Revoke every unrevoked certificate of an id, or one by serial; rewrite the CRLs.
+
+        A revocation by the root also writes the root's signed CRL bulletin
+        (``root_bulletin_path``) for ``publish-crl``. ``issuing=False`` (the CLI) refuses
+        certificates of the issuing CA: on a two-tier site the issuing CA's CRL has one
+        author, the registrar host (``relay revoke``), whose CRL numbers would collide.
+        """
         now = now or pki.utcnow()
         records = self.records()
         serial = _serial_of(target)
@@ -440,6 +473,12 @@ class Site:
                 "nothing to revoke: no unrevoked certificate has that id or serial "
                 "(see 'clinicam provision show --site')"
             )
+        if not issuing and any(r.issuer == "issuing" for r in hit):
+            raise ProvisioningError(
+                f"{target!r} holds a certificate of the issuing CA: on a two-tier site revoke it on the relay "
+                f"host ('clinicam relay revoke --config /etc/clinicam/registrar.toml {target}'), then bring "
+                "the register up to date here with 'clinicam provision import-revocations SITE'"
+            )
         for r in hit:
             r.revoked_at = now.isoformat()
         self._save(records)
@@ -447,7 +486,82 @@ class Site:
         # two-tier site needs the issuing key, not the offline root.
         self.write_crl(now=now, issuers={r.issuer for r in hit})
         self.write_acl(now=now)  # the CRL shuts the certificate out; the ACL drops its rights too
+        if any(r.issuer == "root" for r in hit):
+            self._write_root_bulletin([r.id for r in hit if r.issuer == "root"], now)
         return hit
+
+    def _write_root_bulletin(self, ids: Sequence[str], now: dt.datetime) -> Path:
+        """The root's CRL as a signed bulletin; ids of a bulletin not yet published carry over."""
+        from clinicam.protocol import revocation as rv
+
+        pending: list[str] = []
+        if self.root_bulletin_path.exists():
+            try:
+                pending = list(json.loads(self.root_bulletin_path.read_text())["revoked"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pending = []
+        wanted = sorted({i for i in [*pending, *ids] if rv.is_identity(i) and i != "broker"})
+        crl = x509.load_pem_x509_crl((self.path / "ca" / "crl-root.pem").read_bytes())
+        payload = rv.build_bulletin(crls=[crl], revoked=wanted, at=now, signer_key=self.ca_key(),
+                                    signer_cert=self.ca)
+        _mkdir(self.admin_dir, 0o700)
+        pki.write_public(self.root_bulletin_path, payload)
+        return self.root_bulletin_path
+
+    def import_revocations(self, crls: Sequence[x509.CertificateRevocationList], *,
+                           now: dt.datetime | None = None) -> list[Record]:
+        """Bring the register in step with revocations made elsewhere (the registrar host's
+        ``relay revoke``): the site CRLs are the source of truth for who is revoked.
+
+        Each CRL must be signed by this site's root or issuing CA; per issuer the newer
+        one is kept (never an older one, never one that drops an entry) as the site's CRL
+        file, and every register record it lists is marked revoked; the ACL is rewritten
+        without them. Returns the records newly marked.
+        """
+        from clinicam.protocol import revocation as rv
+
+        now = now or pki.utcnow()
+        parts = {"root": self.path / "ca" / "crl-root.pem", "issuing": self.registrar_dir / "crl-issuing.pem"}
+        signers = {"root": self.ca, "issuing": self.issuing}
+        for which, cert in signers.items():
+            mine = [c for c in crls if cert is not None and c.issuer == cert.subject]
+            if not mine or cert is None:
+                continue
+            if not all(c.is_signature_valid(_ec_public(cert)) for c in mine):
+                raise ProvisioningError(f"a CRL of {cert.subject.rfc4514_string()} is not signed by this site's CA")
+            held = [x509.load_pem_x509_crl(parts[which].read_bytes())] if parts[which].exists() else []
+            try:
+                merged = rv.successor(held, mine)
+            except rv.RevocationError as exc:
+                raise ProvisioningError(f"{exc}: is this the site's newest CRL?") from exc
+            if rv.crls_pem(merged) != rv.crls_pem(held):
+                pki.write_public(parts[which], rv.crls_pem(merged))
+        pem = b"".join(parts[w].read_bytes() for w, c in signers.items() if c is not None)
+        pki.write_public(self.crl_pem, pem)
+        pki.write_public(self.broker_dir / "crl.pem", pem)
+        marked = self._mark_listed()
+        self.write_acl(now=now)
+        return marked
+
+    def _mark_listed(self) -> list[Record]:
+        """Mark revoked every record whose serial its issuer's CRL (in ``crl.pem``) lists."""
+        from clinicam.protocol import chain as trust
+
+        listed: dict[tuple[str, int], dt.datetime] = {}
+        names = {"root": self.ca.subject, "issuing": self.issuing.subject if self.issuing else None}
+        for crl in trust.load_crls(self.crl_pem.read_bytes(), str(self.crl_pem)):
+            for which, name in names.items():
+                if crl.issuer == name:
+                    listed.update({(which, r.serial_number): r.revocation_date_utc for r in crl})
+        records, marked = self.records(), []
+        for r in records:
+            when = listed.get((r.issuer, int(r.serial, 16)))
+            if r.revoked_at is None and when is not None:
+                r.revoked_at = when.isoformat()
+                marked.append(r)
+        if marked:
+            self._save(records)
+        return marked
 
     def import_renewals(self, journal: Path, *, now: dt.datetime | None = None) -> list[Record]:
         """Add the certificates the registrar issued (its journal) to the register.
@@ -474,6 +588,7 @@ class Site:
             known.add(serial)
             added.append(Record.of(cert, "device", "issuing"))
         if added:
+            self._mark_listed()  # imported after its revocation: stays revoked, never re-admitted
             self.write_acl(now=now)
         return added
 

@@ -1,10 +1,11 @@
 """``clinicam broker agent``: installs the site's CRL bulletins on the broker host (issue 17).
 
 Runs next to Mosquitto with its own identity (CN ``broker-agent``, ``SITE/broker/agent.*``;
-ACL: read ``P/_site/crl``, write ``P/_site/crl-installed``, nothing else). For each
-bulletin the registrar publishes it:
+ACL: read ``P/_site/crl`` and ``P/_site/crl-root``, write ``P/_site/crl-installed``,
+nothing else). For each bulletin the registrar (issuing CA) or the admin machine (root;
+the only author on a single-tier site) publishes it:
 
-1. verifies it (signed by the site's issuing CA, every CRL by a site CA; ``protocol.revocation``),
+1. verifies it (signed by its author, a site CA; every CRL by a site CA; ``protocol.revocation``),
 2. refuses an older CRL number or one that drops an entry (anti-rollback, merge never loses),
 3. writes Mosquitto's ``crlfile`` atomically and drops the revoked ids' ``user`` blocks
    from the ``acl_file``,
@@ -127,9 +128,9 @@ class AgentCore:
     def __init__(self, config: AgentConfig, reload: Callable[[], None]) -> None:
         self.config, self.reload = config, reload
         self.store = site_trust(Path(config.identity.ca))
-        if not self.store.intermediates:
-            raise ConfigError(f"[identity] ca: {config.identity.ca} holds no issuing CA: the broker agent is "
-                              "for two-tier sites (copy broker/ca.pem after 'clinicam provision two-tier')")
+        if not self.store.roots:
+            raise ConfigError(f"[identity] ca: {config.identity.ca} holds no root certificate: copy the site's "
+                              "broker/ca.pem")
 
     def _held(self) -> list[x509.CertificateRevocationList]:
         path = Path(self.config.mosquitto.crlfile)
@@ -138,12 +139,17 @@ class AgentCore:
         except (OSError, ConfigError):
             return []
 
+    def _number_of(self, cas: Sequence[x509.Certificate]) -> int:
+        return max((rv.crl_number(c) for c in self._held() if any(c.issuer == s.subject for s in cas)), default=0)
+
     def installed_number(self) -> int:
         """The CRL number of the current issuing CA (the first in the cafile: after a CA
-        rotation, the new one — its numbers start again at 1)."""
-        current = self.store.intermediates[:1]
-        own = [rv.crl_number(c) for c in self._held() if any(c.issuer == s.subject for s in current)]
-        return max(own, default=0)
+        rotation, the new one — its numbers start again at 1); 0 on a single-tier site."""
+        return self._number_of(self.store.intermediates[:1])
+
+    def installed_root(self) -> int:
+        """The root's CRL number loaded (the highest, while a CA rotation holds two roots)."""
+        return self._number_of(self.store.roots)
 
     def install_trust(self, payload: bytes, now: datetime | None = None) -> int:
         """Install a trust update (CA rotation) into Mosquitto's cafile; the number now held.
@@ -180,9 +186,13 @@ class AgentCore:
     def install(self, payload: bytes) -> int:
         bulletin = rv.parse_bulletin(payload, self.store)
         held = self._held()
-        merged = rv.successor(held, bulletin.crls)
+        mine = [c for c in held if c.issuer == bulletin.signer]
+        if mine and rv.crl_number(mine[0]) > bulletin.number:
+            raise rv.RevocationError(f"CRL number {bulletin.number} is older than the installed "
+                                     f"{rv.crl_number(mine[0])}: refused (replay or stale copy)")
+        merged = rv.successor(held, bulletin.crls, author=bulletin.signer)
         before = self.installed_number()
-        if bulletin.number <= before and rv.crls_pem(merged) == rv.crls_pem(held):
+        if rv.crls_pem(merged) == rv.crls_pem(held):
             return before  # already installed: acknowledge again, no reload
         m = self.config.mosquitto
         pki.write_public(Path(m.crlfile), rv.crls_pem(merged))
@@ -254,7 +264,7 @@ class Agent:
             log.warning("broker agent: broker refused the connection (%s)", rc)
             return
         prefix = self.config.broker.topic_prefix
-        client.subscribe([(rv.crl_topic(prefix), 1), (ta.trust_topic(prefix), 1)])
+        client.subscribe([(rv.crl_topic(prefix), 1), (rv.root_crl_topic(prefix), 1), (ta.trust_topic(prefix), 1)])
         log.info("broker agent: connected")
 
     def _run(self) -> None:
@@ -272,7 +282,8 @@ class Agent:
                     continue
                 # the receipt now counts the new issuing CA's CRLs: replace the old CA's retained one
                 self.client.publish(rv.installed_topic(self.config.broker.topic_prefix),
-                                    rv.build_installed(self.core.installed_number(), datetime.now(UTC)),
+                                    rv.build_installed(self.core.installed_number(), datetime.now(UTC),
+                                                       root=self.core.installed_root()),
                                     qos=1, retain=True)
                 continue
             try:
@@ -284,7 +295,8 @@ class Agent:
                 log.exception("broker agent: CRL bulletin not installed")
                 continue
             self.client.publish(rv.installed_topic(self.config.broker.topic_prefix),
-                                rv.build_installed(number, datetime.now(UTC)), qos=1, retain=True)
+                                rv.build_installed(number, datetime.now(UTC), root=self.core.installed_root()),
+                                qos=1, retain=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -73,11 +73,12 @@ class WatchedCrls(Sequence[x509.CertificateRevocationList]):
         if not self._crls:
             raise ConfigError(f"[identity] crl: {path} is not a readable PEM CRL")
 
-    def adopt(self, crls: Sequence[x509.CertificateRevocationList]) -> None:
-        """Take newer CRLs (a verified bulletin from ``P/_site/crl``): per issuer the higher
-        CRL number wins; an older one or one that drops an entry raises ``RevocationError``."""
+    def adopt(self, crls: Sequence[x509.CertificateRevocationList], author: x509.Name | None = None) -> None:
+        """Take newer CRLs (a verified bulletin from ``P/_site/crl`` or ``crl-root``): per issuer
+        the higher CRL number wins; the author's older CRL, or one that drops an entry, raises
+        ``RevocationError``; another issuer's older copy is ignored."""
         with self._lock:
-            self._crls = rv.successor(self._crls, crls)
+            self._crls = rv.successor(self._crls, crls, author=author)
 
     def _refresh(self) -> list[x509.CertificateRevocationList]:
         with self._lock:
@@ -109,7 +110,7 @@ class WatchedCrls(Sequence[x509.CertificateRevocationList]):
 
 
 class CrlFeed:
-    """The relay's reader of ``P/_site/crl``: verify the bulletin, adopt its CRLs."""
+    """The relay's reader of ``P/_site/crl`` and ``P/_site/crl-root``: verify, adopt the CRLs."""
 
     def __init__(self, crls: WatchedCrls, store: trust.TrustStore) -> None:
         self.crls, self.store = crls, store
@@ -117,7 +118,7 @@ class CrlFeed:
     def __call__(self, payload: bytes) -> None:
         try:
             bulletin = rv.parse_bulletin(payload, self.store)
-            self.crls.adopt(bulletin.crls)
+            self.crls.adopt(bulletin.crls, bulletin.signer)
         except rv.RevocationError as exc:
             log.warning("relay: CRL bulletin not taken: %s", exc)
             return
@@ -196,9 +197,9 @@ def build_relay(config: RelayConfig) -> Relay:
     cert = pki.load_cert(Path(ident.cert))
     client_id = pki.common_name(cert.subject, ident.cert)
     rel, core = config.relay, build_core(config)
-    # Two-tier sites: the registrar publishes the CRL bulletin; adopt it live (issue 17).
+    # The registrar (issuing CA) and the admin machine (root) publish CRL bulletins; adopt them live (issue 17).
     feed = (CrlFeed(core.crls, trust.TrustStore(core.roots, core.chain))
-            if isinstance(core.crls, WatchedCrls) and core.chain else None)
+            if isinstance(core.crls, WatchedCrls) else None)
     held = [c for c in relay_certificates(ident) if isinstance(c, HeldCertificate)]
     core.metrics.certificates((c.role, c.name, c.not_after) for c in held)
     register = config.metrics.register

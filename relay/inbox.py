@@ -12,6 +12,15 @@ station delay every other station's capture by seconds to minutes (issue 13), so
 - a station's **events are rate-limited** here, before any parsing (a token bucket per
   station, ``event_rate_per_s``/``event_burst``): the excess is counted per station
   (``take_dropped_events``) and the audit log records the count, never the events;
+- a station's **other messages are rate-limited** too (``station_rate_per_s``, 1000 a
+  second, with a burst of ``station_messages``): far above what a real station sends
+  (a 5 MB photo is 43 messages), and it keeps the worker from spending the process's
+  one GIL on a flooder's junk while paho's network thread needs it to keep reading.
+  Measured: a flood of parts the relay must reject kept the worker busy beside the
+  network thread, which then read slower than the flooder published; the broker's
+  queue for the relay filled and the control station's messages waited behind it.
+  The excess is dropped here, before a ``Message`` is made, and counted with the
+  inbox's other drops;
 - the inbox is bounded **per station** (``station_bytes``, ``station_messages``) and
   **in total** (``total_bytes``); every message counts its payload and topic plus a
   fixed overhead, so zero-byte messages are bounded too. A station over its own bound
@@ -56,6 +65,7 @@ class FairInbox:
     def __init__(self, prefix: str, *, station_bytes: int = 32 * 1024 * 1024,
                  station_messages: int = 4096, total_bytes: int = 128 * 1024 * 1024,
                  event_rate_per_s: float = 50.0, event_burst: float = 500.0,
+                 station_rate_per_s: float = 1000.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.station_bytes, self.station_messages = station_bytes, station_messages
@@ -71,18 +81,23 @@ class FairInbox:
         self._closed = False
         self._dropped: dict[str, int] = {}
         self._events = Buckets(event_rate_per_s, event_burst, clock)
+        self._messages = Buckets(station_rate_per_s, float(station_messages), clock)
         self._dropped_events: dict[str, int] = {}
         self.peak_bytes = 0
 
     # -- paho's side: never blocks ---------------------------------------------------------
     def put(self, topic: str, payload: bytes, retained: bool = False) -> bool:
         """Queue a message; False if it (or another of its station's) was dropped."""
-        msg = Message(topic, payload, retained)
         device, leaf = self._station(topic)
         with self._cond:
-            if leaf == "event" and not self._events.take(device):
-                self._dropped_events[device] = self._dropped_events.get(device, 0) + 1
+            if leaf == "event":
+                if not self._events.take(device):
+                    self._dropped_events[device] = self._dropped_events.get(device, 0) + 1
+                    return False
+            elif leaf != "status" and not self._messages.take(device):
+                self._count_drop(device)  # over its message rate: dropped before any work
                 return False
+            msg = Message(topic, payload, retained)
             if leaf == "status":
                 old = self._status.pop(device, None)
                 if old is not None:

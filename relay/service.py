@@ -30,6 +30,10 @@ ignores any that still arrive flagged retained.
 
 The queue between the two threads is a ``FairInbox`` (bounded, round-robin across
 stations, status coalesced): one station's flood never starves another (DESIGN §5).
+The network thread must also read as fast as a flooder publishes, or the broker's queue
+for the relay overflows and drops everyone's messages: its client reads every waiting
+packet per wake-up (``relay.netloop``) and statuses (and, without a persistent
+session, events) come at QoS 0 (``_options``).
 With ``session_expiry_s`` > 0 the session is persistent (``clean_start`` false): while
 the relay is away the broker queues what stations publish — up to its own
 ``max_queued_messages``/``max_queued_bytes`` — so a wipe report sent by a station that
@@ -56,6 +60,7 @@ from clinicam.protocol.presence import presence_filter, presence_topic, relay_of
 from clinicam.provisioning.tlsctx import client_context
 from clinicam.relay.core import RelayCore, top_counts
 from clinicam.relay.inbox import FairInbox
+from clinicam.relay.netloop import DrainingClient, favour_network_thread
 from clinicam.relay.ratelimit import Buckets
 from clinicam.relay.standby import Arbiter
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -80,8 +85,8 @@ class Relay:
                  instance: str | None = None, session_expiry_s: int = 0,
                  inbox: FairInbox | None = None, crl_feed: Callable[[bytes], None] | None = None) -> None:
         self.core, self.host, self.port = core, host, port
-        # two-tier sites: the CRL bulletin (P/_site/crl) goes to crl_feed (issue 17)
-        self.crl_feed, self._crl_topic = crl_feed, core.topics.site_crl()
+        # the CRL bulletins (P/_site/crl, P/_site/crl-root) go to crl_feed (issue 17)
+        self.crl_feed, self._crl_topics = crl_feed, core.topics.site_crls()
         self._crl_mid: int | None = None
         self.keepalive_s, self.sweep_s = keepalive_s, sweep_s
         self.shared_group = shared_group
@@ -107,8 +112,8 @@ class Relay:
         self.arbiter = Arbiter(client_id, instance or os.urandom(16).hex(), core.partition,
                                exclusive=not shared_group)
         self.presence_topic = presence_topic(core.topics.prefix, client_id)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5)
+        self.client = DrainingClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                     protocol=mqtt.MQTTv5)
         self.client.tls_set_context(client_context(Path(ca), Path(cert), Path(key)))
         self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         self.client.will_set(self.presence_topic, self.arbiter.presence("lost").payload(), qos=1, retain=True)
@@ -135,17 +140,32 @@ class Relay:
         """The topic filters: the whole tree, or ``$share`` when explicitly configured."""
         return self.core.topics.relay_subscriptions(self.shared_group or None)
 
-    @staticmethod
-    def _options(topic_filter: str) -> SubscribeOptions:
-        """QoS 1; captures and events without the broker's retained replays (MQTT 5
-        Retain Handling 2), statuses with them (the latest status is the point)."""
-        replay = topic_filter.endswith("/status")
-        return SubscribeOptions(qos=1, retainHandling=0 if replay else 2)
+    def _options(self, topic_filter: str) -> SubscribeOptions:
+        """How the relay subscribes to each kind of station message.
+
+        Captures: QoS 1 (a part is never lost between broker and relay), without the
+        broker's retained replays (MQTT 5 Retain Handling 2). Statuses: with them (the
+        latest status is the point), at QoS 0 — only the latest counts, so a lost one
+        is replaced by the next or replayed at the next subscription. Events: QoS 0
+        without a persistent session — the station keeps each event until the relay
+        acknowledges its ``event_id`` and re-sends it, so at-least-once between broker
+        and relay adds nothing but a PUBACK per message — and QoS 1 with one
+        (``session_expiry_s`` > 0: the broker queues only QoS 1 for an absent relay).
+        At QoS 0 the broker neither holds those messages in the relay's in-flight
+        window nor waits for their PUBACKs, so a status or event flood does not queue
+        up ahead of another station's capture parts.
+        """
+        if topic_filter.endswith("/status"):
+            return SubscribeOptions(qos=0, retainHandling=0)
+        if topic_filter.endswith("/event") and not self.session_expiry_s:
+            return SubscribeOptions(qos=0, retainHandling=2)
+        return SubscribeOptions(qos=1, retainHandling=2)
 
     def start(self, wait_s: float | None = 10.0) -> None:
         """Connect and start working; with ``wait_s``, fail if not connected by then."""
         if self.metrics_listen:
             self.metrics_address = self.core.metrics.serve(self.metrics_listen)
+        favour_network_thread()
         self._worker = threading.Thread(target=self._work, name="relay-worker", daemon=True)
         self._worker.start()
         self._connect()
@@ -187,7 +207,7 @@ class Relay:
             msg = self.inbox.get(timeout=max(0.0, wake - time.monotonic()))
             try:
                 self._reconnect_after_yield()
-                if msg is not None and msg.topic == self._crl_topic and self.crl_feed is not None:
+                if msg is not None and msg.topic in self._crl_topics and self.crl_feed is not None:
                     self.crl_feed(msg.payload)
                     continue
                 rid = relay_of(self.core.topics.prefix, msg.topic) if msg else None
@@ -335,7 +355,7 @@ class Relay:
         self.arbiter.board.relays.clear()
         self._subscribe("presence", [(presence_filter(self.core.topics.prefix), 1)])
         if self.crl_feed is not None:  # active or standing by: every relay follows the CRL
-            self._crl_mid = client.subscribe(self._crl_topic, qos=1)[1]
+            self._crl_mid = client.subscribe([(t, 1) for t in self._crl_topics])[1]
         log.info("relay: connected to %s:%d as %s", self.host, self.port, self.relay_id)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
@@ -344,7 +364,8 @@ class Relay:
         refused = [rc for rc in reason_codes if rc.is_failure]
         if mid == self._crl_mid:
             if refused:
-                log.warning("relay: the broker refused %s (%s): regenerate the ACL", self._crl_topic, refused[0])
+                log.warning("relay: the broker refused %s (%s): regenerate the ACL", " or ".join(self._crl_topics),
+                            refused[0])
             return
         if refused:
             log.error("relay: broker refused a subscription to %s topics (%s): regenerate the broker's "

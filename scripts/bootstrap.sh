@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 # to rasterise the card sheet, cryptsetup, e2fsprogs and dosfstools for the encrypted
 # persistent partition (real LUKS2 headers on image files, a foreign vfat signature), git
 # for the repository checks, rauc and squashfs-tools for the update bundle checks and make
-# bundle, curl for the update fetch check, Prometheus and promtool for the relay's metrics
+# bundle, mtools for the Pi bundle's boot.vfat (bundle.sh, its check), curl for the
+# update fetch check, Prometheus and promtool for the relay's metrics
 # and the example alert rules, mmdebstrap for the relay package's install test (a clean
 # Debian 12 root). Every program a test starts must come from here:
 # tests/unit/test_base_packages.py checks it (its TOOL_PACKAGES table maps each program
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 # also installs linux-headers-<the stand-in kernel>, whose name follows Debian's kernel
 # ABI); fdisk and mtools: the A/B disk and its emulated boot firmware.
 declare -A PKG_GROUPS=(
-  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs dosfstools git rauc squashfs-tools curl prometheus mmdebstrap"
+  [base]="mosquitto mosquitto-clients libzbar0 strace openssl python3-venv orthanc orthanc-dicomweb dicom3tools shellcheck nftables systemd poppler-utils cryptsetup-bin e2fsprogs dosfstools git rauc squashfs-tools mtools curl prometheus mmdebstrap"
   [image]="mmdebstrap qemu-system-arm qemu-system-x86 qemu-user-static binfmt-support e2fsprogs dosfstools cpio zstd make xz-utils fdisk mtools"
 )
 

@@ -4,7 +4,7 @@ Fixtures
 --------
 ``site`` (session)
     A site provisioned in a temporary directory exactly as an admin would, through
-    ``clinicam provision`` itself: ``site-init`` (relays ``relay-1``, ``relay-2``), then
+    ``clinicam provision`` itself: ``site-init --tiers 1`` (relays ``relay-1``, ``relay-2``), then
     for ``station-a`` and ``station-b`` ``device-key`` → ``sign`` → ``bundle`` →
     ``install`` into each station's own identity directory. Tests only: an
     ``admin-test`` identity that the *test copy* of the ACL lets read ``#``.
@@ -207,6 +207,10 @@ def _provision(root: Path) -> TestSite:
         str(_session_port()),
         "--relays",
         "2",
+        # One tier (a small site): these tests build their relay configs without the issuing
+        # CA's chain; two-tier sites (the default) run in the DemoSetup-based tests.
+        "--tiers",
+        "1",
     )
     for name in ("station-a", "station-b"):
         station = root / "stations" / name

@@ -117,6 +117,7 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "mosquitto.log"
         self.conf_path = self.workdir / "mosquitto.conf"
+        self.pid_path = self.workdir / "mosquitto.pid"
 
     # -- configuration ------------------------------------------------------------------
 
@@ -125,6 +126,7 @@ class Mosquitto:
         acl.write_text((self.broker_dir / "acl").read_text() + "\n" + self.acl_extra + "\n")
         paths = {k: self.broker_dir / v for k, v in brokerconf.CONF_FILES.items()}
         paths["acl_file"] = acl
+        paths["pid_file"] = self.pid_path  # the broker agent's reload signal goes here
         text = (self.broker_dir / "mosquitto.conf").read_text()
         conf = rewrite_conf(
             text,

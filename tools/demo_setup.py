@@ -111,6 +111,7 @@ class DemoSetup:
     # --- the parts ------------------------------------------------------------------------
 
     def provision(self) -> None:
+        # Two tiers, as 'site-init' makes by default: stations from the issuing CA.
         self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port, relays=1)
         for device in self.devices:
             self.identity_dir(device)
@@ -169,6 +170,8 @@ class DemoSetup:
                     "key": str(relay / "relay-1.key"),
                     "ca": str(self.site_dir / "ca.pem"),
                     "crl": str(self.site_dir / "crl.pem"),
+                    # two tiers: the issuing CA that signs the stations
+                    **({"chain": str(self.site.chain_pem)} if self.site.issuing is not None else {}),
                     "recipient_keys": [str(relay / "recipient.key")],
                 },
             },
@@ -202,6 +205,7 @@ class DemoSetup:
             "hardware": {"backend": "sim"},
             "identity": {"dir": str(self.identity_dir(device))},
             "uplink": {"host": "127.0.0.1", "port": self.port, "ack_timeout_s": 10.0, "reconnect_max_s": 2.0},
+            "events": {"dir": str(self.events_dir(device))},
             "workflow": {"require_consent": True, "stop_drain_s": 10.0},
             "power": {"mains_pin": 5, "battery_pin": 6, "tamper_pin": 13},
             "memory": {"lock": "warn"},
@@ -211,6 +215,12 @@ class DemoSetup:
         path = self.stations_dir / device / "station.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(to_toml(sections))
+        return path
+
+    def events_dir(self, device: str) -> Path:
+        """The station's persistent event store (on the appliance /var/lib/clinicam/events)."""
+        path = self.stations_dir / device / "events"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
     def write_script(self, steps: list[dict[str, Any]], name: str = "script.json") -> Path:

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from clinicam.common.errors import ConfigError, ProvisioningError
 from clinicam.firmware.selftest.result import FAIL, PASS, WARN, CheckResult
+from clinicam.firmware.uplink.recipient import STATE as RECIPIENT_STATE
 from clinicam.protocol import certprofile
 from clinicam.protocol import chain as trust
 from clinicam.protocol.recipient import load_recipient_public
@@ -247,12 +248,28 @@ class IdentityReview:
     # -- recipient and revocation ------------------------------------------------------
 
     def check_recipient(self) -> CheckResult:
-        """The relay's public key that every capture key is wrapped to (DESIGN §4)."""
+        """The relay's public key that every capture key is wrapped to (DESIGN §4), and where
+        it came from: the installed bundle, or the site's signed rotation announcement that
+        the station verified against its root and recorded in ``recipient.json``."""
         path = self.dir / identity.RECIPIENT
         if not path.exists():
             return CheckResult("recipient", FAIL, f"{identity.RECIPIENT} is missing", self.install_remedy)
         key = load_recipient_public(path.read_bytes())
-        return CheckResult("recipient", PASS, f"{key.kem}, fingerprint {key.fingerprint}")
+        sealing = f"{key.kem}, fingerprint {key.fingerprint}: new captures are sealed to it"
+        try:
+            adopted = json.loads((self.dir / RECIPIENT_STATE).read_text())
+            fingerprint, at = str(adopted["fingerprint"]), str(adopted["at"])
+        except FileNotFoundError:
+            return CheckResult("recipient", PASS, f"{sealing}; as installed (no rotation announcement adopted)")
+        except (OSError, ValueError, KeyError, TypeError):
+            return CheckResult("recipient", WARN, f"{sealing}; {RECIPIENT_STATE} is unreadable",
+                               f"remove {self.dir / RECIPIENT_STATE}: the next announcement rewrites it")
+        if fingerprint != key.fingerprint:
+            return CheckResult("recipient", WARN,
+                               f"{sealing}; but the verified announcement of {at} named {fingerprint}",
+                               f"{identity.RECIPIENT} was changed by hand: reinstall the bundle, or restart the "
+                               "station so it takes the site's announcement again")
+        return CheckResult("recipient", PASS, f"{sealing}; from the site's verified rotation announcement of {at}")
 
     def check_crl(self) -> CheckResult:
         """When ``crl.pem`` is installed: signed by the CA, current, not listing this station."""

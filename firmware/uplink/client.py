@@ -7,8 +7,9 @@ the wipe path at once, DESIGN §3.4), and the delivery thread owns the
 ``post``: the workflow's own events (``clinicam.firmware.workflow.events``, the
 ``UplinkEvent`` part of ``Event``), put straight onto the station's queue. Audit
 events stay in an ``EventOutbox`` until the relay acknowledges them
-(``protocol.event_acks``) and are re-sent on reconnect and every ``event_resend_s``
-(DESIGN §5 "Audit events are delivered").
+(``protocol.event_acks``) and are re-sent on reconnect, when a relay returns and every
+``event_resend_s`` (DESIGN §5 "Audit events are delivered"); with an ``EventStore`` the
+outbox is written through to the persistent partition and survives a restart.
 
 Transport is never optional: TLS 1.2 or newer, the site CA as the only trust anchor,
 the broker's host name verified, the device certificate always presented, MQTT 5
@@ -40,6 +41,7 @@ from clinicam.common.clock import Clock, SystemClock
 from clinicam.common.errors import ClinicamError
 from clinicam.firmware.uplink.certwatch import CertificateWatch
 from clinicam.firmware.uplink.delivery import DeliveryEngine, VaultLike
+from clinicam.firmware.uplink.eventstore import EventStore
 from clinicam.firmware.uplink.outbox import EventOutbox
 from clinicam.firmware.uplink.renewal import RenewalAgent
 from clinicam.firmware.uplink.trust import trust_status
@@ -102,7 +104,8 @@ class Uplink:
                  on_renewed: Callable[[Any], None] | None = None, presence_settle_s: float = 2.0,
                  event_resend_s: float = 30.0,
                  on_recipient: Callable[[bytes], None] | None = None,
-                 on_trust: Callable[[bytes], None] | None = None) -> None:
+                 on_trust: Callable[[bytes], None] | None = None,
+                 event_store: EventStore | None = None, max_events: int = 256) -> None:
         self.identity, self.vault, self._post_event, self._wipe = identity, vault, post, wipe
         # A live "update" command: the station hands it to root; None or a refusal reason.
         self._on_update = on_update
@@ -137,7 +140,11 @@ class Uplink:
         self._last_expiry = self._started
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._gate = CommandGate()
-        self.outbox = EventOutbox(resend_s=event_resend_s, clock=self._clock, rng=rng)
+        self.outbox = EventOutbox(resend_s=event_resend_s, max_events=max_events, clock=self._clock,
+                                  rng=rng, store=event_store)
+        given_up = self.outbox.reported()
+        if given_up:  # an earlier run's outbox overflowed: the audit log hears how much
+            self.outbox.keep(self._event("events-dropped", count=given_up).as_dict())
         self.engine = DeliveryEngine(
             vault=vault, device=self.device, publish=self._publish, emit=self._emit,
             topic_prefix=topic_prefix, max_inflight=max_inflight, ack_timeout_s=ack_timeout_s,
@@ -187,6 +194,7 @@ class Uplink:
         self._thread.join(timeout)
         self._thread = None
         self.engine.disconnected()  # the delivery thread is gone: settle its state here
+        self.outbox.persist()
 
     @property
     def alive(self) -> bool:
@@ -276,8 +284,9 @@ class Uplink:
                 self._presence_settled()
                 self._renewal_tick()
                 due = self.engine.tick()
-                timeout = min(x for x in (due, self.outbox.next_due_in(), self.expire_every_s)
-                              if x is not None)
+                # offline, kept events wait for the reconnect (which sends them all): no spinning
+                resend = self.outbox.next_due_in() if self.engine.connected else None
+                timeout = min(x for x in (due, resend, self.expire_every_s) if x is not None)
                 if self._presence_due is not None:
                     timeout = max(0.0, min(timeout, self._presence_due - self._clock()))
                 wake = self.renewal.wake_in_s() if self.renewal is not None else None
@@ -285,6 +294,7 @@ class Uplink:
                     timeout = min(timeout, wake + 0.05)
             except Exception:  # never let one bad message stop delivery
                 log.exception("uplink: delivery step failed")
+            self.outbox.persist()  # before the next job: a flush() on the way out waits for it
 
     def _idle(self) -> None:
         pass  # a deadline passed: the engine's tick below handles it
@@ -331,6 +341,7 @@ class Uplink:
         if seen:
             self.engine.hold(False)
             if before is False:
+                self._resend_events(everything=True)  # what it missed, a last run's included
                 self.engine.resend_now()
                 resent = self.vault.pending_count
                 log.info("uplink: a relay serves this station again; sending its %d pending capture(s) now",

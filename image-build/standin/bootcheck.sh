@@ -179,6 +179,12 @@ check_station_stop() {
     # counts only, never PHI.
     wiped=$(journalctl -b -u $STATION -o cat --no-pager | grep -m 1 'wiped trigger=' || true)
     check station-wiped "${wiped:-no wipe report in the journal}" test -n "$wiped"
+    # Its one writable disk path (StateDirectory=clinicam/events): undelivered audit
+    # events on the persistent partition; the station found it (no "RAM only" warning).
+    events=$(stat -c '%U %a' /var/lib/clinicam/events 2>&1)
+    ram_only=$(journalctl -b -u $STATION -o cat --no-pager | grep -c 'live in RAM only' || true)
+    check station-events-dir "/var/lib/clinicam/events: $events; RAM-only warnings: $ram_only" \
+        test "$events/$ram_only" = "clinicam 700/0"
 }
 
 probe_result() {  # the probe units print "PROBE <what> <outcome>" to the journal

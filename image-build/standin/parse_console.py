@@ -14,7 +14,8 @@ from pathlib import Path
 LINE = re.compile(r"BOOTCHECK (\S+) (PASS|FAIL|PENDING|INFO)(?: (.*))?$")
 # Paths the sandboxed probe must fail to write (names only, nothing is written here).
 SANDBOX_PATHS = ["/etc", "/var/lib/clinicam", "/var/tmp", "/opt/clinicam", "/root"]  # noqa: S108
-STATION_CHECKS = ["station-ready", "station-memory", "station-ip-allow", "station-stop", "station-wiped"]
+STATION_CHECKS = ["station-ready", "station-memory", "station-ip-allow", "station-stop", "station-wiped",
+                  "station-events-dir"]
 # The pi backend's GPIO in the real unit (lgpio on gpio-sim); pending where the stand-in
 # has no gpio-sim module (a foreign-architecture build) or no station.
 GPIO_CHECKS = ["gpio-chips", "gpio-lg-fifo", "gpio-header-chip", "gpio-outputs", "gpio-button"]

@@ -23,6 +23,8 @@ EXPECTED = [
     "keyring",
     "rauc-status",
     "identity-1",
+    "update-server-firewall",
+    "update-server-other-port",
     "refuse-bad-signature",
     "refuse-unsigned",
     "refuse-compatible",
@@ -30,7 +32,9 @@ EXPECTED = [
     "rauc-refuses-compatible",
     "rauc-refuses-downgrade",
     "station-after-refusals",
+    "good-fetch-resumed",
     "station-ready-2",
+    "good-marked-after-connected",
     "good-booted-b",
     "good-marked-good",
     "good-reported",
@@ -62,11 +66,17 @@ def problems(found: dict[str, tuple[str, str]]) -> list[str]:
     return out
 
 
+TIME = re.compile(r"BOOTCHECK-INFO time (.*)")
+
+
 def main(argv: list[str]) -> int:
-    found = results(Path(argv[0]).read_text(errors="replace"))
+    text = Path(argv[0]).read_text(errors="replace")
+    found = results(text)
     for name in EXPECTED:
         status, detail = found.get(name, ("MISSING", ""))
         print(f"  {status:8} {name:26} {detail}")
+    for m in TIME.finditer(text):  # the time each step took, in the guest (uptime)
+        print(f"  time     {m.group(1).strip()}")
     bad = problems(found)
     for line in bad:
         print(f"update boot test FAILED: {line}")

@@ -93,6 +93,6 @@ def current_bulletin(*, crl_path: Path, issuing_cert: x509.Certificate, issuing_
         raise ConfigError(f"[identity] crl: {crl_path} holds no CRL of the issuing CA: copy the site's crl.pem")
     number = rv.crl_number(own[0])
     ids = log.devices(number)
-    payload = rv.build_bulletin(crls=crls, revoked=ids, at=now, issuing_key=issuing_key,
-                                issuing_cert=issuing_cert)
+    payload = rv.build_bulletin(crls=crls, revoked=ids, at=now, signer_key=issuing_key,
+                                signer_cert=issuing_cert)
     return number, payload, ids

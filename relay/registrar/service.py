@@ -107,7 +107,8 @@ class Registrar:
             log.warning("registrar: broker refused the connection (%s)", rc)
             return
         prefix = self.config.issuing.topic_prefix
-        client.subscribe([(t, 1) for t in [*self.topics.registrar_subscriptions(), rv.installed_topic(prefix)]])
+        client.subscribe([(t, 1) for t in [*self.topics.registrar_subscriptions(), rv.installed_topic(prefix),
+                                           rv.root_crl_topic(prefix)]])
         self._crl_stamp = None  # (re)publish the bulletin on every connection
         self._recipient_stamp = None
         self._trust_stamp = None
@@ -116,12 +117,14 @@ class Registrar:
         log.info("registrar: connected")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == rv.installed_topic(self.config.issuing.topic_prefix) or not msg.retain:
+        prefix = self.config.issuing.topic_prefix
+        if msg.topic in (rv.installed_topic(prefix), rv.root_crl_topic(prefix)) or not msg.retain:
             # a retained request is a replay, never a fresh one; a retained receipt is news
             self._jobs.put((msg.topic, bytes(msg.payload)))
 
     def _run(self) -> None:
         installed = rv.installed_topic(self.config.issuing.topic_prefix)
+        root_crl = rv.root_crl_topic(self.config.issuing.topic_prefix)
         while True:
             try:
                 job = self._jobs.get(timeout=self.config_poll_s)
@@ -137,6 +140,9 @@ class Registrar:
             try:
                 if job[0] == installed:
                     self._installed(rv.parse_installed(job[1]))
+                    continue
+                if job[0] == root_crl:
+                    self._adopt_root(job[1])
                     continue
                 out = self.core.handle(*job) if job[0] else None
             except Exception:  # one bad request must not stop the registrar
@@ -187,6 +193,22 @@ class Registrar:
         self.client.publish(ra.recipient_topic(self.config.issuing.topic_prefix), payload, qos=1, retain=True)
         self._recipient_stamp = st.st_mtime_ns
         log.info("registrar: announced the recipient key %s", path)
+
+    def _adopt_root(self, payload: bytes) -> None:
+        """A root CRL bulletin from the admin machine: merge it into ``[identity] crl``, so
+        renewals refuse what the root revoked and our own bulletin carries the newer copy."""
+        path, ca = Path(self.config.identity.crl), Path(self.config.identity.ca)
+        store = trust.TrustStore(trust.load_certs(ca.read_bytes(), str(ca)), [self.core.issuing])
+        try:
+            bulletin = rv.parse_bulletin(payload, store)
+            held = trust.load_crls(path.read_bytes(), str(path))
+            merged = rv.successor(held, bulletin.crls, author=bulletin.signer)
+        except rv.RevocationError as exc:
+            log.warning("registrar: root CRL bulletin not taken: %s", exc)
+            return
+        if rv.crls_pem(merged) != rv.crls_pem(held):
+            pki.write_public(path, rv.crls_pem(merged))
+            log.info("registrar: took the root's CRL %d", bulletin.number)
 
     def _publish_trust(self) -> None:
         """Publish ``[issuing] trust`` (retained) as it is, when it changed or on (re)connect.

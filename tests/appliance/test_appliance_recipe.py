@@ -89,6 +89,28 @@ def test_nft_accepts_the_ruleset(tmp_path: Path) -> None:
     assert run(nft, "-c", "-f", str(broken)).returncode != 0
 
 
+def test_nft_accepts_what_apply_network_fills_in(tmp_path: Path) -> None:
+    """The ruleset plus apply-network's script (provisioning/netallow.py), checked by nft."""
+    from clinicam.provisioning import netallow
+
+    nft = need("nft", "nftables")
+    if os.geteuid() != 0:
+        pytest.skip("nft -c needs CAP_NET_ADMIN (run as root, as make test does)")
+    server = netallow.UpdateServer("https://10.0.2.2:8443", ("10.0.2.2", "fd00::7"), 8443)
+    script = netallow.nft_script(netallow.Allowed(["10.0.2.2", "192.0.2.0/28", "fd00::5"], 18883, server))
+    both = tmp_path / "both.nft"
+    both.write_text(RULESET.read_text() + script)
+    ok = run(nft, "-c", "-f", str(both))
+    assert ok.returncode == 0, ok.stderr
+    # Root reaches the update server's address and port only; the station its broker's.
+    text = RULESET.read_text()
+    assert "meta skuid 0 ip daddr . tcp dport @update4 accept" in text
+    assert "meta skuid $STATION_UID ip daddr . tcp dport @broker4 accept" in text
+    # Positive control: a set the ruleset does not have is refused.
+    both.write_text(RULESET.read_text() + script.replace("update4", "updates4"))
+    assert run(nft, "-c", "-f", str(both)).returncode != 0
+
+
 def test_firewall_drops_by_default() -> None:
     text = RULESET.read_text()
     for chain in ("input", "forward", "output"):

@@ -105,11 +105,17 @@ def test_station_runs_with_the_allocator_settings_the_residue_tests_proved() -> 
     assert allocator_problems({"PYTHONMALLOC": "malloc"})  # control: a partial setting is caught
 
 
-def test_station_writes_nothing_to_disk() -> None:
+def test_station_writes_to_disk_only_its_event_directory() -> None:
+    from clinicam.firmware.config import EventsSection
+
     unit = station()
     assert unit["Service.ProtectSystem"] == ["strict"]
     assert "Service.ReadWritePaths" not in unit
-    assert "Service.StateDirectory" not in unit
+    # the undelivered audit events (no PHI), on the persistent partition, where the
+    # station's configuration looks for them
+    assert unit["Service.StateDirectory"] == ["clinicam/events"]
+    assert "/var/lib/" + unit["Service.StateDirectory"][0] == EventsSection().dir
+    assert unit["Service.StateDirectoryMode"] == ["0700"]
     assert "Service.LogsDirectory" not in unit
     assert unit["Service.RuntimeDirectory"] == ["clinicam"]
     assert unit["Service.UMask"] == ["0077"]

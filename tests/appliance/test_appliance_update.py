@@ -61,6 +61,82 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, keys: Path) -> Path:
     return out
 
 
+def make_bundle(keys: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CLINICAM_UPDATE_CERT=str(keys / "signing.pem"),
+               CLINICAM_UPDATE_KEY=str(keys / "signing.key"), CLINICAM_UPDATE_KEYRING=str(keys / "ca.pem"))
+    return subprocess.run(["sh", str(IMAGE_BUILD / "bundle.sh"), *args], env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+
+
+def pi_root(base: Path) -> Path:
+    """A small release-like root: the Pi's system.conf and a /boot/firmware."""
+    root = base / "pi-root"
+    (root / "usr/share/clinicam").mkdir(parents=True)
+    (root / "etc/rauc").mkdir(parents=True)
+    (root / "boot/firmware/overlays").mkdir(parents=True)
+    (root / "usr/share/clinicam/image-version").write_text("2.2.0\n")
+    (root / "etc/rauc/system.conf").write_text((UPDATE / "system-pi4.conf").read_text())
+    (root / "boot/firmware/config.txt").write_text("[all]\narm_64bit=1\n")
+    (root / "boot/firmware/cmdline.txt").write_text("console=serial0,115200 root=PARTLABEL=rootfs-a rootwait\n")
+    (root / "boot/firmware/kernel8.img").write_bytes(os.urandom(1 << 16))
+    (root / "boot/firmware/overlays/disable-bt.dtbo").write_bytes(b"dtbo")
+    (root / "noise").write_bytes(os.urandom(1 << 16))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pi_bundle(tmp_path_factory: pytest.TempPathFactory, keys: Path) -> Path:
+    need("rauc", "rauc")
+    need("mkfs.vfat", "dosfstools")
+    need("mcopy", "mtools")
+    base = tmp_path_factory.mktemp("pi-bundle")
+    out = base / "pi.raucb"
+    result = make_bundle(keys, "--rootfs", str(pi_root(base)), "--out", str(out), "--size", "4", "--boot-size", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "root + boot slot" in result.stdout
+    return out
+
+
+def test_pi_bundle_carries_the_boot_slot(pi_bundle: Path, keys: Path, tmp_path: Path) -> None:
+    """The release's bundle: rootfs.ext4 and boot.vfat, both checked against the Pi's
+    system.conf by RAUC; boot.vfat holds the root's /boot/firmware, the slot's size."""
+    conf = UPDATE / "system-pi4.conf"
+    result = rauc_info(conf, keys / "ca.pem", pi_bundle)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["compatible"] == "clinicam-station-pi4" and info["version"] == "2.2.0"
+    images = {slot: image["filename"] for entry in info["images"] for slot, image in entry.items()}
+    assert images == {"rootfs": "rootfs.ext4", "boot": "boot.vfat"}
+    # Each image's slot class exists in the Pi's config (RAUC installs by class).
+    assert "[slot.boot.0]" in conf.read_text() and "[slot.rootfs.0]" in conf.read_text()
+    out = tmp_path / "x"
+    extracted = run("rauc", f"--conf={conf}", f"--keyring={keys / 'ca.pem'}", "extract", str(pi_bundle), str(out))
+    assert extracted.returncode == 0, extracted.stderr
+    vfat = out / "boot.vfat"
+    assert vfat.stat().st_size == 8 * 1048576
+    listing = run("mdir", "-/", "-b", "-i", str(vfat), "::")
+    names = {line.rsplit("/", 1)[-1] for line in listing.stdout.split()}
+    assert {"config.txt", "cmdline.txt", "kernel8.img", "disable-bt.dtbo"} <= names, listing.stdout
+
+
+def test_standin_bundle_has_no_boot_image_and_refuses_one(bundle: Path, keys: Path, tmp_path: Path) -> None:
+    info = json.loads(rauc_info(UPDATE / "system-standin.conf", keys / "ca.pem", bundle).stdout)
+    assert [list(entry) for entry in info["images"]] == [["rootfs"]]
+    root = pi_root(tmp_path)
+    (root / "etc/rauc/system.conf").write_text((UPDATE / "system-standin.conf").read_text())
+    result = make_bundle(keys, "--rootfs", str(root), "--out", str(tmp_path / "s.raucb"),
+                         "--boot", str(root / "boot/firmware"))
+    assert result.returncode != 0 and "has no [slot.boot.N]" in result.stderr
+
+
+def test_pi_bundle_needs_a_real_boot_partition(keys: Path, tmp_path: Path) -> None:
+    root = pi_root(tmp_path)
+    (root / "boot/firmware/cmdline.txt").unlink()
+    result = make_bundle(keys, "--rootfs", str(root), "--out", str(tmp_path / "p.raucb"), "--boot-size", "8")
+    assert result.returncode != 0 and "cmdline.txt missing" in result.stderr
+    assert not (tmp_path / "p.raucb").exists()
+
+
 def rauc_info(conf: Path, keyring: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
     return run("rauc", f"--conf={conf}", f"--keyring={keyring}", "info", "--output-format=json", str(bundle))
 
@@ -311,6 +387,7 @@ def test_update_judge_accepts_the_whole_story(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("overrides", [{"rollback-reported": "FAIL"}, {"good-marked-good": "ABSENT"},
+                                       {"update-server-other-port": "FAIL"}, {"good-marked-after-connected": "ABSENT"},
                                        {"refuse-bad-signature": "FAIL"}])
 def test_update_judge_refuses_a_failed_or_missing_step(tmp_path: Path, overrides: dict[str, str]) -> None:
     log = tmp_path / "console.log"

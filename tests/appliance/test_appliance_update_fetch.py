@@ -1,20 +1,20 @@
-"""update-fetch (image-build/update/update-fetch) against a real HTTPS server on
-loopback that pins like the broker: site CA, client certificate required, Range
-requests. The first transfer is cut off half way: the download must resume, not
-restart; a wrong digest, a wrong CA and a missing client certificate are refused.
+"""update-fetch (image-build/update/update-fetch) against the update server the boot
+test runs (image-build/standin/update-server.py) on loopback, pinning like the
+broker: site CA, client certificate required, Range requests. The first transfer is
+cut off half way: the download must resume, not restart; a wrong digest, a wrong CA
+and a missing client certificate are refused.
 update-install is replaced by a recorder (the install itself runs in make test-update)."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
+import json
 import os
-import ssl
 import subprocess
-import threading
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from appliance_support import IMAGE_BUILD, need
@@ -42,36 +42,15 @@ def issue(d: Path, ca: str, name: str, ext: str) -> None:
             "-out", str(d / f"{name}.pem"))
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD with Range support; the first full transfer is cut off half way."""
-
-    cut_first: ClassVar[bool] = True
-    ranges: ClassVar[list[str]] = []
-
-    def do_GET(self) -> None:
-        rng = self.headers.get("Range", "")
-        Handler.ranges.append(rng)
-        start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
-        body = PAYLOAD[start:]
-        self.send_response(206 if rng else 200)
-        self.send_header("Content-Length", str(len(body)))
-        if rng:
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-        self.end_headers()
-        if Handler.cut_first and not rng:
-            Handler.cut_first = False
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(2)  # the Wi-Fi dropped
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+SERVER = IMAGE_BUILD / "standin" / "update-server.py"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The update server the boot test runs (standin/update-server.py), as a process.
+
+    It serves the payload twice: ``cut.raucb`` has its first full transfer cut off
+    half way, ``station.raucb`` is served whole."""
     need("curl", "curl")
     need("openssl", "openssl")
     d = tmp_path_factory.mktemp("site")
@@ -79,16 +58,28 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]
     make_ca(d, "other-ca")
     issue(d, "ca", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     issue(d, "ca", "station", "extendedKeyUsage=clientAuth\n")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(d / "server.pem", d / "server.key")
-    ctx.load_verify_locations(d / "ca.pem")
-    ctx.verify_mode = ssl.CERT_REQUIRED  # like the broker: no certificate, no bundle
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield d, f"https://127.0.0.1:{server.server_address[1]}/station.raucb"
-    server.shutdown()
+    (d / "www").mkdir()
+    for name in ("cut.raucb", "station.raucb"):
+        (d / "www" / name).write_bytes(PAYLOAD)
+    port_file = d / "port"
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--dir", str(d / "www"), "--cert", str(d / "server.pem"),
+                             "--key", str(d / "server.key"), "--ca", str(d / "ca.pem"), "--port-file", str(port_file),
+                             "--log", str(d / "requests.jsonl"), "--cut-first", "cut.raucb"])
+    try:
+        for _ in range(200):
+            if port_file.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert port_file.exists(), "update-server.py did not start"
+        yield d, f"https://127.0.0.1:{int(port_file.read_text())}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def requests(d: Path, name: str) -> list[dict[str, object]]:
+    lines = (d / "requests.jsonl").read_text().splitlines() if (d / "requests.jsonl").exists() else []
+    return [r for r in map(json.loads, lines) if r["path"] == name]
 
 
 def identity(tmp: Path, d: Path, ca: str = "ca", client: bool = True) -> Path:
@@ -100,42 +91,57 @@ def identity(tmp: Path, d: Path, ca: str = "ca", client: bool = True) -> Path:
     return ident
 
 
-def fetch(tmp: Path, ident: Path, url: str, digest: str) -> subprocess.CompletedProcess[str]:
+def fetch(tmp: Path, ident: Path, url: str, digest: str, tmpfs: str = "none") -> subprocess.CompletedProcess[str]:
     recorder = tmp / "update-install"
     recorder.write_text('#!/bin/sh\necho "update-install $*" > "$(dirname "$0")/installed"\n')
     recorder.chmod(0o755)
     env = dict(os.environ, CLINICAM_IDENTITY_DIR=str(ident), CLINICAM_UPDATE_RUN=str(tmp / "run"),
-               CLINICAM_UPDATE_INSTALL=str(recorder), CLINICAM_FETCH_ATTEMPTS="3", CLINICAM_FETCH_BACKOFF_S="0")
+               CLINICAM_UPDATE_INSTALL=str(recorder), CLINICAM_FETCH_ATTEMPTS="3", CLINICAM_FETCH_BACKOFF_S="0",
+               CLINICAM_FETCH_TMPFS=tmpfs)
     return subprocess.run(["sh", str(FETCH), url, digest, "--wait-idle", "60"], env=env, capture_output=True,
                           text=True, check=False, timeout=60)
 
 
 def test_fetch_resumes_a_dropped_download_and_hands_over(tmp_path: Path, site: tuple[Path, str]) -> None:
-    d, url = site
-    Handler.cut_first, Handler.ranges = True, []
-    result = fetch(tmp_path, identity(tmp_path, d), url, hashlib.sha256(PAYLOAD).hexdigest())
+    d, base = site
+    result = fetch(tmp_path, identity(tmp_path, d), f"{base}/cut.raucb", hashlib.sha256(PAYLOAD).hexdigest())
     assert result.returncode == 0, result.stderr
     assert "link dropped at" in result.stderr
     # The second request asked only for the rest (a resume, not a restart).
-    assert Handler.ranges[0] == "" and Handler.ranges[1].startswith("bytes=") and Handler.ranges[1] != "bytes=0-"
-    bundle = tmp_path / "run/bundle.raucb"
+    first, second = requests(d, "cut.raucb")
+    assert first["range"] == "" and first["cut"] is True
+    assert second["range"] == f"bytes={first['sent']}-" and second["sent"] == len(PAYLOAD) - first["sent"]
+    bundle = tmp_path / "run/spool/bundle.raucb"
     assert bundle.read_bytes() == PAYLOAD
     assert (tmp_path / "installed").read_text().split() == ["update-install", str(bundle), "--wait-idle", "60"]
 
 
 def test_fetch_refuses_a_wrong_digest(tmp_path: Path, site: tuple[Path, str]) -> None:
-    d, url = site
-    Handler.cut_first = False
-    result = fetch(tmp_path, identity(tmp_path, d), url, "0" * 64)
+    d, base = site
+    result = fetch(tmp_path, identity(tmp_path, d), f"{base}/station.raucb", "0" * 64)
     assert result.returncode == 3 and "SHA-256" in result.stderr
-    assert not (tmp_path / "installed").exists() and not (tmp_path / "run/bundle.raucb").exists()
+    assert not (tmp_path / "installed").exists() and not (tmp_path / "run/spool/bundle.raucb").exists()
 
 
 @pytest.mark.parametrize(("ca", "client"), [("other-ca", True), ("ca", False)])
 def test_fetch_needs_the_pinned_ca_and_a_client_certificate(tmp_path: Path, site: tuple[Path, str],
                                                             ca: str, client: bool) -> None:
-    d, url = site
-    Handler.cut_first = False
-    result = fetch(tmp_path, identity(tmp_path, d, ca=ca, client=client), url, hashlib.sha256(PAYLOAD).hexdigest())
+    d, base = site
+    result = fetch(tmp_path, identity(tmp_path, d, ca=ca, client=client), f"{base}/station.raucb",
+                   hashlib.sha256(PAYLOAD).hexdigest())
     assert result.returncode == 6 and "gave up" in result.stderr
     assert not (tmp_path / "installed").exists()
+
+
+def test_a_bundle_that_does_not_fit_in_ram_is_refused_at_once(tmp_path: Path, site: tuple[Path, str]) -> None:
+    """A spool smaller than the bundle (a tmpfs of 64 KiB): a clear message, no retries."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting the spool tmpfs needs root (as make test runs)")
+    d, base = site
+    try:
+        result = fetch(tmp_path, identity(tmp_path, d), f"{base}/station.raucb", hashlib.sha256(PAYLOAD).hexdigest(),
+                       tmpfs="64k")
+    finally:
+        subprocess.run(["umount", str(tmp_path / "run/spool")], check=False, timeout=30)
+    assert result.returncode == 6 and "does not fit in" in result.stderr and "CLINICAM_FETCH_TMPFS" in result.stderr
+    assert "resuming" not in result.stderr and not (tmp_path / "installed").exists()

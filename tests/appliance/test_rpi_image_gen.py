@@ -85,7 +85,7 @@ def test_pre_image_leaves_a_genimage_cfg(tmp_path):
     rootfs, outdir = tmp_path / "rootfs", tmp_path / "out"
     (rootfs / "var/lib/clinicam").mkdir(parents=True)
     env = {**os.environ, "IGconf_image_name": "clinicam-station", "IGconf_image_suffix": "img",
-           "IGconf_image_boot_part_size": "200%", "IGconf_image_root_part_size": "150%",
+           "IGconf_image_boot_part_size": "256M", "IGconf_image_root_part_size": "150%",
            "IGconf_image_data_part_size": "64M"}
     asset = RIG / "image/clinicam"
     # As bin/runner's runhook does: env -C <dir> ./pre-image.sh ROOTFS OUTPUTDIR
@@ -104,3 +104,20 @@ def test_pre_image_refuses_a_root_without_customize(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "customize.sh did not run" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_boot_slots_have_the_size_update_bundles_are_made_for():
+    """bundle.sh's boot.vfat is written raw into boot-a/boot-b: the layout's fixed slot
+    size and bundle.sh's default --boot-size must agree, and both slots use it."""
+    meta = (RIG / "image/clinicam/clinicam-image.yaml").read_text()
+    size = re.search(r"^# X-Env-Var-boot_part_size: (\d+)M$", meta, re.M)
+    bundle = re.search(r"boot_size=(\d+)", (IMAGE_BUILD / "bundle.sh").read_text())
+    assert size and bundle and size.group(1) == bundle.group(1)
+    cfg = (RIG / "image/clinicam/genimage.cfg.in").read_text()
+    for slot in ("boot-a", "boot-b"):
+        body = re.search(rf"image {slot}\.vfat \{{(.*?)\n\}}", cfg, re.S)
+        assert body and "size = @BOOT_SIZE@" in body.group(1)
+    # The partitions RAUC's system config names are the layout's.
+    conf = (IMAGE_BUILD / "update/system-pi4.conf").read_text()
+    for part in ("boot-a", "boot-b", "rootfs-a", "rootfs-b"):
+        assert f"partition {part} {{" in cfg and f"device=/dev/disk/by-partlabel/{part}" in conf

@@ -100,10 +100,14 @@ def press(n: int = 1) -> list[Step]:
 
 
 class Setup(DemoSetup):
-    """``DemoSetup`` whose site also has ``relay-2``, the tests' watcher identity."""
+    """``DemoSetup`` whose site also has ``relay-2``, the tests' watcher identity.
+    ``tiers`` as ``site-init --tiers`` (two by default)."""
+
+    tiers = 2
 
     def provision(self) -> None:
-        self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port, relays=2)
+        self.site = Site.create(self.site_dir, "Demo Hospital", ["127.0.0.1", "localhost"], port=self.port, relays=2,
+                                tiers=self.tiers)
         for device in self.devices:
             self.identity_dir(device)
 
@@ -327,6 +331,8 @@ class RoundRecord:
     relay_dir: Path
     relay_log: Path
     relay_files: tuple[Path, ...]
+    events_dir: str  # the station's persistent event store ([events] dir), gone with the setup
+    event_store: str  # what it held when the station had stopped ("" if nothing)
 
 
 _ROUNDS: dict[str, RoundRecord] = {}
@@ -355,10 +361,13 @@ def _play_traced_round(workdir: Path) -> RoundRecord:
         code = station.terminate()
         out = [json.dumps(e, sort_keys=True) for e in station.events]
         err = "".join(station.stderr())
+        events_dir = setup.events_dir(device)
+        store = events_dir / "events.json"
+        event_store = store.read_text() if store.exists() else ""
     relay_dir = setup.relay_dir_of(device)
     return RoundRecord(
         who, device, list(station.events), code, "\n".join(out), err, trace.read_text(errors="replace"),
-        relay_dir, setup.relay_dir / "relay.log", tuple(sorted(relay_dir.glob("*"))),
+        relay_dir, setup.relay_dir / "relay.log", tuple(sorted(relay_dir.glob("*"))), str(events_dir), event_store,
     )
 
 

@@ -9,6 +9,9 @@
   once the relay returns: with ``session_expiry_s`` set, the relay's persistent session
   makes the broker keep it, even though the station process (SIGTERM: drain, wipe,
   report, exit) is long gone. (Off by default: see docs/interfaces.md on Mosquitto 2.0.11.)
+- With the default clean relay session, the station's outbox on its persistent
+  partition carries the wipe report over a station restart to the relay (exactly once;
+  a RAM-only station is the control that loses it).
 - A station keeps an event until the relay acknowledges it, across a broker restart.
 """
 
@@ -146,6 +149,75 @@ def test_wipe_report_of_a_sigterm_station_reaches_the_audit_log_after_the_relay_
     assert (report["reason"], report["count"], sorted(report["capture_ids"])) == ("sigterm", 2, sorted(sealed))
 
 
+# -- the same with the default clean relay session: the station's persistent outbox ------
+
+
+@pytest.fixture
+def clean_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    with Setup(tmp_path_factory.mktemp("audit-store"), "audit-store", devices=["audit-ram"]) as s:
+        yield s
+
+
+def _audit(setup: Setup, device: str, event: str) -> list[dict[str, Any]]:
+    audit = setup.relay_dir / "audit.jsonl"
+    lines = [json.loads(x) for x in audit.read_text().splitlines()] if audit.exists() else []
+    return [x for x in lines if x.get("device") == device and x.get("event") == event]
+
+
+@pytest.mark.slow
+def test_wipe_report_of_a_station_stopped_while_no_relay_is_connected_survives_its_restart(
+        clean_setup: Setup) -> None:
+    """Default relay config (``session_expiry_s = 0``): the broker keeps nothing for the
+    away relay; the station's outbox on its persistent partition (``[events] dir``)
+    carries the wipe report over the restart, and it is audited exactly once. The
+    control station keeps events in RAM only (``dir = ""``): its report is lost."""
+    setup, who = clean_setup, ids(32)
+    kept, ram = "audit-store", "audit-ram"
+    store = setup.events_dir(kept) / "events.json"
+    relay_log = setup.relay_dir / "relay.log"
+    wait_until(lambda: relay_log.exists() and b"clinicam relay: running" in relay_log.read_bytes(),
+               what="the relay")
+    setup.stop_relay()
+    events = {"resend_s": 1.0}
+    steps = [*opening(who), *press(2), {"wait_for": {"sealed": 2}, "timeout_s": 60}]
+    first = {kept: setup.station(kept, steps, uplink=FAST_UPLINK, workflow={"stop_drain_s": 2.0},
+                                 events=events),
+             ram: setup.station(ram, steps, uplink=FAST_UPLINK, workflow={"stop_drain_s": 2.0},
+                                events={**events, "dir": ""})}
+    sealed = {}
+    for device, station in first.items():
+        station.wait_script()
+        sealed[device] = sorted(station.captures("sealed"))
+        assert len(sealed[device]) == 2
+        assert station.signal_and_wait(signal.SIGTERM) == 0
+        assert sorted(station.exit_event()["capture_ids"]) == sealed[device]
+
+    # the store holds the report (ids and codes) and no identifier of the round
+    text = store.read_text()
+    (report,) = [e for e in json.loads(text)["events"] if e["event"] == "wiped"]
+    assert (report["reason"], sorted(report["capture_ids"])) == ("sigterm", sealed[kept])
+    assert [x for x in (who.patient_a, who.patient_b, who.operator) if x in text] == []
+    script = (setup.stations_dir / f"{kept}.json").read_text()
+    assert who.patient_a in script and who.operator in script  # control: the same search finds them
+    assert not (setup.stations_dir / ram / "events" / "events.json").exists()
+    assert _audit(setup, kept, "wiped") == []  # control: nothing got through yet
+
+    # both restart (a new session opens: proof each one's events get through), then the relay
+    again = {device: setup.station(device, opening(who), uplink=FAST_UPLINK, events=cfg)
+             for device, cfg in ((kept, events), (ram, {**events, "dir": ""}))}
+    for station in again.values():
+        station.wait_script()
+    setup.start_relay()
+    wait_until(lambda: bool(_audit(setup, kept, "wiped")) and bool(_audit(setup, ram, "session-opened")),
+               what="the kept wipe report and the control's new session in the audit log")
+    wait_until(lambda: report["event_id"] not in store.read_text(), what="the ack that empties the store")
+    (logged,) = _audit(setup, kept, "wiped")  # exactly once
+    assert (logged["event_id"], logged["reason"], logged["count"], sorted(logged["capture_ids"])) == (
+        report["event_id"], "sigterm", 2, sealed[kept])
+    assert _audit(setup, ram, "wiped") == []  # the control's report ended with its process
+    assert [x for x in (who.patient_a, who.patient_b, who.operator) if x in store.read_text()] == []
+
+
 def test_status_file_counters_are_current_without_any_station_status(
         site: Any, broker: Any, tmp_path: Path) -> None:
     """Issue 13 §4: the relay rewrites ``status.json`` on its own (no station talks here)."""
@@ -186,3 +258,27 @@ def test_station_keeps_an_event_until_the_relay_logs_it_across_a_broker_restart(
         station.uplink.stop()
     opened = [x for x in core.audit.lines if x.get("event") == "session-opened"]
     assert len(opened) == 1 and opened[0]["device"] == "station-a"
+
+
+def test_a_station_sends_what_its_event_store_kept_and_reports_what_it_gave_up(
+        site: Any, broker: Any, tmp_path: Path) -> None:
+    """What an earlier run left in ``events.json`` is sent at start and removed once the
+    relay logs it; the count it had to give up at its bound is reported once."""
+    from clinicam.firmware.uplink.eventstore import EventStore
+
+    store = tmp_path / "events"
+    store.mkdir()
+    kept = {"event": "wiped", "at": "2026-01-01T00:00:00.000Z", "capture_ids": [CID], "count": 1,
+            "reason": "battery", "event_id": "0123456789abcdef"}
+    (store / "events.json").write_text(json.dumps({"v": 1, "dropped": 3, "events": [kept]}))
+    core = make_core(site, tmp_path)
+    relay = start_relay(site, broker.port, core)
+    station = make_station(site, "station-a", broker.port, event_store=EventStore(store))
+    try:
+        eventually(lambda: json.loads((store / "events.json").read_text()) == {"v": 1, "dropped": 0, "events": []})
+    finally:
+        station.uplink.stop()
+        relay.stop()
+    logged = [x for x in core.audit.lines if x.get("device") == "station-a"]
+    assert [(x["event"], x.get("event_id")) for x in logged if x["event"] == "wiped"] == [("wiped", kept["event_id"])]
+    assert [x["count"] for x in logged if x["event"] == "events-dropped"] == [3]

@@ -374,7 +374,7 @@ def test_a_revoked_operator_is_shut_out_after_the_broker_restarts(setup: Operato
     done = subprocess.run([*CLI, "provision", "revoke", str(setup.site_dir), OPERATOR],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "ACL rewritten" in done.stdout and "RESTART" in done.stdout
+    assert "CRL and ACL rewritten" in done.stdout and "publish-crl" in done.stdout
     assert OPERATOR not in (setup.site.broker_dir / "acl").read_text()
     assert setup.broker is not None
     setup.broker.stop()

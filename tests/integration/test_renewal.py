@@ -137,6 +137,12 @@ def test_the_broker_accepts_the_renewed_certificate(provisioned: dict[str, Path]
     assert codes and not codes[0].is_failure
 
 
+class OneTier(Setup):
+    """Renewal by hand and revocation by file: a single-tier site (``site-init --tiers 1``)."""
+
+    tiers = 1
+
+
 @pytest.mark.slow
 def test_a_running_station_picks_up_the_renewed_certificate_at_its_next_reconnect(tmp_path: Path) -> None:
     """No restart: after 'install --cert' the station presents the renewed certificate at
@@ -145,7 +151,7 @@ def test_a_running_station_picks_up_the_renewed_certificate_at_its_next_reconnec
     status shows the new expiry, first without a reconnect (the periodic check), then
     after it. (Sealing with it: tests/unit/firmware/test_uplink_renewal.py.)"""
     device = "renew-live"
-    with Setup(tmp_path / "kit", device) as kit:
+    with OneTier(tmp_path / "kit", device) as kit:
         assert kit.broker is not None
         ident = kit.identity_dir(device)
         old_cert = pki.load_cert(ident / "device.pem")

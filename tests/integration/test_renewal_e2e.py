@@ -56,12 +56,6 @@ class RenewalSetup(Setup):
                 self.broker.reload()
         return d
 
-    def relay_config(self) -> Path:
-        path = super().relay_config()
-        crl = f'crl = "{self.site_dir / "crl.pem"}"'
-        path.write_text(path.read_text().replace(crl, f'{crl}\nchain = "{self.site.chain_pem}"'))
-        return path
-
     def start_relay(self) -> None:
         super().start_relay()
         if self.registrar is None or self.registrar.poll() is not None:
@@ -251,7 +245,9 @@ def test_renewal_requests_from_an_operator_another_station_or_a_revoked_station_
 
 
 class SingleTierSetup(Setup):
-    """A single-tier site (no registrar): stations signed for 30 days."""
+    """A single-tier site (``--tiers 1``, no registrar): stations signed for 30 days."""
+
+    tiers = 1
 
     def identity_dir(self, device: str) -> Path:
         d = self.stations_dir / device / "identity"

@@ -63,8 +63,7 @@ class RevocationSetup(RenewalSetup):
 
     def start_agent(self) -> None:
         assert self.broker is not None and self.broker.pid is not None
-        pid_file = self.workdir / "mosquitto.pid"
-        pid_file.write_text(f"{self.broker.pid}\n")
+        pid_file = self.broker.pid_path  # written by Mosquitto itself: mosquitto.conf's pid_file
         b = self.site.broker_dir
         config = self.workdir / "broker-agent.toml"
         config.write_text(to_toml({
@@ -190,10 +189,28 @@ def test_an_older_or_forged_bulletin_changes_nothing(setup: RevocationSetup):
     issuing, key = setup.site.issuing, setup.site.issuing_key()
     assert issuing is not None
     old = trust.load_crls((setup.site_dir / "crl.pem").read_bytes(), "site crl")  # CRL number 1
-    stale = rv.build_bulletin(crls=old, revoked=[], at=pki.utcnow(), issuing_key=key,  # type: ignore[arg-type]
-                              issuing_cert=issuing)
+    stale = rv.build_bulletin(crls=old, revoked=[], at=pki.utcnow(), signer_key=key,  # type: ignore[arg-type]
+                              signer_cert=issuing)
     before = (setup.site.broker_dir / "crl.pem").read_bytes()
     with pytest.raises(rv.RevocationError, match="older"):
         core.install(stale)
     assert (setup.site.broker_dir / "crl.pem").read_bytes() == before and not reloads
     assert core.installed_number() == 1 + max(rv.crl_number(c) for c in old if c.issuer == issuing.subject)
+
+
+def test_the_admin_brings_the_register_in_step_over_the_channel(setup: RevocationSetup):
+    """``provision import-revocations`` reads the registrar's retained bulletin as the
+    ``admin`` identity: the register marks the station revoked and no later ACL
+    regeneration re-admits it (runs after the revocation above)."""
+    setup.ensure_running()
+    assert setup.registrar is not None and setup.registrar.poll() is None
+    assert any(r.revoked_at is None for r in setup.site.records() if r.id == GONE)  # the admin does not know yet
+    out = subprocess.run([*CLI, "provision", "import-revocations", str(setup.site_dir), "--broker-port",
+                          str(setup.port)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"recorded revoked {GONE}" in out.stdout
+    assert all(r.revoked_at for r in setup.site.records() if r.id == GONE)
+    assert all(r.revoked_at is None for r in setup.site.records() if r.id == KEEP)
+    setup.site.write_acl()  # e.g. the next 'sign': the revoked station stays out
+    acl = (setup.site.broker_dir / "acl").read_text()
+    assert f"user {GONE}\n" not in acl and f"user {KEEP}\n" in acl

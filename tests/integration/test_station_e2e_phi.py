@@ -1,4 +1,5 @@
-"""The whole ward round writes no file and leaks no identifier (issue 6, "Must show" 5).
+"""The whole ward round writes no file but its event store and leaks no identifier (issue 6,
+"Must show" 5; the event store, ``[events] dir``, holds audit events no relay has logged yet).
 
 The station process ran the demo's ward round under ``strace -f -y`` over file,
 descriptor and write calls (``station_kit.traced_ward_round``, shared with the
@@ -9,6 +10,7 @@ finds every identifier in the files the relay opened.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -34,9 +36,23 @@ def found(record: RoundRecord, blob: str | bytes) -> set[str]:
     return {name for name, value in canaries(record).items() if value.encode() in data}
 
 
-def test_the_station_writes_to_no_file(record: RoundRecord) -> None:
+def _outside_event_store(record: RoundRecord, writes: list[str]) -> list[str]:
+    """Writes except to the station's event store ([events] dir: ids and codes only)."""
+    return [w for w in writes if f"{record.events_dir}/" not in w]
+
+
+def test_the_station_writes_to_no_file_but_its_event_store(record: RoundRecord) -> None:
     assert record.exit_code == 0
-    assert strace_parse.disk_writes(record.trace) == []
+    writes = strace_parse.disk_writes(record.trace)
+    assert _outside_event_store(record, writes) == []
+    assert any("events.json" in w for w in writes)  # control: the store's writes are seen
+
+
+def test_the_event_store_holds_no_identifier(record: RoundRecord) -> None:
+    """What the station writes to its persistent partition: audit events it had not yet
+    had acknowledged (each written through), never an identifier of the round."""
+    assert found(record, record.event_store) == set()
+    assert json.loads(record.event_store)["v"] == 1  # control: the store was read
 
 
 def test_positive_control_the_trace_saw_the_station_and_would_catch_a_file(record: RoundRecord) -> None:

@@ -42,6 +42,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "mke2fs": "e2fsprogs",
     "mkfs.ext4": "e2fsprogs",
     "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mdir": "mtools",
     "mosquitto": "mosquitto",
     "mosquitto_pub": "mosquitto-clients",
     "mosquitto_sub": "mosquitto-clients",

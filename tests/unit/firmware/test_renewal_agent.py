@@ -156,7 +156,7 @@ def test_selftest_reports_margin_and_last_outcome(env):
 def test_a_station_of_a_migrated_site_renews_and_adopts_the_reissued_root(tmp_path: Path):
     from cryptography import x509
 
-    site = Site.create(tmp_path / "site", "Unit Clinic", ["b.example"], relays=1, kem="x25519", now=NOW)
+    site = Site.create(tmp_path / "site", "Unit Clinic", ["b.example"], relays=1, kem="x25519", now=NOW, tiers=1)
     d = tmp_path / "identity"
     site.sign(identity.create_device_key(d, "ward3-cart1").read_bytes(), now=NOW)
     identity.install(identity.InstallFiles.from_bundle(site.bundle("ward3-cart1", tmp_path / "b", now=NOW)), d,

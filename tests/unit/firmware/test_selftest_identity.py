@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from clinicam.firmware.selftest.identity import IdentityReview
-from clinicam.protocol.recipient import generate_recipient_key
+from clinicam.protocol.recipient import generate_recipient_key, load_recipient_public
 from clinicam.provisioning import identity, pki
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -62,7 +62,8 @@ def test_a_good_identity_passes_every_check(ident):
     assert all(line.startswith("PASS") for line in lines.values()), lines
     assert lines["certificate"] == (
         "PASS ward3-cart1, issued by 'clinicam CA Unit Clinic', valid until 2027-12-28 (397 days)")
-    assert lines["recipient"] == f"PASS X25519, fingerprint {ident.recipient.fingerprint}"
+    assert lines["recipient"] == (f"PASS X25519, fingerprint {ident.recipient.fingerprint}: new captures are "
+                                  "sealed to it; as installed (no rotation announcement adopted)")
     assert lines["ca"] == "PASS 'clinicam CA Unit Clinic', valid until 2036-10-24"
     assert lines["crl"].startswith("PASS none installed")
 
@@ -184,3 +185,32 @@ def test_pre_policy_certificate_warns_to_renew(tmp_path):
     assert (r.status, r.detail) == ("WARN", "ward3-cart1: issued before the station certificate profile; "
                                             "the relay files its photos only during a grace period")
     assert "renew" in r.remedy
+
+
+def _announce(ident: Ident, at: dt.datetime) -> str:
+    """The station's own follower adopts a signed announcement of a new key; its fingerprint."""
+    from clinicam.firmware.uplink.recipient import RecipientFollower
+    from clinicam.protocol import recipientann as ra
+
+    root_key, issuing_key = pki.new_key(), pki.new_key()
+    root = pki.make_ca(root_key, "Unit Clinic", now=NOW - dt.timedelta(days=30), path_length=1)
+    issuing = pki.make_issuing_ca(root_key, root, issuing_key, "Unit Clinic", 1, now=NOW - dt.timedelta(days=1))
+    new = generate_recipient_key("X25519")
+    payload = ra.build_announcement(recipient_pem=new.public_pem(), at=at, issuing_key=issuing_key,
+                                    issuing_cert=issuing)
+    current = load_recipient_public(ident.recipient.public_pem())
+    follower = RecipientFollower(ident.dir, root, current, lambda: NOW)
+    assert follower.handle(payload) is not None
+    return new.fingerprint
+
+
+def test_the_recipient_line_names_the_key_and_the_verified_announcement_it_came_from(ident):
+    fingerprint = _announce(ident, NOW - dt.timedelta(hours=1))
+    r = ident.review().check_recipient()
+    assert r.status == "PASS" and f"fingerprint {fingerprint}: new captures are sealed to it" in r.detail
+    assert r.detail.endswith("from the site's verified rotation announcement of 2026-11-26T11:00:00.000Z")
+    # recipient.pub replaced by hand after the announcement: said, not hidden.
+    pki.write_public(ident.dir / identity.RECIPIENT, generate_recipient_key("X25519").public_pem())
+    r = ident.review().check_recipient()
+    assert r.status == "WARN"
+    assert f"the verified announcement of 2026-11-26T11:00:00.000Z named {fingerprint}" in r.detail

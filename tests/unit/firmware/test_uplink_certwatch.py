@@ -19,7 +19,8 @@ from cryptography import x509
 
 @pytest.fixture
 def station(tmp_path: Path) -> tuple[Site, Path]:
-    site = Site.create(tmp_path / "site", "Renew Clinic", ["127.0.0.1"], kem="X25519")
+    site = Site.create(tmp_path / "site", "Renew Clinic", ["127.0.0.1"], kem="X25519",
+                       tiers=1)  # manual renewal: a single-tier site
     ident = tmp_path / "identity"
     csr = identity.create_device_key(ident, "cart-9")
     site.sign(csr.read_bytes())

@@ -126,7 +126,7 @@ def test_an_update_not_signed_by_a_trusted_root_or_older_or_not_covering_is_not_
 
 
 def test_rotation_needs_two_tiers_and_one_at_a_time(tmp_path: Path):
-    one = Site.create(tmp_path / "one", "Unit Clinic", ["broker.example"], relays=1, kem="x25519", now=NOW)
+    one = Site.create(tmp_path / "one", "Unit Clinic", ["broker.example"], relays=1, kem="x25519", now=NOW, tiers=1)
     with pytest.raises(ProvisioningError, match="two-tier"):
         rotation.begin(one, now=NOW)
     site = _site(tmp_path / "s")

@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Site:
-    return Site.create(tmp_path / "site", "Unit Clinic", ["broker.example"], now=NOW)
+    return Site.create(tmp_path / "site", "Unit Clinic", ["broker.example"], now=NOW, tiers=1)
 
 
 def _signed(tmp_path: Path, site: Site, name: str) -> tuple[Path, Path]:
@@ -53,7 +53,7 @@ def test_certificate_for_another_key_is_refused(tmp_path: Path, fresh: Site):
 
 def test_certificate_from_another_ca_is_refused(tmp_path: Path, fresh: Site):
     d, bundle = _signed(tmp_path, fresh, "station-c")
-    other = Site.create(tmp_path / "other", "Other", ["b"], now=NOW)
+    other = Site.create(tmp_path / "other", "Other", ["b"], now=NOW, tiers=1)
     pki.write_public(bundle / "ca.pem", other.ca_pem.read_bytes())
     with pytest.raises(ProvisioningError, match="not issued by this site's CA"):
         identity.install(

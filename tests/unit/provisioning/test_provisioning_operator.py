@@ -158,7 +158,7 @@ def test_cli_operator_then_revoke(fresh: Site, tmp_path: Path, capsys: pytest.Ca
     assert "operator-it-jane" in capsys.readouterr().out
     assert main(["provision", "revoke", str(fresh.path), "operator-it-jane"]) == 0
     said = capsys.readouterr().out
-    assert "ACL rewritten" in said and "CRL rewritten" in said
+    assert "CRL and ACL rewritten" in said and "publish-crl" in said
     assert "operator-it-jane" not in (fresh.broker_dir / "acl").read_text()
 
 

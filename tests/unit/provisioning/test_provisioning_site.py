@@ -22,8 +22,9 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Site:
+    # One tier: the site CA signs stations (two tiers, the default, are tested in test_two_tier)
     return Site.create(
-        tmp_path / "site", "Unit Clinic", ["broker.example", "10.0.0.5"], relays=2, kem="x25519", now=NOW
+        tmp_path / "site", "Unit Clinic", ["broker.example", "10.0.0.5"], relays=2, kem="x25519", now=NOW, tiers=1
     )
 
 

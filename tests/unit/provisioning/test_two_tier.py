@@ -27,6 +27,7 @@ META = {"patient": {"id": "SYN-TWO-TIER-1", "issuer": "GS1", "encounter": None},
 
 
 def _create(path: Path, **kw: object) -> Site:
+    kw.setdefault("tiers", 1)  # a single-tier site unless the test asks for two (the default of site-init)
     return Site.create(path, "Unit Clinic", ["broker.example"], relays=1, kem="x25519", now=NOW, **kw)  # type: ignore[arg-type]
 
 
@@ -160,7 +161,7 @@ def test_two_tier_migrates_a_single_tier_site_without_breaking_its_stations(tmp_
 
 def test_two_tier_command_says_what_to_copy(tmp_path: Path):
     rc, out = _cli("site-init", str(tmp_path / "site"), "--site", "Unit", "--broker-host", "b.example",
-                   "--kem", "x25519")
+                   "--kem", "x25519", "--tiers", "1")
     assert rc == 0, out
     rc, out = _cli("two-tier", str(tmp_path / "site"))
     assert rc == 0, out

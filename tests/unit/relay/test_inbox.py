@@ -76,3 +76,29 @@ def test_events_over_a_stations_rate_are_counted_not_queued() -> None:
     assert inbox.put(T.event("quiet"), b"{}")  # another station's bucket is its own
     t[0] += 1.0
     assert sum(inbox.put(T.event("noisy"), b"{}") for _ in range(100)) == 10
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_station_over_its_message_rate_is_dropped_before_the_worker_sees_it() -> None:
+    """A flood the worker keeps up with still costs the worker (and the GIL the network
+    thread needs): past ``station_rate_per_s`` (burst ``station_messages``) it is dropped
+    at once, even with its queue empty; another station is not touched."""
+    clock = Clock()
+    inbox = FairInbox(P, station_messages=100, station_rate_per_s=10.0, clock=clock)
+    handled = 0
+    for i in range(500):  # the worker takes each one at once: the queue never fills
+        if inbox.put(T.part("flooder", f"{i:032x}", 100_000 + i), b""):
+            handled += inbox.get(timeout=0) is not None
+    assert handled == 100 and inbox.take_dropped() == {"flooder": 400}
+    assert inbox.put(T.part("control", CID, 0), b"x")  # its own budget
+    assert inbox.put(T.status("flooder"), b"{}")  # statuses are coalesced instead
+    clock.t += 1.0
+    accepted = sum(inbox.put(T.part("flooder", f"{i:032x}", 0), b"") for i in range(50))
+    assert accepted == 10  # ten a second after the burst
