@@ -109,10 +109,9 @@ class RelayProcess:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen([*CLI, "relay", "run", "--config", str(self.config)],
                                          stdout=log, stderr=log)
-        # serving and subscribed to the stations (its first SUBACK is for relay presence):
-        # from then on nothing sent to the relay is missed
-        wait_until(lambda: "serves worker" in self.log.read_text()
-                   and broker.log_text().count("Sending SUBACK to relay-1") >= 2,
+        # "running" is printed once the broker granted the stations' subscriptions (the
+        # presence and CRL SUBACKs come first): from then on nothing sent to it is missed
+        wait_until(lambda: "clinicam relay: running" in self.log.read_text(),
                    what="the relay's subscription")
 
     def filed(self) -> list[str]:
