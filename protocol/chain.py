@@ -72,7 +72,8 @@ def is_ca(cert: x509.Certificate) -> bool:
     return bc.ca
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``cert`` (the signature checked, no other rule)."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -80,7 +81,8 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _valid_at(cert: x509.Certificate, now: datetime) -> bool:
+def valid_at(cert: x509.Certificate, now: datetime) -> bool:
+    """Whether ``now`` is inside ``cert``'s validity period."""
     return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
@@ -107,12 +109,12 @@ class TrustStore:
         The leaf's own dates are always the caller's business.
         """
         for root in self.roots:
-            if _issued_by(leaf, root):
+            if issued_by(leaf, root):
                 return [root]
         for inter in self.intermediates:
-            if not _issued_by(leaf, inter):
+            if not issued_by(leaf, inter):
                 continue
-            above = next((r for r in self.roots if _issued_by(inter, r)), None)
+            above = next((r for r in self.roots if issued_by(inter, r)), None)
             if above is None:
                 raise ChainError("its issuing CA was not issued by the site's root")
             root = above
@@ -122,7 +124,7 @@ class TrustStore:
                 # As OpenSSL (the broker) would: a single-tier root allows no CA below it.
                 raise ChainError("the site root allows no issuing CA (path length 0): "
                                  "install the root re-issued by 'clinicam provision two-tier'")
-            if now is not None and not _valid_at(inter, now):
+            if now is not None and not valid_at(inter, now):
                 raise ChainError("its issuing CA is not valid at this time")
             return [inter, root]
         raise ChainError(NOT_ISSUED)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from clinicam.common.errors import ClinicamError
+from clinicam.protocol.chain import issued_by
 from clinicam.protocol.manifest import b64, canonical, parse_rfc3339_ms, rfc3339_ms, sign, strict_json, unb64
 from clinicam.protocol.recipient import RecipientPublicKey, load_recipient_public
 from clinicam.protocol.topics import Topics
@@ -58,13 +59,6 @@ def build_announcement(*, recipient_pem: bytes, at: datetime, issuing_key: ec.El
     return canonical({**body, "sig": b64(sign(canonical(body), issuing_key))})
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
 
 def parse_announcement(payload: bytes, *, root: x509.Certificate | Sequence[x509.Certificate], now: datetime,
                        current: RecipientPublicKey | None = None) -> Announcement:
@@ -87,7 +81,7 @@ def parse_announcement(payload: bytes, *, root: x509.Certificate | Sequence[x509
     except (ValueError, TypeError, UnicodeEncodeError, ClinicamError) as exc:
         raise AnnouncementError(f"recipient announcement: unreadable field ({type(exc).__name__})") from exc
     roots = [root] if isinstance(root, x509.Certificate) else list(root)
-    if not any(_issued_by(signer, r) for r in roots):
+    if not any(issued_by(signer, r) for r in roots):
         raise AnnouncementError("recipient announcement: signer not issued by this site's root")
     try:
         bc = signer.extensions.get_extension_for_class(x509.BasicConstraints).value

@@ -162,29 +162,19 @@ def _ca(cert: x509.Certificate) -> x509.BasicConstraints | None:
     return bc if bc.ca else None
 
 
-def _valid(cert: x509.Certificate, now: datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _check_root(root: x509.Certificate, now: datetime) -> None:
     bc = _ca(root)
-    if not _issued_by(root, root) or bc is None or (bc.path_length is not None and bc.path_length < 1):
+    if not trust.issued_by(root, root) or bc is None or (bc.path_length is not None and bc.path_length < 1):
         raise TrustUpdateError("trust update: a root is not a self-signed CA for an issuing CA (path length ≥ 1)")
-    if not _valid(root, now):
+    if not trust.valid_at(root, now):
         raise TrustUpdateError("trust update: a root is not valid now")
 
 
 def _check_issuing(issuing: x509.Certificate, root: x509.Certificate, now: datetime) -> None:
     bc = _ca(issuing)
-    if bc is None or bc.path_length != 0 or not _issued_by(issuing, root) or not _valid(issuing, now):
+    if bc is None or bc.path_length != 0 or not trust.issued_by(issuing, root) or not trust.valid_at(issuing, now):
         raise TrustUpdateError("trust update: issuing is not a CA (path length 0) of the first root, valid now")
 
 
@@ -204,6 +194,6 @@ def _vouched(signer: x509.Certificate, held: Sequence[x509.Certificate], cross: 
         return True
     for c in cross:
         if (c.subject == signer.subject and c.public_key() == signer.public_key() and _ca(c) is not None
-                and _valid(c, now) and any(_issued_by(c, r) for r in held)):
+                and trust.valid_at(c, now) and any(trust.issued_by(c, r) for r in held)):
             return True
     return False

@@ -27,12 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clinicam.common.errors import ProvisioningError
-from clinicam.protocol.chain import load_certs
+from clinicam.protocol.chain import issued_by, load_certs
 from clinicam.protocol.recipient import KEMS, generate_recipient_key
 from clinicam.protocol.revocation import crl_number
 from clinicam.provisioning import brokerconf, pki
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 RENEW_GRACE = dt.timedelta(days=30)
@@ -577,7 +576,7 @@ class Site:
         added: list[Record] = []
         for n, cert in enumerate(_journal_certs(journal), 1):
             where = f"{journal} line {n}"
-            if not any(_issued_by(cert, ca) for ca in self.issuing_cas()):
+            if not any(issued_by(cert, ca) for ca in self.issuing_cas()):
                 raise ProvisioningError(f"{where}: not issued by this site's issuing CA: is it this site's "
                                         "journal?")
             pki.check_id(pki.common_name(cert.subject, where))
@@ -717,13 +716,6 @@ def _journal_certs(journal: Path) -> list[x509.Certificate]:
             certs.append(pki.parse_cert(entry["cert"].encode(), f"{journal} line {n}"))
     return certs
 
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _encrypted(path: Path) -> bool:

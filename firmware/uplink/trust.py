@@ -29,7 +29,6 @@ from clinicam.protocol import trustann as ta
 from clinicam.protocol.manifest import rfc3339_ms
 from clinicam.provisioning import identity, pki
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class TrustFollower:
         held = held_number(self.dir)
         if update.number < held:
             return None  # a stale copy: never go back
-        renew = not _issued_by(current.cert, update.issuing)
+        renew = not trust.issued_by(current.cert, update.issuing)
         if update.number == held:
             return TrustOutcome(update, installed=False, renew=renew)
         if not update.covers(current.cert, current.chain):
@@ -96,10 +95,3 @@ class TrustFollower:
         log.info("uplink: trust update %d installed (%d root(s))", update.number, len(update.roots))
         return TrustOutcome(update, installed=True, renew=renew)
 
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
