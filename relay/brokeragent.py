@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -45,6 +44,7 @@ from clinicam.protocol import revocation as rv
 from clinicam.protocol import trustann as ta
 from clinicam.protocol.topics import check_prefix
 from clinicam.provisioning import pki
+from clinicam.relay.mqttservice import MqttService
 from cryptography import x509
 
 log = logging.getLogger(__name__)
@@ -228,36 +228,16 @@ def sighup_from(pid_file: Path) -> Callable[[], None]:
     return reload
 
 
-class Agent:
+class Agent(MqttService):
     """The MQTT side: one connection, one worker thread around ``AgentCore``."""
 
+    thread_name = "broker-agent"
+
     def __init__(self, config: AgentConfig, core: AgentCore) -> None:
-        import paho.mqtt.client as mqtt
-        from clinicam.provisioning.tlsctx import client_context
-        from paho.mqtt.enums import CallbackAPIVersion
-
+        ident, b = config.identity, config.broker
+        super().__init__(client_id=AGENT, ca=ident.ca, cert=ident.cert, key=ident.key,
+                         host=b.host, port=b.port, keepalive_s=b.keepalive_s)
         self.config, self.core = config, core
-        self._jobs: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        ident = config.identity
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=AGENT, protocol=mqtt.MQTTv5)
-        self.client.tls_set_context(client_context(Path(ident.ca), Path(ident.cert), Path(ident.key)))
-        self.client.on_connect = self._on_connect
-        self.client.on_message = lambda _c, _u, msg: self._jobs.put((msg.topic, bytes(msg.payload)))
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="broker-agent", daemon=True)
-        self._thread.start()
-        b = self.config.broker
-        self.client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
-        self.client.loop_start()
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._jobs.put(None)
-        if self._thread is not None:
-            self._thread.join(5)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:

@@ -25,12 +25,11 @@ from clinicam.protocol import revocation as rv
 from clinicam.protocol import trustann as ta
 from clinicam.protocol.topics import REGISTRAR, Topics
 from clinicam.provisioning import pki
-from clinicam.provisioning.tlsctx import client_context
+from clinicam.relay.mqttservice import MqttService
 from clinicam.relay.registrar.config import RegistrarConfig
 from clinicam.relay.registrar.core import Journal, Policy, RegistrarCore
 from clinicam.relay.registrar.kick import kick
 from clinicam.relay.registrar.revocation import RevocationLog, current_bulletin
-from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +66,17 @@ def build_core(config: RegistrarConfig, now: Callable[[], Any] | None = None) ->
                          policy=policy, topic_prefix=iss.topic_prefix, utc=now)
 
 
-class Registrar:
+class Registrar(MqttService):
     """``start()``/``stop()`` around a connected MQTT client and the decision thread."""
 
+    thread_name = "registrar"
+
     def __init__(self, config: RegistrarConfig, core: RegistrarCore) -> None:
+        ident, b = config.identity, config.broker
+        super().__init__(client_id=REGISTRAR, ca=ident.ca, cert=ident.cert, key=ident.key,
+                         host=b.host, port=b.port, keepalive_s=b.keepalive_s)
         self.config, self.core = config, core
         self.topics = Topics(config.issuing.topic_prefix)
-        self._jobs: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        ident = config.identity
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=REGISTRAR, protocol=mqtt.MQTTv5)
-        self.client.tls_set_context(client_context(Path(ident.ca), Path(ident.cert), Path(ident.key)))
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self._thread: threading.Thread | None = None
         self.connected = threading.Event()
         self._crl_stamp: int | None = None
         self._published = 0  # the CRL number last published
@@ -87,20 +84,6 @@ class Registrar:
         self._cut: set[int] = set()
         self._recipient_stamp: int | None = None
         self._trust_stamp: int | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="registrar", daemon=True)
-        self._thread.start()
-        b = self.config.broker
-        self.client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
-        self.client.loop_start()
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._jobs.put(None)
-        if self._thread is not None:
-            self._thread.join(5)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
