@@ -72,6 +72,20 @@ def _connect(client: Any, host: str, port: int) -> None:
                                 "is reachable, or give --broker-host/--broker-port") from exc
 
 
+def _session(site: Site, host: str, port: int, on_connect: Any, on_message: Any,
+             done: threading.Event, timeout_s: float) -> None:
+    """Connect as the admin identity, run the callbacks until ``done`` or ``timeout_s``, disconnect."""
+    client = _client(site)
+    client.on_connect, client.on_message = on_connect, on_message
+    _connect(client, host, port)
+    client.loop_start()
+    try:
+        done.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def publish_root_bulletin(site: Site, *, host: str, port: int, timeout_s: float = 60.0) -> Published:
     """Publish ``site.root_bulletin_path`` (or the last published one), wait for the
     receipt, cut the revoked ids' sessions. Not installed within ``timeout_s``: no cut
@@ -106,15 +120,7 @@ def publish_root_bulletin(site: Site, *, host: str, port: int, timeout_s: float 
         except rv.RevocationError as exc:
             log.warning("admin: unreadable CRL receipt (%s)", exc)
 
-    client = _client(site)
-    client.on_connect, client.on_message = on_connect, on_message
-    _connect(client, host, port)
-    client.loop_start()
-    try:
-        done.wait(timeout_s)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    _session(site, host, port, on_connect, on_message, done, timeout_s)
     cut: dict[str, bool] = {}
     if installed.is_set():
         key = site.ca_key()
@@ -140,15 +146,7 @@ def fetch_registrar_bulletin(site: Site, *, host: str, port: int, timeout_s: flo
         got["payload"] = bytes(msg.payload)
         done.set()
 
-    client = _client(site)
-    client.on_connect, client.on_message = on_connect, on_message
-    _connect(client, host, port)
-    client.loop_start()
-    try:
-        done.wait(timeout_s)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    _session(site, host, port, on_connect, on_message, done, timeout_s)
     if "payload" not in got:
         raise ProvisioningError(f"no CRL bulletin on {rv.crl_topic(site.prefix)} within {timeout_s:g} s: is the "
                                 "registrar running, and the ACL regenerated ('clinicam provision acl')?")
